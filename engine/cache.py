@@ -1,0 +1,209 @@
+"""The streaming activation cache: tokens -> model -> coder -> latent-major chunks in SQLite.
+
+Memory is bounded by one chunk (at most 65,536 tokens of top-k activations) plus one chunk in
+flight to the writer thread, whatever the number of tokens. A chunk is committed in one
+transaction with its sequences, so a killed run resumes after its last committed chunk with
+nothing duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
+from autointerp.store.stats import compute_latent_stats
+
+from .config import CacheConfig
+from .corpus import CorpusSpec, corpus_hash, iter_documents, pack_sequences
+from .setup import CacheParts, prepare
+
+MAX_CHUNK_TOKENS = 1 << 16  # chunk offsets are stored as uint16
+
+
+@dataclass
+class CacheResult:
+    chunks_total: int
+    chunks_done_before: int
+    tokens: int
+    nnz: int
+    seconds: float
+    forward_seconds: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def chunk_seqs_for(seq_len: int, chunk_tokens: int = MAX_CHUNK_TOKENS) -> int:
+    """Whole sequences per chunk: as many as fit in `chunk_tokens` (offsets must fit uint16)."""
+    return max(min(chunk_tokens, MAX_CHUNK_TOKENS) // seq_len, 1)
+
+
+def sequence_stream(parts: CacheParts, cfg: CacheConfig) -> Iterator[np.ndarray]:
+    spec = CorpusSpec(cfg.corpus, cfg.text_field, cfg.seed)
+    tok = parts.model.tokenizer
+    seqs = pack_sequences(iter_documents(spec), tok, cfg.seq_len, parts.model.start_id, parts.model.sep_id)
+    return itertools.islice(seqs, max(cfg.n_tokens // cfg.seq_len, 1))
+
+
+def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
+    from . import versions
+
+    vocab = parts.model.vocab_size
+    return {
+        "model": parts.model.name,
+        "model_hash": parts.model.content_hash,
+        "hook": parts.hook,
+        "coder_kind": parts.coder.kind,
+        "coder_path": parts.coder.path,
+        "coder_hash": parts.coder.content_hash,
+        "num_latents": parts.coder.num_latents,
+        "d_in": parts.coder.d_in,
+        "corpus": cfg.corpus,
+        "corpus_hash": corpus_hash(CorpusSpec(cfg.corpus, cfg.text_field, cfg.seed)),
+        "seq_len": cfg.seq_len,
+        "n_tokens_target": cfg.n_tokens,
+        "chunk_seqs": chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens),
+        "token_dtype": "uint16" if vocab <= 1 << 16 else "uint32",
+        "vocab_size": vocab,
+        "bos_token_id": parts.model.start_id,
+        "seed": cfg.seed,
+        "versions": versions.package_versions(),
+        "config": asdict(cfg),
+    }
+
+
+class ChunkWriter:
+    """Commits chunks on a background thread so SQLite work overlaps the next forward passes."""
+
+    def __init__(self, store: ActivationStore):
+        self.store = store
+        self.q: queue.Queue = queue.Queue(maxsize=1)  # one chunk in flight bounds memory
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="chunk-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.store.write_chunk(*item)
+                except BaseException as e:  # surfaced to the caller on the next submit/close
+                    self.error = e
+
+    def submit(self, *item) -> None:
+        if self.error:
+            raise self.error
+        self.q.put(item)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
+def encode_batch(parts: CacheParts, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Activations of one batch as flat (row-major token index, latent, value) arrays.
+
+    Position 0 of every sequence (the start token) is skipped: it is never an activation.
+    """
+    acts = parts.model.hook_activations(tokens, parts.hook)  # [B, T, d]
+    B, T, d = acts.shape
+    x = acts[:, 1:, :].reshape(-1, d).float()
+    sp = parts.coder.encode(x)
+    rows = sp.rows.cpu().numpy()
+    b, t = np.divmod(rows, T - 1)
+    flat = b * T + t + 1
+    return flat, sp.latents.cpu().numpy(), sp.values.cpu().numpy()
+
+
+def run_cache(
+    cfg: CacheConfig,
+    db_path: str,
+    on_progress: Callable[[int, int], None] | None = None,
+    parts: CacheParts | None = None,
+) -> CacheResult:
+    """Cache activations of `cfg` into `db_path`, resuming after the last committed chunk.
+
+    Everything is validated (model, hook, coder, corpus) before the database is opened, so bad
+    input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch.
+    """
+    parts = parts or prepare(cfg)
+    prov = provenance(parts, cfg)
+    stream = sequence_stream(parts, cfg)
+    # Read the first sequence before touching the database: an empty, undecodable or malformed
+    # corpus fails here with the file left as it was.
+    stream = itertools.chain([next(stream)], stream)
+    store = ActivationStore.open(db_path, create=True)
+    try:
+        store.claim(prov)
+        return _fill(cfg, parts, store, stream, on_progress)
+    finally:
+        store.close()
+
+
+def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -> CacheResult:
+    seq_len = cfg.seq_len
+    per_chunk = chunk_seqs_for(seq_len, cfg.chunk_tokens)
+    n_seqs = max(cfg.n_tokens // seq_len, 1)
+    total_chunks = -(-n_seqs // per_chunk)
+    done = store.chunks()
+    tokens_total = n_seqs * seq_len
+    tokens_seen = sum(c.n_seqs for c in done.values()) * seq_len
+    store.log_event("cache", "start", f"caching {tokens_total} tokens into {total_chunks} chunks",
+                    {"chunks_done": len(done)})
+    t0 = time.perf_counter()
+    forward_s = 0.0
+    new_tokens = 0
+    writer = ChunkWriter(store)
+    try:
+        for chunk_id in range(total_chunks):
+            seqs = list(itertools.islice(stream, per_chunk))
+            if not seqs:
+                break
+            if chunk_id in done:
+                if done[chunk_id].n_seqs != len(seqs):
+                    raise StoreError(f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
+                                     f"the corpus now gives {len(seqs)}: the corpus changed")
+                continue
+            tc = time.perf_counter()
+            flat_parts, lat_parts, val_parts = [], [], []
+            for start in range(0, len(seqs), cfg.batch_size):
+                batch = torch.from_numpy(np.stack(seqs[start : start + cfg.batch_size]))
+                tf = time.perf_counter()
+                with torch.inference_mode():
+                    flat, lat, val = encode_batch(parts, batch)
+                forward_s += time.perf_counter() - tf
+                flat_parts.append(flat + start * seq_len)
+                lat_parts.append(lat)
+                val_parts.append(val)
+                new_tokens += len(batch) * seq_len
+                tokens_seen += len(batch) * seq_len
+                if on_progress:
+                    on_progress(tokens_seen, tokens_total)
+            offsets = np.concatenate(flat_parts).astype(np.uint16)
+            latents = np.concatenate(lat_parts).astype(np.int32)
+            values = np.concatenate(val_parts).astype(np.float16)
+            info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
+            writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
+        writer.close()
+    except BaseException:
+        writer.close()
+        raise
+    seconds = time.perf_counter() - t0
+    compute_latent_stats(store, cfg.window_len)
+    store.log_event("cache", "done", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
+                    {"seconds": seconds, "new_tokens": new_tokens})
+    return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s)

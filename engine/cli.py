@@ -1,0 +1,183 @@
+"""The `autointerp` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+import time
+
+import click
+
+from autointerp.store.db import StoreError
+
+from .coders.base import CoderError
+from .config import Config, ConfigError, load_config
+from .corpus import CorpusError
+from .defaults import MissingDefault
+from .model import ModelError
+
+# Bad input of any kind ends in one line naming the problem and exit status 2.
+USER_ERRORS = (ConfigError, CorpusError, CoderError, ModelError, StoreError, MissingDefault)
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="autointerp")
+def main() -> None:
+    """Cache which text makes each latent fire, explain latents with an LLM, score the explanations."""
+
+
+def cache_options(fn):
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--db", help="Database file (default autointerp.db)."),
+        click.option("--model", help="HF id, model folder, .gguf file or 'embedded'."),
+        click.option("--hook", help="Hook point, e.g. blocks.15.hook_resid_post or layers.15."),
+        click.option("--coder", help="Coder checkpoint folder / npz, 'embedded' or 'neurons'."),
+        click.option("--corpus", help="'embedded', a .txt/.jsonl/.parquet file, a dataset folder or hf:NAME."),
+        click.option("--n-tokens", type=int, help="Tokens to cache."),
+        click.option("--seq-len", type=int, help="Tokens per sequence."),
+        click.option("--batch-size", type=int, help="Sequences per forward pass."),
+        click.option("--device", help="auto, cpu, cuda, cuda:N."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def resolve_config(config_path, db, **overrides) -> Config:
+    cfg = load_config(config_path)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg.cache = dataclasses.replace(cfg.cache, **given)
+    if db:
+        cfg.db = db
+    return cfg
+
+
+@main.command()
+@cache_options
+@user_errors
+def cache(config_path, db, **overrides) -> None:
+    """Cache latent activations into the database (resumes where a killed run stopped)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from .cache import run_cache
+    from .setup import prepare
+
+    cfg = resolve_config(config_path, db, **overrides)
+    click.echo(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ...", err=True)
+    parts = prepare(cfg.cache)
+    click.echo(f"hook {parts.hook}, {parts.coder.num_latents} latents ({parts.coder.kind}), device {parts.model.device}",
+               err=True)
+    columns = (
+        TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("cache", total=None, rate="")
+        t0, first = time.perf_counter(), [None]
+
+        def on_progress(done: int, total: int) -> None:
+            if first[0] is None:
+                first[0] = done
+            rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} tok/s")
+
+        result = run_cache(cfg.cache, cfg.db, on_progress, parts=parts)
+    click.echo(
+        f"cached {result.tokens:,} new tokens ({result.chunks_done_before} of {result.chunks_total} chunks were "
+        f"already committed) in {result.seconds:.1f}s, {result.tokens_per_s:,.0f} tok/s; "
+        f"{result.nnz:,} activations in {cfg.db}"
+    )
+    click.echo(f"next: autointerp info {cfg.db}")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--top", default=10, help="How many of the most frequent latents to list.")
+@user_errors
+def info(db, top) -> None:
+    """Summarise a database: provenance, cache size, most frequent latents."""
+    from autointerp.store.db import ActivationStore
+
+    with ActivationStore.open(db, readonly=True) as store:
+        prov = store.provenance
+        if prov is None:
+            click.echo(f"{db}: empty (no activation cache yet)")
+            return
+        size = os.path.getsize(db)
+        nnz = store.nnz()
+        click.echo(f"model       {prov['model']}  ({prov['model_hash']})")
+        click.echo(f"hook        {prov['hook']}")
+        click.echo(f"coder       {prov['coder_kind']} {prov['coder_path']}  ({prov['coder_hash']}), "
+                   f"{prov['num_latents']} latents, d_in {prov['d_in']}")
+        click.echo(f"corpus      {prov['corpus']}  ({prov['corpus_hash']}), seq_len {prov['seq_len']}, seed {prov['seed']}")
+        click.echo(f"cached      {len(store.chunks())} chunks, {store.n_tokens():,} tokens, {nnz:,} activations, "
+                   f"{size / 1e6:.1f} MB ({size / max(nnz, 1):.2f} bytes/activation)")
+        rows = list(store.db.execute(
+            "select latent, count, frequency, max_act from latents order by count desc limit ?", [top]))
+        dead = store.db.execute("select count(*) from latents where count = 0").fetchone()[0]
+        click.echo(f"latents     {dead} never fired")
+        for latent, count, freq, mx in rows:
+            click.echo(f"  latent {latent:6d}  count {count:8d}  freq {freq:.4f}  max {mx:.2f}")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print figures (not tests)."""
+
+
+@bench.command("cache")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--n-tokens", default=32_768, help="N: tokens of the small run (the large run caches 10N).")
+@click.option("--fetch-tokens", default=1_000_000, help="Tokens in the cache used for the window-fetch timing.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
+@user_errors
+def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
+    """Cache throughput vs a bare forward, bytes per activation, peak RSS at N and 10N, fetch latency."""
+    from .bench import bench_cache as run
+
+    result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:24s} {v}")
+
+
+@main.command("train-default-sae")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder to write (default: the packaged one).")
+@click.option("--tokens", default=393_216, help="Training tokens.")
+@user_errors
+def train_default_sae(out, tokens) -> None:
+    """Regenerate the embedded TopK SAE deterministically with eai-sparsify (about 10 min on 2 cores)."""
+    from .train_default import train
+
+    report = train(out, tokens)
+    click.echo(json.dumps(report, indent=1))
+
+
+@main.command()
+@click.argument("args", nargs=-1)
+def tui(args) -> None:
+    """Open the terminal UI (same as autointerp-tui)."""
+    # Started as its own program: the engine never imports Textual.
+    os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui", *args])
+
+
+if __name__ == "__main__":
+    main()

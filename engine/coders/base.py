@@ -1,0 +1,88 @@
+"""The one interface every sparse coder (SAE, transcoder, neurons) is used through."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class CoderError(Exception):
+    """A checkpoint that cannot be used, stated in one line."""
+
+
+@dataclass
+class SparseActs:
+    """Nonzero activations of a batch of rows: row index, latent index, value (flat, same length)."""
+
+    rows: torch.Tensor  # int64
+    latents: torch.Tensor  # int64
+    values: torch.Tensor  # float32
+
+    def __len__(self) -> int:
+        return int(self.rows.numel())
+
+
+def topk_sparse(pre: torch.Tensor, k: int) -> SparseActs:
+    """Keep the k largest positive entries of each row, without building a dense output."""
+    vals, idx = pre.topk(min(k, pre.shape[-1]), dim=-1, sorted=False)
+    rows = torch.arange(pre.shape[0], device=pre.device).unsqueeze(1).expand_as(idx)
+    keep = vals > 0
+    return SparseActs(rows[keep], idx[keep], vals[keep].float())
+
+
+def nonzero_sparse(acts: torch.Tensor) -> SparseActs:
+    rows, latents = torch.nonzero(acts > 0, as_tuple=True)
+    return SparseActs(rows, latents, acts[rows, latents].float())
+
+
+@dataclass
+class SparseCoder:
+    """A loaded coder. `encode` maps hook activations [N, d_in] to their nonzero latents.
+
+    `hook` is the hook point the coder reads, in the form its checkpoint names it (None when the
+    checkpoint does not say); `transcoder` coders read an MLP's input and predict its output.
+    """
+
+    kind: str
+    num_latents: int
+    d_in: int
+    hook: str | None
+    content_hash: str
+    path: str
+    transcoder: bool = False
+
+    def encode(self, x: torch.Tensor) -> SparseActs:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decoder_directions(self) -> torch.Tensor | None:
+        """[num_latents, d] directions the latents write (None for neurons without weights)."""
+        return None
+
+    def to(self, device: str | torch.device) -> "SparseCoder":
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+
+def hash_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def require(mapping: dict, key: str, source: str):
+    if key not in mapping:
+        raise CoderError(f"{source} has no '{key}'")
+    return mapping[key]
+
+
+def check_shape(t: torch.Tensor, shape: tuple, name: str, source: str) -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise CoderError(f"{source}: '{name}' has shape {tuple(t.shape)}, expected {tuple(shape)}")

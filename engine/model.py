@@ -1,0 +1,215 @@
+"""The subject model, run through TransformerLens 4.x `TransformerBridge`.
+
+Only the layers up to the hooked one run (`stop_at_layer`) and only the hooked activation is
+kept (`names_filter`). fp32 on CPU (bf16 is several times slower on CPUs without bf16 units),
+CUDA when available.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .defaults import EMBEDDED_MODEL_NAME, smollm2_gguf
+
+
+class ModelError(Exception):
+    """A subject model or hook point that cannot be used, stated in one line."""
+
+
+# Hook points we support, TransformerLens style, with the block they belong to.
+HOOK_PATTERNS = {
+    r"blocks\.(\d+)\.hook_resid_pre": "residual stream entering block N",
+    r"blocks\.(\d+)\.hook_resid_mid": "residual stream between attention and MLP",
+    r"blocks\.(\d+)\.hook_resid_post": "residual stream leaving block N",
+    r"blocks\.(\d+)\.hook_mlp_out": "MLP output",
+    r"blocks\.(\d+)\.hook_attn_out": "attention output",
+    r"blocks\.(\d+)\.mlp\.hook_post": "MLP neurons (hidden activations)",
+    r"blocks\.(\d+)\.mlp\.hook_in": "MLP input (what transcoders read)",
+}
+
+
+def hook_from_module_path(path: str, transcoder: bool = False) -> str:
+    """Translate sparsify's Hugging Face module paths (`layers.N`, `layers.N.mlp`) to hook names."""
+    m = re.fullmatch(r"(?:model\.)?layers\.(\d+)(\.mlp|\.self_attn)?", path)
+    if not m:
+        return path
+    n, sub = m.group(1), m.group(2)
+    if sub is None:
+        return f"blocks.{n}.hook_resid_post"
+    if sub == ".mlp":
+        return f"blocks.{n}.mlp.hook_in" if transcoder else f"blocks.{n}.hook_mlp_out"
+    return f"blocks.{n}.hook_attn_out"
+
+
+def hook_layer(hook: str) -> int:
+    for pattern in HOOK_PATTERNS:
+        m = re.fullmatch(pattern, hook)
+        if m:
+            return int(m.group(1))
+    known = "; ".join(p.replace(r"(\d+)", "N").replace("\\", "") for p in HOOK_PATTERNS)
+    raise ModelError(f"unknown hook point {hook!r} (supported: {known}, or layers.N / layers.N.mlp)")
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} asked for, but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ModelError(f"unknown dtype {dtype!r} (auto, float32, bfloat16, float16)") from None
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _cache_root() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("AUTOINTERP_CACHE_DIR") or user_cache_dir("autointerp"))
+
+
+def gguf_as_safetensors(gguf: Path) -> tuple[Path, str]:
+    """Dequantise a GGUF once with transformers' loader; later loads read the cached safetensors."""
+    digest = _file_hash(gguf)
+    target = _cache_root() / "models" / f"{gguf.stem}-{digest}"
+    if (target / "config.json").exists():
+        return target, digest
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    except Exception as e:  # transformers raises many types for unreadable GGUF files
+        raise ModelError(f"cannot load GGUF {gguf} ({type(e).__name__}: {e})") from None
+    # Saved weights are plain fp32 now: drop the quantisation markers so reloads skip the GGUF path.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(target)  # atomic: a half-written cache is never used
+    return target, digest
+
+
+@dataclass
+class SubjectModel:
+    bridge: object
+    tokenizer: object
+    name: str
+    content_hash: str
+    device: torch.device
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    vocab_size: int
+    start_id: int  # token at position 0 of every sequence
+    sep_id: int  # token placed between documents
+
+    @classmethod
+    def load(cls, spec: str = "embedded", device: str = "auto", dtype: str = "auto") -> "SubjectModel":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        if spec == "embedded":
+            folder, digest = gguf_as_safetensors(smollm2_gguf())
+            name = EMBEDDED_MODEL_NAME
+        elif spec.endswith(".gguf"):
+            path = Path(spec).expanduser()
+            if not path.is_file():
+                raise ModelError(f"GGUF file {path} does not exist")
+            folder, digest = gguf_as_safetensors(path)
+            name = str(path)
+        else:
+            folder, name = spec, spec
+            digest = ""
+        try:
+            hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dt)
+            tok = AutoTokenizer.from_pretrained(str(folder))
+        except Exception as e:  # OSError, ValueError, hub errors...: one line names the model
+            raise ModelError(f"cannot load model {spec!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        if not digest:
+            digest = getattr(hf_model.config, "_commit_hash", None) or _folder_hash(Path(folder))
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(
+            str(folder), hf_model=hf_model, tokenizer=tok, device=str(dev), dtype=dt
+        )
+        bridge.eval()
+        cfg = hf_model.config
+        sep = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
+        start = tok.bos_token_id if tok.bos_token_id is not None else sep
+        if start is None:
+            raise ModelError(f"model {spec!r}: tokenizer has neither a BOS nor an EOS token")
+        return cls(
+            bridge=bridge,
+            tokenizer=tok,
+            name=name,
+            content_hash=digest,
+            device=dev,
+            n_layers=int(cfg.num_hidden_layers),
+            d_model=int(cfg.hidden_size),
+            d_mlp=int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)),
+            vocab_size=int(cfg.vocab_size),
+            start_id=int(start),
+            sep_id=int(sep),
+        )
+
+    # ---- hooks ----------------------------------------------------------------------------
+
+    def check_hook(self, hook: str) -> int:
+        layer = hook_layer(hook)
+        if layer >= self.n_layers:
+            raise ModelError(f"hook {hook!r}: the model has only {self.n_layers} blocks (0..{self.n_layers - 1})")
+        if hook not in self.bridge.hook_dict:
+            raise ModelError(f"hook {hook!r} is not served by this model's TransformerLens bridge")
+        return layer
+
+    def hook_width(self, hook: str) -> int:
+        return self.d_mlp if hook.endswith("mlp.hook_post") else self.d_model
+
+    def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
+        """[B, T] token ids -> [B, T, width] activations at `hook`, running only the blocks needed."""
+        layer = hook_layer(hook)
+        _, cache = self.bridge.run_with_cache(
+            tokens.to(self.device), names_filter=hook, stop_at_layer=layer + 1, return_cache_object=False
+        )
+        return cache[hook]
+
+    def forward_to(self, tokens: torch.Tensor, layer: int) -> torch.Tensor:
+        """Bare forward through blocks 0..layer with no cache hooks (the benchmark's reference)."""
+        return self.bridge(tokens.to(self.device), stop_at_layer=layer + 1)
+
+
+def _folder_hash(folder: Path) -> str:
+    h = hashlib.sha256(str(folder).encode())
+    if folder.is_dir():
+        for f in sorted(folder.iterdir()):
+            if f.is_file():
+                h.update(f.name.encode() + str(f.stat().st_size).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,264 @@
+"""ActivationStore: the SQLite file that is the single source of truth.
+
+Knows no models: it stores token sequences, latent-major packed activations, per-latent
+statistics, provenance and events. Writers use WAL so readers (the TUI, a second batch
+process) never block them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from .schema import SchemaError, ensure_schema
+
+# Fields that say which activations a database holds; reusing a database for another value
+# of any of them would mix incompatible activations.
+IDENTITY_FIELDS = ("model", "hook", "coder_kind", "coder_hash", "corpus_hash", "seq_len", "chunk_seqs")
+
+
+class StoreError(Exception):
+    """A problem with the database file, stated in one line."""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    id: int
+    first_seq: int
+    n_seqs: int
+    n_tokens: int
+    nnz: int
+
+
+class ActivationStore:
+    """One autointerp database. Open with `ActivationStore.open(path)`."""
+
+    def __init__(self, db: sqlite_utils.Database, path: Path, readonly: bool):
+        self.db = db
+        self.path = path
+        self.readonly = readonly
+        self._chunks: dict[int, ChunkInfo] | None = None
+        self._prov: dict | None = None
+
+    # ---- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False):
+        path = Path(path)
+        if not path.exists() and not create:
+            raise StoreError(f"database {path} does not exist")
+        if path.exists() and path.is_dir():
+            raise StoreError(f"database path {path} is a directory")
+        if readonly:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(path), check_same_thread=False)
+        conn.execute("pragma busy_timeout = 30000")
+        db = sqlite_utils.Database(conn)
+        try:
+            tables = db.table_names()
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(f"{path} is not an SQLite database ({e})") from None
+        try:
+            if readonly:
+                if "meta" not in tables:
+                    raise SchemaError("not an autointerp database (no 'meta' table)")
+                from .schema import SCHEMA_VERSION
+
+                v = int(db.execute("select value from meta where key='schema_version'").fetchone()[0])
+                if v != SCHEMA_VERSION:
+                    raise SchemaError(
+                        f"database schema version {v} differs from this autointerp's "
+                        f"({SCHEMA_VERSION}); open it read-write with a matching autointerp"
+                    )
+            else:
+                ensure_schema(db)
+                # WAL: readers in other processes never block the writer and vice versa.
+                db.enable_wal()
+                conn.execute("pragma synchronous = normal")
+        except SchemaError as e:
+            conn.close()
+            raise StoreError(f"{path}: {e}") from None
+        return cls(db, path, readonly)
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- provenance ----------------------------------------------------------------------
+
+    @property
+    def provenance(self) -> dict | None:
+        if self._prov is None:
+            rows = list(self.db["provenance"].rows_where("id = 1"))
+            self._prov = rows[0] if rows else None
+        return self._prov
+
+    def claim(self, prov: dict) -> None:
+        """Record the provenance of a new cache, or check an existing one has the same identity.
+
+        Raises StoreError naming the first differing field; writes nothing in that case.
+        """
+        existing = self.provenance
+        if existing is not None:
+            for field in IDENTITY_FIELDS:
+                if existing[field] != prov[field]:
+                    raise StoreError(
+                        f"{self.path} holds activations for {field}={existing[field]!r}, "
+                        f"not {prov[field]!r}; use another --db or delete it"
+                    )
+            return
+        row = dict(prov, id=1, created_at=now())
+        for key in ("versions", "config"):
+            if not isinstance(row.get(key), str):
+                row[key] = json.dumps(row.get(key), sort_keys=True)
+        with self.db.conn:
+            self.db["provenance"].insert(row)
+        self._prov = None
+
+    # ---- chunks and sequences --------------------------------------------------------------
+
+    def chunks(self) -> dict[int, ChunkInfo]:
+        if self._chunks is None:
+            self._chunks = {
+                r[0]: ChunkInfo(*r)
+                for r in self.db.execute(
+                    "select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id"
+                )
+            }
+        return self._chunks
+
+    def n_sequences(self) -> int:
+        return sum(c.n_seqs for c in self.chunks().values())
+
+    def n_tokens(self) -> int:
+        return sum(c.n_tokens for c in self.chunks().values())
+
+    def token_dtype(self) -> np.dtype:
+        return np.dtype(self.provenance["token_dtype"])
+
+    def write_chunk(
+        self,
+        chunk: ChunkInfo,
+        sequences: np.ndarray,
+        latents: np.ndarray,
+        offsets: np.ndarray,
+        acts: np.ndarray,
+        seconds: float,
+    ) -> None:
+        """Commit one chunk atomically: its sequences, its activations and its chunk row.
+
+        `latents`, `offsets` (uint16, from the chunk's first token) and `acts` (float16) are
+        flat arrays of the chunk's nonzero activations in any order; they are grouped
+        latent-major here.
+        """
+        tok_dtype = self.token_dtype()
+        order = np.lexsort((offsets, latents))
+        latents, offsets, acts = latents[order], offsets[order], acts[order]
+        bounds = np.flatnonzero(np.diff(latents)) + 1
+        starts = np.concatenate([[0], bounds]) if len(latents) else np.array([], dtype=np.int64)
+        ends = np.concatenate([bounds, [len(latents)]]) if len(latents) else starts
+        rows = (
+            (int(latents[s]), chunk.id, offsets[s:e].tobytes(), acts[s:e].tobytes())
+            for s, e in zip(starts, ends)
+        )
+        seq_rows = (
+            (chunk.first_seq + i, chunk.id, np.ascontiguousarray(seq, dtype=tok_dtype).tobytes())
+            for i, seq in enumerate(sequences)
+        )
+        conn = self.db.conn
+        with conn:
+            conn.executemany(
+                "insert into activations (latent, chunk, offsets, acts) values (?, ?, ?, ?)", rows
+            )
+            conn.executemany("insert into sequences (id, chunk, tokens) values (?, ?, ?)", seq_rows)
+            conn.execute(
+                "insert into chunks (id, first_seq, n_seqs, n_tokens, nnz, seconds, committed_at)"
+                " values (?, ?, ?, ?, ?, ?, ?)",
+                (chunk.id, chunk.first_seq, chunk.n_seqs, chunk.n_tokens, chunk.nnz, seconds, now()),
+            )
+        self._chunks = None
+
+    def sequences(self, ids) -> dict[int, np.ndarray]:
+        ids = sorted({int(i) for i in ids})
+        out: dict[int, np.ndarray] = {}
+        dtype = self.token_dtype()
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            q = f"select id, tokens from sequences where id in ({','.join('?' * len(part))})"
+            for sid, blob in self.db.execute(q, part):
+                out[sid] = np.frombuffer(blob, dtype=dtype)
+        return out
+
+    # ---- activations ----------------------------------------------------------------------
+
+    def latent_activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
+        """All cached activations of one latent: (global token positions int64, values float32).
+
+        A global position is `sequence_id * seq_len + position_in_sequence`, sorted ascending.
+        """
+        seq_len = self.provenance["seq_len"]
+        chunks = self.chunks()
+        pos_parts, act_parts = [], []
+        for chunk_id, off_blob, act_blob in self.db.execute(
+            "select chunk, offsets, acts from activations where latent = ? order by chunk",
+            [int(latent)],
+        ):
+            base = chunks[chunk_id].first_seq * seq_len
+            pos_parts.append(np.frombuffer(off_blob, dtype=np.uint16).astype(np.int64) + base)
+            act_parts.append(np.frombuffer(act_blob, dtype=np.float16))
+        if not pos_parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.concatenate(pos_parts), np.concatenate(act_parts).astype(np.float32)
+
+    def nnz(self) -> int:
+        return sum(c.nnz for c in self.chunks().values())
+
+    # ---- per-latent statistics -------------------------------------------------------------
+
+    def write_latent_stats(self, rows: list[dict]) -> None:
+        with self.db.conn:
+            self.db["latents"].upsert_all(rows, pk="latent")
+
+    def latent_stats(self, latent: int) -> dict | None:
+        rows = list(self.db["latents"].rows_where("latent = ?", [int(latent)]))
+        if not rows:
+            return None
+        row = rows[0]
+        for key in ("deciles", "hist_edges", "hist_counts"):
+            row[key] = json.loads(row[key])
+        return row
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def log_event(self, stage: str, kind: str, message: str, data: dict | None = None) -> None:
+        with self.db.conn:
+            self.db["events"].insert(
+                {
+                    "at": now(),
+                    "stage": stage,
+                    "kind": kind,
+                    "message": message,
+                    "data": json.dumps(data or {}, sort_keys=True),
+                }
+            )
+
+    def events(self, limit: int = 50) -> list[dict]:
+        return list(self.db["events"].rows_where(order_by="id desc", limit=limit))

@@ -1,0 +1,127 @@
+"""The one place that owns the database schema and its version.
+
+Every table is created here through sqlite-utils. A database records its schema version in
+`meta`; opening one made by a newer autointerp is refused, an older one is migrated forward
+by the additive steps in `MIGRATIONS` (later stages add their tables that way).
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+
+
+class SchemaError(Exception):
+    """The file is not an autointerp database this version can use."""
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    # One activation cache per database: its identity and provenance, a single row (id = 1).
+    db["provenance"].create(
+        {
+            "id": int,
+            "created_at": str,
+            "model": str,
+            "model_hash": str,
+            "hook": str,
+            "coder_kind": str,
+            "coder_path": str,
+            "coder_hash": str,
+            "num_latents": int,
+            "d_in": int,
+            "corpus": str,
+            "corpus_hash": str,
+            "seq_len": int,
+            "n_tokens_target": int,
+            "chunk_seqs": int,
+            "token_dtype": str,
+            "vocab_size": int,
+            "bos_token_id": int,
+            "seed": int,
+            "versions": str,  # JSON: package versions of the writer
+            "config": str,  # JSON: the full cache config
+        },
+        pk="id",
+    )
+    # Token ids of each cached sequence, stored once, packed (uint16 when the vocabulary fits).
+    db["sequences"].create({"id": int, "chunk": int, "tokens": bytes}, pk="id")
+    # A chunk row is written in the same transaction as its activations: present == committed.
+    db["chunks"].create(
+        {
+            "id": int,
+            "first_seq": int,
+            "n_seqs": int,
+            "n_tokens": int,
+            "nnz": int,
+            "seconds": float,
+            "committed_at": str,
+        },
+        pk="id",
+    )
+    # Latent-major activations: one row per (latent, chunk) holding packed arrays, never one
+    # row per activation. `offsets` are uint16 token offsets from the chunk's first token,
+    # `acts` the float16 values, sorted by offset.
+    db["activations"].create(
+        {"latent": int, "chunk": int, "offsets": bytes, "acts": bytes},
+        not_null={"latent", "chunk", "offsets", "acts"},
+    )
+    db["activations"].create_index(["latent", "chunk"], unique=True)
+    db["latents"].create(
+        {
+            "latent": int,
+            "count": int,
+            "frequency": float,
+            "max_act": float,
+            "mean_act": float,
+            "n_windows": int,
+            "deciles": str,  # JSON: activation values at the 10th..90th percentiles
+            "hist_edges": str,  # JSON
+            "hist_counts": str,  # JSON
+        },
+        pk="latent",
+    )
+    # Notable happenings and throttled progress of any stage, for monitors in other processes.
+    db["events"].create(
+        {"id": int, "at": str, "stage": str, "kind": str, "message": str, "data": str},
+        pk="id",
+    )
+
+
+# MIGRATIONS[v] brings a database at version v-1 to version v.
+MIGRATIONS = {1: _create_v1}
+
+
+def ensure_schema(db: sqlite_utils.Database) -> int:
+    """Create or migrate the schema; returns the version. Raises SchemaError, writing nothing."""
+    tables = set(db.table_names())
+    if tables and "meta" not in tables:
+        raise SchemaError("not an autointerp database (it has tables but no 'meta' table)")
+    version = 0
+    if "meta" in tables:
+        row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+        if row is None:
+            raise SchemaError("not an autointerp database (no schema_version in 'meta')")
+        version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is newer than this autointerp understands "
+            f"({SCHEMA_VERSION}); upgrade autointerp"
+        )
+    if version == SCHEMA_VERSION:
+        return version
+    # One explicit transaction: a failed migration leaves the file as it was.
+    db.execute("begin immediate")
+    try:
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[v](db)
+        db.execute(
+            "insert or replace into meta (key, value) values ('schema_version', ?)",
+            [str(SCHEMA_VERSION)],
+        )
+        db.execute("commit")
+    except BaseException:
+        db.execute("rollback")
+        raise
+    return SCHEMA_VERSION

@@ -1,0 +1,84 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from autointerp.engine.corpus import CorpusError, CorpusSpec, corpus_hash, iter_documents, pack_sequences
+
+
+class CharTokenizer:
+    """Stands in for a HF tokenizer in packing tests: one token per character."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[10 + (ord(c) % 50) for c in t] for t in texts]}
+
+
+def docs(source, **kw):
+    return list(iter_documents(CorpusSpec(str(source), **kw)))
+
+
+def test_formats(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha doc")
+    assert docs(tmp_path / "a.txt") == ["alpha doc"]
+    (tmp_path / "d.jsonl").write_text(json.dumps({"text": "one"}) + "\n\n" + json.dumps({"text": "two"}) + "\n")
+    assert docs(tmp_path / "d.jsonl") == ["one", "two"]
+    (tmp_path / "c.jsonl").write_text(json.dumps({"body": "x"}) + "\n")
+    assert docs(tmp_path / "c.jsonl", text_field="body") == ["x"]
+    pq.write_table(pa.table({"text": ["p1", None, "p2"]}), tmp_path / "t.parquet")
+    assert docs(tmp_path / "t.parquet") == ["p1", "p2"]
+
+
+def test_saved_hf_dataset(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["h1", "h2"]}).save_to_disk(str(tmp_path / "ds"))
+    assert docs(tmp_path / "ds") == ["h1", "h2"]
+
+
+def test_bad_corpora(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok \xff\xfe broken")
+    with pytest.raises(CorpusError, match="not UTF-8"):
+        docs(bad)
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n')
+    with pytest.raises(CorpusError, match="line 2 is not JSON"):
+        docs(tmp_path / "bad.jsonl")
+    (tmp_path / "nofield.jsonl").write_text('{"body": "a"}\n')
+    with pytest.raises(CorpusError, match="no 'text' field"):
+        docs(tmp_path / "nofield.jsonl")
+    with pytest.raises(CorpusError, match="does not exist"):
+        corpus_hash(CorpusSpec(str(tmp_path / "missing.txt")))
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(CorpusError, match="unsupported file type"):
+        docs(tmp_path / "x.csv")
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(CorpusError, match="no text"):
+        list(pack_sequences(iter(docs(tmp_path / "empty.txt")), CharTokenizer(), 8, 1, 2))
+
+
+def test_packing_invariants():
+    texts = ["abcdefghij", "klmnop", "qrstuvwxyz" * 3]
+    seqs = list(pack_sequences(iter(texts), CharTokenizer(), 8, start_id=1, sep_id=2))
+    stream = []
+    for t in texts:
+        stream += CharTokenizer()([t])["input_ids"][0] + [2]
+    assert all(len(s) == 8 and s[0] == 1 for s in seqs)
+    body = np.concatenate([s[1:] for s in seqs]).tolist()
+    assert body == stream[: len(body)] and len(stream) - len(body) < 7
+
+
+def test_corpus_hash_tracks_content(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("one")
+    h1 = corpus_hash(CorpusSpec(str(f)))
+    f.write_text("two")
+    assert corpus_hash(CorpusSpec(str(f))) != h1
+
+
+def test_embedded_corpus_mixes_bbc_and_kjv():
+    d = docs("embedded")
+    assert len(d) > 3000
+    assert any("Genesis 1\n" in x for x in d) and any("BBC" in x or "Blair" in x for x in d)
+    assert d == list(iter_documents(CorpusSpec("embedded")))  # seeded: same order every time

@@ -1,0 +1,97 @@
+import sqlite3
+
+import numpy as np
+import pytest
+
+from autointerp.store.db import ActivationStore, StoreError
+from autointerp.store.schema import SCHEMA_VERSION
+from autointerp.store.stats import compute_latent_stats
+
+from conftest import base_provenance, fill_store
+
+
+def test_roundtrip_latent_major(filled_store):
+    store, truth = filled_store
+    for latent in range(8):
+        pos, vals = store.latent_activations(latent)
+        expected = sorted((p, v) for (lat, p), v in truth.items() if lat == latent)
+        assert pos.tolist() == [p for p, _ in expected]
+        np.testing.assert_allclose(vals, [v for _, v in expected], rtol=1e-3)
+    # Packed arrays, never one row per activation: at most one row per (latent, chunk).
+    rows = store.db.execute("select count(*) from activations").fetchone()[0]
+    assert rows <= 8 * 2
+    assert store.nnz() == len(truth)
+
+
+def test_wal_and_schema_version(filled_store):
+    store, _ = filled_store
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
+    assert int(v) == SCHEMA_VERSION
+
+
+def test_sequences_packed_uint16(filled_store):
+    store, _ = filled_store
+    blob = store.db.execute("select tokens from sequences where id = 0").fetchone()[0]
+    assert len(blob) == 16 * 2
+    seqs = store.sequences([0, 3])
+    assert set(seqs) == {0, 3} and seqs[3][0] == 1
+
+
+def test_newer_schema_refused_and_untouched(tmp_path):
+    path = tmp_path / "new.db"
+    store, _ = fill_store(path)
+    store.db.execute("update meta set value = ? where key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    store.db.conn.commit()
+    store.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer"):
+        ActivationStore.open(path)
+    assert path.read_bytes() == before
+
+
+def test_foreign_sqlite_and_garbage_refused(tmp_path):
+    foreign = tmp_path / "foreign.db"
+    conn = sqlite3.connect(foreign)
+    conn.execute("create table t (x)")
+    conn.commit()
+    conn.close()
+    before = foreign.read_bytes()
+    with pytest.raises(StoreError, match="not an autointerp database"):
+        ActivationStore.open(foreign)
+    assert foreign.read_bytes() == before
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        ActivationStore.open(junk)
+    with pytest.raises(StoreError, match="does not exist"):
+        ActivationStore.open(tmp_path / "missing.db")
+
+
+def test_identity_mismatch_names_field(filled_store):
+    store, _ = filled_store
+    store.claim(base_provenance())  # same identity: accepted
+    with pytest.raises(StoreError, match="coder_hash"):
+        store.claim(base_provenance(coder_hash="other"))
+    with pytest.raises(StoreError, match="corpus_hash"):
+        store.claim(base_provenance(corpus_hash="other"))
+
+
+def test_latent_stats(filled_store):
+    store, truth = filled_store
+    compute_latent_stats(store, window_len=4)
+    for latent in (0, 5):
+        vals = np.array([v for (lat, _), v in truth.items() if lat == latent], np.float32)
+        s = store.latent_stats(latent)
+        assert s["count"] == len(vals)
+        assert s["max_act"] == pytest.approx(vals.max(), rel=1e-3)
+        assert sum(s["hist_counts"]) == len(vals)
+        assert len(s["deciles"]) == 9 and s["deciles"] == sorted(s["deciles"])
+        assert s["frequency"] == pytest.approx(len(vals) / store.n_tokens())
+
+
+def test_readonly_open_while_writer_holds_db(filled_store):
+    store, _ = filled_store
+    ro = ActivationStore.open(store.path, readonly=True)
+    assert ro.nnz() == store.nnz()
+    ro.close()
