@@ -36,6 +36,7 @@ class CacheResult:
     nnz: int
     seconds: float
     forward_seconds: float
+    corpus_exhausted: bool = False  # the corpus ran out before n_tokens
 
     @property
     def tokens_per_s(self) -> float:
@@ -168,9 +169,11 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -
     forward_s = 0.0
     new_tokens = 0
     writer = ChunkWriter(store)
+    n_read = 0
     try:
         for chunk_id in range(total_chunks):
             seqs = list(itertools.islice(stream, per_chunk))
+            n_read += len(seqs)
             if not seqs:
                 break
             if chunk_id in done:
@@ -203,7 +206,10 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -
         writer.close()
         raise
     seconds = time.perf_counter() - t0
+    exhausted = n_read < n_seqs
+    if exhausted:
+        store.log_event("cache", "warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
     compute_latent_stats(store, cfg.window_len)
     store.log_event("cache", "done", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
                     {"seconds": seconds, "new_tokens": new_tokens})
-    return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s)
+    return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

@@ -103,6 +103,8 @@ def cache(config_path, db, **overrides) -> None:
         f"already committed) in {result.seconds:.1f}s, {result.tokens_per_s:,.0f} tok/s; "
         f"{result.nnz:,} activations in {cfg.db}"
     )
+    if result.corpus_exhausted:
+        click.echo("warning: the corpus ran out before --n-tokens; everything it holds is cached", err=True)
     click.echo(f"next: autointerp info {cfg.db}")
 
 

@@ -30,7 +30,7 @@ class CacheConfig:
     corpus: str = "embedded"
     text_field: str = "text"
     seq_len: int = 256
-    n_tokens: int = 200_000  # tokens to cache (rounded down to whole sequences)
+    n_tokens: int = 131_072  # tokens to cache (rounded down to whole sequences)
     batch_size: int = 16  # sequences per forward pass
     chunk_tokens: int = 65_536  # tokens per committed chunk (at most 65,536: offsets are uint16)
     window_len: int = 32  # example window length used by statistics and samples

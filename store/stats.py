@@ -1,4 +1,9 @@
-"""Per-latent statistics computed from the stored activations (count, frequency, max, deciles, histogram)."""
+"""Per-latent statistics computed from the stored activations (count, frequency, max, deciles, histogram).
+
+Streams one (latent, chunk) row at a time, two passes per latent (max first, then a fine histogram),
+so memory does not grow with the number of cached tokens even for a latent that fires everywhere.
+Deciles come from the fine histogram: exact to within max_act / FINE_BINS.
+"""
 
 from __future__ import annotations
 
@@ -9,44 +14,58 @@ import numpy as np
 from .db import ActivationStore
 
 HIST_BINS = 20
+FINE_BINS = 4000  # a multiple of HIST_BINS
 
 
-def latent_stats_row(latent: int, values: np.ndarray, n_windows: int, n_tokens: int) -> dict:
-    if len(values) == 0:
-        return {
-            "latent": latent, "count": 0, "frequency": 0.0, "max_act": 0.0, "mean_act": 0.0,
-            "n_windows": 0, "deciles": "[]", "hist_edges": "[]", "hist_counts": "[]",
-        }  # fmt: skip
-    vmax = float(values.max())
-    counts, edges = np.histogram(values, bins=HIST_BINS, range=(0.0, vmax if vmax > 0 else 1.0))
-    return {
-        "latent": latent,
-        "count": int(len(values)),
-        "frequency": len(values) / max(n_tokens, 1),
-        "max_act": vmax,
-        "mean_act": float(values.mean()),
-        "n_windows": int(n_windows),
-        "deciles": json.dumps([round(float(q), 5) for q in np.quantile(values, np.arange(1, 10) / 10)]),
-        "hist_edges": json.dumps([round(float(e), 5) for e in edges]),
-        "hist_counts": json.dumps(counts.tolist()),
-    }
+def _rows(store: ActivationStore, latent: int):
+    for chunk, offsets, acts in store.db.execute(
+        "select chunk, offsets, acts from activations where latent = ?", [latent]
+    ):
+        yield chunk, np.frombuffer(offsets, np.uint16), np.frombuffer(acts, np.float16).astype(np.float32)
+
+
+def _round(xs) -> str:
+    return json.dumps([round(float(x), 5) for x in xs])
+
+
+def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens: int) -> dict:
+    seq_len = int(store.provenance["seq_len"])
+    windows_per_seq = -(-seq_len // window_len)
+    count, total, vmax, n_windows = 0, 0.0, 0.0, 0
+    for _, offsets, acts in _rows(store, latent):
+        count += len(acts)
+        total += float(acts.sum(dtype=np.float64))
+        vmax = max(vmax, float(acts.max()))
+        # Chunks hold whole sequences, so a window never spans two rows.
+        seq, pos = np.divmod(offsets.astype(np.int64), seq_len)
+        n_windows += len(np.unique(seq * windows_per_seq + pos // window_len))
+    row = {"latent": latent, "count": count, "frequency": count / max(n_tokens, 1), "max_act": vmax,
+           "mean_act": total / count if count else 0.0, "n_windows": n_windows}  # fmt: skip
+    if count == 0:
+        return dict(row, deciles="[]", hist_edges="[]", hist_counts="[]")
+    top = vmax if vmax > 0 else 1.0
+    fine = np.zeros(FINE_BINS, np.int64)
+    for _, _, acts in _rows(store, latent):
+        fine += np.histogram(acts, bins=FINE_BINS, range=(0.0, top))[0]
+    fine_edges = np.linspace(0.0, top, FINE_BINS + 1)
+    cum = np.cumsum(fine)
+    deciles = []
+    for q in np.arange(1, 10) / 10:
+        i = int(np.searchsorted(cum, q * count))
+        deciles.append(fine_edges[i + 1])
+    coarse = fine.reshape(HIST_BINS, -1).sum(1)
+    return dict(row, deciles=_round(deciles), hist_edges=_round(np.linspace(0.0, top, HIST_BINS + 1)),
+                hist_counts=json.dumps(coarse.tolist()))  # fmt: skip
 
 
 def compute_latent_stats(store: ActivationStore, window_len: int, progress=None) -> int:
-    """(Re)compute the statistics row of every latent from what is stored; returns latents seen.
-
-    Reads one latent at a time, so memory stays bounded by the densest latent.
-    """
-    from .queries import WindowQueries
-
-    q = WindowQueries(store, window_len)
-    prov = store.provenance
+    """(Re)compute the statistics row of every latent from what is stored; returns latents seen."""
     # Frequency is per counted token: BOS positions are never activations, so not counted.
     n_tokens = store.n_tokens()
+    num_latents = int(store.provenance["num_latents"])
     rows = []
-    for latent in range(int(prov["num_latents"])):
-        aw = q.activating(latent)
-        rows.append(latent_stats_row(latent, aw.values, len(aw.window_ids), n_tokens))
+    for latent in range(num_latents):
+        rows.append(latent_stats(store, latent, window_len, n_tokens))
         if len(rows) >= 1000:
             store.write_latent_stats(rows)
             rows = []
@@ -54,4 +73,4 @@ def compute_latent_stats(store: ActivationStore, window_len: int, progress=None)
             progress(1)
     if rows:
         store.write_latent_stats(rows)
-    return int(prov["num_latents"])
+    return num_latents

@@ -5,6 +5,7 @@ import pytest
 
 from autointerp.store.db import ActivationStore, StoreError
 from autointerp.store.schema import SCHEMA_VERSION
+from autointerp.store.queries import WindowQueries
 from autointerp.store.stats import compute_latent_stats
 
 from conftest import base_provenance, fill_store
@@ -88,6 +89,9 @@ def test_latent_stats(filled_store):
         assert sum(s["hist_counts"]) == len(vals)
         assert len(s["deciles"]) == 9 and s["deciles"] == sorted(s["deciles"])
         assert s["frequency"] == pytest.approx(len(vals) / store.n_tokens())
+        exact = np.quantile(vals, np.arange(1, 10) / 10, method="inverted_cdf")  # an order statistic
+        assert np.abs(np.array(s["deciles"]) - exact).max() <= 2 * vals.max() / 4000 + 1e-4
+        assert s["n_windows"] == len(WindowQueries(store, 4).activating(latent).window_ids)
 
 
 def test_readonly_open_while_writer_holds_db(filled_store):
