@@ -127,7 +127,8 @@ def encode_batch(parts: CacheParts, tokens: torch.Tensor) -> tuple[np.ndarray, n
     rows = sp.rows.cpu().numpy()
     b, t = np.divmod(rows, T - 1)
     flat = b * T + t + 1
-    return flat, sp.latents.cpu().numpy(), sp.values.cpu().numpy()
+    # Compact right away (int32 / float16): a chunk's buffer is then 10 bytes per activation.
+    return flat.astype(np.int32), sp.latents.cpu().numpy().astype(np.int32), sp.values.cpu().numpy().astype(np.float16)
 
 
 def run_cache(
@@ -189,7 +190,8 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -
                 with torch.inference_mode():
                     flat, lat, val = encode_batch(parts, batch)
                 forward_s += time.perf_counter() - tf
-                flat_parts.append(flat + start * seq_len)
+                flat += start * seq_len
+                flat_parts.append(flat)
                 lat_parts.append(lat)
                 val_parts.append(val)
                 new_tokens += len(batch) * seq_len
@@ -197,8 +199,9 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -
                 if on_progress:
                     on_progress(tokens_seen, tokens_total)
             offsets = np.concatenate(flat_parts).astype(np.uint16)
-            latents = np.concatenate(lat_parts).astype(np.int32)
-            values = np.concatenate(val_parts).astype(np.float16)
+            latents = np.concatenate(lat_parts)
+            values = np.concatenate(val_parts)
+            del flat_parts, lat_parts, val_parts
             info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
             writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
         writer.close()

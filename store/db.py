@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from .codec import decode_offsets, decode_values, encode_offsets, encode_values
 from .schema import SchemaError, ensure_schema
 
 # Fields that say which activations a database holds; reusing a database for another value
@@ -170,13 +171,18 @@ class ActivationStore:
         latent-major here.
         """
         tok_dtype = self.token_dtype()
-        order = np.lexsort((offsets, latents))
+        # Offsets arrive ascending, so a stable sort by latent keeps each latent's offsets sorted;
+        # lexsort covers callers that pass them in any order.
+        if len(offsets) > 1 and np.all(offsets[1:] >= offsets[:-1]):
+            order = np.argsort(latents, kind="stable")
+        else:
+            order = np.lexsort((offsets, latents))
         latents, offsets, acts = latents[order], offsets[order], acts[order]
         bounds = np.flatnonzero(np.diff(latents)) + 1
         starts = np.concatenate([[0], bounds]) if len(latents) else np.array([], dtype=np.int64)
         ends = np.concatenate([bounds, [len(latents)]]) if len(latents) else starts
         rows = (
-            (int(latents[s]), chunk.id, offsets[s:e].tobytes(), acts[s:e].tobytes())
+            (int(latents[s]), chunk.id, encode_offsets(offsets[s:e]), encode_values(acts[s:e]))
             for s, e in zip(starts, ends)
         )
         seq_rows = (
@@ -209,6 +215,13 @@ class ActivationStore:
 
     # ---- activations ----------------------------------------------------------------------
 
+    def latent_rows(self, latent: int):
+        """Yield (chunk id, offsets int64, values float16) for each chunk where `latent` fires."""
+        for chunk_id, off_blob, act_blob in self.db.execute(
+            "select chunk, offsets, acts from activations where latent = ? order by chunk", [int(latent)]
+        ):
+            yield chunk_id, decode_offsets(off_blob), decode_values(act_blob)
+
     def latent_activations(self, latent: int) -> tuple[np.ndarray, np.ndarray]:
         """All cached activations of one latent: (global token positions int64, values float32).
 
@@ -217,13 +230,9 @@ class ActivationStore:
         seq_len = self.provenance["seq_len"]
         chunks = self.chunks()
         pos_parts, act_parts = [], []
-        for chunk_id, off_blob, act_blob in self.db.execute(
-            "select chunk, offsets, acts from activations where latent = ? order by chunk",
-            [int(latent)],
-        ):
-            base = chunks[chunk_id].first_seq * seq_len
-            pos_parts.append(np.frombuffer(off_blob, dtype=np.uint16).astype(np.int64) + base)
-            act_parts.append(np.frombuffer(act_blob, dtype=np.float16))
+        for chunk_id, offsets, values in self.latent_rows(latent):
+            pos_parts.append(offsets + chunks[chunk_id].first_seq * seq_len)
+            act_parts.append(values)
         if not pos_parts:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         return np.concatenate(pos_parts), np.concatenate(act_parts).astype(np.float32)

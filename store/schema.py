@@ -17,7 +17,10 @@ class SchemaError(Exception):
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
+    from .codec import CODEC
+
     db["meta"].create({"key": str, "value": str}, pk="key")
+    db.execute("insert into meta (key, value) values ('codec', ?)", [CODEC])
     # One activation cache per database: its identity and provenance, a single row (id = 1).
     db["provenance"].create(
         {
@@ -61,8 +64,8 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         pk="id",
     )
     # Latent-major activations: one row per (latent, chunk) holding packed arrays, never one
-    # row per activation. `offsets` are uint16 token offsets from the chunk's first token,
-    # `acts` the float16 values, sorted by offset.
+    # row per activation. `offsets` are the uint16 token offsets from the chunk's first token,
+    # `acts` the float16 values, sorted by offset; both packed by store/codec.py.
     db["activations"].create(
         {"latent": int, "chunk": int, "offsets": bytes, "acts": bytes},
         not_null={"latent", "chunk", "offsets", "acts"},
@@ -93,6 +96,15 @@ def _create_v1(db: sqlite_utils.Database) -> None:
 MIGRATIONS = {1: _create_v1}
 
 
+def _check_codec(db: sqlite_utils.Database) -> None:
+    from .codec import CODEC
+
+    row = db.execute("select value from meta where key = 'codec'").fetchone()
+    if row is None or row[0] != CODEC:
+        found = row[0] if row else "none recorded"
+        raise SchemaError(f"database packs activations with codec {found!r}; this autointerp reads {CODEC!r}")
+
+
 def ensure_schema(db: sqlite_utils.Database) -> int:
     """Create or migrate the schema; returns the version. Raises SchemaError, writing nothing."""
     tables = set(db.table_names())
@@ -110,6 +122,7 @@ def ensure_schema(db: sqlite_utils.Database) -> int:
             f"({SCHEMA_VERSION}); upgrade autointerp"
         )
     if version == SCHEMA_VERSION:
+        _check_codec(db)
         return version
     # One explicit transaction: a failed migration leaves the file as it was.
     db.execute("begin immediate")

@@ -17,13 +17,6 @@ HIST_BINS = 20
 FINE_BINS = 4000  # a multiple of HIST_BINS
 
 
-def _rows(store: ActivationStore, latent: int):
-    for chunk, offsets, acts in store.db.execute(
-        "select chunk, offsets, acts from activations where latent = ?", [latent]
-    ):
-        yield chunk, np.frombuffer(offsets, np.uint16), np.frombuffer(acts, np.float16).astype(np.float32)
-
-
 def _round(xs) -> str:
     return json.dumps([round(float(x), 5) for x in xs])
 
@@ -32,12 +25,13 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
     seq_len = int(store.provenance["seq_len"])
     windows_per_seq = -(-seq_len // window_len)
     count, total, vmax, n_windows = 0, 0.0, 0.0, 0
-    for _, offsets, acts in _rows(store, latent):
+    for _, offsets, acts in store.latent_rows(latent):
+        acts = acts.astype(np.float32)
         count += len(acts)
         total += float(acts.sum(dtype=np.float64))
         vmax = max(vmax, float(acts.max()))
         # Chunks hold whole sequences, so a window never spans two rows.
-        seq, pos = np.divmod(offsets.astype(np.int64), seq_len)
+        seq, pos = np.divmod(offsets, seq_len)
         n_windows += len(np.unique(seq * windows_per_seq + pos // window_len))
     row = {"latent": latent, "count": count, "frequency": count / max(n_tokens, 1), "max_act": vmax,
            "mean_act": total / count if count else 0.0, "n_windows": n_windows}  # fmt: skip
@@ -45,8 +39,8 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
         return dict(row, deciles="[]", hist_edges="[]", hist_counts="[]")
     top = vmax if vmax > 0 else 1.0
     fine = np.zeros(FINE_BINS, np.int64)
-    for _, _, acts in _rows(store, latent):
-        fine += np.histogram(acts, bins=FINE_BINS, range=(0.0, top))[0]
+    for _, _, acts in store.latent_rows(latent):
+        fine += np.histogram(acts.astype(np.float32), bins=FINE_BINS, range=(0.0, top))[0]
     fine_edges = np.linspace(0.0, top, FINE_BINS + 1)
     cum = np.cumsum(fine)
     deciles = []

@@ -128,3 +128,34 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "were already committed" in resumed.stdout
     assert dump(db) == dump(tmp_path / "whole.db")
+
+
+def test_neuron_baseline_on_mlp_hidden_activations(tmp_path, model):
+    """MLP neurons as latents (top-k per token) against a plain-transformers computation of
+    act(gate(x)) * up(x), the input of the MLP's down projection."""
+    from transformers import AutoModelForCausalLM
+
+    cfg = CacheConfig(coder="neurons", hook="blocks.3.mlp.hook_post", neurons_k=8, **SMALL)
+    parts = prepare(cfg, model=model)
+    assert parts.coder.num_latents == 1536
+    run_cache(cfg, str(tmp_path / "n.db"), parts=parts)
+    store = ActivationStore.open(tmp_path / "n.db", readonly=True)
+    tokens = np.stack([store.sequences(range(6))[i] for i in range(6)]).astype(np.int64)
+    folder, _ = gguf_as_safetensors(smollm2_gguf())
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    grabbed = {}
+    hf.model.layers[3].mlp.down_proj.register_forward_hook(lambda m, i, o: grabbed.__setitem__("h", i[0]))
+    with torch.inference_mode():
+        hf(torch.from_numpy(tokens))
+    h = grabbed["h"].reshape(-1, 1536)
+    vals, idx = h.topk(8, dim=-1)
+    expected = {(int(j), p) for p in range(h.shape[0]) if p % 64 for v, j in zip(vals[p], idx[p]) if v > 0}
+    got = set()
+    for latent in range(1536):
+        pos, v = store.latent_activations(latent)
+        for p, a in zip(pos.tolist(), v.tolist()):
+            got.add((latent, p))
+            assert a == pytest.approx(float(h[p, latent]), rel=2e-3, abs=2e-3)
+    assert got == expected
+    assert store.provenance["coder_kind"] == "neurons" and store.provenance["hook"] == "blocks.3.mlp.hook_post"
+    store.close()

@@ -99,3 +99,15 @@ def test_readonly_open_while_writer_holds_db(filled_store):
     ro = ActivationStore.open(store.path, readonly=True)
     assert ro.nnz() == store.nnz()
     ro.close()
+
+
+def test_unknown_codec_refused_and_untouched(tmp_path):
+    path = tmp_path / "codec.db"
+    store, _ = fill_store(path)
+    store.db.execute("update meta set value = 'raw-v0' where key = 'codec'")
+    store.db.conn.commit()
+    store.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="codec 'raw-v0'"):
+        ActivationStore.open(path)
+    assert path.read_bytes() == before
