@@ -1,0 +1,71 @@
+"""Hook points of a model loaded from a local Hugging Face folder, against plain transformers hooks."""
+
+import pytest
+import torch
+
+from autointerp.engine.defaults import smollm2_gguf
+from autointerp.engine.model import ModelError, SubjectModel, gguf_as_safetensors, hook_from_module_path
+
+
+@pytest.fixture(scope="module")
+def folder():
+    return gguf_as_safetensors(smollm2_gguf())[0]
+
+
+@pytest.fixture(scope="module")
+def model(folder):
+    # A local directory, not the "embedded" shortcut.
+    loaded = SubjectModel.load(str(folder))
+    assert loaded.name == str(folder)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def hf_reference(folder):
+    """Activations grabbed from the HF modules themselves for block 2 on fixed tokens."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    layer = hf.model.layers[2]
+    got = {}
+    layer.register_forward_pre_hook(lambda m, a, kw: got.__setitem__("resid_pre", (a[0] if a else kw["hidden_states"])), with_kwargs=True)
+    layer.register_forward_hook(lambda m, i, o: got.__setitem__("resid_post", o[0] if isinstance(o, tuple) else o))
+    layer.self_attn.register_forward_hook(lambda m, i, o: got.__setitem__("attn_out", o[0]))
+    layer.mlp.register_forward_hook(lambda m, i, o: got.__setitem__("mlp_out", o))
+    layer.mlp.down_proj.register_forward_hook(lambda m, i, o: got.__setitem__("mlp_post", i[0]))
+    tokens = torch.tensor([[1, 504, 3417, 282, 3118, 314, 253, 1341, 30, 2, 378, 1345]])
+    with torch.inference_mode():
+        hf(tokens)
+    return tokens, got
+
+
+@pytest.mark.parametrize(
+    "hook, key",
+    [
+        ("blocks.2.hook_resid_pre", "resid_pre"),
+        ("blocks.2.hook_resid_post", "resid_post"),
+        ("layers.2", "resid_post"),
+        ("blocks.2.hook_attn_out", "attn_out"),
+        ("layers.2.self_attn", "attn_out"),
+        ("blocks.2.hook_mlp_out", "mlp_out"),
+        ("layers.2.mlp", "mlp_out"),
+        ("blocks.2.mlp.hook_post", "mlp_post"),
+    ],
+)
+def test_local_folder_hooks_match_hf_modules(model, hf_reference, hook, key):
+    tokens, ref = hf_reference
+    name = hook_from_module_path(hook)
+    model.check_hook(name)
+    acts = model.hook_activations(tokens, name)
+    assert acts.shape == ref[key].shape
+    assert acts.shape[-1] == model.hook_width(name)
+    torch.testing.assert_close(acts, ref[key], rtol=1e-4, atol=1e-4)
+
+
+def test_transcoder_reads_mlp_input_and_bad_hooks_refused(model):
+    assert hook_from_module_path("layers.7.mlp", transcoder=True) == "blocks.7.mlp.hook_in"
+    with pytest.raises(ModelError, match="only 30 blocks"):
+        model.check_hook("blocks.30.hook_resid_post")
+    with pytest.raises(ModelError, match="unknown hook point 'blocks.2.hook_nope'"):
+        model.check_hook("blocks.2.hook_nope")
+
