@@ -39,14 +39,18 @@ def test_sequences_packed_uint16(filled_store):
     assert set(seqs) == {0, 3} and seqs[3][0] == 1
 
 
-def test_newer_schema_refused_and_untouched(tmp_path):
-    path = tmp_path / "new.db"
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("schema_version", str(SCHEMA_VERSION + 1), "newer"), ("codec", "raw-v0", "codec 'raw-v0'")],
+)
+def test_other_version_or_codec_refused_and_untouched(tmp_path, key, value, message):
+    path = tmp_path / "other.db"
     store, _ = fill_store(path)
-    store.db.execute("update meta set value = ? where key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    store.db.execute("update meta set value = ? where key = ?", [value, key])
     store.db.conn.commit()
     store.close()
     before = path.read_bytes()
-    with pytest.raises(StoreError, match="newer"):
+    with pytest.raises(StoreError, match=message):
         ActivationStore.open(path)
     assert path.read_bytes() == before
 
@@ -100,14 +104,3 @@ def test_readonly_open_while_writer_holds_db(filled_store):
     assert ro.nnz() == store.nnz()
     ro.close()
 
-
-def test_unknown_codec_refused_and_untouched(tmp_path):
-    path = tmp_path / "codec.db"
-    store, _ = fill_store(path)
-    store.db.execute("update meta set value = 'raw-v0' where key = 'codec'")
-    store.db.conn.commit()
-    store.close()
-    before = path.read_bytes()
-    with pytest.raises(StoreError, match="codec 'raw-v0'"):
-        ActivationStore.open(path)
-    assert path.read_bytes() == before
