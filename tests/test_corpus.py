@@ -82,3 +82,17 @@ def test_embedded_corpus_mixes_bbc_and_kjv():
     assert len(d) > 3000
     assert any("Genesis 1\n" in x for x in d) and any("BBC" in x or "Blair" in x for x in d)
     assert d == list(iter_documents(CorpusSpec("embedded")))  # seeded: same order every time
+
+
+def test_hf_by_name_path_offline(tmp_path, monkeypatch):
+    """`hf:NAME[:SPLIT]` goes through datasets.load_dataset (streaming); a local data folder stands in
+    for a hub name here, and an unknown name fails in one line while offline."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "hubish"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps({"body": f"doc {i}"}) + "\n" for i in range(5)))
+    assert docs(f"hf:{folder}", text_field="body") == [f"doc {i}" for i in range(5)]
+    assert docs(f"hf:{folder}:train", text_field="body")[:2] == ["doc 0", "doc 1"]
+    with pytest.raises(CorpusError, match="cannot load Hugging Face dataset 'no-such-org/no-such-dataset'"):
+        docs("hf:no-such-org/no-such-dataset")
