@@ -52,7 +52,7 @@ def sequence_stream(parts: CacheParts, cfg: CacheConfig) -> Iterator[np.ndarray]
     spec = CorpusSpec(cfg.corpus, cfg.text_field, cfg.seed)
     tok = parts.model.tokenizer
     seqs = pack_sequences(iter_documents(spec), tok, cfg.seq_len, parts.model.start_id, parts.model.sep_id)
-    return itertools.islice(seqs, max(cfg.n_tokens // cfg.seq_len, 1))
+    return itertools.islice(seqs, cfg.n_sequences)
 
 
 def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
@@ -159,7 +159,7 @@ def run_cache(
 def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -> CacheResult:
     seq_len = cfg.seq_len
     per_chunk = chunk_seqs_for(seq_len, cfg.chunk_tokens)
-    n_seqs = max(cfg.n_tokens // seq_len, 1)
+    n_seqs = cfg.n_sequences
     total_chunks = -(-n_seqs // per_chunk)
     done = store.chunks()
     tokens_total = n_seqs * seq_len

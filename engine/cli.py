@@ -88,8 +88,7 @@ def cache(config_path, db, **overrides) -> None:
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
     with Progress(*columns, transient=False) as progress:
-        total = max(cfg.cache.n_tokens // cfg.cache.seq_len, 1) * cfg.cache.seq_len
-        task = progress.add_task("cache", total=total, rate="")
+        task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
         t0, first = time.perf_counter(), [None]
 
         def on_progress(done: int, total: int) -> None:

@@ -38,6 +38,11 @@ class CacheConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16 | float16
 
+    @property
+    def n_sequences(self) -> int:
+        """Sequences to cache: n_tokens rounded down to whole sequences, at least one."""
+        return max(self.n_tokens // self.seq_len, 1)
+
 
 @dataclass
 class Config:

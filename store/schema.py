@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite_utils
 
+from .codec import CODEC
+
 SCHEMA_VERSION = 1
 
 
@@ -17,8 +19,6 @@ class SchemaError(Exception):
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
-    from .codec import CODEC
-
     db["meta"].create({"key": str, "value": str}, pk="key")
     db.execute("insert into meta (key, value) values ('codec', ?)", [CODEC])
     # One activation cache per database: its identity and provenance, a single row (id = 1).
@@ -97,8 +97,6 @@ MIGRATIONS = {1: _create_v1}
 
 
 def _check_codec(db: sqlite_utils.Database) -> None:
-    from .codec import CODEC
-
     row = db.execute("select value from meta where key = 'codec'").fetchone()
     if row is None or row[0] != CODEC:
         found = row[0] if row else "none recorded"

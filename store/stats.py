@@ -43,10 +43,7 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
         fine += np.histogram(acts.astype(np.float32), bins=FINE_BINS, range=(0.0, top))[0]
     fine_edges = np.linspace(0.0, top, FINE_BINS + 1)
     cum = np.cumsum(fine)
-    deciles = []
-    for q in np.arange(1, 10) / 10:
-        i = int(np.searchsorted(cum, q * count))
-        deciles.append(fine_edges[i + 1])
+    deciles = fine_edges[np.searchsorted(cum, np.arange(1, 10) / 10 * count) + 1]
     coarse = fine.reshape(HIST_BINS, -1).sum(1)
     return dict(row, deciles=_round(deciles), hist_edges=_round(np.linspace(0.0, top, HIST_BINS + 1)),
                 hist_counts=json.dumps(coarse.tolist()))  # fmt: skip
