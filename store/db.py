@@ -269,5 +269,11 @@ class ActivationStore:
                 }
             )
 
+    @property
+    def results(self):
+        from .results import Results
+
+        return Results(self.db)
+
     def events(self, limit: int = 50) -> list[dict]:
         return list(self.db["events"].rows_where(order_by="id desc", limit=limit))

@@ -11,7 +11,7 @@ import sqlite_utils
 
 from .codec import CODEC
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class SchemaError(Exception):
@@ -92,8 +92,100 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     )
 
 
+_LLM_ACCOUNTING = {
+    # Summed over the LLM calls behind a row (explanation or score).
+    "n_calls": int,
+    "n_failed_calls": int,
+    "prompt_tokens": int,
+    "cached_tokens": int,  # prompt tokens the backend served from its prefix cache (-1: backend does not say)
+    "output_tokens": int,
+    "llm_seconds": float,  # time inside the backend
+}
+
+
+def _create_v2(db: sqlite_utils.Database) -> None:
+    """Explain and score: which windows each latent showed whom, explanations, scores."""
+    # One row per latent whose examples were drawn: the seed and settings that reproduce the draw.
+    db["sample_sets"].create(
+        {
+            "latent": int,
+            "seed": int,
+            "n_windows": int,  # activating windows the latent has
+            "config": str,  # JSON: the sampling settings used
+            "skipped": str,  # why the latent has no examples (too few windows), else null
+            "created_at": str,
+        },
+        pk="latent",
+    )
+    # Every drawn window with its role. The primary key (latent, window) makes the explainer's and
+    # the scorers' examples disjoint in the file itself, not just by construction.
+    db["samples"].create(
+        {
+            "latent": int,
+            "window": int,  # global window index (see store/queries.py)
+            "role": str,  # explain | activating | non_activating
+            "decile": int,  # 1..n for activating windows (1 = weakest), 0 otherwise
+            "source": str,  # top | random | stratified | neighbours | coactivation | embedding
+            "idx": int,  # order within the role
+        },
+        pk=("latent", "window"),
+    )
+    db["explanations"].create(
+        {
+            "latent": int,
+            "explainer": str,
+            "text": str,  # null when every attempt failed
+            "error": str,  # why it failed, else null
+            "raw": str,  # the model's answer as returned
+            "model": str,
+            "backend": str,
+            "prompt_sha": str,  # hash of the template files used
+            "seed": int,
+            "n_examples": int,
+            "extras": str,  # JSON: what the explainer showed besides examples (e.g. logit-lens tokens)
+            **_LLM_ACCOUNTING,
+            "created_at": str,
+        },
+        pk=("latent", "explainer"),
+    )
+    db["scores"].create(
+        {
+            "latent": int,
+            "explainer": str,
+            "scorer": str,
+            "control": int,  # 1: the explanation scored is another latent's (the random-explanation control)
+            "explanation_latent": int,  # whose explanation was scored
+            "explanation": str,
+            "n": int,
+            "n_scored": int,
+            "n_failed": int,  # examples whose call failed or answer did not parse: excluded, not wrong
+            "tp": int,
+            "fp": int,
+            "tn": int,
+            "fn": int,
+            "accuracy": float,
+            "balanced_accuracy": float,
+            "precision": float,
+            "recall": float,
+            "f1": float,
+            "auroc": float,
+            "n_auroc": int,
+            "recall_per_decile": str,  # JSON list, null entries where a decile had no example
+            "outcomes": str,  # JSON: per example window, label, decile, prediction, probability, failed
+            "errors": str,  # JSON: distinct failure messages with counts
+            **_LLM_ACCOUNTING,
+            "model": str,
+            "backend": str,
+            "prompt_sha": str,
+            "seed": int,
+            "created_at": str,
+        },
+        pk=("latent", "explainer", "scorer", "control"),
+    )
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1}
+MIGRATIONS = {1: _create_v1, 2: _create_v2}
 
 
 def _check_codec(db: sqlite_utils.Database) -> None:

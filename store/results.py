@@ -1,0 +1,120 @@
+"""Explain-and-score results in the store: drawn examples, explanations, scores.
+
+Each write is one transaction, so a latent's examples, explanation or score is either wholly in the
+file or not at all (a killed run never leaves half a latent).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import sqlite_utils
+
+from .db import now
+
+
+@dataclass
+class SampleSet:
+    latent: int
+    seed: int
+    n_windows: int
+    config: dict
+    skipped: str | None = None
+    # role -> [(window, decile, source)] in draw order
+    windows: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
+
+    def role(self, role: str) -> list[tuple[int, int, str]]:
+        return self.windows.get(role, [])
+
+
+class Results:
+    """Reads and writes the result tables of one database."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    # ---- examples ----------------------------------------------------------------------------
+
+    def write_sample_set(self, s: SampleSet) -> None:
+        rows = [
+            {"latent": s.latent, "window": w, "role": role, "decile": d, "source": src, "idx": i}
+            for role, items in s.windows.items()
+            for i, (w, d, src) in enumerate(items)
+        ]
+        with self.db.conn:
+            self.db.execute("delete from samples where latent = ?", [s.latent])
+            self.db["samples"].insert_all(rows)  # a window in two roles violates the primary key
+            self.db["sample_sets"].upsert(
+                {"latent": s.latent, "seed": s.seed, "n_windows": s.n_windows,
+                 "config": json.dumps(s.config, sort_keys=True), "skipped": s.skipped, "created_at": now()},
+                pk="latent",
+            )  # fmt: skip
+
+    def sample_set(self, latent: int) -> SampleSet | None:
+        row = self.db.execute(
+            "select seed, n_windows, config, skipped from sample_sets where latent = ?", [latent]
+        ).fetchone()
+        if row is None:
+            return None
+        s = SampleSet(latent, row[0], row[1], json.loads(row[2]), row[3])
+        for w, role, d, src in self.db.execute(
+            "select window, role, decile, source from samples where latent = ? order by role, idx", [latent]
+        ):
+            s.windows.setdefault(role, []).append((w, d, src))
+        return s
+
+    # ---- explanations ------------------------------------------------------------------------
+
+    def write_explanation(self, row: dict) -> None:
+        row = dict(row, created_at=now())
+        row["extras"] = json.dumps(row.get("extras") or {}, sort_keys=True)
+        with self.db.conn:
+            self.db["explanations"].upsert(row, pk=("latent", "explainer"))
+
+    def explanation(self, latent: int, explainer: str) -> dict | None:
+        rows = list(self.db["explanations"].rows_where("latent = ? and explainer = ?", [latent, explainer]))
+        return rows[0] if rows else None
+
+    def explained_latents(self, explainer: str) -> list[int]:
+        """Latents with a usable explanation from this explainer, ascending."""
+        return [
+            r[0]
+            for r in self.db.execute(
+                "select latent from explanations where explainer = ? and text is not null order by latent",
+                [explainer],
+            )
+        ]
+
+    # ---- scores ------------------------------------------------------------------------------
+
+    def write_scores(self, rows: list[dict]) -> None:
+        stamped = []
+        for r in rows:
+            r = dict(r, created_at=now())
+            for key in ("recall_per_decile", "outcomes", "errors"):
+                r[key] = json.dumps(r.get(key))
+            stamped.append(r)
+        with self.db.conn:
+            self.db["scores"].upsert_all(stamped, pk=("latent", "explainer", "scorer", "control"))
+
+    def scores(self, latent: int | None = None, explainer: str | None = None) -> list[dict]:
+        where, args = [], []
+        if latent is not None:
+            where.append("latent = ?"), args.append(latent)
+        if explainer is not None:
+            where.append("explainer = ?"), args.append(explainer)
+        rows = list(self.db["scores"].rows_where(" and ".join(where) or None, args, order_by="latent, scorer, control"))
+        for r in rows:
+            for key in ("recall_per_decile", "outcomes", "errors"):
+                r[key] = json.loads(r[key]) if r[key] else None
+        return rows
+
+    def has_score(self, latent: int, explainer: str, scorer: str, control: int) -> bool:
+        return (
+            self.db.execute(
+                "select 1 from scores where latent = ? and explainer = ? and scorer = ? and control = ?",
+                [latent, explainer, scorer, control],
+            ).fetchone()
+            is not None
+        )
