@@ -1,0 +1,150 @@
+"""llama.cpp in-process (llama-cpp-python): any GGUF, CPU or GPU offload.
+
+Calls run one at a time in a worker thread, in the order given, so consecutive prompts that share a
+prefix reuse llama.cpp's KV cache (measured here: an 800-token prefix 3.7 s cold, 0.1 s warm).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from autointerp.engine.config import LLMConfig
+
+from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogprob
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_gguf(spec: str) -> Path:
+    if spec == "embedded":
+        from autointerp.engine.defaults import MissingDefault, smollm2_gguf
+
+        try:
+            return smollm2_gguf()
+        except MissingDefault as e:
+            raise LLMConfigError(str(e)) from None
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise LLMConfigError(f"llm.model: GGUF file {path} does not exist")
+    return path
+
+
+class _LogprobRecorder:
+    """A llama.cpp logits processor that records log-probabilities and changes nothing.
+
+    Asking llama-cpp-python for logprobs needs `logits_all=True` (slower prompts, +0.8 GB at 4k
+    context); a processor sees each step's raw logits, before the grammar masks them, for free.
+    """
+
+    def __init__(self, llm, k: int):
+        self.llm, self.k = llm, k
+        self.steps: list[tuple[int, dict[str, float], np.ndarray]] = []  # (ids seen, top, logprobs)
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        s = scores.astype(np.float64)
+        m = s.max()
+        lp = s - m - math.log(np.exp(s - m).sum())
+        top = np.argpartition(-lp, self.k)[: self.k]
+        self.steps.append((len(input_ids), {self._text(i): float(lp[i]) for i in top}, lp))
+        return scores
+
+    def _text(self, token: int) -> str:
+        return self.llm.detokenize([int(token)], special=True).decode("utf-8", errors="replace")
+
+    def tokens(self, generated: list[int]) -> list[TokenLogprob]:
+        out = []
+        for (_, top, lp), tok in zip(self.steps, generated):
+            out.append(TokenLogprob(self._text(tok), float(lp[tok]), top))
+        return out
+
+
+class LlamaCppBackend(LLMBackend):
+    name = "llamacpp"
+
+    def __init__(self, cfg: LLMConfig):
+        try:
+            import llama_cpp
+        except ImportError as e:  # pragma: no cover - a dependency
+            raise LLMConfigError(f"llama-cpp-python is not importable ({e})") from None
+        path = resolve_gguf(cfg.model)
+        if cfg.n_ctx < 4096:
+            raise LLMConfigError(f"llm.n_ctx must be at least 4096 (got {cfg.n_ctx}): scorer prompts are long")
+        threads = cfg.n_threads or available_cores()
+        # All layers on the GPU when this llama.cpp build can offload (a CUDA/Metal wheel); else CPU.
+        gpu_layers = cfg.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=cfg.n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=gpu_layers, seed=cfg.seed, verbose=False,
+            )  # fmt: skip
+        except (ValueError, RuntimeError) as e:
+            raise LLMConfigError(f"llm.model: cannot load GGUF {path} ({e})") from None
+        self.model = "embedded:SmolLM2-135M-Instruct" if cfg.model == "embedded" else str(path)
+        self.path = path
+        self.n_threads, self.n_gpu_layers, self.n_ctx = threads, gpu_layers, cfg.n_ctx
+        self._lock = asyncio.Lock()
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model, "n_threads": self.n_threads,
+                "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx}  # fmt: skip
+
+    async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        # One worker thread for the whole batch: the event loop stays free, the order is kept.
+        async with self._lock:
+            return await asyncio.to_thread(lambda: [self._complete(r) for r in requests])
+
+    def _complete(self, req: LLMRequest) -> LLMResponse:
+        llm = self.llm
+        before = np.array(llm.input_ids[: llm.n_tokens])  # what the KV cache holds now
+        recorder = _LogprobRecorder(llm, req.top_logprobs) if req.top_logprobs > 0 else None
+        kwargs = {}
+        if req.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        if recorder is not None:
+            kwargs["logits_processor"] = [recorder]
+        t0 = time.perf_counter()
+        try:
+            out = llm.create_chat_completion(
+                messages=req.messages, max_tokens=req.max_tokens, temperature=req.temperature,
+                seed=req.seed, **kwargs,
+            )  # fmt: skip
+        except Exception as e:  # llama.cpp raises ValueError for an over-long prompt, RuntimeError on decode
+            return LLMResponse(error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                               latency_s=time.perf_counter() - t0)  # fmt: skip
+        latency = time.perf_counter() - t0
+        usage = out["usage"]
+        n_prompt, n_out = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
+        ids = np.array(llm.input_ids[: llm.n_tokens])
+        prompt_ids = ids[:n_prompt]
+        # Served from cache = the longest common prefix with what the KV cache held before, less the
+        # one token llama.cpp re-evaluates when the whole prompt was cached.
+        n = min(len(before), len(prompt_ids))
+        mismatch = np.flatnonzero(before[:n] != prompt_ids[:n])
+        lcp = int(mismatch[0]) if len(mismatch) else n
+        cached = min(lcp, n_prompt - 1) if n_prompt else 0
+        choice = out["choices"][0]
+        logprobs = None
+        if recorder is not None:
+            # The tokens generated are the ids each later step saw; the last step's own token is the
+            # one llama.cpp stopped on (EOS / end of grammar), which carries no text.
+            generated = [int(ids[n_prompt + i]) for i in range(min(n_out, len(ids) - n_prompt))]
+            logprobs = recorder.tokens(generated)
+        return LLMResponse(
+            text=choice["message"]["content"] or "", prompt_tokens=n_prompt, cached_tokens=max(cached, 0),
+            output_tokens=n_out, latency_s=latency, finish_reason=choice.get("finish_reason"), logprobs=logprobs,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        self.llm.close()

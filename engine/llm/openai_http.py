@@ -1,0 +1,163 @@
+"""Any OpenAI-compatible chat server (OpenAI, vLLM serve, llama.cpp's server, OpenRouter) over HTTP.
+
+Requests are spread round-robin over `cfg.base_urls` and sent concurrently, at most
+`cfg.max_concurrency` in flight. Retries with exponential backoff (408/409/429/5xx, connection errors,
+honouring `retry-after`) are the openai client's own. A failed call becomes `LLMResponse(error=...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+import time
+from typing import Sequence
+
+import openai
+from openai.types.chat import ChatCompletion
+
+from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogprob
+
+# Local servers (llama.cpp, vLLM) accept any key, but the client refuses to start without one.
+_NO_KEY = "unused"
+_MAX_ERROR_CHARS = 300
+
+
+class BadResponse(Exception):
+    """A 200 answer that is not a usable chat completion."""
+
+
+class OpenAIBackend(LLMBackend):
+    name = "openai"
+
+    def __init__(self, cfg):
+        if not cfg.base_urls:
+            raise LLMConfigError("llm.base_urls is empty: the openai backend needs at least one server URL")
+        if cfg.max_concurrency < 1:
+            raise LLMConfigError(f"llm.max_concurrency must be at least 1, got {cfg.max_concurrency}")
+        if cfg.structured_output not in ("json_schema", "json_object", "none"):
+            raise LLMConfigError(
+                f"llm.structured_output {cfg.structured_output!r} is not json_schema, json_object or none"
+            )
+        self.model = cfg.model
+        self._cfg = cfg
+        # Kept only to scrub it from error text; never returned or logged.
+        self._key = os.environ.get(cfg.api_key_env) or _NO_KEY
+        self._turn = itertools.count()  # round-robin position over the clients
+        self._clients, self._slots = self._connect()
+        self._loop = None  # the event loop the clients and semaphore serve (bound on first use)
+
+    def _connect(self) -> tuple[list[openai.AsyncOpenAI], asyncio.Semaphore]:
+        cfg = self._cfg
+        clients = [
+            openai.AsyncOpenAI(base_url=url, api_key=self._key, timeout=cfg.timeout_s, max_retries=cfg.max_retries)
+            for url in cfg.base_urls
+        ]
+        return clients, asyncio.Semaphore(cfg.max_concurrency)
+
+    def _bind_loop(self) -> None:
+        # A semaphore and pooled connections belong to one event loop; a caller making successive
+        # asyncio.run() calls gets fresh ones, since the previous loop's are unusable.
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            self._clients, self._slots = self._connect()
+        self._loop = loop
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "model": self.model, "base_urls": list(self._cfg.base_urls)}
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.close()
+
+    async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
+        self._bind_loop()
+        # Endpoints are picked here, in request order, so successive requests go to successive servers.
+        clients = [self._clients[next(self._turn) % len(self._clients)] for _ in requests]
+        return list(await asyncio.gather(*(self._one(c, r) for c, r in zip(clients, requests))))
+
+    def _kwargs(self, req: LLMRequest) -> dict:
+        kw = {
+            "model": self.model,
+            "messages": req.messages,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "seed": req.seed if req.seed is not None else self._cfg.seed,
+        }
+        if req.json_schema is not None:
+            mode = self._cfg.structured_output
+            if mode == "json_schema":
+                kw["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": req.json_schema, "strict": True},
+                }
+            elif mode == "json_object":  # llama.cpp's llama_cpp.server syntax
+                kw["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        if req.top_logprobs > 0:
+            kw["logprobs"] = True
+            kw["top_logprobs"] = req.top_logprobs
+        return kw
+
+    async def _one(self, client: openai.AsyncOpenAI, req: LLMRequest) -> LLMResponse:
+        async with self._slots:
+            start = time.perf_counter()
+            try:
+                completion = await client.chat.completions.create(**self._kwargs(req))
+                resp = _parse(completion, req.top_logprobs)
+            except Exception as e:  # one failed call never stops the others
+                resp = LLMResponse(error=self._error_text(e))
+            resp.latency_s = time.perf_counter() - start
+            return resp
+
+    def _error_text(self, e: Exception) -> str:
+        # One line: servers put the useful part after a newline (llama.cpp: "Error code: 500 - 1
+        # validation error:\n  {...}"), so whitespace is folded rather than the rest dropped.
+        message = " ".join(str(e).split())
+        if self._key != _NO_KEY:
+            message = message.replace(self._key, "***")  # before truncating, so no part of it survives
+        message = message[:_MAX_ERROR_CHARS]
+        return f"{type(e).__name__}: {message}" if message else type(e).__name__
+
+
+def _parse(completion, k: int) -> LLMResponse:
+    # Without strict validation the client returns the raw text for a non-JSON body and unvalidated
+    # models for JSON of the wrong shape, so every field is checked here.
+    choices = getattr(completion, "choices", None)
+    if not isinstance(completion, ChatCompletion) or not choices:
+        raise BadResponse("the server's 200 answer is not a chat completion with choices")
+    choice = choices[0]
+    text = getattr(getattr(choice, "message", None), "content", None)
+    if not isinstance(text, str):
+        raise BadResponse("the server's answer has no message content")
+    usage = getattr(completion, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return LLMResponse(
+        text=text,
+        prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
+        cached_tokens=cached,
+        output_tokens=getattr(usage, "completion_tokens", None) or 0,
+        finish_reason=getattr(choice, "finish_reason", None),
+        logprobs=_logprobs(getattr(choice, "logprobs", None), k) if k > 0 else None,
+    )
+
+
+def _logprobs(lp, k: int) -> list[TokenLogprob] | None:
+    content = getattr(lp, "content", None)
+    if content is None:
+        return None  # the server gave none: callers treat that as "no logprobs", not as an error
+    out = []
+    for entry in content:
+        ranked = sorted(((t.token, _num(t.logprob)) for t in entry.top_logprobs or []), key=lambda p: -p[1])
+        # llama.cpp adds the chosen token when it is outside the top k; keep the k asked for. Two token
+        # ids can decode to the same text: the likelier one is kept.
+        top: dict[str, float] = {}
+        for token, logprob in ranked[:k]:
+            top.setdefault(token, logprob)
+        out.append(TokenLogprob(entry.token, _num(entry.logprob), top))
+    return out
+
+
+def _num(x) -> float:
+    return float(x) if x is not None else math.nan

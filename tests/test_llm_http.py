@@ -1,0 +1,139 @@
+"""OpenAIBackend against a real OpenAI-compatible server: llama.cpp's `llama_cpp.server` running the
+embedded SmolLM2-135M-Instruct GGUF on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from autointerp.engine.config import LLMConfig
+from autointerp.engine.defaults import smollm2_gguf
+from autointerp.engine.llm.base import LLMRequest
+from autointerp.engine.llm.openai_http import OpenAIBackend
+
+pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
+
+LABELS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "labels": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}, "minItems": 3, "maxItems": 3}
+    },
+    "required": ["labels"],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    # One thread for generation and for prompts (whose default is every core): on a 2-core machine
+    # shared with other work, llama.cpp's spinning thread barriers turned 0.3 s calls into 45 s ones.
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
+             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not answer in 60 s:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def complete_many(url: str, requests: list[LLMRequest], **over):
+    cfg = LLMConfig(backend="openai", model="smollm2", base_urls=[url], structured_output="json_object",
+                    max_retries=0, timeout_s=60.0, **over)  # fmt: skip
+    backend = OpenAIBackend(cfg)
+
+    async def go():
+        try:
+            return await backend.complete_many(requests)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def test_chat_returns_text_and_accounting(server_url):
+    (r,) = complete_many(server_url, [LLMRequest(user("Say hello to Paris."), max_tokens=12)])
+    assert r.ok, r.error
+    assert r.text.strip()
+    assert r.prompt_tokens > 5 and 0 < r.output_tokens <= 12
+    assert r.finish_reason in ("stop", "length")
+    assert r.latency_s > 0
+    assert r.logprobs is None
+
+
+def test_json_schema_answer_parses_and_follows_the_schema(server_url):
+    req = LLMRequest(user("Label these three sentences 0 or 1: 'cat', 'dog', 'car'."), max_tokens=40,
+                     json_schema=LABELS_SCHEMA)  # fmt: skip
+    (r,) = complete_many(server_url, [req])
+    assert r.ok, r.error
+    labels = json.loads(r.text)["labels"]  # the grammar forces the object, whatever the model "wants"
+    assert len(labels) == 3 and all(x in (0, 1) and isinstance(x, int) for x in labels)
+
+
+def test_top_logprobs_per_generated_token(server_url):
+    (r,) = complete_many(server_url, [LLMRequest(user("Count: one, two,"), max_tokens=6, top_logprobs=5)])
+    assert r.ok, r.error
+    assert len(r.logprobs) == r.output_tokens > 0
+    assert "".join(t.token for t in r.logprobs) == r.text
+    for t in r.logprobs:
+        assert t.logprob <= 0
+        assert 1 <= len(t.top) <= 5 and all(v <= 0 for v in t.top.values())
+    # Greedy decoding: the first generated token is the likeliest alternative.
+    first = r.logprobs[0]
+    assert max(first.top, key=first.top.get) == first.token
+
+
+def test_logprobs_together_with_a_schema(server_url):
+    req = LLMRequest(user("Give three labels."), max_tokens=40, json_schema=LABELS_SCHEMA, top_logprobs=3)
+    (r,) = complete_many(server_url, [req])
+    assert r.ok, r.error
+    assert len(json.loads(r.text)["labels"]) == 3
+    assert len(r.logprobs) == r.output_tokens and all(len(t.top) <= 3 for t in r.logprobs)
+
+
+def test_complete_many_keeps_order(server_url):
+    # A long answer is cut at max_tokens, so each response's token count says which request it answers.
+    reqs = [LLMRequest(user("Write a long story about a dragon."), max_tokens=n) for n in (1, 2, 3, 4)]
+    out = complete_many(server_url, reqs, max_concurrency=4)
+    assert [r.error for r in out] == [None] * 4
+    assert [r.output_tokens for r in out] == [1, 2, 3, 4]
+    assert all(r.finish_reason == "length" for r in out)
