@@ -113,6 +113,31 @@ def gguf_as_safetensors(gguf: Path) -> tuple[Path, str]:
     return target, digest
 
 
+def resolve_model_folder(spec: str) -> tuple[str, str, str]:
+    """A model spec -> (folder or HF id transformers can load, display name, content hash or "")."""
+    if spec == "embedded":
+        folder, digest = gguf_as_safetensors(smollm2_gguf())
+        return str(folder), EMBEDDED_MODEL_NAME, digest
+    if spec.endswith(".gguf"):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelError(f"GGUF file {path} does not exist")
+        folder, digest = gguf_as_safetensors(path)
+        return str(folder), str(path), digest
+    return spec, spec, ""
+
+
+def load_tokenizer(spec: str):
+    """Only the subject model's tokenizer (to show cached token ids as text), without the weights."""
+    from transformers import AutoTokenizer
+
+    folder, _, _ = resolve_model_folder(spec)
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as e:  # OSError, ValueError, hub errors...: one line names the model
+        raise ModelError(f"cannot load the tokenizer of {spec!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
 @dataclass
 class SubjectModel:
     bridge: object
@@ -136,18 +161,7 @@ class SubjectModel:
         hf_logging.disable_progress_bar()
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
-        if spec == "embedded":
-            folder, digest = gguf_as_safetensors(smollm2_gguf())
-            name = EMBEDDED_MODEL_NAME
-        elif spec.endswith(".gguf"):
-            path = Path(spec).expanduser()
-            if not path.is_file():
-                raise ModelError(f"GGUF file {path} does not exist")
-            folder, digest = gguf_as_safetensors(path)
-            name = str(path)
-        else:
-            folder, name = spec, spec
-            digest = ""
+        folder, name, digest = resolve_model_folder(spec)
         try:
             hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dt)
             tok = AutoTokenizer.from_pretrained(str(folder))

@@ -1,0 +1,123 @@
+"""Which windows each latent shows the explainer and the scorers: seeded, disjoint by construction.
+
+The explainer's windows are drawn first; the scorers' activating windows (a fixed number from each
+strength decile) and non-activating windows are drawn from what is left. The draw depends only on
+(seed, latent), so it is reproduced exactly on rerun, and the store's primary key (latent, window)
+rejects any window that would land in two roles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from autointerp.store.queries import ActivatingWindows, WindowQueries
+from autointerp.store.results import SampleSet
+
+from .config import SampleConfig
+
+PROFILES = {
+    # The seeds' numbers: 40 explainer examples; 10 per decile x 10 deciles + 100 non-activating to score.
+    "paper": {"n_explain": 40, "activating_per_decile": 10, "n_non_activating": 100},
+    # A 2-core CPU running the 135M model: the same design, a fifth of the scoring examples.
+    "cpu": {"n_explain": 20, "activating_per_decile": 2, "n_non_activating": 20},
+}
+TOP_POOL = 200  # "mix" draws half its examples from the strongest 200 windows (as in the seeds)
+N_NEIGHBOURS = 10  # latents consulted for "neighbours" / "coactivation" negatives
+CONTRASTIVE_NEGATIVES = 10  # hard negatives shown to the contrastive explainer
+
+
+def resolve_profile(cfg: SampleConfig, cpu_embedded: bool) -> SampleConfig:
+    """Fill the fields left unset from the profile ("auto": "cpu" for the embedded model on a CPU)."""
+    name = cfg.profile if cfg.profile != "auto" else ("cpu" if cpu_embedded else "paper")
+    fill = {k: v for k, v in PROFILES[name].items() if getattr(cfg, k) is None}
+    return dataclasses.replace(cfg, profile=name, **fill)
+
+
+@dataclass
+class NegativeSources:
+    """How to find non-activating windows beyond random ones (each optional; see SampleConfig)."""
+
+    neighbours: Callable[[int], list[int]] | None = None  # latent -> latents with similar decoder direction
+    coactivating: Callable[[int], list[int]] | None = None  # latent -> latents that fire in the same windows
+    # (candidate windows, reference windows) -> candidates ordered most similar first
+    by_embedding: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+class ExampleSampler:
+    def __init__(self, queries: WindowQueries, cfg: SampleConfig, sources: NegativeSources | None = None,
+                 explainer_negatives: bool = False):  # fmt: skip
+        if cfg.n_explain is None:
+            raise ValueError("resolve_profile() the SampleConfig first")
+        self.q, self.cfg = queries, cfg
+        self.sources = sources or NegativeSources()
+        self.explainer_negatives = explainer_negatives
+
+    def draw(self, latent: int) -> SampleSet:
+        cfg, q = self.cfg, self.q
+        rng = np.random.default_rng([cfg.seed, latent])
+        aw = q.activating(latent)
+        n = len(aw.window_ids)
+        s = SampleSet(latent, cfg.seed, n, dataclasses.asdict(cfg))
+        if n < cfg.min_windows:
+            s.skipped = f"{n} activating windows (fewer than min_windows = {cfg.min_windows})"
+            return s
+        # The explainer never takes more than half, so the scorers always keep held-out windows.
+        explain = self._explain_windows(aw, min(cfg.n_explain, n // 2), rng)
+        decile = {int(w): d + 1 for d, ids in enumerate(q.decile_bins(aw, cfg.n_deciles)) for w in ids}
+        s.windows["explain"] = [(int(w), decile[int(w)], cfg.explain_strategy) for w in explain]
+        bins = q.stratified(aw, cfg.activating_per_decile, rng, cfg.n_deciles, exclude=explain)
+        s.windows["activating"] = [(int(w), d + 1, "stratified") for d, ids in enumerate(bins) for w in ids]
+        taken = np.array([w for items in s.windows.values() for w, _, _ in items], dtype=np.int64)
+        if self.explainer_negatives:
+            negs = self._negatives(aw, CONTRASTIVE_NEGATIVES, rng, explain, taken)
+            s.windows["explain_non"] = negs
+            taken = np.concatenate([taken, [w for w, _, _ in negs]]).astype(np.int64)
+        s.windows["non_activating"] = self._negatives(aw, cfg.n_non_activating, rng, explain, taken)
+        return s
+
+    # ---- explainer windows ---------------------------------------------------------------------
+
+    def _explain_windows(self, aw: ActivatingWindows, k: int, rng) -> np.ndarray:
+        q, strategy = self.q, self.cfg.explain_strategy
+        if strategy == "top":
+            return q.top(aw, k)
+        if strategy == "random":
+            return q.random(aw, k, rng)
+        if strategy == "stratified":
+            per_bin = -(-k // self.cfg.n_deciles)
+            ids = np.concatenate(q.stratified(aw, per_bin, rng, self.cfg.n_deciles))
+            return rng.choice(ids, size=min(k, len(ids)), replace=False)
+        # mix: half from the strongest TOP_POOL windows, half from all the others
+        pool = q.top(aw, TOP_POOL)
+        top = rng.choice(pool, size=min(k // 2, len(pool)), replace=False)
+        return np.concatenate([top, q.random(aw, k - len(top), rng, exclude=top)])
+
+    # ---- non-activating windows ----------------------------------------------------------------
+
+    def _negatives(self, aw, n: int, rng, explain: np.ndarray, taken: np.ndarray) -> list[tuple[int, int, str]]:
+        source = self.cfg.non_activating_source
+        chosen: list[tuple[int, int, str]] = []
+        if source in ("neighbours", "coactivation"):
+            finder = self.sources.neighbours if source == "neighbours" else self.sources.coactivating
+            if finder is None:
+                raise ValueError(f"non_activating_source {source!r} is not available for this store")
+            cands = [self.q.activating(other).window_ids for other in finder(aw.latent)]
+            pool = np.unique(np.concatenate(cands)) if cands else np.zeros(0, np.int64)
+            pool = pool[~np.isin(pool, aw.window_ids) & ~np.isin(pool, taken)]
+            picked = rng.choice(pool, size=min(n, len(pool)), replace=False) if len(pool) else pool
+            chosen = [(int(w), 0, source) for w in picked]
+        elif source == "embedding":
+            if self.sources.by_embedding is None:
+                raise ValueError("non_activating_source 'embedding' needs an embedding model")
+            pool = self.q.non_activating(aw, max(10 * n, 200), rng, exclude=taken)
+            ranked = self.sources.by_embedding(pool, explain)
+            chosen = [(int(w), 0, "embedding") for w in ranked[:n]]
+        # Random windows make up any shortfall (and are the whole draw for "random"); recorded as such.
+        if len(chosen) < n:
+            exclude = np.concatenate([taken, [w for w, _, _ in chosen]]).astype(np.int64)
+            chosen += [(int(w), 0, "random") for w in self.q.non_activating(aw, n - len(chosen), rng, exclude=exclude)]
+        return chosen

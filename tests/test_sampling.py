@@ -1,0 +1,128 @@
+"""Sampling invariants on a real store: disjoint sets, one example per decile slot, seeded draws."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.engine.config import SampleConfig
+from autointerp.engine.neighbours import CoactivationIndex, DecoderNeighbours
+from autointerp.engine.sampling import ExampleSampler, NegativeSources, resolve_profile
+from autointerp.store.queries import WindowQueries
+from autointerp.store.results import SampleSet
+
+from conftest import fill_store
+
+N_LATENTS = 64
+
+
+@pytest.fixture(scope="module")
+def queries(tmp_path_factory):
+    # 64 sequences of 64 tokens, windows of 8: 512 windows; each latent fires in ~100 of them.
+    store, _ = fill_store(tmp_path_factory.mktemp("s") / "s.db", n_chunks=4, seq_len=64, chunk_seqs=16,
+                          num_latents=N_LATENTS, n_tokens_target=4096)  # fmt: skip
+    yield WindowQueries(store, window_len=8)
+    store.close()
+
+
+def cfg(**kw) -> SampleConfig:
+    base = dict(profile="paper", n_explain=20, activating_per_decile=3, n_deciles=5, n_non_activating=30, min_windows=10)
+    base.update(kw)
+    return SampleConfig(**base)
+
+
+def windows(s: SampleSet, role: str) -> list[int]:
+    return [w for w, _, _ in s.role(role)]
+
+
+@pytest.mark.parametrize("strategy", ["top", "random", "stratified", "mix"])
+def test_explainer_and_scorer_sets_are_disjoint(queries, strategy):
+    sampler = ExampleSampler(queries, cfg(explain_strategy=strategy))
+    for latent in range(0, N_LATENTS, 7):
+        s = sampler.draw(latent)
+        active = set(queries.activating(latent).window_ids.tolist())
+        ex, act, non = windows(s, "explain"), windows(s, "activating"), windows(s, "non_activating")
+        assert len(ex) == 20 and len(non) == 30
+        # "top" empties most of the strongest decile, which then gives fewer than its 3 slots
+        assert len(act) == 15 if strategy != "top" else 10 <= len(act) <= 15
+        assert len(set(ex + act + non)) == len(ex) + len(act) + len(non)  # no window in two roles
+        assert set(ex) <= active and set(act) <= active
+        assert not set(non) & active  # non-activating windows really are silent for this latent
+
+
+def test_one_scoring_example_per_decile_slot_and_deciles_follow_strength(queries):
+    s = ExampleSampler(queries, cfg()).draw(3)
+    aw = queries.activating(3)
+    strength = dict(zip(aw.window_ids.tolist(), aw.max_acts.tolist()))
+    by_decile = {}
+    for w, d, _ in s.role("activating"):
+        by_decile.setdefault(d, []).append(strength[w])
+    assert sorted(by_decile) == [1, 2, 3, 4, 5]
+    assert all(len(v) == 3 for v in by_decile.values())
+    for d in range(1, 5):  # every window of a weaker decile is no stronger than any of the next
+        assert max(by_decile[d]) <= min(by_decile[d + 1])
+
+
+def test_draws_are_reproducible_from_the_seed(queries):
+    a = ExampleSampler(queries, cfg(seed=5)).draw(11)
+    b = ExampleSampler(queries, cfg(seed=5)).draw(11)
+    c = ExampleSampler(queries, cfg(seed=6)).draw(11)
+    assert a.windows == b.windows
+    assert a.windows != c.windows
+
+
+def test_explainer_takes_at_most_half_and_small_latents_are_skipped(queries):
+    n = len(queries.activating(2).window_ids)
+    s = ExampleSampler(queries, cfg(n_explain=10_000)).draw(2)
+    assert len(windows(s, "explain")) == n // 2
+    skipped = ExampleSampler(queries, cfg(min_windows=n + 1)).draw(2)
+    assert skipped.skipped and "activating windows" in skipped.skipped and not skipped.windows
+
+
+def test_hard_negative_sources_stay_non_activating(queries):
+    decoder = torch.randn(N_LATENTS, 16, generator=torch.Generator().manual_seed(0))
+    sources = NegativeSources(
+        neighbours=DecoderNeighbours(decoder, k=5),
+        coactivating=CoactivationIndex(queries, N_LATENTS, k=5),
+        by_embedding=lambda pool, ref: pool[::-1],  # any ordering: the sampler must keep the first n
+    )
+    for source in ("neighbours", "coactivation", "embedding"):
+        s = ExampleSampler(queries, cfg(non_activating_source=source), sources).draw(9)
+        active = set(queries.activating(9).window_ids.tolist())
+        non = s.role("non_activating")
+        assert len(non) == 30 and not {w for w, _, _ in non} & active
+        assert {src for _, _, src in non} <= {source, "random"}
+        assert any(src == source for _, _, src in non)
+
+
+def test_decoder_neighbours_are_the_most_similar_directions():
+    d = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    assert DecoderNeighbours(d, k=2).similar(0)[0][0] == 1
+    assert DecoderNeighbours(d, k=3)(0)[-1] == 3
+
+
+def test_contrastive_negatives_are_a_fourth_disjoint_role(queries):
+    s = ExampleSampler(queries, cfg(), explainer_negatives=True).draw(4)
+    roles = ["explain", "explain_non", "activating", "non_activating"]
+    all_w = [w for r in roles for w in windows(s, r)]
+    assert len(windows(s, "explain_non")) == 10 and len(all_w) == len(set(all_w))
+
+
+def test_sample_sets_round_trip_and_the_store_rejects_a_window_in_two_roles(queries):
+    results = queries.store.results
+    s = ExampleSampler(queries, cfg()).draw(6)
+    results.write_sample_set(s)
+    back = results.sample_set(6)
+    assert back.windows == s.windows and back.seed == s.seed and back.config["n_deciles"] == 5
+    bad = SampleSet(7, 0, 1, {}, windows={"explain": [(3, 1, "top")], "activating": [(3, 1, "stratified")]})
+    with pytest.raises(sqlite3.IntegrityError):
+        results.write_sample_set(bad)
+    assert results.sample_set(7) is None  # nothing half-written
+
+
+def test_profiles_fill_only_unset_fields():
+    paper = resolve_profile(SampleConfig(), cpu_embedded=False)
+    cpu = resolve_profile(SampleConfig(n_explain=33), cpu_embedded=True)
+    assert (paper.profile, paper.n_explain, paper.activating_per_decile, paper.n_non_activating) == ("paper", 40, 10, 100)
+    assert (cpu.profile, cpu.n_explain, cpu.activating_per_decile) == ("cpu", 33, 2)
