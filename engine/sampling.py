@@ -19,22 +19,9 @@ from autointerp.store.results import SampleSet
 
 from .config import SampleConfig
 
-PROFILES = {
-    # The seeds' numbers: 40 explainer examples; 10 per decile x 10 deciles + 100 non-activating to score.
-    "paper": {"n_explain": 40, "activating_per_decile": 10, "n_non_activating": 100},
-    # A 2-core CPU running the 135M model: the same design, a fifth of the scoring examples.
-    "cpu": {"n_explain": 20, "activating_per_decile": 2, "n_non_activating": 20},
-}
 TOP_POOL = 200  # "mix" draws half its examples from the strongest 200 windows (as in the seeds)
 N_NEIGHBOURS = 10  # latents consulted for "neighbours" / "coactivation" negatives
 CONTRASTIVE_NEGATIVES = 10  # hard negatives shown to the contrastive explainer
-
-
-def resolve_profile(cfg: SampleConfig, cpu_embedded: bool) -> SampleConfig:
-    """Fill the fields left unset from the profile ("auto": "cpu" for the embedded model on a CPU)."""
-    name = cfg.profile if cfg.profile != "auto" else ("cpu" if cpu_embedded else "paper")
-    fill = {k: v for k, v in PROFILES[name].items() if getattr(cfg, k) is None}
-    return dataclasses.replace(cfg, profile=name, **fill)
 
 
 @dataclass
@@ -51,7 +38,7 @@ class ExampleSampler:
     def __init__(self, queries: WindowQueries, cfg: SampleConfig, sources: NegativeSources | None = None,
                  explainer_negatives: bool = False):  # fmt: skip
         if cfg.n_explain is None:
-            raise ValueError("resolve_profile() the SampleConfig first")
+            raise ValueError("resolve the config's profile first (config.resolve_profile)")
         self.q, self.cfg = queries, cfg
         self.sources = sources or NegativeSources()
         self.explainer_negatives = explainer_negatives

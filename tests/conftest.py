@@ -51,3 +51,22 @@ def filled_store(tmp_path):
     store, truth = fill_store(tmp_path / "t.db")
     yield store, truth
     store.close()
+
+
+@pytest.fixture(scope="session")
+def real_cache_db(tmp_path_factory):
+    """A real cache: the embedded SmolLM2 + shipped SAE over 8,192 tokens of the embedded corpus.
+    Tests copy the file (`copy_db`) before writing to it."""
+    from autointerp.engine.cache import run_cache
+    from autointerp.engine.config import CacheConfig
+
+    path = tmp_path_factory.mktemp("realcache") / "cache.db"
+    run_cache(CacheConfig(n_tokens=8192, chunk_tokens=4096, batch_size=8), str(path))
+    return path
+
+
+def copy_db(src, dst):
+    import shutil
+
+    shutil.copy(src, dst)
+    return dst

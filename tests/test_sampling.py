@@ -8,7 +8,8 @@ import torch
 
 from autointerp.engine.config import SampleConfig
 from autointerp.engine.neighbours import CoactivationIndex, DecoderNeighbours
-from autointerp.engine.sampling import ExampleSampler, NegativeSources, resolve_profile
+from autointerp.engine.config import Config, resolve_profile
+from autointerp.engine.sampling import ExampleSampler, NegativeSources
 from autointerp.store.queries import WindowQueries
 from autointerp.store.results import SampleSet
 
@@ -27,7 +28,7 @@ def queries(tmp_path_factory):
 
 
 def cfg(**kw) -> SampleConfig:
-    base = dict(profile="paper", n_explain=20, activating_per_decile=3, n_deciles=5, n_non_activating=30, min_windows=10)
+    base = dict(n_explain=20, activating_per_decile=3, n_deciles=5, n_non_activating=30, min_windows=10)
     base.update(kw)
     return SampleConfig(**base)
 
@@ -122,7 +123,12 @@ def test_sample_sets_round_trip_and_the_store_rejects_a_window_in_two_roles(quer
 
 
 def test_profiles_fill_only_unset_fields():
-    paper = resolve_profile(SampleConfig(), cpu_embedded=False)
-    cpu = resolve_profile(SampleConfig(n_explain=33), cpu_embedded=True)
-    assert (paper.profile, paper.n_explain, paper.activating_per_decile, paper.n_non_activating) == ("paper", 40, 10, 100)
-    assert (cpu.profile, cpu.n_explain, cpu.activating_per_decile) == ("cpu", 33, 2)
+    paper = resolve_profile(Config(), cpu_embedded=False)
+    cpu = resolve_profile(Config(sample=SampleConfig(n_explain=33)), cpu_embedded=True)
+    assert paper.profile == "paper" and paper.score.examples_per_prompt == 5
+    assert (paper.sample.n_explain, paper.sample.activating_per_decile, paper.sample.n_non_activating) == (40, 10, 100)
+    assert (cpu.profile, cpu.sample.n_explain, cpu.sample.activating_per_decile) == ("cpu", 33, 2)
+    assert cpu.score.examples_per_prompt == 1
+    forced = resolve_profile(Config(profile="paper"), cpu_embedded=True)
+    assert forced.profile == "paper" and forced.sample.n_explain == 40
+    assert Config().sample.n_explain is None  # the original is not modified

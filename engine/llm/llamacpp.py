@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -94,16 +95,21 @@ class LlamaCppBackend(LLMBackend):
         self.model = "embedded:SmolLM2-135M-Instruct" if cfg.model == "embedded" else str(path)
         self.path = path
         self.n_threads, self.n_gpu_layers, self.n_ctx = threads, gpu_layers, cfg.n_ctx
-        self._lock = asyncio.Lock()
+        # A thread lock, not an asyncio one: it serves callers from any event loop.
+        self._lock = threading.Lock()
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model, "n_threads": self.n_threads,
                 "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx}  # fmt: skip
 
     async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
-        # One worker thread for the whole batch: the event loop stays free, the order is kept.
-        async with self._lock:
-            return await asyncio.to_thread(lambda: [self._complete(r) for r in requests])
+        # One worker thread for the whole batch: the event loop stays free, the order is kept, and
+        # another caller's batch waits rather than interleaving (which would evict the shared prefix).
+        return await asyncio.to_thread(self._complete_batch, list(requests))
+
+    def _complete_batch(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+        with self._lock:
+            return [self._complete(r) for r in requests]
 
     def _complete(self, req: LLMRequest) -> LLMResponse:
         llm = self.llm

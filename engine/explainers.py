@@ -1,0 +1,128 @@
+"""Explainers: turn a latent's explainer examples into a prompt, and the answer into an explanation.
+
+Each explainer is a prompt file in prompts/ plus what it shows besides the excerpts: activation values,
+chain of thought, the logit-lens tokens, or hard negatives (contrastive).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import torch
+
+from .examples import Example, activation_list, marked_positions, plain, with_marks
+from .llm import LLMRequest
+from .prompts import PromptLibrary
+
+MAX_EXPLANATION_CHARS = 200
+# maxLength makes a grammar-constrained answer close its string instead of running into the token
+# budget (a small model rambles; a truncated answer would be a failure).
+_EXPLANATION = {"type": "string", "minLength": 1, "maxLength": MAX_EXPLANATION_CHARS}
+EXPLANATION_SCHEMA = {"type": "object", "properties": {"explanation": _EXPLANATION}, "required": ["explanation"]}
+COT_SCHEMA = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string", "maxLength": 600}, "explanation": _EXPLANATION},
+    "required": ["reasoning", "explanation"],
+}
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    name: str
+    template: str
+    schema: dict
+    token_budget: float = 1.0  # times ExplainConfig.max_tokens
+    shows_activations: bool = False
+    needs_logit_lens: bool = False
+    needs_negatives: bool = False
+
+
+EXPLAINERS = {
+    s.name: s
+    for s in (
+        ExplainerSpec("default", "explain_default", EXPLANATION_SCHEMA),
+        ExplainerSpec("activations", "explain_activations", EXPLANATION_SCHEMA, shows_activations=True),
+        ExplainerSpec("cot", "explain_cot", COT_SCHEMA, token_budget=4.0),
+        ExplainerSpec("logit_lens", "explain_logit_lens", EXPLANATION_SCHEMA, needs_logit_lens=True),
+        ExplainerSpec("contrastive", "explain_contrastive", EXPLANATION_SCHEMA, needs_negatives=True),
+    )
+}
+
+
+def numbered(lines: list[str], start: int = 1) -> str:
+    return "\n".join(f"Excerpt {i}: {line}" for i, line in enumerate(lines, start))
+
+
+def build_request(
+    spec: ExplainerSpec, prompts: PromptLibrary, examples: list[Example], *, threshold: float, scale: float,
+    max_tokens: int, seed: int, json_output: bool, promoted: list[str] | None = None,
+    negatives: list[Example] | None = None,
+) -> LLMRequest:  # fmt: skip
+    """`scale` is the latent's largest activation (activation values are shown as 0-10 of it)."""
+    lines = []
+    for ex in examples:
+        mask = marked_positions(ex, threshold)
+        lines.append(with_marks(ex, mask))
+        if spec.shows_activations:
+            lines.append(f"Activations: {activation_list(ex, mask, scale)}")
+    if spec.shows_activations:  # number the excerpts, not their activation lines
+        pairs = [lines[i : i + 2] for i in range(0, len(lines), 2)]
+        text = "\n".join(f"Excerpt {i}: {a}\n{b}" for i, (a, b) in enumerate(pairs, 1))
+    else:
+        text = numbered(lines)
+    values = {"examples": text}
+    if spec.needs_logit_lens:
+        values["promoted"] = ", ".join(json.dumps(t) for t in (promoted or []))
+    if spec.needs_negatives:
+        values["negatives"] = numbered([plain(ex) for ex in negatives or []], start=len(examples) + 1)
+    messages = prompts.get(spec.template).render(**values)
+    return LLMRequest(
+        messages, max_tokens=int(max_tokens * spec.token_budget), temperature=0.0, seed=seed,
+        json_schema=spec.schema if json_output else None,
+    )  # fmt: skip
+
+
+_FIELD = re.compile(r'"explanation"\s*:\s*"((?:[^"\\]|\\.)*)"', re.S)
+
+
+def parse_explanation(text: str | None) -> tuple[str | None, str | None]:
+    """The answer -> (explanation, None) or (None, why it could not be used)."""
+    if not text or not text.strip():
+        return None, "empty answer"
+    try:
+        obj = json.loads(text)
+        value = obj.get("explanation") if isinstance(obj, dict) else None
+    except json.JSONDecodeError:
+        # A chatty answer around the JSON: take a complete explanation field, else the text after an
+        # "Explanation:" label (free-text backends); a truncated field is a failure, never guessed.
+        m = _FIELD.search(text)
+        if m:
+            value = json.loads(f'"{m.group(1)}"')
+        elif '"explanation"' in text:
+            return None, "truncated answer"
+        else:
+            m = re.search(r"explanation\s*:\s*(.+)", text, re.I)
+            value = m.group(1).strip().strip('"') if m else None
+    if not isinstance(value, str) or not value.strip():
+        return None, "no explanation in the answer"
+    return " ".join(value.split())[:MAX_EXPLANATION_CHARS], None
+
+
+class LogitLens:
+    """Tokens a latent promotes: the unembedding times its decoder direction (through the final norm's
+    gain where the model has one), the path expansion W_U W_dec[f]."""
+
+    def __init__(self, unembed: torch.Tensor, decoder: torch.Tensor, norm_gain: torch.Tensor | None, tokenizer):
+        self.w_u = unembed.detach().float().cpu()  # [d, vocab]
+        self.w_dec = decoder.detach().float().cpu()  # [latents, d]
+        self.gain = norm_gain.detach().float().cpu() if norm_gain is not None else None
+        self.tokenizer = tokenizer
+
+    def promoted(self, latent: int, k: int = 10) -> list[str]:
+        d = self.w_dec[latent]
+        if self.gain is not None:
+            d = d * self.gain
+        top = (d @ self.w_u).topk(k).indices.tolist()
+        return self.tokenizer.batch_decode([[t] for t in top])

@@ -1,0 +1,386 @@
+"""Explain and score latents over a store: the stage between the activation cache and the report.
+
+Per latent: draw its examples (seeded, disjoint sets), explain from the explainer's set, then score the
+explanation and a random-explanation control (another latent's explanation) on the held-out set with
+each scorer. One latent's prompts go to the backend together and in prefix order (instructions and
+explanation first, excerpts last), so the backend's prefix cache serves the shared part. Store and
+sampling work runs on one worker thread, off the event loop, while the backend answers another latent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+
+from autointerp.store.db import ActivationStore
+from autointerp.store.queries import WindowQueries
+from autointerp.store.results import SampleSet
+
+from .config import CacheConfig, Config, resolve_profile
+from .examples import Example, TokenText
+from .explainers import EXPLAINERS, LogitLens, build_request, parse_explanation
+from .llm import LLMBackend
+from .metrics import classification_metrics
+from .prompts import PromptLibrary
+from .sampling import ExampleSampler, NegativeSources
+from .scorers.base import Accounting, Item, ScoredRun, label_requests, outcomes_from
+from .scorers.detection import detection_items
+from .scorers.embedding import embedding_run
+from .scorers.fuzzing import fuzzing_items
+
+LLM_SCORERS = ("detection", "fuzzing")
+
+
+class InterpretError(Exception):
+    """A store or selection that explain/score cannot use, stated in one line."""
+
+
+def parse_selection(spec: str, live: list[int], num_latents: int, seed: int) -> list[int]:
+    """"0-9,42" | "random:N" (N live latents, seeded) | "live" | "top:N" (N most frequent live latents)."""
+    spec = spec.strip()
+    if spec == "live":
+        return sorted(live)
+    kind, _, arg = spec.partition(":")
+    if kind in ("random", "top"):
+        if not arg.isdigit():
+            raise InterpretError(f"latent selection {spec!r}: expected {kind}:N")
+        n = min(int(arg), len(live))
+        if kind == "top":
+            return list(live[:n])
+        rng = np.random.default_rng([seed, 0x5E1EC7])
+        return sorted(int(x) for x in rng.choice(live, size=n, replace=False)) if n else []
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise InterpretError(f"latent selection {spec!r}: use ranges like 0-9,42, or random:N, top:N, live")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if b >= num_latents or a > b:
+            raise InterpretError(f"latent selection {spec!r}: latents run from 0 to {num_latents - 1}")
+        out.extend(range(a, b + 1))
+    return sorted(set(out))
+
+
+@dataclass
+class StageTally:
+    """What a stage did, for progress bars and the final line."""
+
+    done: int = 0
+    skipped: int = 0  # already in the store, or too few windows
+    failed: int = 0  # explanations that failed / examples whose scoring call failed
+    prompts: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    backend_s: float = 0.0
+    reasons: Counter = field(default_factory=Counter)
+
+    def add_accounting(self, row: dict) -> None:
+        self.prompts += row["n_calls"]
+        self.prompt_tokens += row["prompt_tokens"]
+        self.cached_tokens += max(row["cached_tokens"], 0)
+        self.output_tokens += row["output_tokens"]
+        self.backend_s += row["llm_seconds"]
+
+
+class Interpreter:
+    def __init__(self, cfg: Config, store: ActivationStore, backend: LLMBackend | None):
+        prov = store.provenance
+        if prov is None:
+            raise InterpretError(f"{store.path} holds no activation cache yet: run `autointerp cache` first")
+        if store.db["latents"].count == 0:
+            raise InterpretError(f"{store.path}: the cache has no latent statistics (an unfinished cache run?)")
+        self.store, self.backend = store, backend
+        self.cache_cfg = CacheConfig(**json.loads(prov["config"]))
+        self.queries = WindowQueries(store, self.cache_cfg.window_len)
+        self.results = store.results
+        self.prompts = PromptLibrary(cfg.prompts_dir or None)
+        self.spec = EXPLAINERS[cfg.explain.explainer]
+        cpu_embedded = (
+            backend is not None and backend.name == "llamacpp" and cfg.llm.model == "embedded"
+            and getattr(backend, "n_gpu_layers", 0) == 0
+        )  # fmt: skip
+        self.cfg = cfg = resolve_profile(cfg, cpu_embedded)
+        self.sample_cfg = cfg.sample
+        self.json_output = not (backend is not None and backend.name == "openai" and cfg.llm.structured_output == "none")
+        # One thread owns the SQLite connection's work and the numpy sampling, off the event loop.
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="autointerp-store")
+        self.num_latents = int(prov["num_latents"])
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=True)
+
+    async def _off_loop(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+
+    # ---- lazily loaded parts ------------------------------------------------------------------
+
+    @cached_property
+    def token_text(self) -> TokenText:
+        from .model import load_tokenizer
+
+        tok = load_tokenizer(self.cache_cfg.model)
+        sep = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
+        return TokenText(tok, int(self.store.provenance["bos_token_id"]), sep)
+
+    @cached_property
+    def subject(self):
+        from .model import SubjectModel
+
+        return SubjectModel.load(self.cache_cfg.model, "cpu", "float32")
+
+    @cached_property
+    def decoder(self):
+        from .setup import load_configured_coder
+
+        coder = load_configured_coder(self.cache_cfg, self.subject)
+        w = coder.decoder_directions()
+        if w is None:
+            raise InterpretError(f"coder {coder.kind} has no decoder directions (logit lens / neighbours need them)")
+        return w
+
+    @cached_property
+    def embedder(self):
+        from .embedding import Embedder
+
+        return Embedder(self.cfg.score.embedding_model)
+
+    @cached_property
+    def logit_lens(self) -> LogitLens:
+        bridge = self.subject.bridge
+        gain = getattr(getattr(bridge, "ln_final", None), "weight", None)
+        return LogitLens(bridge.W_U, self.decoder, gain if isinstance(gain, type(bridge.W_U)) else None,
+                         self.subject.tokenizer)  # fmt: skip
+
+    @cached_property
+    def sampler(self) -> ExampleSampler:
+        from .neighbours import CoactivationIndex, DecoderNeighbours
+
+        src = self.sample_cfg.non_activating_source
+        sources = NegativeSources()
+        if src == "neighbours":
+            sources.neighbours = DecoderNeighbours(self.decoder)
+        elif src == "coactivation":
+            sources.coactivating = CoactivationIndex(self.queries, self.num_latents)
+        elif src == "embedding":
+            sources.by_embedding = self._rank_by_embedding
+        return ExampleSampler(self.queries, self.sample_cfg, sources, explainer_negatives=self.spec.needs_negatives)
+
+    def _rank_by_embedding(self, pool: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Non-activating candidates ordered by similarity to the centroid of the explainer's examples."""
+        cand = self.examples(-1, pool)
+        ref = self.examples(-1, reference)
+        from .examples import plain
+
+        c = self.embedder.encode([plain(e) for e in cand])
+        r = self.embedder.encode([plain(e) for e in ref]).mean(axis=0)
+        return pool[np.argsort(-(c @ r), kind="stable")]
+
+    # ---- selection ----------------------------------------------------------------------------
+
+    def live_latents(self) -> list[int]:
+        """Latents with enough activating windows to sample, most frequent first."""
+        rows = self.store.db.execute(
+            "select latent from latents where n_windows >= ? order by count desc, latent",
+            [self.sample_cfg.min_windows],
+        )
+        return [r[0] for r in rows]
+
+    def select(self, spec: str) -> list[int]:
+        return parse_selection(spec, self.live_latents(), self.num_latents, self.sample_cfg.seed)
+
+    # ---- examples -----------------------------------------------------------------------------
+
+    def examples(self, latent: int, windows, deciles=None) -> list[Example]:
+        """Windows -> Examples with this latent's activations (latent -1: windows only, no activations)."""
+        windows = np.asarray(windows, dtype=np.int64)
+        if latent >= 0:
+            aw = self.queries.activating(latent)
+        else:
+            from autointerp.store.queries import ActivatingWindows
+
+            empty = np.zeros(0, np.int64)
+            aw = ActivatingWindows(-1, empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32))
+        lws = self.queries.fetch(aw, windows)
+        deciles = deciles if deciles is not None else [0] * len(lws)
+        return [Example(int(w.seq * self.queries.windows_per_seq + w.start // self.queries.window_len),
+                        self.token_text(w.tokens), w.acts, int(d)) for w, d in zip(lws, deciles)]  # fmt: skip
+
+    def role_examples(self, s: SampleSet, role: str) -> list[Example]:
+        items = s.role(role)
+        return self.examples(s.latent, [w for w, _, _ in items], [d for _, d, _ in items])
+
+    def sample_set(self, latent: int, redo: bool = False) -> SampleSet:
+        s = None if redo else self.results.sample_set(latent)
+        if s is None:
+            s = self.sampler.draw(latent)
+            self.results.write_sample_set(s)
+        return s
+
+    # ---- explain ------------------------------------------------------------------------------
+
+    def _prepare_explain(self, latent: int, redo: bool):
+        explainer = self.spec.name
+        if not redo:
+            row = self.results.explanation(latent, explainer)
+            if row is not None and row["text"] is not None:
+                return None, "already explained"
+        s = self.sample_set(latent, redo)
+        if s.skipped:
+            return None, s.skipped
+        examples = self.role_examples(s, "explain")
+        negatives = self.role_examples(s, "explain_non") if self.spec.needs_negatives else None
+        promoted = self.logit_lens.promoted(latent) if self.spec.needs_logit_lens else None
+        stats = self.store.latent_stats(latent)
+        req = build_request(
+            self.spec, self.prompts, examples, threshold=self.cfg.explain.threshold, scale=float(stats["max_act"]),
+            max_tokens=self.cfg.explain.max_tokens, seed=self.cfg.llm.seed, json_output=self.json_output,
+            promoted=promoted, negatives=negatives,
+        )  # fmt: skip
+        extras = {"promoted": promoted} if promoted else {}
+        return (req, len(examples), extras, s.seed), None
+
+    async def explain_latent(self, latent: int, redo: bool = False) -> tuple[dict | None, str | None]:
+        """Explain one latent; returns (the stored row, None) or (None, why it was skipped)."""
+        prepared, skipped = await self._off_loop(self._prepare_explain, latent, redo)
+        if prepared is None:
+            return None, skipped
+        req, n_examples, extras, seed = prepared
+        r = await self.backend.complete(req)
+        text, error = parse_explanation(r.text) if r.ok else (None, r.error)
+        acc = Accounting()
+        acc.add(r)
+        row = {
+            "latent": latent, "explainer": self.spec.name, "text": text, "error": error, "raw": r.text,
+            "model": self.backend.model, "backend": self.backend.name,
+            "prompt_sha": self.prompts.get(self.spec.template).sha, "seed": seed, "n_examples": n_examples,
+            "extras": extras, **acc.as_row(),
+        }  # fmt: skip
+        await self._off_loop(self.results.write_explanation, row)
+        return row, None
+
+    # ---- score --------------------------------------------------------------------------------
+
+    def control_for(self, latent: int) -> tuple[int, str] | None:
+        """Another latent's explanation from the same explainer, chosen by (seed, latent)."""
+        others = [x for x in self.results.explained_latents(self.spec.name) if x != latent]
+        if not others:
+            return None
+        rng = np.random.default_rng([self.sample_cfg.seed, latent, 0xC0])
+        other = int(rng.choice(others))
+        return other, self.results.explanation(other, self.spec.name)["text"]
+
+    def _prepare_score(self, latent: int, redo: bool):
+        row = self.results.explanation(latent, self.spec.name)
+        if row is None or row["text"] is None:
+            return None, "no explanation"
+        s = self.sample_set(latent)
+        explanations = [(0, latent, row["text"])]
+        control = self.control_for(latent) if self.cfg.score.control else None
+        if control is not None:
+            explanations.append((1, *control))
+        todo = [
+            (scorer, c, who, text)
+            for scorer in self.cfg.score.scorers
+            for c, who, text in explanations
+            if redo or not self.results.has_score(latent, self.spec.name, scorer, c)
+        ]
+        if not todo:
+            return None, "already scored"
+        act = self.role_examples(s, "activating")
+        non = self.role_examples(s, "non_activating")
+        items = {}
+        for k, scorer in enumerate(self.cfg.score.scorers, start=1):
+            rng = np.random.default_rng([s.seed, latent, k])
+            if scorer == "fuzzing":
+                items[scorer] = fuzzing_items(act, self.cfg.explain.threshold, self.cfg.score.fuzz_incorrect_fraction, rng)
+            else:  # detection and embedding see the same plain excerpts
+                items[scorer] = detection_items(act, non, rng)
+        return (todo, items, s.seed, control is None), None
+
+    async def score_latent(self, latent: int, redo: bool = False) -> tuple[list[dict], str | None]:
+        prepared, skipped = await self._off_loop(self._prepare_score, latent, redo)
+        if prepared is None:
+            return [], skipped
+        todo, items, seed, no_control = prepared
+        rows = []
+        vectors = {}
+        for scorer, control, who, text in todo:  # real then control, scorer by scorer: prefix order
+            if scorer == "embedding":
+                if scorer not in vectors:
+                    vectors[scorer] = await self._off_loop(self.embedder.encode, [it.text for it in items[scorer]])
+                run = await self._off_loop(embedding_run, self.embedder, text, items[scorer], vectors[scorer])
+                model, backend, sha = self.embedder.name, "sentence-transformers", ""
+            else:
+                run = await self._llm_score(scorer, text, items[scorer], seed)
+                model, backend, sha = self.backend.model, self.backend.name, self.prompts.get(scorer).sha
+            rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed))
+        await self._off_loop(self.results.write_scores, rows)
+        return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
+
+    async def _llm_score(self, scorer: str, explanation: str, items: list[Item], seed: int) -> ScoredRun:
+        batches = label_requests(
+            self.prompts.get(scorer), explanation, items, self.cfg.score.examples_per_prompt, seed=self.cfg.llm.seed,
+            top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output,
+        )  # fmt: skip
+        responses = await self.backend.complete_many([req for req, _ in batches])
+        return outcomes_from(batches, responses)
+
+    def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed) -> dict:
+        m = classification_metrics(run.outcomes, self.sample_cfg.n_deciles)
+        outcomes = [
+            {"label": o.label, "decile": o.decile, "prediction": o.prediction, "probability": o.probability,
+             "failed": o.failed, "window": it.window}
+            for o, it in zip(run.outcomes, run.items)
+        ]  # fmt: skip
+        return {
+            "latent": latent, "explainer": self.spec.name, "scorer": scorer, "control": control,
+            "explanation_latent": who, "explanation": text, **m, "outcomes": outcomes,
+            "errors": dict(run.errors), **run.accounting.as_row(), "model": model, "backend": backend,
+            "prompt_sha": sha, "seed": seed,
+        }  # fmt: skip
+
+    # ---- stages over many latents -------------------------------------------------------------
+
+    def latents_in_flight(self) -> int:
+        # In-process backends answer one batch at a time: a second latent prepares meanwhile.
+        # Over HTTP, many latents keep a server (or a fleet) busy.
+        return 2 if self.backend is None or self.backend.name != "openai" else max(2, self.cfg.llm.max_concurrency)
+
+    async def run_stage(self, stage: str, latents: list[int], redo: bool = False,
+                        on_latent: Callable[[int, StageTally], None] | None = None) -> StageTally:  # fmt: skip
+        tally = StageTally()
+        gate = asyncio.Semaphore(self.latents_in_flight())
+
+        async def one(latent: int) -> None:
+            async with gate:
+                if stage == "explain":
+                    row, why = await self.explain_latent(latent, redo)
+                    rows = [row] if row else []
+                    tally.failed += sum(1 for r in rows if r["text"] is None)
+                else:
+                    rows, why = await self.score_latent(latent, redo)
+                    tally.failed += sum(r["n_failed"] for r in rows)
+                for r in rows:
+                    tally.add_accounting(r)
+                if rows:
+                    tally.done += 1
+                else:
+                    tally.skipped += 1
+                if why:
+                    tally.reasons[why] += 1
+                if on_latent:
+                    on_latent(latent, tally)
+
+        self.store.log_event(stage, "start", f"{stage} {len(latents)} latents", {"latents": len(latents)})
+        await asyncio.gather(*(one(x) for x in latents))
+        self.store.log_event(stage, "end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed",
+                             {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
+        return tally

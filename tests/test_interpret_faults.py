@@ -1,0 +1,112 @@
+"""A misbehaving LLM server during explain and score: counted failures, the run goes on, nothing is lost.
+
+The faults come from a scripted local HTTP server (a real server cannot be made to misbehave on cue);
+the store is a real cache made by the embedded model.
+"""
+
+import asyncio
+import itertools
+import sqlite3
+import threading
+
+from autointerp.engine.config import Config, LLMConfig, SampleConfig, ScoreConfig
+from autointerp.engine.interpret import Interpreter
+from autointerp.engine.llm import make_backend
+from autointerp.store.db import ActivationStore
+
+from conftest import copy_db
+from test_llm_faults import completion, fake_server, reply
+
+SAMPLE = SampleConfig(n_explain=6, activating_per_decile=1, n_non_activating=10, min_windows=20)
+
+
+def cycling(*replies):
+    it, lock = itertools.cycle(replies), threading.Lock()
+
+    def respond(body, headers):
+        with lock:
+            return next(it)
+
+    return respond
+
+
+def run_stage(db, url, stage, latents, scorers=("detection",), redo=False):
+    cfg = Config(db=str(db), sample=SAMPLE, score=ScoreConfig(scorers=list(scorers), examples_per_prompt=1),
+                 llm=LLMConfig(backend="openai", model="fake", base_urls=[url], max_retries=0, timeout_s=5.0,
+                               max_concurrency=1, top_logprobs=0))  # fmt: skip
+    store = ActivationStore.open(db)
+    backend = make_backend(cfg.llm)
+    interp = Interpreter(cfg, store, backend)
+
+    async def go():
+        try:
+            return await interp.run_stage(stage, latents, redo)
+        finally:
+            await backend.aclose()
+
+    try:
+        return asyncio.run(go()), store.results.scores(), [store.results.explanation(x, "default") for x in latents]
+    finally:
+        interp.close()
+        store.close()
+
+
+def test_bad_explanations_are_recorded_as_failures_and_retried_on_the_next_run(tmp_path, real_cache_db):
+    db = copy_db(real_cache_db, tmp_path / "f.db")
+    with ActivationStore.open(db) as store:
+        latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:3")
+    garbage = cycling(reply(body=completion('{"explanation": "words about ')), reply(status=500, body={"error": "boom"}),
+                      reply(body=completion('{"explanation": "the word the"}')))  # fmt: skip
+    with fake_server(garbage) as fake:
+        tally, _, rows = run_stage(db, fake.url, "explain", latents)
+    assert tally.done == 3 and tally.failed == 2
+    errors = sorted(r["error"] or "" for r in rows)
+    assert errors[0] == "" and errors[1].startswith("InternalServerError") and errors[2] == "truncated answer"
+    assert sum(r["text"] == "the word the" for r in rows) == 1
+    # The next run redoes only the two failures; the good explanation is kept as it was.
+    with fake_server(cycling(reply(body=completion('{"explanation": "numbers"}')))) as fake:
+        tally, _, rows = run_stage(db, fake.url, "explain", latents)
+    assert tally.done == 2 and tally.skipped == 1 and tally.reasons["already explained"] == 1
+    assert sorted(r["text"] for r in rows) == ["numbers", "numbers", "the word the"]
+
+
+def test_wrong_unparseable_and_failed_answers_are_counted_not_scored(tmp_path, real_cache_db):
+    db = copy_db(real_cache_db, tmp_path / "s.db")
+    good = reply(body=completion('{"labels": [1]}'))
+    with ActivationStore.open(db) as store:
+        latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:2")
+    with fake_server(cycling(reply(body=completion('{"explanation": "commas"}')))) as fake:
+        run_stage(db, fake.url, "explain", latents)
+    script = cycling(
+        good, reply(body=completion('{"labels": [1, 0]}')), reply(body=completion("I think it matches")),
+        reply(status=500, body={"error": "down"}), reply(body=completion('{"labels": [')), good,
+    )  # fmt: skip
+    with fake_server(script) as fake:
+        tally, rows, expl = run_stage(db, fake.url, "score", latents)
+    assert tally.done == 2 and len(rows) == 4  # two latents, real + control
+    for r in rows:
+        assert r["n"] == 20 and r["n_scored"] + r["n_failed"] == 20 and r["n_failed"] > 0
+        assert r["n_calls"] == 20 and r["n_failed_calls"] > 0
+        kinds = set(r["errors"])
+        assert any(k.startswith("wrong number of labels (2 for 1") for k in kinds)
+        assert "unparseable answer" in kinds and any(k.startswith("InternalServerError") for k in kinds)
+        scored = [o for o in r["outcomes"] if not o["failed"]]
+        assert all(o["prediction"] == 1 for o in scored)  # only parsed answers count, and they said 1
+        assert r["recall"] == 1.0 and r["accuracy"] == sum(o["label"] for o in scored) / len(scored)
+    assert all(e["text"] == "commas" for e in expl)
+
+
+def test_an_unreachable_server_fails_every_call_but_keeps_what_is_stored(tmp_path, real_cache_db):
+    db = copy_db(real_cache_db, tmp_path / "u.db")
+    with ActivationStore.open(db) as store:
+        latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:2")
+    with fake_server(cycling(reply(body=completion('{"explanation": "commas"}')))) as fake:
+        run_stage(db, fake.url, "explain", latents)
+        url = fake.url
+    before = sqlite3.connect(db).execute("select latent, text from explanations order by latent").fetchall()
+    tally, rows, _ = run_stage(db, url, "score", latents)  # the server is gone now
+    assert tally.done == 2 and all(r["n_failed"] == r["n"] == 20 and r["n_scored"] == 0 for r in rows)
+    assert all(r["accuracy"] is None and r["auroc"] is None for r in rows)  # no score made up from failures
+    assert all(list(r["errors"]) == ["APIConnectionError: Connection error."] for r in rows), rows[0]["errors"]
+    after = sqlite3.connect(db).execute("select latent, text from explanations order by latent").fetchall()
+    assert before == after

@@ -1,0 +1,123 @@
+"""Explain and score with the real embedded LLM (SmolLM2 through llama.cpp) over a real cache."""
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autointerp.engine.config import Config, SampleConfig, ScoreConfig
+from autointerp.engine.interpret import Interpreter
+from autointerp.engine.llm import make_backend
+from autointerp.store.db import ActivationStore
+
+from conftest import copy_db
+
+SMALL_SAMPLE = SampleConfig(n_explain=8, activating_per_decile=1, n_non_activating=10, min_windows=20)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = make_backend(Config().llm)
+    yield b
+    asyncio.run(b.aclose())
+
+
+def interpreter(db, backend, scorers=("detection", "fuzzing", "embedding")):
+    cfg = Config(db=str(db), sample=SMALL_SAMPLE, score=ScoreConfig(scorers=list(scorers)))
+    store = ActivationStore.open(db)
+    return Interpreter(cfg, store, backend), store
+
+
+def test_explain_then_score_stores_disjoint_examples_accounting_and_controls(tmp_path, real_cache_db, backend):
+    db = copy_db(real_cache_db, tmp_path / "run.db")
+    interp, store = interpreter(db, backend)
+    latents = interp.select("top:2")
+    assert len(latents) == 2
+
+    explained = asyncio.run(interp.run_stage("explain", latents))
+    assert explained.done == 2 and explained.prompts == 2
+    for latent in latents:
+        row = interp.results.explanation(latent, "default")
+        assert row["n_calls"] == 1 and row["prompt_tokens"] > 100 and row["llm_seconds"] > 0
+        assert row["n_examples"] == 8 and row["prompt_sha"] and row["backend"] == "llamacpp"
+        assert (row["text"] is None) == (row["error"] is not None)
+    assert all(interp.results.explanation(x, "default")["text"] for x in latents), "SmolLM2 gave no explanation"
+
+    scored = asyncio.run(interp.run_stage("score", latents))
+    assert scored.done == 2
+    rows = interp.results.scores()
+    assert {(r["latent"], r["scorer"], r["control"]) for r in rows} == {
+        (x, s, c) for x in latents for s in ("detection", "fuzzing", "embedding") for c in (0, 1)
+    }
+    for r in rows:
+        s = interp.results.sample_set(r["latent"])
+        held_out = {w for w, _, _ in s.role("activating") + s.role("non_activating")}
+        shown = {w for w, _, _ in s.role("explain")}
+        windows = {o["window"] for o in r["outcomes"]}
+        assert windows <= held_out and not windows & shown  # scored only on examples the explainer never saw
+        assert r["n"] == len(r["outcomes"]) == r["n_scored"] + r["n_failed"] or r["scorer"] == "embedding"
+        assert sum(r["errors"].values()) == r["n_failed"]
+        if r["control"]:
+            assert r["explanation_latent"] != r["latent"]
+            assert r["explanation"] == interp.results.explanation(r["explanation_latent"], "default")["text"]
+        if r["scorer"] == "detection":
+            assert r["n"] == 20 and r["n_calls"] == 20  # the cpu profile: one excerpt per prompt
+            # prompts of one explanation share instructions + explanation: the KV cache serves them
+            assert r["cached_tokens"] > 0.8 * r["prompt_tokens"]
+            assert r["auroc"] is None or 0 <= r["auroc"] <= 1
+        if r["scorer"] == "fuzzing":
+            assert r["n"] == 10 and {o["label"] for o in r["outcomes"]} == {0, 1}
+        if r["scorer"] == "embedding":
+            assert r["n_calls"] == 0 and r["auroc"] is not None
+
+    # A rerun skips what is stored; --redo recomputes it identically (seeded draws, temperature 0).
+    again = asyncio.run(interp.run_stage("score", latents))
+    assert again.done == 0 and again.reasons["already scored"] == 2
+    redone = asyncio.run(interp.run_stage("score", latents, redo=True))
+    assert redone.done == 2
+    strip = lambda rs: [(r["latent"], r["scorer"], r["control"], [(o["window"], o["prediction"]) for o in r["outcomes"]])
+                        for r in rs]  # fmt: skip
+    assert strip(interp.results.scores()) == strip(rows)
+    interp.close()
+    store.close()
+
+
+def test_logit_lens_and_contrastive_explainers_show_their_extras(tmp_path, real_cache_db, backend):
+    db = copy_db(real_cache_db, tmp_path / "ll.db")
+    for explainer in ("logit_lens", "contrastive"):
+        cfg = Config(db=str(db), sample=SMALL_SAMPLE)
+        cfg.explain.explainer = explainer
+        store = ActivationStore.open(db)
+        interp = Interpreter(cfg, store, backend)
+        latent = interp.select("top:1")[0]
+        prepared, _ = interp._prepare_explain(latent, redo=True)
+        request = prepared[0]
+        user = request.messages[-1]["content"]
+        if explainer == "logit_lens":
+            promoted = prepared[2]["promoted"]
+            assert len(promoted) == 10 and json.dumps(promoted[0]) in user
+        else:
+            assert "Not active:" in user
+            s = interp.results.sample_set(latent)
+            assert len(s.role("explain_non")) == 10
+        interp.close()
+        store.close()
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "autointerp.engine.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_bad_backend_input_is_one_line_and_writes_nothing(tmp_path, real_cache_db):
+    db = copy_db(real_cache_db, tmp_path / "cli.db")
+    before = db.read_bytes()
+    r = run_cli("explain", "--db", str(db), "--llm-model", str(tmp_path / "missing.gguf"), "--latents", "top:1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: llm.model: GGUF file")
+    assert "Traceback" not in r.stderr
+    r = run_cli("explain", "--db", str(db), "--latents", "5-2")
+    assert r.returncode == 2 and "latent selection" in r.stderr and "Traceback" not in r.stderr
+    with ActivationStore.open(db, readonly=True) as store:
+        assert store.db["explanations"].count == 0 and store.db["samples"].count == 0
