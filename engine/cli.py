@@ -132,8 +132,6 @@ def llm_options(fn):
 
 
 def resolve_llm_config(config_path, db, latents, backend, llm_model, base_urls, prompts_dir) -> tuple[Config, str]:
-    from .config import check_choices
-
     cfg = load_config(config_path)
     if db:
         cfg.db = db
@@ -283,6 +281,28 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
     from .bench import bench_cache as run
 
     result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:24s} {v}")
+
+
+@bench.command("llm")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (its [llm], profile...).")
+@click.option("--db", help="An existing cache to read (results go to a copy); default: a fresh 16k-token cache.")
+@click.option("--latents", "n_latents", default=4, help="How many of the most frequent latents.")
+@click.option("--examples-per-prompt", type=int, help="Excerpts per scorer prompt (default: the profile's).")
+@user_errors
+def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt) -> None:
+    """Explain + detection + fuzzing throughput, prefix-cache hit ratio and pipeline overhead."""
+    from .bench_llm import bench_llm as run
+
+    cfg = load_config(config_path)
+    if examples_per_prompt:
+        cfg.score = dataclasses.replace(cfg.score, examples_per_prompt=examples_per_prompt)
+    result = run(cfg, db=db, n_latents=n_latents)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
