@@ -21,11 +21,12 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     )  # fmt: skip
     (wheel,) = (tmp_path / "w").glob("autointerp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for pkg in ("engine", "engine/coders", "store", "tui", "prompts"):
+    for pkg in ("engine", "engine/coders", "engine/llm", "engine/scorers", "store", "tui", "prompts"):
         assert f"autointerp/{pkg}/__init__.py" in names
     assert "autointerp/engine/data/smollm2-135m-topk-sae/layers.15/sae.safetensors" in names
     assert "autointerp/engine/data/smollm2-135m-topk-sae/layers.15/cfg.json" in names
     assert "autointerp/prompts/README.md" in names
+    assert {"autointerp/prompts/detection.txt", "autointerp/prompts/explain_default.txt"} <= names
     assert not any(n.startswith(("tests/", "autointerp/tests")) for n in names)
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))
@@ -39,6 +40,7 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     )  # fmt: skip
     probe = (
         "import os, autointerp.engine.defaults as d, autointerp.store.db, autointerp.engine.cli;"
+        "from autointerp.engine.prompts import PromptLibrary; PromptLibrary().get('fuzzing');"
         "print(d.__file__); print(os.path.isfile(os.path.join(d.EMBEDDED_SAE_DIR, 'layers.15', 'sae.safetensors')))"
     )
     env = dict(os.environ, PYTHONPATH=str(target))
