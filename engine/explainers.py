@@ -88,18 +88,22 @@ _FIELD = re.compile(r'"explanation"\s*:\s*"((?:[^"\\]|\\.)*)"', re.S)
 
 
 def parse_explanation(text: str | None) -> tuple[str | None, str | None]:
-    """The answer -> (explanation, None) or (None, why it could not be used)."""
+    """The answer -> (explanation, None) or (None, why it could not be used). Never raises."""
     if not text or not text.strip():
         return None, "empty answer"
     try:
-        obj = json.loads(text)
+        # strict=False: a raw line break inside the string (small models write them) is still JSON enough
+        obj = json.loads(text, strict=False)
         value = obj.get("explanation") if isinstance(obj, dict) else None
     except json.JSONDecodeError:
         # A chatty answer around the JSON: take a complete explanation field, else the text after an
         # "Explanation:" label (free-text backends); a truncated field is a failure, never guessed.
         m = _FIELD.search(text)
         if m:
-            value = json.loads(f'"{m.group(1)}"')
+            try:
+                value = json.loads(f'"{m.group(1)}"', strict=False)
+            except json.JSONDecodeError:
+                return None, "unparseable answer"
         elif '"explanation"' in text:
             return None, "truncated answer"
         else:

@@ -18,13 +18,14 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
+import torch
 
 from autointerp.store.db import ActivationStore
-from autointerp.store.queries import WindowQueries
+from autointerp.store.queries import ActivatingWindows, WindowQueries
 from autointerp.store.results import SampleSet
 
 from .config import CacheConfig, Config, resolve_profile
-from .examples import Example, TokenText
+from .examples import Example, TokenText, plain
 from .explainers import EXPLAINERS, LogitLens, build_request, parse_explanation
 from .llm import LLMBackend
 from .metrics import classification_metrics
@@ -113,6 +114,7 @@ class Interpreter:
         # One thread owns the SQLite connection's work and the numpy sampling, off the event loop.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="autointerp-store")
         self.num_latents = int(prov["num_latents"])
+        self._explained: np.ndarray | None = None  # latents with an explanation, for controls
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
@@ -155,8 +157,8 @@ class Interpreter:
     @cached_property
     def logit_lens(self) -> LogitLens:
         bridge = self.subject.bridge
-        gain = getattr(getattr(bridge, "ln_final", None), "weight", None)
-        return LogitLens(bridge.W_U, self.decoder, gain if isinstance(gain, type(bridge.W_U)) else None,
+        gain = getattr(getattr(bridge, "ln_final", None), "weight", None)  # absent for some architectures
+        return LogitLens(bridge.W_U, self.decoder, gain if isinstance(gain, torch.Tensor) else None,
                          self.subject.tokenizer)  # fmt: skip
 
     @cached_property
@@ -177,8 +179,6 @@ class Interpreter:
         """Non-activating candidates ordered by similarity to the centroid of the explainer's examples."""
         cand = self.examples(-1, pool)
         ref = self.examples(-1, reference)
-        from .examples import plain
-
         c = self.embedder.encode([plain(e) for e in cand])
         r = self.embedder.encode([plain(e) for e in ref]).mean(axis=0)
         return pool[np.argsort(-(c @ r), kind="stable")]
@@ -204,8 +204,6 @@ class Interpreter:
         if latent >= 0:
             aw = self.queries.activating(latent)
         else:
-            from autointerp.store.queries import ActivatingWindows
-
             empty = np.zeros(0, np.int64)
             aw = ActivatingWindows(-1, empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32))
         lws = self.queries.fetch(aw, windows)
@@ -270,8 +268,10 @@ class Interpreter:
 
     def control_for(self, latent: int) -> tuple[int, str] | None:
         """Another latent's explanation from the same explainer, chosen by (seed, latent)."""
-        others = [x for x in self.results.explained_latents(self.spec.name) if x != latent]
-        if not others:
+        if self._explained is None:  # read once per stage, not once per latent
+            self._explained = np.array(self.results.explained_latents(self.spec.name), dtype=np.int64)
+        others = self._explained[self._explained != latent]
+        if not len(others):
             return None
         rng = np.random.default_rng([self.sample_cfg.seed, latent, 0xC0])
         other = int(rng.choice(others))
@@ -357,6 +357,7 @@ class Interpreter:
     async def run_stage(self, stage: str, latents: list[int], redo: bool = False,
                         on_latent: Callable[[int, StageTally], None] | None = None) -> StageTally:  # fmt: skip
         tally = StageTally()
+        self._explained = None
         gate = asyncio.Semaphore(self.latents_in_flight())
 
         async def one(latent: int) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc")
 
@@ -49,6 +48,8 @@ def classification_metrics(outcomes: Sequence[ExampleOutcome], n_deciles: int = 
 
     ranked = [o for o in outcomes if not o.failed and o.probability is not None and math.isfinite(o.probability)]
     labels = {o.label for o in ranked}
+    from sklearn.metrics import roc_auc_score  # here, not at the top: importing sklearn costs ~1 s of CLI start-up
+
     auroc = (
         float(roc_auc_score([o.label for o in ranked], [o.probability for o in ranked]))
         if labels == {0, 1}

@@ -75,6 +75,9 @@ def test_explanations_parse_or_fail_with_a_reason():
     assert parse_explanation('{"explanation": "cut off mid') == (None, "truncated answer")
     assert parse_explanation("") == (None, "empty answer")
     assert parse_explanation('{"other": 1}') == (None, "no explanation in the answer")
+    assert parse_explanation('{"explanation": "two\nlines\t"}') == ("two lines", None)  # raw control characters
+    assert parse_explanation('x {"explanation": "bad \\u12"} y') == (None, "unparseable answer")
+    assert parse_explanation("[1, 2]") == (None, "no explanation in the answer")
 
 
 def resp(text, logprobs=None, error=None):

@@ -94,7 +94,7 @@ def parse_labels(r: LLMResponse, n: int) -> tuple[list[int] | None, list[float |
     text = r.text or ""
     labels = None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, strict=False)
         if isinstance(obj, dict) and isinstance(obj.get("labels"), list):
             labels = obj["labels"]
     except json.JSONDecodeError:
