@@ -263,6 +263,13 @@ def info(db, top) -> None:
         click.echo(f"latents     {dead} never fired")
         for latent, count, freq, mx in rows:
             click.echo(f"  latent {latent:6d}  count {count:8d}  freq {freq:.4f}  max {mx:.2f}")
+        for explainer, ok, failed in store.db.execute(
+            "select explainer, count(text), count(*) - count(text) from explanations group by explainer"
+        ):
+            scored = store.db.execute(
+                "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
+            ).fetchone()[0]
+            click.echo(f"explainer   {explainer}: {ok} explanations ({failed} failed), {scored} latents scored")
 
 
 @main.group()

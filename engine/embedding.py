@@ -24,7 +24,9 @@ def embedded_model_path() -> str:
 class Embedder:
     def __init__(self, spec: str = "embedded", device: str = "cpu"):
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a weight-loading bar would break the stage's own progress line
         path = embedded_model_path() if spec == "embedded" else spec
         try:
             self.model = SentenceTransformer(path, device=device)

@@ -224,6 +224,11 @@ class Interpreter:
 
     # ---- explain ------------------------------------------------------------------------------
 
+    @cached_property
+    def _demonstrated(self) -> set[str]:
+        answers = (parse_explanation(a)[0] for a in self.prompts.get(self.spec.template).demonstrations())
+        return {a.lower() for a in answers if a}
+
     def _prepare_explain(self, latent: int, redo: bool):
         explainer = self.spec.name
         if not redo:
@@ -253,6 +258,9 @@ class Interpreter:
         req, n_examples, extras, seed = prepared
         r = await self.backend.complete(req)
         text, error = parse_explanation(r.text) if r.ok else (None, r.error)
+        if text is not None and text.lower() in self._demonstrated:
+            # Small models often repeat a few-shot answer word for word: that explains nothing here.
+            text, error = None, "copied a few-shot demonstration"
         acc = Accounting()
         acc.add(r)
         row = {

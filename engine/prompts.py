@@ -29,6 +29,10 @@ class PromptTemplate:
     messages: tuple[tuple[str, str], ...]  # (role, template text)
     sha: str
 
+    def demonstrations(self) -> list[str]:
+        """The few-shot answers written into the template (assistant messages)."""
+        return [text for role, text in self.messages if role == "assistant"]
+
     def render(self, **values) -> list[dict]:
         out = []
         for role, text in self.messages:

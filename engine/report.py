@@ -37,11 +37,13 @@ def summary_table(summary: dict):
     for col in ("scorer", "metric", "explanation", "random control"):
         table.add_column(col)
     for scorer, sides in summary.items():
-        for i, name in enumerate(METRIC_NAMES):
+        label = scorer  # on the first row shown (the embedding scorer has only AUROC)
+        for name in METRIC_NAMES:
             real, control = sides["real"][name], sides["control"][name]
             if real["mean"] is None and control["mean"] is None:
                 continue
-            table.add_row(scorer if i == 0 else "", name, _cell(real), _cell(control))
+            table.add_row(label, name, _cell(real), _cell(control))
+            label = ""
         table.add_row("", "failed examples", str(sides["real"]["n_failed"]), str(sides["control"]["n_failed"]),
                       end_section=True)  # fmt: skip
     return table

@@ -110,3 +110,14 @@ def test_an_unreachable_server_fails_every_call_but_keeps_what_is_stored(tmp_pat
     assert all(list(r["errors"]) == ["APIConnectionError: Connection error."] for r in rows), rows[0]["errors"]
     after = sqlite3.connect(db).execute("select latent, text from explanations order by latent").fetchall()
     assert before == after
+
+
+def test_an_explanation_copied_from_a_few_shot_demonstration_is_a_failure(tmp_path, real_cache_db):
+    db = copy_db(real_cache_db, tmp_path / "c.db")
+    with ActivationStore.open(db) as store:
+        latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:1")
+    copied = reply(body=completion('{"explanation": "Dairy products, most often the word milk"}'))
+    with fake_server(cycling(copied)) as fake:
+        tally, _, rows = run_stage(db, fake.url, "explain", latents)
+    assert tally.failed == 1 and rows[0]["text"] is None and rows[0]["error"] == "copied a few-shot demonstration"
+    assert "milk" in rows[0]["raw"]  # the answer itself is kept for inspection
