@@ -137,3 +137,51 @@ def test_complete_many_keeps_order(server_url):
     assert [r.error for r in out] == [None] * 4
     assert [r.output_tokens for r in out] == [1, 2, 3, 4]
     assert all(r.finish_reason == "length" for r in out)
+
+
+def test_score_stage_end_to_end_through_the_real_server(server_url, tmp_path, real_cache_db):
+    """The whole score stage over HTTP: real server, real cache, stored rows with honest accounting."""
+    from conftest import copy_db
+
+    from autointerp.engine.config import Config, SampleConfig, ScoreConfig
+    from autointerp.engine.interpret import Interpreter
+    from autointerp.engine.llm import make_backend
+    from autointerp.store.db import ActivationStore
+
+    db = copy_db(real_cache_db, tmp_path / "http.db")
+    cfg = Config(
+        db=str(db),
+        llm=LLMConfig(backend="openai", model="smollm2", base_urls=[server_url], structured_output="json_object",
+                      max_retries=0, timeout_s=60, max_concurrency=1, top_logprobs=5),
+        sample=SampleConfig(n_explain=6, activating_per_decile=1, n_non_activating=5, min_windows=20),
+        score=ScoreConfig(scorers=["detection"], examples_per_prompt=5),
+    )  # fmt: skip
+    store = ActivationStore.open(db)
+    backend = make_backend(cfg.llm)
+    interp = Interpreter(cfg, store, backend)
+    latents = interp.select("top:2")
+    for latent in latents:  # stand-in explanations: this test is about the scoring path over HTTP
+        store.results.write_explanation({"latent": latent, "explainer": "default", "text": f"text number {latent}",
+                                         "n_calls": 0, "n_failed_calls": 0, "prompt_tokens": 0, "cached_tokens": 0,
+                                         "output_tokens": 0, "llm_seconds": 0.0})  # fmt: skip
+
+    async def go():
+        try:
+            return await interp.run_stage("score", latents)
+        finally:
+            await backend.aclose()
+
+    try:
+        tally = asyncio.run(go())
+        rows = interp.results.scores()
+    finally:
+        interp.close()
+        store.close()
+    assert tally.done == 2 and len(rows) == 4  # two latents x (explanation, control)
+    for r in rows:
+        assert r["backend"] == "openai" and r["model"] == "smollm2"
+        assert r["n"] == 15 and r["n_calls"] == 3  # 5 excerpts per prompt
+        assert r["n_failed"] == 0, r["errors"]  # the grammar-constrained answers parse
+        assert r["prompt_tokens"] > 0 and r["output_tokens"] > 0
+        assert r["cached_tokens"] == -1  # llama.cpp's server does not report cached tokens: "unknown", not 0
+        assert r["n_auroc"] == 15 and 0 <= r["auroc"] <= 1  # P("1") from the server's logprobs
