@@ -36,7 +36,9 @@ from .scorers.detection import detection_items
 from .scorers.embedding import embedding_run
 from .scorers.fuzzing import fuzzing_items
 
-LLM_SCORERS = ("detection", "fuzzing")
+# Each scorer's excerpt order is drawn from (seed, latent, this number): keyed by name, not by position in
+# the configured list, so `--scorers detection` alone reproduces the default run's detection prompts.
+SCORER_STREAM = {"detection": 1, "fuzzing": 2, "embedding": 1}
 
 
 class InterpretError(Exception):
@@ -305,8 +307,8 @@ class Interpreter:
         act = self.role_examples(s, "activating")
         non = self.role_examples(s, "non_activating")
         items = {}
-        for k, scorer in enumerate(self.cfg.score.scorers, start=1):
-            rng = np.random.default_rng([s.seed, latent, k])
+        for scorer in self.cfg.score.scorers:
+            rng = np.random.default_rng([s.seed, latent, SCORER_STREAM[scorer]])
             if scorer == "fuzzing":
                 items[scorer] = fuzzing_items(act, self.cfg.explain.threshold, self.cfg.score.fuzz_incorrect_fraction, rng)
             else:  # detection and embedding see the same plain excerpts
@@ -319,21 +321,21 @@ class Interpreter:
             return [], skipped
         todo, items, seed, no_control = prepared
         rows = []
-        vectors = {}
+        vectors = None  # the excerpts' embeddings, computed once for the explanation and its control
         for scorer, control, who, text in todo:  # real then control, scorer by scorer: prefix order
             if scorer == "embedding":
-                if scorer not in vectors:
-                    vectors[scorer] = await self._off_loop(self.embedder.encode, [it.text for it in items[scorer]])
-                run = await self._off_loop(embedding_run, self.embedder, text, items[scorer], vectors[scorer])
+                if vectors is None:
+                    vectors = await self._off_loop(self.embedder.encode, [it.text for it in items[scorer]])
+                run = await self._off_loop(embedding_run, self.embedder, text, items[scorer], vectors)
                 model, backend, sha = self.embedder.name, "sentence-transformers", ""
             else:
-                run = await self._llm_score(scorer, text, items[scorer], seed)
+                run = await self._llm_score(scorer, text, items[scorer])
                 model, backend, sha = self.backend.model, self.backend.name, self.prompts.get(scorer).sha
             rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed))
         await self._off_loop(self.results.write_scores, rows)
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
 
-    async def _llm_score(self, scorer: str, explanation: str, items: list[Item], seed: int) -> ScoredRun:
+    async def _llm_score(self, scorer: str, explanation: str, items: list[Item]) -> ScoredRun:
         batches = label_requests(
             self.prompts.get(scorer), explanation, items, self.cfg.score.examples_per_prompt, seed=self.cfg.llm.seed,
             top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output,

@@ -110,3 +110,16 @@ def test_true_explanation_beats_the_random_control(planted_db):
         assert real["n"] == 20 and real["n_auroc"] == 20  # 5 activating + 15 non-activating, none failed
         assert real["auroc"] >= 0.95, real
         assert real["auroc"] > control["auroc"] + 0.3, (real["auroc"], control["auroc"])
+
+
+def test_excerpt_order_does_not_depend_on_which_other_scorers_run(planted_db):
+    sample = SampleConfig(n_explain=4, activating_per_decile=1, n_deciles=5, n_non_activating=15, min_windows=5)
+    drawn = []
+    for scorers in (["detection"], ["fuzzing", "embedding", "detection"]):
+        cfg = Config(db=str(planted_db), sample=sample, score=ScoreConfig(scorers=scorers))
+        with ActivationStore.open(planted_db) as store:
+            interp = Interpreter(cfg, store, backend=None)
+            (todo, items, seed, _), _ = interp._prepare_score(1, redo=True)
+            drawn.append([(it.window, it.label, it.text) for it in items["detection"]])
+            interp.close()
+    assert drawn[0] == drawn[1] and len(drawn[0]) == 20
