@@ -57,21 +57,18 @@ def numbered(lines: list[str], start: int = 1) -> str:
 
 def build_request(
     spec: ExplainerSpec, prompts: PromptLibrary, examples: list[Example], *, threshold: float, scale: float,
-    max_tokens: int, seed: int, json_output: bool, promoted: list[str] | None = None,
+    max_tokens: int, seed: int, json_output: bool, temperature: float = 0.0, promoted: list[str] | None = None,
     negatives: list[Example] | None = None,
 ) -> LLMRequest:  # fmt: skip
     """`scale` is the latent's largest activation (activation values are shown as 0-10 of it)."""
-    lines = []
-    for ex in examples:
+    blocks = []
+    for i, ex in enumerate(examples, 1):
         mask = marked_positions(ex, threshold)
-        lines.append(with_marks(ex, mask))
+        block = f"Excerpt {i}: {with_marks(ex, mask)}"
         if spec.shows_activations:
-            lines.append(f"Activations: {activation_list(ex, mask, scale)}")
-    if spec.shows_activations:  # number the excerpts, not their activation lines
-        pairs = [lines[i : i + 2] for i in range(0, len(lines), 2)]
-        text = "\n".join(f"Excerpt {i}: {a}\n{b}" for i, (a, b) in enumerate(pairs, 1))
-    else:
-        text = numbered(lines)
+            block += f"\nActivations: {activation_list(ex, mask, scale)}"
+        blocks.append(block)
+    text = "\n".join(blocks)
     values = {"examples": text}
     if spec.needs_logit_lens:
         values["promoted"] = ", ".join(json.dumps(t) for t in (promoted or []))
@@ -79,7 +76,7 @@ def build_request(
         values["negatives"] = numbered([plain(ex) for ex in negatives or []], start=len(examples) + 1)
     messages = prompts.get(spec.template).render(**values)
     return LLMRequest(
-        messages, max_tokens=int(max_tokens * spec.token_budget), temperature=0.0, seed=seed,
+        messages, max_tokens=int(max_tokens * spec.token_budget), temperature=temperature, seed=seed,
         json_schema=spec.schema if json_output else None,
     )  # fmt: skip
 

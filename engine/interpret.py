@@ -247,7 +247,7 @@ class Interpreter:
         req = build_request(
             self.spec, self.prompts, examples, threshold=self.cfg.explain.threshold, scale=float(stats["max_act"]),
             max_tokens=self.cfg.explain.max_tokens, seed=self.cfg.llm.seed, json_output=self.json_output,
-            promoted=promoted, negatives=negatives,
+            temperature=self.cfg.llm.temperature, promoted=promoted, negatives=negatives,
         )  # fmt: skip
         extras = {"promoted": promoted} if promoted else {}
         return (req, len(examples), extras, s.seed), None
@@ -269,7 +269,7 @@ class Interpreter:
             "latent": latent, "explainer": self.spec.name, "text": text, "error": error, "raw": r.text,
             "model": self.backend.model, "backend": self.backend.name,
             "prompt_sha": self.prompts.get(self.spec.template).sha, "seed": seed, "n_examples": n_examples,
-            "extras": extras, **acc.as_row(),
+            "extras": extras, "settings": self._settings(threshold=self.cfg.explain.threshold), **acc.as_row(),
         }  # fmt: skip
         await self._off_loop(self.results.write_explanation, row)
         return row, None
@@ -328,22 +328,26 @@ class Interpreter:
                     vectors = await self._off_loop(self.embedder.encode, [it.text for it in items[scorer]])
                 run = await self._off_loop(embedding_run, self.embedder, text, items[scorer], vectors)
                 model, backend, sha = self.embedder.name, "sentence-transformers", ""
+                settings = {"embedding_model": self.cfg.score.embedding_model}
             else:
                 run = await self._llm_score(scorer, text, items[scorer])
                 model, backend, sha = self.backend.model, self.backend.name, self.prompts.get(scorer).sha
-            rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed))
+                settings = self._settings(examples_per_prompt=self.cfg.score.examples_per_prompt,
+                                          fuzz_incorrect_fraction=self.cfg.score.fuzz_incorrect_fraction)  # fmt: skip
+            rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed, settings))
         await self._off_loop(self.results.write_scores, rows)
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
 
     async def _llm_score(self, scorer: str, explanation: str, items: list[Item]) -> ScoredRun:
         batches = label_requests(
             self.prompts.get(scorer), explanation, items, self.cfg.score.examples_per_prompt, seed=self.cfg.llm.seed,
-            top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output,
+            top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output, temperature=self.cfg.llm.temperature,
         )  # fmt: skip
         responses = await self.backend.complete_many([req for req, _ in batches])
         return outcomes_from(batches, responses)
 
-    def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed) -> dict:
+    def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed,
+                   settings) -> dict:  # fmt: skip
         m = classification_metrics(run.outcomes, self.sample_cfg.n_deciles)
         outcomes = [
             {"label": o.label, "decile": o.decile, "prediction": o.prediction, "probability": o.probability,
@@ -354,8 +358,15 @@ class Interpreter:
             "latent": latent, "explainer": self.spec.name, "scorer": scorer, "control": control,
             "explanation_latent": who, "explanation": text, **m, "outcomes": outcomes,
             "errors": dict(run.errors), **run.accounting.as_row(), "model": model, "backend": backend,
-            "prompt_sha": sha, "seed": seed,
+            "prompt_sha": sha, "seed": seed, "settings": settings,
         }  # fmt: skip
+
+    def _settings(self, **more) -> dict:
+        """What an answer depended on besides the prompt and the examples (recorded with every row)."""
+        llm = self.cfg.llm
+        return {"llm_seed": llm.seed, "temperature": llm.temperature, "top_logprobs": llm.top_logprobs,
+                "json_output": self.json_output, "profile": self.cfg.profile,
+                **(self.backend.describe() if self.backend else {}), **more}  # fmt: skip
 
     # ---- stages over many latents -------------------------------------------------------------
 

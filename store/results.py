@@ -68,7 +68,8 @@ class Results:
 
     def write_explanation(self, row: dict) -> None:
         row = dict(row, created_at=now())
-        row["extras"] = json.dumps(row.get("extras") or {}, sort_keys=True)
+        for key in ("extras", "settings"):
+            row[key] = json.dumps(row.get(key) or {}, sort_keys=True)
         with self.db.conn:
             self.db["explanations"].upsert(row, pk=("latent", "explainer"))
 
@@ -92,7 +93,7 @@ class Results:
         stamped = []
         for r in rows:
             r = dict(r, created_at=now())
-            for key in ("recall_per_decile", "outcomes", "errors"):
+            for key in ("recall_per_decile", "outcomes", "errors", "settings"):
                 r[key] = json.dumps(r.get(key))
             stamped.append(r)
         with self.db.conn:
@@ -106,7 +107,7 @@ class Results:
             where.append("explainer = ?"), args.append(explainer)
         rows = list(self.db["scores"].rows_where(" and ".join(where) or None, args, order_by="latent, scorer, control"))
         for r in rows:
-            for key in ("recall_per_decile", "outcomes", "errors"):
+            for key in ("recall_per_decile", "outcomes", "errors", "settings"):
                 r[key] = json.loads(r[key]) if r[key] else None
         return rows
 

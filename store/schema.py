@@ -140,7 +140,8 @@ def _create_v2(db: sqlite_utils.Database) -> None:
             "model": str,
             "backend": str,
             "prompt_sha": str,  # hash of the template files used
-            "seed": int,
+            "seed": int,  # the sampling seed (see sample_sets)
+            "settings": str,  # JSON: LLM seed, temperature and the other knobs the answer depended on
             "n_examples": int,
             "extras": str,  # JSON: what the explainer showed besides examples (e.g. logit-lens tokens)
             **_LLM_ACCOUNTING,
@@ -178,6 +179,7 @@ def _create_v2(db: sqlite_utils.Database) -> None:
             "backend": str,
             "prompt_sha": str,
             "seed": int,
+            "settings": str,  # JSON: LLM seed, temperature, excerpts per prompt, profile, ...
             "created_at": str,
         },
         pk=("latent", "explainer", "scorer", "control"),

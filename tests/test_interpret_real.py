@@ -43,6 +43,8 @@ def test_explain_then_score_stores_disjoint_examples_accounting_and_controls(tmp
         assert row["n_calls"] == 1 and row["prompt_tokens"] > 100 and row["llm_seconds"] > 0
         assert row["n_examples"] == 8 and row["prompt_sha"] and row["backend"] == "llamacpp" and row["raw"]
         assert (row["text"] is None) == (row["error"] is not None)  # a failure always says why
+        settings = json.loads(row["settings"])
+        assert settings["llm_seed"] == 0 and settings["temperature"] == 0.0 and settings["n_threads"] >= 1
         if row["text"] is None:
             # SmolLM2 often copies a few-shot answer (a counted failure). The scoring below is what this
             # test is about, so such a latent gets a stand-in explanation written as an auditor would.
@@ -67,6 +69,7 @@ def test_explain_then_score_stores_disjoint_examples_accounting_and_controls(tmp
             assert r["explanation_latent"] != r["latent"]
             assert r["explanation"] == interp.results.explanation(r["explanation_latent"], "default")["text"]
         if r["scorer"] == "detection":
+            assert r["settings"]["examples_per_prompt"] == 1 and r["settings"]["profile"] == "cpu"
             assert r["n"] == 20 and r["n_calls"] == 20  # the cpu profile: one excerpt per prompt
             # prompts of one explanation share instructions + explanation: the KV cache serves them
             assert r["cached_tokens"] > 0.8 * r["prompt_tokens"]
