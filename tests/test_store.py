@@ -104,3 +104,22 @@ def test_readonly_open_while_writer_holds_db(filled_store):
     assert ro.nnz() == store.nnz()
     ro.close()
 
+
+
+def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
+    import sqlite_utils
+
+    from autointerp.store.schema import MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    db = sqlite_utils.Database(path)
+    MIGRATIONS[1](db)  # exactly what autointerp with schema 1 created
+    db.execute("insert into meta (key, value) values ('schema_version', '1')")
+    db.execute("insert into events (at, stage, kind, message, data) values ('t', 'cache', 'end', 'done', '{}')")
+    db.conn.commit()
+    db.conn.close()
+    with ActivationStore.open(path) as store:
+        v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
+        assert int(v) == SCHEMA_VERSION == 2
+        assert {"samples", "sample_sets", "explanations", "scores"} <= set(store.db.table_names())
+        assert store.events()[0]["message"] == "done"
