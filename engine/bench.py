@@ -27,7 +27,7 @@ import torch
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
 
-from .cache import chunk_seqs_for, provenance, run_cache, sequence_stream
+from .cache import chunk_seqs_for, run_cache, sequence_stream
 from .config import CacheConfig
 from .model import hook_layer
 from .setup import prepare

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -70,3 +74,20 @@ def copy_db(src, dst):
 
     shutil.copy(src, dst)
     return dst
+
+
+def run_cli(*args, **kw) -> subprocess.CompletedProcess:
+    """The real `autointerp` command line in a fresh process."""
+    return subprocess.run([sys.executable, "-m", "autointerp.engine.cli", *args], capture_output=True, text=True, **kw)
+
+
+def complete_and_close(backend, requests):
+    """One `complete_many` on a fresh event loop, closing the backend after."""
+
+    async def go():
+        try:
+            return await backend.complete_many(requests)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(go())

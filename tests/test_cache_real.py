@@ -22,6 +22,8 @@ from autointerp.engine.setup import prepare
 from autointerp.store.db import ActivationStore
 from autointerp.store.queries import WindowQueries
 
+from conftest import run_cli
+
 SMALL = dict(seq_len=64, n_tokens=64 * 6, chunk_tokens=128, batch_size=2)
 
 
@@ -83,10 +85,6 @@ def test_cache_equals_independent_dense_computation(tmp_path, model):
     win = q.fetch(aw, q.top(aw, 1))[0]
     assert win.max_act == pytest.approx(float(aw.max_acts.max()))
     store.close()
-
-
-def run_cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "autointerp.engine.cli", *args], capture_output=True, text=True, **kw)
 
 
 def dump(db):

@@ -2,8 +2,6 @@
 
 import asyncio
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -12,7 +10,7 @@ from autointerp.engine.interpret import Interpreter
 from autointerp.engine.llm import make_backend
 from autointerp.store.db import ActivationStore
 
-from conftest import copy_db
+from conftest import copy_db, run_cli
 
 SMALL_SAMPLE = SampleConfig(n_explain=8, activating_per_decile=1, n_non_activating=10, min_windows=20)
 
@@ -113,13 +111,8 @@ def test_logit_lens_and_contrastive_explainers_show_their_extras(tmp_path, real_
         store.close()
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "autointerp.engine.cli", *args], capture_output=True, text=True)
-
-
 def test_cli_bad_backend_input_is_one_line_and_writes_nothing(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "cli.db")
-    before = db.read_bytes()
     r = run_cli("explain", "--db", str(db), "--llm-model", str(tmp_path / "missing.gguf"), "--latents", "top:1")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: llm.model: GGUF file")

@@ -19,6 +19,8 @@ from autointerp.engine.config import LLMConfig
 from autointerp.engine.llm.base import LLMRequest
 from autointerp.engine.llm.openai_http import OpenAIBackend
 
+from conftest import complete_and_close
+
 FAST_RETRY = {"retry-after-ms": "10"}
 
 
@@ -121,13 +123,7 @@ def ask(text="hi", **kw) -> LLMRequest:
 
 
 def run(b: OpenAIBackend, requests):
-    async def go():
-        try:
-            return await b.complete_many(requests)
-        finally:
-            await b.aclose()
-
-    return asyncio.run(go())
+    return complete_and_close(b, requests)
 
 
 def content(seen: dict) -> str:

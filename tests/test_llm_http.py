@@ -18,6 +18,8 @@ from autointerp.engine.defaults import smollm2_gguf
 from autointerp.engine.llm.base import LLMRequest
 from autointerp.engine.llm.openai_http import OpenAIBackend
 
+from conftest import complete_and_close
+
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
 
 LABELS_SCHEMA = {
@@ -75,15 +77,7 @@ def server_url(tmp_path_factory):
 def complete_many(url: str, requests: list[LLMRequest], **over):
     cfg = LLMConfig(backend="openai", model="smollm2", base_urls=[url], structured_output="json_object",
                     max_retries=0, timeout_s=60.0, **over)  # fmt: skip
-    backend = OpenAIBackend(cfg)
-
-    async def go():
-        try:
-            return await backend.complete_many(requests)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(go())
+    return complete_and_close(OpenAIBackend(cfg), requests)
 
 
 def user(text: str) -> list[dict]:

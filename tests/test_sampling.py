@@ -2,7 +2,6 @@
 
 import sqlite3
 
-import numpy as np
 import pytest
 import torch
 
