@@ -100,12 +100,10 @@ class Results:
             self.db["scores"].upsert_all(stamped, pk=("latent", "explainer", "scorer", "control"))
 
     def scores(self, latent: int | None = None, explainer: str | None = None) -> list[dict]:
-        where, args = [], []
-        if latent is not None:
-            where.append("latent = ?"), args.append(latent)
-        if explainer is not None:
-            where.append("explainer = ?"), args.append(explainer)
-        rows = list(self.db["scores"].rows_where(" and ".join(where) or None, args, order_by="latent, scorer, control"))
+        filters = {"latent": latent, "explainer": explainer}
+        where = " and ".join(f"{k} = :{k}" for k, v in filters.items() if v is not None) or None
+        args = {k: v for k, v in filters.items() if v is not None}
+        rows = list(self.db["scores"].rows_where(where, args, order_by="latent, scorer, control"))
         for r in rows:
             for key in ("recall_per_decile", "outcomes", "errors", "settings"):
                 r[key] = json.loads(r[key]) if r[key] else None
