@@ -20,7 +20,6 @@ from autointerp.store.results import SampleSet
 from .config import SampleConfig
 
 TOP_POOL = 200  # "mix" draws half its examples from the strongest 200 windows (as in the seeds)
-N_NEIGHBOURS = 10  # latents consulted for "neighbours" / "coactivation" negatives
 CONTRASTIVE_NEGATIVES = 10  # hard negatives shown to the contrastive explainer
 
 

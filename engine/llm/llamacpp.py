@@ -51,14 +51,14 @@ class _LogprobRecorder:
 
     def __init__(self, llm, k: int):
         self.llm, self.k = llm, k
-        self.steps: list[tuple[int, dict[str, float], np.ndarray]] = []  # (ids seen, top, logprobs)
+        self.steps: list[tuple[dict[str, float], np.ndarray]] = []  # per step: (top k texts, all logprobs)
 
     def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
         s = scores.astype(np.float64)
         m = s.max()
         lp = s - m - math.log(np.exp(s - m).sum())
         top = np.argpartition(-lp, self.k)[: self.k]
-        self.steps.append((len(input_ids), {self._text(i): float(lp[i]) for i in top}, lp))
+        self.steps.append(({self._text(i): float(lp[i]) for i in top}, lp))
         return scores
 
     def _text(self, token: int) -> str:
@@ -66,7 +66,7 @@ class _LogprobRecorder:
 
     def tokens(self, generated: list[int]) -> list[TokenLogprob]:
         out = []
-        for (_, top, lp), tok in zip(self.steps, generated):
+        for (top, lp), tok in zip(self.steps, generated):
             out.append(TokenLogprob(self._text(tok), float(lp[tok]), top))
         return out
 
@@ -93,7 +93,6 @@ class LlamaCppBackend(LLMBackend):
         except (ValueError, RuntimeError) as e:
             raise LLMConfigError(f"llm.model: cannot load GGUF {path} ({e})") from None
         self.model = "embedded:SmolLM2-135M-Instruct" if cfg.model == "embedded" else str(path)
-        self.path = path
         self.n_threads, self.n_gpu_layers, self.n_ctx = threads, gpu_layers, cfg.n_ctx
         # A thread lock, not an asyncio one: it serves callers from any event loop.
         self._lock = threading.Lock()
