@@ -235,6 +235,103 @@ def score(explainer, scorers, redo, latents, **opts) -> None:
     run_interpret_stage(cfg, "score", selection, redo)
 
 
+def batch_config(config_path, db=None, latents=None) -> Config:
+    cfg = load_config(config_path)
+    if db:
+        cfg.db = db
+    if latents:
+        cfg.batch = dataclasses.replace(cfg.batch, latents=latents)
+    return cfg
+
+
+@main.command()
+@click.argument("config_path", required=False, type=click.Path(dir_okay=False))
+@click.option("--db", help="Database file (overrides the config's `db`).")
+@click.option("--latents", help="Which latents (overrides [batch] latents): 0-9,42 | random:N | top:N | live.")
+@click.option("--redo", type=click.Choice(["explain", "score"]),
+              help="Recompute stored results of this stage (explain also rescores).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and an estimate of LLM calls and tokens; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON object.")
+@user_errors
+def batch(config_path, db, latents, redo, dry_run, as_json) -> None:
+    """Cache -> explain -> score for a selection of latents. Resumable: rerun the same command after a crash.
+
+    Without CONFIG_PATH it runs the embedded default (offline). `autointerp init` writes a commented config."""
+    from .batch import BatchRunner
+
+    cfg = batch_config(config_path, db, latents)
+    if dry_run:
+        from .estimate import format_plan, plan
+
+        p = plan(cfg)
+        click.echo(json.dumps(p, sort_keys=True) if as_json else format_plan(p))
+        return
+    sys.exit(BatchRunner(cfg, redo=redo, argv=sys.argv).run())
+
+
+@main.command()
+@click.argument("path", default="autointerp.toml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@user_errors
+def init(path, force) -> None:
+    """Write a commented config with every key and its default (default: ./autointerp.toml)."""
+    from importlib.resources import files
+
+    if os.path.exists(path) and not force:
+        raise ConfigError(f"{path} already exists (use --force to overwrite)")
+    text = files("autointerp.engine").joinpath("data/autointerp.toml").read_text(encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    click.echo(f"wrote {path}; edit it, then: autointerp batch {path} --dry-run")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (explainer, prices).")
+@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]))
+@click.option("--usd-per-mtok-prompt", type=float, help="Dollars per million prompt tokens, for the price estimate.")
+@click.option("--usd-per-mtok-output", type=float, help="Dollars per million output tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output, as_json) -> None:
+    """Per-scorer metrics beside the random control, failures, tokens and time per stage, price estimate."""
+    from rich.console import Console
+
+    from autointerp.store.db import ActivationStore
+
+    from .report import batch_report, print_report
+
+    cfg = batch_config(config_path, db)
+    b = cfg.batch
+    with ActivationStore.open(db, readonly=True) as store:
+        result = batch_report(
+            store, explainer or cfg.explain.explainer, None,
+            usd_per_mtok_prompt if usd_per_mtok_prompt is not None else b.usd_per_million_prompt_tokens,
+            usd_per_mtok_output if usd_per_mtok_output is not None else b.usd_per_million_output_tokens,
+        )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        print_report(result, Console())
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["delphi", "json", "csv"]), default="json", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="A folder (delphi) or a file (json, csv).")
+@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]),
+              default="default", show_default=True)
+@user_errors
+def export(db, fmt, out, explainer) -> None:
+    """Export explanations and scores: delphi's results layout, or one flat JSON / CSV file."""
+    from .export import export as run
+
+    cfg = Config(db=db)
+    cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
+    result = run(cfg, fmt, out)
+    click.echo(f"exported {result['latents']} latents to {result['path']} ({result['files']} files)")
+
+
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--top", default=10, help="How many of the most frequent latents to list.")

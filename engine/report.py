@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from autointerp.store.results import Results
 
 from .metrics import METRIC_NAMES, summarise
@@ -47,3 +49,106 @@ def summary_table(summary: dict):
         table.add_row("", "failed examples", str(sides["real"]["n_failed"]), str(sides["control"]["n_failed"]),
                       end_section=True)  # fmt: skip
     return table
+
+
+def _sum_accounting(db, table: str, where: str, args: list) -> dict:
+    row = db.execute(
+        f"select count(distinct latent), coalesce(sum(n_calls), 0), coalesce(sum(n_failed_calls), 0),"
+        f" coalesce(sum(prompt_tokens), 0), coalesce(sum(max(cached_tokens, 0)), 0),"
+        f" coalesce(sum(output_tokens), 0), coalesce(sum(llm_seconds), 0) from {table} where {where}", args,
+    ).fetchone()  # fmt: skip
+    keys = ("latents", "calls", "failed_calls", "prompt_tokens", "cached_tokens", "output_tokens", "backend_s")
+    out = dict(zip(keys, row))
+    n = max(out["latents"], 1)
+    out["prompt_tokens_per_latent"] = out["prompt_tokens"] / n
+    out["output_tokens_per_latent"] = out["output_tokens"] / n
+    return out
+
+
+def _in(latents: list[int] | None) -> tuple[str, list]:
+    if latents is None:
+        return "1", []
+    return f"latent in (select value from json_each(?))", [json.dumps(list(latents))]
+
+
+def batch_report(store, explainer: str, latents: list[int] | None = None, usd_per_m_prompt: float = 0.0,
+                 usd_per_m_output: float = 0.0) -> dict:  # fmt: skip
+    """Everything `autointerp report` shows, as one JSON-able dict: per-scorer metrics with the control,
+    failures by reason, tokens per stage (and per scorer), price per million latents, time per stage."""
+    db = store.db
+    sel, sel_args = _in(latents)
+    failures = dict(db.execute(
+        f"select error, count(*) from explanations where explainer = ? and text is null and {sel}"
+        " group by error order by count(*) desc", [explainer, *sel_args]
+    ).fetchall())  # fmt: skip
+    n_expl, n_ok = db.execute(
+        f"select count(*), count(text) from explanations where explainer = ? and {sel}", [explainer, *sel_args]
+    ).fetchone()
+    tokens = {"explain": _sum_accounting(db, "explanations", f"explainer = ? and {sel}", [explainer, *sel_args])}
+    score_errors: dict[str, dict[str, int]] = {}
+    for (scorer,) in db.execute("select distinct scorer from scores where explainer = ? order by scorer", [explainer]):
+        tokens[f"score/{scorer}"] = _sum_accounting(db, "scores", f"explainer = ? and scorer = ? and {sel}",
+                                                    [explainer, scorer, *sel_args])  # fmt: skip
+        errs: dict[str, int] = {}
+        for (blob,) in db.execute(f"select errors from scores where explainer = ? and scorer = ? and {sel}",
+                                  [explainer, scorer, *sel_args]):  # fmt: skip
+            for why, n in (json.loads(blob) if blob else {}).items():
+                errs[why] = errs.get(why, 0) + n
+        score_errors[scorer] = errs
+    per_latent_prompt = sum(t["prompt_tokens_per_latent"] for t in tokens.values())
+    per_latent_output = sum(t["output_tokens_per_latent"] for t in tokens.values())
+    price = None
+    if usd_per_m_prompt or usd_per_m_output:
+        # $/Mtok x tokens per latent / 1e6 tokens x 1e6 latents: the factors of a million cancel.
+        price = per_latent_prompt * usd_per_m_prompt + per_latent_output * usd_per_m_output
+    times = {
+        stage: {"wall_s": wall, "runs": runs}
+        for stage, wall, runs in db.execute(
+            "select stage, sum(wall_s), count(distinct run) from progress group by stage order by min(started_at)")
+    }  # fmt: skip
+    return {
+        "explainer": explainer,
+        "latents": len(latents) if latents is not None else None,
+        "explanations": {"total": n_expl, "ok": n_ok, "failed": n_expl - n_ok, "failures": failures},
+        "scores": score_summary(store.results, explainer, latents),
+        "score_failures": score_errors,
+        "tokens": tokens,
+        "tokens_per_latent": {"prompt": per_latent_prompt, "output": per_latent_output},
+        "usd_per_million_latents": price,
+        "price_basis": {"usd_per_million_prompt_tokens": usd_per_m_prompt,
+                        "usd_per_million_output_tokens": usd_per_m_output},
+        "time": times,
+    }  # fmt: skip
+
+
+def print_report(report: dict, console) -> None:
+    from rich.table import Table
+
+    e = report["explanations"]
+    console.print(f"explanations ({report['explainer']}): {e['ok']} usable, {e['failed']} failed", highlight=False)
+    for why, n in e["failures"].items():
+        console.print(f"  {n} failed: {why}", highlight=False)
+    if report["scores"]:
+        console.print(summary_table(report["scores"]))
+    for scorer, errs in report["score_failures"].items():
+        for why, n in sorted(errs.items(), key=lambda kv: -kv[1]):
+            console.print(f"  {scorer}: {n} examples failed: {why}", highlight=False)
+    table = Table(title="LLM use per stage")
+    for col in ("stage", "latents", "calls", "failed calls", "prompt tokens", "from cache", "output tokens",
+                "prompt tok/latent", "output tok/latent", "backend s"):  # fmt: skip
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for stage, t in report["tokens"].items():
+        table.add_row(stage, f"{t['latents']:,}", f"{t['calls']:,}", f"{t['failed_calls']:,}",
+                      f"{t['prompt_tokens']:,}", f"{t['cached_tokens']:,}", f"{t['output_tokens']:,}",
+                      f"{t['prompt_tokens_per_latent']:,.0f}", f"{t['output_tokens_per_latent']:,.0f}",
+                      f"{t['backend_s']:,.1f}")  # fmt: skip
+    console.print(table)
+    if report["usd_per_million_latents"] is not None:
+        b = report["price_basis"]
+        console.print(f"estimated price: ${report['usd_per_million_latents']:,.0f} per million latents at "
+                      f"${b['usd_per_million_prompt_tokens']}/M prompt and ${b['usd_per_million_output_tokens']}/M "
+                      "output tokens", highlight=False)  # fmt: skip
+    if report["time"]:
+        console.print("time per stage (wall, summed over runs): " + ", ".join(
+            f"{stage} {t['wall_s']:,.1f}s ({t['runs']} run{'s' if t['runs'] != 1 else ''})"
+            for stage, t in report["time"].items()), highlight=False)  # fmt: skip

@@ -11,7 +11,7 @@ import sqlite_utils
 
 from .codec import CODEC
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(Exception):
@@ -186,8 +186,52 @@ def _create_v2(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_v3(db: sqlite_utils.Database) -> None:
+    """Batch runs: who is (or was) working on this file, and each stage's progress, for monitors."""
+    db["runs"].create(
+        {
+            "id": int,
+            "started_at": str,
+            "updated_at": str,  # heartbeat: rewritten with every progress write
+            "ended_at": str,
+            "status": str,  # running | done | stopped (clean stop: outage, full disk, Ctrl-C) | failed
+            "message": str,  # why it stopped, or the closing summary
+            "host": str,
+            "pid": int,
+            "argv": str,  # JSON
+            "selection": str,  # the latent selection as configured
+            "n_latents": int,
+            "config": str,  # JSON: the whole config the run used
+        },
+        pk="id",
+    )
+    # One row per (run, stage), rewritten at most every few seconds while the stage runs.
+    db["progress"].create(
+        {
+            "run": int,
+            "stage": str,  # cache | explain | score
+            "unit": str,  # tokens (cache) | latents
+            "total": int,
+            "done": int,  # units finished, including those found already done
+            "skipped": int,
+            "failed": int,  # failed explanations / failed examples
+            "prompts": int,
+            "prompt_tokens": int,
+            "cached_tokens": int,
+            "output_tokens": int,
+            "backend_s": float,
+            "wall_s": float,
+            "started_at": str,
+            "updated_at": str,
+            "ended_at": str,
+        },
+        pk=("run", "stage"),
+    )
+    db["events"].add_column("run", int)
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1, 2: _create_v2}
+MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3}
 
 
 def _check_codec(db: sqlite_utils.Database) -> None:

@@ -9,8 +9,10 @@ import itertools
 import sqlite3
 import threading
 
-from autointerp.engine.config import Config, LLMConfig, SampleConfig, ScoreConfig
-from autointerp.engine.interpret import Interpreter
+import pytest
+
+from autointerp.engine.config import BatchConfig, Config, LLMConfig, SampleConfig, ScoreConfig
+from autointerp.engine.interpret import BackendUnavailable, Interpreter
 from autointerp.engine.llm import make_backend
 from autointerp.store.db import ActivationStore
 
@@ -33,7 +35,7 @@ def cycling(*replies):
 def run_stage(db, url, stage, latents, scorers=("detection",), redo=False):
     cfg = Config(db=str(db), sample=SAMPLE, score=ScoreConfig(scorers=list(scorers), examples_per_prompt=1),
                  llm=LLMConfig(backend="openai", model="fake", base_urls=[url], max_retries=0, timeout_s=5.0,
-                               max_concurrency=1, top_logprobs=0))  # fmt: skip
+                               max_concurrency=1, top_logprobs=0), batch=BatchConfig(outage_wait_s=1.0))  # fmt: skip
     store = ActivationStore.open(db)
     backend = make_backend(cfg.llm)
     interp = Interpreter(cfg, store, backend)
@@ -55,13 +57,14 @@ def test_bad_explanations_are_recorded_as_failures_and_retried_on_the_next_run(t
     db = copy_db(real_cache_db, tmp_path / "f.db")
     with ActivationStore.open(db) as store:
         latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:3")
-    garbage = cycling(reply(body=completion('{"explanation": "words about ')), reply(status=500, body={"error": "boom"}),
+    # A 4xx is the server's answer about this request (a 5xx or no answer would pause the stage instead).
+    garbage = cycling(reply(body=completion('{"explanation": "words about ')), reply(status=400, body={"error": "boom"}),
                       reply(body=completion('{"explanation": "the word the"}')))  # fmt: skip
     with fake_server(garbage) as fake:
         tally, _, rows = run_stage(db, fake.url, "explain", latents)
     assert tally.done == 3 and tally.failed == 2
     errors = sorted(r["error"] or "" for r in rows)
-    assert errors[0] == "" and errors[1].startswith("InternalServerError") and errors[2] == "truncated answer"
+    assert errors[0] == "" and errors[1].startswith("BadRequestError") and errors[2] == "truncated answer"
     assert sum(r["text"] == "the word the" for r in rows) == 1
     # The next run redoes only the two failures; the good explanation is kept as it was.
     with fake_server(cycling(reply(body=completion('{"explanation": "numbers"}')))) as fake:
@@ -96,7 +99,7 @@ def test_wrong_unparseable_and_failed_answers_are_counted_not_scored(tmp_path, r
     assert all(e["text"] == "commas" for e in expl)
 
 
-def test_an_unreachable_server_fails_every_call_but_keeps_what_is_stored(tmp_path, real_cache_db):
+def test_an_unreachable_server_stops_the_stage_and_stores_no_made_up_failures(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "u.db")
     with ActivationStore.open(db) as store:
         latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:2")
@@ -104,12 +107,11 @@ def test_an_unreachable_server_fails_every_call_but_keeps_what_is_stored(tmp_pat
         run_stage(db, fake.url, "explain", latents)
         url = fake.url
     before = sqlite3.connect(db).execute("select latent, text from explanations order by latent").fetchall()
-    tally, rows, _ = run_stage(db, url, "score", latents)  # the server is gone now
-    assert tally.done == 2 and all(r["n_failed"] == r["n"] == 20 and r["n_scored"] == 0 for r in rows)
-    assert all(r["accuracy"] is None and r["auroc"] is None for r in rows)  # no score made up from failures
-    assert all(list(r["errors"]) == ["APIConnectionError: Connection error."] for r in rows), rows[0]["errors"]
-    after = sqlite3.connect(db).execute("select latent, text from explanations order by latent").fetchall()
-    assert before == after
+    with pytest.raises(BackendUnavailable, match="unavailable for 1s .*APIConnectionError"):
+        run_stage(db, url, "score", latents)  # the server is gone now: pause, retry, give up after 1 s
+    con = sqlite3.connect(db)
+    assert con.execute("select count(*) from scores").fetchone()[0] == 0  # nothing stored to be mistaken for a score
+    assert con.execute("select latent, text from explanations order by latent").fetchall() == before
 
 
 def test_an_explanation_copied_from_a_few_shot_demonstration_is_a_failure(tmp_path, real_cache_db):

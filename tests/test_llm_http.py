@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from autointerp.engine.config import LLMConfig
-from autointerp.engine.defaults import smollm2_gguf
 from autointerp.engine.llm.base import LLMRequest
 from autointerp.engine.llm.openai_http import OpenAIBackend
 
-from conftest import complete_and_close
+from conftest import complete_and_close, free_port, start_llama_server, stop_process
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
 
@@ -31,47 +25,14 @@ LABELS_SCHEMA = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
-    # One thread for generation and for prompts (whose default is every core): on a 2-core machine
-    # shared with other work, llama.cpp's spinning thread barriers turned 0.3 s calls into 45 s ones.
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
-             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
+    port = free_port()
+    proc = start_llama_server(port, tmp_path_factory.mktemp("llama_server") / "server.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer in 60 s:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def complete_many(url: str, requests: list[LLMRequest], **over):

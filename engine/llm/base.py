@@ -44,6 +44,9 @@ class LLMResponse:
     latency_s: float = 0.0  # time inside the backend for this call
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
+    # The backend could not be reached or was overloaded (refused, timed out, 5xx, 429) after its retries:
+    # a batch pauses and retries instead of storing the failure.
+    unavailable: bool = False
 
     @property
     def ok(self) -> bool:

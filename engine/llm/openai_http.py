@@ -106,7 +106,8 @@ class OpenAIBackend(LLMBackend):
                 completion = await client.chat.completions.create(**self._kwargs(req))
                 resp = _parse(completion, req.top_logprobs)
             except Exception as e:  # one failed call never stops the others
-                resp = LLMResponse(error=self._error_text(e))
+                down = isinstance(e, (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError))
+                resp = LLMResponse(error=self._error_text(e), unavailable=down)
             resp.latency_s = time.perf_counter() - start
             return resp
 

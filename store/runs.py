@@ -1,0 +1,106 @@
+"""Batch runs and their progress in the database, for monitors in other processes (the TUI).
+
+A `RunLog` writes on its own connection from its own thread: progress writes never wait inside the
+batch's event loop, and they never share a transaction with the result writes of the store's connection.
+Writes are throttled by the caller; each one also refreshes the run's heartbeat (`runs.updated_at`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from .db import now
+
+PROGRESS_FIELDS = ("total", "done", "skipped", "failed", "prompts", "prompt_tokens", "cached_tokens",
+                   "output_tokens", "backend_s", "wall_s")  # fmt: skip
+
+
+class RunLog:
+    """One batch run's row in `runs`, its per-stage `progress` rows and its events."""
+
+    def __init__(self, path: str | Path, *, argv: list[str], selection: str, config: dict):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="autointerp-runlog")
+        self._conn: sqlite3.Connection | None = None
+        self.path = str(path)
+        self.id: int = self._pool.submit(self._start, argv, selection, config).result()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self.path, check_same_thread=False)
+            self._conn.execute("pragma busy_timeout = 30000")
+        return self._conn
+
+    def _start(self, argv, selection, config) -> int:
+        conn = self._connect()
+        with conn:
+            cur = conn.execute(
+                "insert into runs (started_at, updated_at, status, host, pid, argv, selection, config)"
+                " values (?, ?, 'running', ?, ?, ?, ?, ?)",
+                [now(), now(), socket.gethostname(), os.getpid(), json.dumps(argv), selection,
+                 json.dumps(config, sort_keys=True)],
+            )  # fmt: skip
+        return int(cur.lastrowid)
+
+    def _write(self, sql_args: list[tuple[str, list]]) -> None:
+        conn = self._connect()
+        try:
+            with conn:
+                for sql, args in sql_args:
+                    conn.execute(sql, args)
+                conn.execute("update runs set updated_at = ? where id = ?", [now(), self.id])
+        except sqlite3.Error:
+            # Monitoring must never stop the work it monitors; the results' own writes report real trouble.
+            pass
+
+    def submit(self, *sql_args: tuple[str, list]) -> None:
+        self._pool.submit(self._write, list(sql_args))
+
+    # ---- what the batch reports ------------------------------------------------------------------
+
+    def set_latents(self, n: int) -> None:
+        self.submit(("update runs set n_latents = ? where id = ?", [n, self.id]))
+
+    def progress(self, stage: str, unit: str, values: dict, *, started_at: str, ended: bool = False) -> None:
+        row = {k: values.get(k, 0) for k in PROGRESS_FIELDS}
+        cols = ", ".join(["run", "stage", "unit", *PROGRESS_FIELDS, "started_at", "updated_at", "ended_at"])
+        args = [self.id, stage, unit, *row.values(), started_at, now(), now() if ended else None]
+        self.submit((f"insert or replace into progress ({cols}) values ({', '.join('?' * len(args))})", args))
+
+    def event(self, stage: str, kind: str, message: str, data: dict | None = None) -> None:
+        self.submit((
+            "insert into events (at, stage, kind, message, data, run) values (?, ?, ?, ?, ?, ?)",
+            [now(), stage, kind, message, json.dumps(data or {}, sort_keys=True), self.id],
+        ))  # fmt: skip
+
+    def finish(self, status: str, message: str) -> None:
+        """Record how the run ended and wait until every queued write is in the file."""
+        self.submit(("update runs set status = ?, message = ?, ended_at = ? where id = ?",
+                     [status, message, now(), self.id]))  # fmt: skip
+        self._pool.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+
+
+def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
+    """The latest runs, newest first, with their progress rows under `stages`."""
+    conn_rows = conn.execute(
+        "select id, started_at, updated_at, ended_at, status, message, host, pid, selection, n_latents"
+        " from runs order by id desc limit ?", [limit]
+    ).fetchall()  # fmt: skip
+    keys = ("id", "started_at", "updated_at", "ended_at", "status", "message", "host", "pid", "selection", "n_latents")
+    out = []
+    for r in conn_rows:
+        run = dict(zip(keys, r))
+        cur = conn.execute(
+            f"select stage, unit, {', '.join(PROGRESS_FIELDS)}, started_at, updated_at, ended_at"
+            " from progress where run = ? order by started_at", [run["id"]]
+        )  # fmt: skip
+        names = [d[0] for d in cur.description]
+        run["stages"] = [dict(zip(names, row)) for row in cur.fetchall()]
+        out.append(run)
+    return out

@@ -1,0 +1,216 @@
+"""`autointerp batch` end to end with real parts: the embedded SmolLM2 through TransformerLens, the shipped SAE,
+a real SQLite file, llama.cpp in-process. Kill -9 during each stage then resume must equal an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+# A small slice of the embedded default: 8,192 tokens in 4 chunks, the 2 most frequent latents, few examples.
+SMALL = """
+db = "{db}"
+profile = "cpu"
+[batch]
+latents = "{latents}"
+progress_interval_s = 0.2
+[cache]
+n_tokens = 8192
+chunk_tokens = 2048
+batch_size = 8
+[sample]
+activating_per_decile = 1
+n_non_activating = 4
+[score]
+scorers = ["detection", "embedding"]
+examples_per_prompt = 5
+"""
+
+
+def write_config(path: Path, db: Path, latents="top:2", extra="") -> Path:
+    path.write_text(SMALL.format(db=db, latents=latents) + extra)
+    return path
+
+
+def batch_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "autointerp.engine.cli", "batch", *map(str, args)]
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        return c.execute(sql).fetchall()
+
+
+def results(db: Path) -> dict:
+    """Everything a run computes, without times, cache-hit counts or timestamps (which differ run to run)."""
+    scores = []
+    for r in rows(db, "select latent, explainer, scorer, control, explanation_latent, explanation, n, n_scored,"
+                      " n_failed, tp, fp, tn, fn, auroc, outcomes, n_calls, prompt_tokens, output_tokens, seed"
+                      " from scores order by latent, scorer, control"):  # fmt: skip
+        outcomes = [(o["window"], o["label"], o["prediction"], o["failed"]) for o in json.loads(r[14])]
+        scores.append((*r[:13], None if r[13] is None else round(r[13], 3), outcomes, *r[15:]))
+    return {
+        "chunks": rows(db, "select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id"),
+        "activations": rows(db, "select latent, chunk, offsets, acts from activations order by latent, chunk"),
+        "latents": rows(db, "select latent, count, max_act, n_windows, deciles from latents order by latent"),
+        "sample_sets": rows(db, "select latent, seed, n_windows, config, skipped from sample_sets order by latent"),
+        "samples": rows(db, "select latent, window, role, decile, source, idx from samples order by latent, window"),
+        "explanations": rows(db, "select latent, explainer, text, error, raw, n_examples, seed, prompt_sha, n_calls,"
+                                 " prompt_tokens, output_tokens from explanations order by latent"),  # fmt: skip
+        "scores": scores,
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run of the small slice, and the dry-run plan made before it."""
+    d = tmp_path_factory.mktemp("ref")
+    cfg = write_config(d / "c.toml", d / "ref.db")
+    plan = subprocess.run(batch_cmd(cfg, "--dry-run", "--json"), capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    run = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return d / "ref.db", json.loads(plan.stdout), run
+
+
+def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(reference):
+    db, _, run = reference
+    out = results(db)
+    assert len(out["chunks"]) == 4 and len(out["explanations"]) == 2
+    assert {(s[0], s[2], s[3]) for s in out["scores"]} == {
+        (x[0], scorer, c) for x in out["explanations"] for scorer in ("detection", "embedding") for c in (0, 1)}
+    assert "browse the results" in run.stderr and f"autointerp report {db}" in run.stderr
+    (status, n_latents), = rows(db, "select status, n_latents from runs")
+    assert status == "done" and n_latents == 2
+    stages = {r[0]: r[1:] for r in rows(db, "select stage, done, total, ended_at from progress")}
+    assert stages["cache"][:2] == (8192, 8192) and stages["explain"][:2] == (2, 2) and stages["score"][:2] == (2, 2)
+    assert all(s[2] is not None for s in stages.values())  # every stage recorded its end
+
+
+def test_dry_run_counts_the_calls_the_run_makes(reference):
+    db, plan, _ = reference
+    stages = plan["llm_stages"]
+    assert plan["cache"]["complete"] is False and plan["latents"] == 2
+    (calls, prompt_tokens), = rows(db, "select sum(n_calls), sum(prompt_tokens) from explanations")
+    assert stages["explain"]["calls"] == calls == 2
+    (score_calls, score_tokens), = rows(db, "select sum(n_calls), sum(prompt_tokens) from scores where scorer='detection'")
+    assert stages["score/detection"]["calls"] == score_calls == 2 * 2 * 3  # 2 latents x (real, control) x 14/5
+    assert stages["score/embedding"]["calls"] == 0
+    # Before anything ran the token figure is a rough estimate: within a factor of two of what was used.
+    for est, used in ((stages["explain"]["prompt_tokens"], prompt_tokens), (stages["score/detection"]["prompt_tokens"], score_tokens)):
+        assert used / 2 <= est <= used * 2, (est, used)
+    # Once the run is done, a dry run has nothing left to do.
+    again = json.loads(run_cli("batch", str(db.parent / "c.toml"), "--dry-run", "--json").stdout)
+    assert again["cache"]["complete"] and all(s["latents"] == 0 for s in again["llm_stages"].values())
+
+
+STAGE_DONE = {
+    "cache": "select count(*) from chunks",
+    "explain": "select count(*) from explanations",
+    "score": "select count(*) from scores",
+}
+
+
+@pytest.mark.parametrize("stage", ["cache", "explain", "score"])
+def test_kill_9_during_a_stage_then_resume_equals_the_uninterrupted_run(stage, reference, tmp_path):
+    ref_db = reference[0]
+    db = tmp_path / "k.db"
+    cfg = write_config(tmp_path / "c.toml", db)
+    proc = subprocess.Popen(batch_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    while True:  # kill as soon as the stage has committed its first unit of work
+        assert proc.poll() is None, f"finished before the {stage} stage was seen: {proc.stderr.read()[-2000:]}"
+        try:
+            if rows(db, STAGE_DONE[stage])[0][0] >= 1:
+                break
+        except sqlite3.Error:
+            pass  # not created yet
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = results(db)
+    resumed = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = results(db)
+    assert final == results(ref_db)
+    # What the killed run had committed was kept, not recomputed: same rows, and only one copy of each.
+    for table in ("chunks", "explanations", "samples"):
+        assert set(partial[table]) <= set(final[table])
+    statuses = [r[0] for r in rows(db, "select status from runs order by id")]
+    assert statuses == ["running", "done"]  # the killed run never finished: a monitor sees a stale heartbeat
+
+
+def test_redo_score_recomputes_only_the_scores(reference, tmp_path):
+    import shutil
+
+    db = tmp_path / "r.db"
+    shutil.copy(reference[0], db)
+    cfg = write_config(tmp_path / "c.toml", db)
+    before = rows(db, "select latent, scorer, control, created_at from scores order by 1, 2, 3")
+    expl = rows(db, "select latent, created_at, text from explanations order by 1")
+    time.sleep(1.1)  # created_at has one-second resolution
+    r = subprocess.run(batch_cmd(cfg, "--redo", "score"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = rows(db, "select latent, scorer, control, created_at from scores order by 1, 2, 3")
+    assert [a[:3] for a in after] == [b[:3] for b in before] and all(a[3] > b[3] for a, b in zip(after, before))
+    assert rows(db, "select latent, created_at, text from explanations order by 1") == expl
+    assert results(db)["scores"] == results(reference[0])["scores"]  # same seeds, same answers
+
+
+def test_report_and_exports(reference, tmp_path):
+    db = reference[0]
+    r = run_cli("report", str(db), "--json", "--usd-per-mtok-prompt", "1.5", "--usd-per-mtok-output", "6")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep["scores"]) == {"detection", "embedding"}
+    assert rep["scores"]["detection"]["real"]["n_latents"] == rep["scores"]["detection"]["control"]["n_latents"] == 2
+    (pt, ot), = rows(db, "select sum(prompt_tokens), sum(output_tokens) from explanations")
+    (spt, sot), = rows(db, "select sum(prompt_tokens), sum(output_tokens) from scores")
+    assert rep["tokens"]["explain"]["prompt_tokens"] == pt and rep["tokens"]["score/detection"]["prompt_tokens"] == spt
+    assert rep["usd_per_million_latents"] == pytest.approx((pt + spt) / 2 * 1.5 + (ot + sot) / 2 * 6)
+    assert set(rep["time"]) == {"cache", "explain", "score"} and all(t["wall_s"] > 0 for t in rep["time"].values())
+    text = run_cli("report", str(db))
+    assert text.returncode == 0 and "random control" in text.stdout and "LLM use per stage" in text.stdout
+
+    hook = rows(db, "select hook from provenance")[0][0]
+    r = run_cli("export", str(db), "--format", "delphi", "--out", str(tmp_path / "delphi"))
+    assert r.returncode == 0, r.stderr
+    for latent, text_ in rows(db, "select latent, text from explanations where text is not null"):
+        assert json.loads((tmp_path / "delphi" / "explanations" / f"{hook}_latent{latent}.txt").read_text()) == text_
+    for latent, scorer, control, n, n_failed in rows(db, "select latent, scorer, control, n, n_failed from scores"):
+        folder = scorer + ("_control" if control else "")
+        records = json.loads((tmp_path / "delphi" / "scores" / folder / f"{hook}_latent{latent}.txt").read_text())
+        assert len(records) == n and sum(rec["prediction"] is None for rec in records) == n_failed
+        assert all(len(rec["str_tokens"]) == len(rec["activations"]) for rec in records)
+        assert all(rec["activating"] == (max(rec["activations"]) > 0) for rec in records if scorer == "detection")
+    r = run_cli("export", str(db), "--format", "json", "--out", str(tmp_path / "all.json"))
+    flat = json.loads((tmp_path / "all.json").read_text())
+    assert r.returncode == 0 and len(flat) == 2 and set(flat[0]["scores"]) == {
+        "detection", "detection_control", "embedding", "embedding_control"}
+    r = run_cli("export", str(db), "--format", "csv", "--out", str(tmp_path / "all.csv"))
+    lines = (tmp_path / "all.csv").read_text().splitlines()
+    assert r.returncode == 0 and len(lines) == 3 and "detection_control.auroc" in lines[0]
+
+
+def test_embedded_default_end_to_end_on_a_small_slice(tmp_path):
+    """No sampling or scorer settings: the embedded default (cpu profile, every scorer) on two latents (one is the other's control)."""
+    db = tmp_path / "d.db"
+    cfg = tmp_path / "d.toml"
+    cfg.write_text(f'db = "{db}"\n[batch]\nlatents = "top:2"\n[cache]\nn_tokens = 8192\n')
+    r = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert rows(db, "select count(*) from explanations") == [(2,)]
+    scorers = rows(db, "select scorer, control, n from scores order by 1, 2")
+    assert len(scorers) == 12 and sorted({s[:2] for s in scorers}) == [
+        (s, c) for s in ("detection", "embedding", "fuzzing") for c in (0, 1)]
+    assert {s[0]: s[2] for s in scorers} == {"detection": 40, "embedding": 40, "fuzzing": 20}  # the cpu profile
+    assert "browse the results" in r.stderr
