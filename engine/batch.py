@@ -100,10 +100,10 @@ class BatchRunner:
             self.console.print(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ...")
             parts = prepare(cfg.cache)
         store = ActivationStore.open(cfg.db, create="cache" in cfg.batch.stages)
-        self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection_text(cfg.batch.latents),
-                              config=dataclasses.asdict(cfg))  # fmt: skip
         status, message, code = "failed", "", 1
         try:
+            self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection_text(cfg.batch.latents),
+                                  config=dataclasses.asdict(cfg))  # fmt: skip
             with self._progress() as progress:
                 self.progress = progress
                 if parts is not None:
@@ -127,8 +127,12 @@ class BatchRunner:
             status, message = "failed", f"{type(e).__name__}: {e}"
             raise
         finally:
-            self.run_log.finish(status, message)
-            store.close()
+            if self.run_log is not None:
+                self.run_log.finish(status, message)
+            try:
+                store.close()
+            except sqlite3.Error:
+                pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
         if code == 0:
             self._summary()
         else:

@@ -96,6 +96,7 @@ class LlamaCppBackend(LLMBackend):
         self.n_threads, self.n_gpu_layers, self.n_ctx = threads, gpu_layers, cfg.n_ctx
         # A thread lock, not an asyncio one: it serves callers from any event loop.
         self._lock = threading.Lock()
+        self._closing = False
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model, "n_threads": self.n_threads,
@@ -108,7 +109,7 @@ class LlamaCppBackend(LLMBackend):
 
     def _complete_batch(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         with self._lock:
-            return [self._complete(r) for r in requests]
+            return [self._complete(r) if not self._closing else LLMResponse(error="backend closed") for r in requests]
 
     def _complete(self, req: LLMRequest) -> LLMResponse:
         llm = self.llm
@@ -152,4 +153,11 @@ class LlamaCppBackend(LLMBackend):
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        self.llm.close()
+        # A cancelled caller's batch may still be running on its worker thread: freeing the context under
+        # it crashes the process. Let it stop after its current request, then free.
+        self._closing = True
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            self.llm.close()
