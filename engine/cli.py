@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import os
+import sqlite3
 import sys
 import time
 
@@ -18,7 +19,7 @@ from .config import Config, ConfigError, load_config
 from .corpus import CorpusError
 from .defaults import MissingDefault
 from .embedding import EmbeddingError
-from .interpret import InterpretError
+from .interpret import BackendUnavailable, InterpretError
 from .llm import LLMConfigError
 from .model import ModelError
 from .prompts import PromptError
@@ -38,6 +39,13 @@ def user_errors(fn):
         except USER_ERRORS as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except BackendUnavailable as e:  # a clean stop: what is stored stays, the next run resumes
+            click.echo(f"stopped: {e}; rerun the same command to resume", err=True)
+            sys.exit(3)
+        except sqlite3.OperationalError as e:
+            click.echo(f"stopped: cannot write the database: {e} (is the disk full?); everything committed is kept",
+                       err=True)  # fmt: skip
+            sys.exit(3)
 
     return wrapper
 
@@ -367,6 +375,24 @@ def info(db, top) -> None:
                 "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
             ).fetchone()[0]
             click.echo(f"explainer   {explainer}: {ok} explanations ({failed} failed), {scored} latents scored")
+        _print_runs(store)
+
+
+def _print_runs(store, limit: int = 5) -> None:
+    """The latest batch runs; a `running` one whose heartbeat stopped was most likely killed."""
+    from datetime import datetime, timezone
+
+    from autointerp.store.runs import run_rows
+
+    for run in run_rows(store.db.conn, limit):
+        status = run["status"]
+        if status == "running":
+            quiet = (datetime.now(timezone.utc) - datetime.fromisoformat(run["updated_at"])).total_seconds()
+            if quiet > 60:
+                status = f"running? (no heartbeat for {quiet:.0f}s: killed, or on a stalled machine)"
+        stages = ", ".join(f"{p['stage']} {p['done']:,}/{p['total']:,}" for p in run["stages"])
+        click.echo(f"run {run['id']:<7d} {status}, started {run['started_at']} on {run['host']} (pid {run['pid']}), "
+                   f"latents {run['selection']}" + (f"; {stages}" if stages else ""))  # fmt: skip
 
 
 @main.group()

@@ -7,7 +7,6 @@ characters per token) plus one window of tokens per excerpt: a rough figure, lab
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -159,7 +158,3 @@ def format_plan(p: dict) -> str:
     lines.append(f"  total    {t['calls']:,} LLM calls, ~{t['prompt_tokens']:,} prompt tokens, "
                  f"at most {t['max_output_tokens']:,} output tokens")  # fmt: skip
     return "\n".join(lines)
-
-
-def plan_json(p: dict) -> str:
-    return json.dumps(p, sort_keys=True)

@@ -68,7 +68,7 @@ def _sum_accounting(db, table: str, where: str, args: list) -> dict:
 def _in(latents: list[int] | None) -> tuple[str, list]:
     if latents is None:
         return "1", []
-    return f"latent in (select value from json_each(?))", [json.dumps(list(latents))]
+    return "latent in (select value from json_each(?))", [json.dumps(list(latents))]
 
 
 def batch_report(store, explainer: str, latents: list[int] | None = None, usd_per_m_prompt: float = 0.0,

@@ -180,6 +180,8 @@ def test_report_and_exports(reference, tmp_path):
     assert set(rep["time"]) == {"cache", "explain", "score"} and all(t["wall_s"] > 0 for t in rep["time"].values())
     text = run_cli("report", str(db))
     assert text.returncode == 0 and "random control" in text.stdout and "LLM use per stage" in text.stdout
+    info = run_cli("info", str(db)).stdout
+    assert "run 1       done" in info and "explain 2/2, score 2/2" in info
 
     hook = rows(db, "select hook from provenance")[0][0]
     r = run_cli("export", str(db), "--format", "delphi", "--out", str(tmp_path / "delphi"))
