@@ -136,7 +136,7 @@ def print_report(report: dict, console) -> None:
     table = Table(title="LLM use per stage")
     for col in ("stage", "latents", "calls", "failed calls", "prompt tokens", "from cache", "output tokens",
                 "prompt tok/latent", "output tok/latent", "backend s"):  # fmt: skip
-        table.add_column(col, justify="right" if col != "stage" else "left")
+        table.add_column(col, justify="right" if col != "stage" else "left", no_wrap=col == "stage")
     for stage, t in report["tokens"].items():
         table.add_row(stage, f"{t['latents']:,}", f"{t['calls']:,}", f"{t['failed_calls']:,}",
                       f"{t['prompt_tokens']:,}", f"{t['cached_tokens']:,}", f"{t['output_tokens']:,}",
