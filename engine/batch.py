@@ -214,10 +214,10 @@ class BatchRunner:
         backend = make_backend(cfg.llm) if needs_llm else None
         interp = Interpreter(cfg, store, backend)
         try:
-            spec = cfg.batch.latents
-            self.latents = interp.select(spec if isinstance(spec, str) else ",".join(map(str, spec)))
+            selection = selection_text(cfg.batch.latents)
+            self.latents = interp.select(selection)
             if not self.latents:
-                raise InterpretError(f"latent selection {selection_text(spec)!r} matches no live latent")
+                raise InterpretError(f"latent selection {selection!r} matches no live latent")
             self.run_log.set_latents(len(self.latents))
             asyncio.run(self._stages(interp, backend, stages))
         finally:

@@ -15,6 +15,7 @@ from autointerp.store.db import ActivationStore
 from .batch import cache_is_complete, selection_text
 from .config import Config, resolve_profile
 from .explainers import EXPLAINERS
+from .interpret import parse_selection
 from .prompts import PromptLibrary
 
 
@@ -34,7 +35,8 @@ def _template_tokens(prompts: PromptLibrary, name: str, **values) -> int:
     return sum(len(m["content"]) for m in messages) // 4
 
 
-def _count_selection(spec, num_latents: int | None) -> int | None:
+def _count_selection(spec) -> int | None:
+    """How many latents a selection names before the cache exists (None: every live latent, unknown yet)."""
     if isinstance(spec, list):
         return len(set(spec))
     kind, _, arg = spec.partition(":")
@@ -42,15 +44,7 @@ def _count_selection(spec, num_latents: int | None) -> int | None:
         return int(arg)
     if spec == "live":
         return None
-    total = 0
-    for part in spec.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        if not lo.isdigit() or (dash and not hi.isdigit()):
-            from .interpret import InterpretError
-
-            raise InterpretError(f"latent selection {spec!r}: use ranges like 0-9,42, or random:N, top:N, live")
-        total += (int(hi) - int(lo) + 1) if dash else 1
-    return total
+    return len(parse_selection(spec, [], 1 << 31, 0))  # ranges: checked and counted by the one parser
 
 
 def plan(cfg: Config) -> dict:
@@ -71,8 +65,7 @@ def plan(cfg: Config) -> dict:
 
             interp = Interpreter(cfg, store, None)
             try:
-                spec = cfg.batch.latents
-                latents = interp.select(spec if isinstance(spec, str) else ",".join(map(str, spec)))
+                latents = interp.select(selection_text(cfg.batch.latents))
             finally:
                 interp.close()
             res = store.results
@@ -81,20 +74,21 @@ def plan(cfg: Config) -> dict:
             score_todo = {
                 scorer: sum(1 for x in latents if not res.has_score(x, explainer, scorer, 0)) for scorer in sc.scorers
             }
-        n = len(latents) if latents is not None else _count_selection(cfg.batch.latents, None)
+        n = len(latents) if latents is not None else _count_selection(cfg.batch.latents)
         out["latents"] = n
         measured = _measured(store, cfg) if store is not None else {}
         prompts = PromptLibrary(cfg.prompts_dir or None)
-        spec = EXPLAINERS[cfg.explain.explainer]
+        explainer_spec = EXPLAINERS[cfg.explain.explainer]
         n_act = s.activating_per_decile * s.n_deciles
         per = sc.examples_per_prompt
         sides = 2 if sc.control else 1
         stages = {}
         if "explain" in cfg.batch.stages:
             todo = explain_todo if explain_todo is not None else n
-            rough = _template_tokens(prompts, spec.template, examples="", promoted="", negatives="") + s.n_explain * (
-                cfg.cache.window_len + 2)
-            stages["explain"] = _stage(todo, 1, measured.get("explain"), rough, cfg.explain.max_tokens * spec.token_budget)
+            rough = _template_tokens(prompts, explainer_spec.template, examples="", promoted="", negatives="") + (
+                s.n_explain * (cfg.cache.window_len + 2))
+            stages["explain"] = _stage(todo, 1, measured.get("explain"), rough,
+                                       cfg.explain.max_tokens * explainer_spec.token_budget)  # fmt: skip
         if "score" in cfg.batch.stages:
             for scorer in sc.scorers:
                 todo = score_todo[scorer] if score_todo is not None else n
@@ -131,11 +125,11 @@ def _stage(todo, calls_per_latent, measured, rough_prompt_per_latent, max_output
 def _measured(store: ActivationStore, cfg: Config) -> dict:
     if store.provenance is None:
         return {}
-    from .report import _sum_accounting
+    from .report import sum_accounting
 
-    out = {"explain": _sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])}
+    out = {"explain": sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])}
     for scorer in cfg.score.scorers:
-        out[f"score/{scorer}"] = _sum_accounting(store.db, "scores", "explainer = ? and scorer = ? and n_calls > 0",
+        out[f"score/{scorer}"] = sum_accounting(store.db, "scores", "explainer = ? and scorer = ? and n_calls > 0",
                                                  [cfg.explain.explainer, scorer])  # fmt: skip
     return out
 

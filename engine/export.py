@@ -17,9 +17,6 @@ from autointerp.store.db import ActivationStore
 from .config import Config
 from .metrics import METRIC_NAMES
 
-FORMATS = ("delphi", "json", "csv")
-
-
 def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
     """One row per explained latent: its explanation, statistics, and every scorer's metrics (and control's)."""
     stats = {r[0]: r[1:] for r in store.db.execute("select latent, frequency, max_act, n_windows from latents")}

@@ -51,7 +51,7 @@ def summary_table(summary: dict):
     return table
 
 
-def _sum_accounting(db, table: str, where: str, args: list) -> dict:
+def sum_accounting(db, table: str, where: str, args: list) -> dict:
     row = db.execute(
         f"select count(distinct latent), coalesce(sum(n_calls), 0), coalesce(sum(n_failed_calls), 0),"
         f" coalesce(sum(prompt_tokens), 0), coalesce(sum(max(cached_tokens, 0)), 0),"
@@ -84,10 +84,10 @@ def batch_report(store, explainer: str, latents: list[int] | None = None, usd_pe
     n_expl, n_ok = db.execute(
         f"select count(*), count(text) from explanations where explainer = ? and {sel}", [explainer, *sel_args]
     ).fetchone()
-    tokens = {"explain": _sum_accounting(db, "explanations", f"explainer = ? and {sel}", [explainer, *sel_args])}
+    tokens = {"explain": sum_accounting(db, "explanations", f"explainer = ? and {sel}", [explainer, *sel_args])}
     score_errors: dict[str, dict[str, int]] = {}
     for (scorer,) in db.execute("select distinct scorer from scores where explainer = ? order by scorer", [explainer]):
-        tokens[f"score/{scorer}"] = _sum_accounting(db, "scores", f"explainer = ? and scorer = ? and {sel}",
+        tokens[f"score/{scorer}"] = sum_accounting(db, "scores", f"explainer = ? and scorer = ? and {sel}",
                                                     [explainer, scorer, *sel_args])  # fmt: skip
         errs: dict[str, int] = {}
         for (blob,) in db.execute(f"select errors from scores where explainer = ? and scorer = ? and {sel}",
