@@ -160,7 +160,6 @@ class BatchRunner:
     def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, int]:
         clock = StageClock(stage, unit, total, started_at=now())
         task = self.progress.add_task(stage, total=total, unit=unit, info="")
-        self._event(stage, "start", f"{stage}: {total:,} {unit}")
         return clock, task
 
     def _report(self, clock: StageClock, task: int, done: int, info: str, tally: StageTally | None,
@@ -196,12 +195,9 @@ class BatchRunner:
             rate = (done - first[0]) / max(time.monotonic() - clock.started, 1e-9)
             self._report(clock, task, done, f"{rate:,.0f} tok/s", None)
 
-        result = run_cache(self.cfg.cache, self.cfg.db, on_progress, parts=parts)
-        done = result.chunks_total
+        result = run_cache(self.cfg.cache, self.cfg.db, on_progress, parts=parts,
+                           on_event=lambda kind, msg: self._event("cache", kind, msg))  # fmt: skip
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
-        if result.corpus_exhausted:
-            self._event("cache", "warning", "the corpus ran out before n_tokens; everything it holds is cached")
-        self._event("cache", "end", f"cache: {done} chunks, {result.nnz:,} activations")
 
     def _interpret(self, store: ActivationStore) -> None:
         from .llm import make_backend
@@ -240,9 +236,6 @@ class BatchRunner:
                                                lambda kind, msg, stage=stage: self._event(stage, kind, msg))
                 self.tallies[stage] = tally
                 self._report(clock, task, len(self.latents), f"{tally.failed} failed", tally, final=True)
-                reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
-                self._event(stage, "end", f"{stage}: {tally.done} done, {tally.skipped} skipped"
-                                          + (f" ({reasons})" if reasons else ""))  # fmt: skip
         finally:
             if backend is not None:
                 await backend.aclose()

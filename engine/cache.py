@@ -136,11 +136,13 @@ def run_cache(
     db_path: str,
     on_progress: Callable[[int, int], None] | None = None,
     parts: CacheParts | None = None,
+    on_event: Callable[[str, str], None] | None = None,
 ) -> CacheResult:
     """Cache activations of `cfg` into `db_path`, resuming after the last committed chunk.
 
     Everything is validated (model, hook, coder, corpus) before the database is opened, so bad
-    input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch.
+    input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch; events (start,
+    warning, end) go to `on_event(kind, message)` when given (a caller with its own event log), else to the store.
     """
     parts = parts or prepare(cfg)
     prov = provenance(parts, cfg)
@@ -151,12 +153,18 @@ def run_cache(
     store = ActivationStore.open(db_path, create=True)
     try:
         store.claim(prov)
-        return _fill(cfg, parts, store, stream, on_progress)
+        return _fill(cfg, parts, store, stream, on_progress, on_event)
     finally:
         store.close()
 
 
-def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -> CacheResult:
+def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, on_event=None) -> CacheResult:
+    def log(kind: str, message: str, data: dict | None = None) -> None:
+        if on_event is not None:
+            on_event(kind, message)
+        else:
+            store.log_event("cache", kind, message, data)
+
     seq_len = cfg.seq_len
     per_chunk = chunk_seqs_for(seq_len, cfg.chunk_tokens)
     n_seqs = cfg.n_sequences
@@ -164,8 +172,7 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -
     done = store.chunks()
     tokens_total = n_seqs * seq_len
     tokens_seen = sum(c.n_seqs for c in done.values()) * seq_len
-    store.log_event("cache", "start", f"caching {tokens_total} tokens into {total_chunks} chunks",
-                    {"chunks_done": len(done)})
+    log("start", f"caching {tokens_total} tokens into {total_chunks} chunks", {"chunks_done": len(done)})
     t0 = time.perf_counter()
     forward_s = 0.0
     new_tokens = 0
@@ -211,8 +218,8 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress) -
     seconds = time.perf_counter() - t0
     exhausted = n_read < n_seqs
     if exhausted:
-        store.log_event("cache", "warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
+        log("warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
     compute_latent_stats(store, cfg.window_len)
-    store.log_event("cache", "done", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
-                    {"seconds": seconds, "new_tokens": new_tokens})
+    log("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
+        {"seconds": seconds, "new_tokens": new_tokens})
     return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

@@ -454,15 +454,21 @@ class Interpreter:
                 if on_latent:
                     on_latent(latent, tally)
 
-        await self._off_loop(self.store.log_event, stage, "start", f"{stage} {len(latents)} latents",
-                             {"latents": len(latents)})  # fmt: skip
+        async def log(kind: str, message: str, data: dict) -> None:
+            if on_event is not None:  # a caller with its own event log (the batch's RunLog)
+                on_event(kind, message)
+            else:
+                await self._off_loop(self.store.log_event, stage, kind, message, data)
+
+        await log("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
         try:
             async with asyncio.TaskGroup() as group:  # the first error cancels the other latents
                 for x in latents:
                     group.create_task(one(x))
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
-        await self._off_loop(self.store.log_event, stage, "end",
-                             f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed",
-                             {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
+        reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
+        await log("end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
+                         + (f" ({reasons})" if reasons else ""),
+                  {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
         return tally

@@ -93,6 +93,8 @@ def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(refe
     stages = {r[0]: r[1:] for r in rows(db, "select stage, done, total, ended_at from progress")}
     assert stages["cache"][:2] == (8192, 8192) and stages["explain"][:2] == (2, 2) and stages["score"][:2] == (2, 2)
     assert all(s[2] is not None for s in stages.values())  # every stage recorded its end
+    events = rows(db, "select run, stage, kind from events where kind in ('start', 'end') order by id")
+    assert events == [(1, stage, kind) for stage in ("cache", "explain", "score") for kind in ("start", "end")]
 
 
 def test_dry_run_counts_the_calls_the_run_makes(reference):
