@@ -93,7 +93,8 @@ class BatchRunner:
         """Run every configured stage; returns the exit status (0 done, 3 stopped, 130 interrupted)."""
         cfg = self.cfg
         parts = None
-        if "cache" in cfg.batch.stages and not self._cache_done():
+        cache_state = self._cache_state() if "cache" in cfg.batch.stages else "done"
+        if cache_state != "done":
             from .setup import prepare
 
             # Model, hook, coder and corpus are checked before the database is created or touched.
@@ -106,7 +107,10 @@ class BatchRunner:
                                   config=dataclasses.asdict(cfg))  # fmt: skip
             with self._progress() as progress:
                 self.progress = progress
-                if parts is not None:
+                if cache_state == "annotate":  # a cache made before annotations existed
+                    self._event("cache", "skip", "cache already complete")
+                    self._annotate(store, parts)
+                elif parts is not None:
                     store.close()  # run_cache opens its own connection
                     self._cache(parts)
                     store = ActivationStore.open(cfg.db)
@@ -139,13 +143,18 @@ class BatchRunner:
             self.console.print(f"[bold red]stopped:[/] {message}", markup=True, highlight=False)
         return code
 
-    def _cache_done(self) -> bool:
+    def _cache_state(self) -> str:
+        """"done", "annotate" (complete, but without the vocabulary / directions tables' rows) or "todo"."""
         from pathlib import Path
 
+        from .annotate import needs_annotation
+
         if not Path(self.cfg.db).exists():
-            return False
+            return "todo"
         with ActivationStore.open(self.cfg.db) as store:  # read-write: an older schema is migrated here
-            return cache_is_complete(store, self.cfg)
+            if not cache_is_complete(store, self.cfg):
+                return "todo"
+            return "annotate" if needs_annotation(store) else "done"
 
     # ---- progress ----------------------------------------------------------------------------------
 
@@ -198,6 +207,13 @@ class BatchRunner:
         result = run_cache(self.cfg.cache, self.cfg.db, on_progress, parts=parts,
                            on_event=lambda kind, msg: self._event("cache", kind, msg))  # fmt: skip
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
+
+    def _annotate(self, store: ActivationStore, parts) -> None:
+        from .annotate import annotate
+
+        result = annotate(store, parts.model, parts.coder, on_event=lambda kind, msg: self._event("cache", kind, msg))
+        self._event("cache", "annotate", result.describe())
+        self.console.print(f"cache: {result.describe()}", highlight=False)
 
     def _interpret(self, store: ActivationStore) -> None:
         from .llm import make_backend

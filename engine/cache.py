@@ -21,6 +21,7 @@ import torch
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.stats import compute_latent_stats
 
+from .annotate import annotate
 from .config import CacheConfig
 from .corpus import CorpusSpec, corpus_hash, iter_documents, pack_sequences
 from .setup import CacheParts, prepare
@@ -220,6 +221,9 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     if exhausted:
         log("warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
     compute_latent_stats(store, cfg.window_len)
+    # Token text and what each decoder direction says, for readers without a model (the TUI).
+    annotated = annotate(store, parts.model, parts.coder, on_event=log)
+    log("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
     log("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
         {"seconds": seconds, "new_tokens": new_tokens})
     return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

@@ -18,7 +18,6 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
-import torch
 
 from autointerp.store.db import ActivationStore
 from autointerp.store.queries import ActivatingWindows, WindowQueries
@@ -193,10 +192,7 @@ class Interpreter:
 
     @cached_property
     def logit_lens(self) -> LogitLens:
-        bridge = self.subject.bridge
-        gain = getattr(getattr(bridge, "ln_final", None), "weight", None)  # absent for some architectures
-        return LogitLens(bridge.W_U, self.decoder, gain if isinstance(gain, torch.Tensor) else None,
-                         self.subject.tokenizer)  # fmt: skip
+        return LogitLens.of_model(self.subject, self.decoder)
 
     @cached_property
     def sampler(self) -> ExampleSampler:

@@ -12,8 +12,8 @@ from autointerp.store.queries import WindowQueries
 class DecoderNeighbours:
     """Latents whose decoder directions are closest in cosine similarity."""
 
-    def __init__(self, decoder: torch.Tensor, k: int = 10):
-        w = decoder.detach().float().cpu()
+    def __init__(self, decoder: torch.Tensor, k: int = 10, device: str | torch.device = "cpu"):
+        w = decoder.detach().float().to(device)
         self.w = torch.nn.functional.normalize(w, dim=1)
         self.k = k
 
@@ -22,6 +22,14 @@ class DecoderNeighbours:
         sims[latent] = -2.0
         vals, idx = sims.topk(min(self.k, len(sims) - 1))
         return [(int(i), float(v)) for i, v in zip(idx, vals)]
+
+    def nearest(self, latents: torch.Tensor):
+        """For a batch of latents: torch.topk (values, indices) [len(latents), k] of the cosine to every
+        other latent, self excluded, descending. Builds only [len(latents), num_latents]."""
+        latents = latents.to(self.w.device)
+        sims = self.w[latents] @ self.w.T
+        sims[torch.arange(len(latents), device=sims.device), latents] = -2.0  # below any cosine
+        return sims.topk(min(self.k, sims.shape[1] - 1), dim=1)
 
     def __call__(self, latent: int) -> list[int]:
         return [i for i, _ in self.similar(latent)]

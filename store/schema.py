@@ -11,7 +11,7 @@ import sqlite_utils
 
 from .codec import CODEC
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaError(Exception):
@@ -230,8 +230,56 @@ def _create_v3(db: sqlite_utils.Database) -> None:
     db["events"].add_column("run", int)
 
 
+def _create_v4(db: sqlite_utils.Database) -> None:
+    """Browsing and audits: token text, what each decoder direction says, full-text search, human ratings."""
+    # The subject model's vocabulary as text (tokenizer.decode of each id alone), so readers such as
+    # the TUI show examples without loading a tokenizer. Filled by `autointerp annotate` / the cache stage.
+    db["vocab"].create({"id": int, "token": str}, pk="id")
+    # Per latent: tokens its decoder direction promotes / suppresses through the unembedding (logit lens)
+    # and its nearest latents by decoder cosine. JSON lists of [token id, value] / [latent, cosine].
+    db["directions"].create(
+        {"latent": int, "promoted": str, "suppressed": str, "neighbours": str, "created_at": str}, pk="latent"
+    )
+    # One researcher's verdict on one explanation (audit mode). rating: correct | partly | wrong | null.
+    db["audits"].create(
+        {
+            "latent": int,
+            "explainer": str,
+            "rating": str,
+            "explanation": str,  # the researcher's own explanation, if they wrote one
+            "note": str,
+            "flagged": int,
+            "explanation_seen": str,  # the explanation text as it was when rated
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk=("latent", "explainer"),
+    )
+    # FTS5 over explanation text, kept in step by triggers (sqlite-utils' enable_fts runs executescript,
+    # which would commit the migration's transaction half way, so the statements are spelled out here).
+    db.execute(
+        "create virtual table explanations_fts using fts5(text, content='explanations', content_rowid='rowid')"
+    )
+    db.execute(
+        "create trigger explanations_ai after insert on explanations begin"
+        " insert into explanations_fts(rowid, text) values (new.rowid, new.text); end"
+    )
+    db.execute(
+        "create trigger explanations_ad after delete on explanations begin"
+        " insert into explanations_fts(explanations_fts, rowid, text) values ('delete', old.rowid, old.text); end"
+    )
+    db.execute(
+        "create trigger explanations_au after update on explanations begin"
+        " insert into explanations_fts(explanations_fts, rowid, text) values ('delete', old.rowid, old.text);"
+        " insert into explanations_fts(rowid, text) values (new.rowid, new.text); end"
+    )
+    db.execute("insert into explanations_fts(explanations_fts) values ('rebuild')")
+    # Sorting the latent browser by a scorer's metric reads scores by (scorer, control).
+    db.execute("create index if not exists scores_by_scorer on scores (explainer, scorer, control, latent)")
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3}
+MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4}
 
 
 def _check_codec(db: sqlite_utils.Database) -> None:
