@@ -378,6 +378,31 @@ def info(db, top) -> None:
         _print_runs(store)
 
 
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@user_errors
+def annotate(db) -> None:
+    """Store the vocabulary as text and each latent's logit-lens tokens and decoder neighbours (resumable)."""
+    from .annotate import annotate_db
+
+    result = annotate_db(db, on_event=lambda kind, msg: click.echo(f"warning: {msg}" if kind == "warning" else msg,
+                                                                   err=True))  # fmt: skip
+    click.echo(f"{db}: {result.describe()}")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@user_errors
+def upgrade(db) -> None:
+    """Migrate a database to this autointerp's schema (additive: every row is kept)."""
+    from autointerp.store.db import ActivationStore
+    from autointerp.store.schema import SCHEMA_VERSION
+
+    with ActivationStore.open(db):  # read-write: opening migrates
+        pass
+    click.echo(f"{db}: schema v{SCHEMA_VERSION}")
+
+
 def _print_runs(store, limit: int = 5) -> None:
     """The latest batch runs; a `running` one whose heartbeat stopped was most likely killed."""
     from datetime import datetime, timezone
