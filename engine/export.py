@@ -26,6 +26,8 @@ def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
         entry = {m: r[m] for m in METRIC_NAMES}
         entry.update(n=r["n"], n_failed=r["n_failed"], explanation_latent=r["explanation_latent"])
         scores.setdefault(r["latent"], {})[side] = entry
+    audits = {r[0]: r[1:] for r in store.db.execute(
+        "select latent, rating, explanation, note, flagged, updated_at from audits where explainer = ?", [explainer])}
     out = []
     for row in store.db.execute(
         "select latent, text, error, model, n_examples, prompt_tokens, output_tokens from explanations"
@@ -35,7 +37,9 @@ def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
         freq, max_act, n_windows = stats.get(latent, (None, None, None))
         out.append({"latent": latent, "explainer": explainer, "explanation": text, "error": error, "model": model,
                     "frequency": freq, "max_act": max_act, "n_windows": n_windows, "n_examples": n_examples,
-                    "prompt_tokens": pt, "output_tokens": ot, "scores": scores.get(latent, {})})  # fmt: skip
+                    "prompt_tokens": pt, "output_tokens": ot, "scores": scores.get(latent, {}),
+                    **dict(zip(("audit_rating", "audit_explanation", "audit_note", "audit_flagged", "audit_at"),
+                               audits.get(latent, (None,) * 5)))})  # fmt: skip
     return out
 
 
@@ -57,7 +61,8 @@ def export(cfg: Config, fmt: str, out: str | Path) -> dict:
             sides = sorted({side for r in rows for side in r["scores"]})
             metric_cols = [f"{side}.{m}" for side in sides for m in (*METRIC_NAMES, "n", "n_failed")]
             base = ["latent", "explainer", "explanation", "error", "model", "frequency", "max_act", "n_windows",
-                    "n_examples", "prompt_tokens", "output_tokens"]  # fmt: skip
+                    "n_examples", "prompt_tokens", "output_tokens", "audit_rating", "audit_explanation", "audit_note",
+                    "audit_flagged", "audit_at"]  # fmt: skip
             with out.open("w", newline="", encoding="utf-8") as f:
                 w = csv.writer(f)
                 w.writerow(base + metric_cols)

@@ -1,0 +1,373 @@
+"""Read-only queries for browsing a database: the latent list, one latent's detail, the run monitor.
+
+Everything here reads through one read-only connection, so a browser can never write to (or lock) the
+file a batch is writing. The latent list is virtual: `order()` returns only the sorted latent ids (4 bytes
+per latent) and `rows()` fetches the handful of rows on screen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .db import ActivationStore, StoreError
+from .queries import LatentWindow, WindowQueries
+from .runs import run_rows
+from .schema import SCHEMA_VERSION
+
+# The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
+# have it, else AUROC.
+PRIMARY_METRIC = {"embedding": "auroc"}
+METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc")
+STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
+STALE_HEARTBEAT_S = 60  # a running run silent this long was probably killed
+
+
+class BrowseError(Exception):
+    """The file cannot be browsed; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class ScoreFilter:
+    """`column op value`, e.g. detection < 0.6 or frequency >= 0.001."""
+
+    column: str
+    op: str
+    value: float
+
+
+@dataclass
+class LatentRow:
+    latent: int
+    frequency: float | None
+    max_act: float | None
+    n_windows: int | None
+    explanation: str | None
+    metrics: dict[str, float | None]
+
+
+@dataclass
+class ExampleGroup:
+    decile: int  # 10 = strongest tenth of the activating windows
+    low: float
+    high: float
+    windows: list[LatentWindow]
+    roles: list[str]  # per window: "explain" / "activating" / "non_activating" (its role in the sample set) or ""
+
+
+@dataclass
+class LatentDetail:
+    latent: int
+    stats: dict | None
+    explanations: list[dict]
+    scores: list[dict]  # one per (explainer, scorer): real and control metrics side by side
+    promoted: list[tuple[str, float]]
+    suppressed: list[tuple[str, float]]
+    neighbours: list[tuple[int, float, str | None]]  # latent, decoder cosine, its explanation
+    groups: list[ExampleGroup]
+    audit: dict | None
+    has_vocab: bool
+    load_ms: float = 0.0
+
+
+@dataclass
+class MonitorSnapshot:
+    runs: list[dict]
+    events: list[dict]
+    cache: dict  # chunks committed, tokens cached, latents with statistics
+    counts: dict  # explanations, failed explanations, scored latents
+    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+def parse_query(text: str, columns: set[str]) -> tuple[list[ScoreFilter], str]:
+    """Split the browser's query box into filters (`name<op>number`) and full-text search words.
+
+    Raises BrowseError naming an unknown column, so a typo never silently filters nothing.
+    """
+    filters, words = [], []
+    for term in text.split():
+        m = re.fullmatch(r"([A-Za-z_][\w.]*)(<=|>=|<|>|=)(-?[\d.]+(?:e-?\d+)?)", term)
+        if m is None:
+            words.append(term)
+            continue
+        name, op, value = m.groups()
+        if name not in columns:
+            raise BrowseError(f"unknown column {name!r} in filter {term!r}; known: {', '.join(sorted(columns))}")
+        filters.append(ScoreFilter(name, op, float(value)))
+    return filters, " ".join(words)
+
+
+def fts_query(words: str) -> str:
+    """User words as an FTS5 query: each word quoted (no syntax errors from text), the last one a prefix."""
+    terms = ['"' + w.replace('"', '""') + '"' for w in words.split()]
+    if terms:
+        terms[-1] += "*"
+    return " ".join(terms)
+
+
+class Browser:
+    """One database opened read-only for browsing. Open with `Browser.open(path)`."""
+
+    def __init__(self, store: ActivationStore):
+        self.store = store
+        self.conn: sqlite3.Connection = store.db.conn
+        self._vocab: list[str] | None = None
+        self._window_len: int | None = None
+        self._scorers: dict[str, str] | None = None
+
+    def refresh(self) -> None:
+        """Forget what was read about the file as a whole (new scorers, vocabulary, cache chunks)."""
+        self._vocab = self._scorers = None
+        self.store._chunks = self.store._prov = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Browser":
+        path = Path(path)
+        if not path.exists():
+            raise BrowseError(f"database {path} does not exist")
+        if path.is_dir():
+            raise BrowseError(f"{path} is a directory, not a database")
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            conn.execute("pragma busy_timeout = 5000")
+            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+        except sqlite3.DatabaseError as e:
+            raise BrowseError(f"{path} is not an SQLite database ({e})") from None
+        if "meta" not in tables:
+            conn.close()
+            raise BrowseError(f"{path} is not an autointerp database (no 'meta' table)")
+        row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        conn.close()
+        if version > SCHEMA_VERSION:
+            raise BrowseError(f"{path} has schema version {version}, newer than this autointerp's "
+                              f"({SCHEMA_VERSION}); upgrade autointerp to browse it")  # fmt: skip
+        if version < SCHEMA_VERSION:
+            raise BrowseError(f"{path} has schema version {version}; run `autointerp upgrade {path}` "
+                              f"(additive, keeps everything) to browse it")  # fmt: skip
+        try:
+            store = ActivationStore.open(path, readonly=True)
+        except StoreError as e:
+            raise BrowseError(str(e)) from None
+        return cls(store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ---- what the file holds --------------------------------------------------------------------
+
+    @property
+    def provenance(self) -> dict | None:
+        self.store._prov = None  # a cache may have started since the last look
+        return self.store.provenance
+
+    def explainers(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("select distinct explainer from explanations order by explainer")]
+
+    def scorers(self) -> dict[str, str]:
+        """{scorer: its primary metric} for every scorer with real (non-control) scores (read once; `refresh`)."""
+        if self._scorers is None:
+            out = {}
+            # One index probe per scorer rather than a scan of every score row.
+            for (scorer,) in self.conn.execute("select distinct scorer from scores order by scorer").fetchall():
+                has_bal = self.conn.execute(
+                    "select 1 from scores where scorer = ? and control = 0 and balanced_accuracy is not null limit 1",
+                    [scorer]).fetchone()  # fmt: skip
+                out[scorer] = PRIMARY_METRIC.get(scorer, "balanced_accuracy" if has_bal else "auroc")
+            self._scorers = out
+        return self._scorers
+
+    def columns(self) -> set[str]:
+        """Names a sort or filter may use: statistics, each scorer (its primary metric) and scorer.metric."""
+        cols = set(STAT_COLUMNS)
+        for scorer in self.scorers():
+            cols.add(scorer)
+            cols.update(f"{scorer}.{m}" for m in METRICS)
+        return cols
+
+    def n_latents(self) -> int:
+        return self.conn.execute("select count(*) from latents").fetchone()[0]
+
+    # ---- the latent list ------------------------------------------------------------------------
+
+    def _column_sql(self, name: str, explainer: str, args: list) -> str:
+        if name in STAT_COLUMNS:
+            return f"l.{name}"
+        scorer, _, metric = name.partition(".")
+        metric = metric or self.scorers().get(scorer, "balanced_accuracy")
+        if metric not in METRICS:
+            raise BrowseError(f"unknown metric {metric!r}")
+        args += [explainer, scorer]
+        return (f"(select s.{metric} from scores s where s.latent = l.latent and s.explainer = ?"
+                f" and s.scorer = ? and s.control = 0)")  # fmt: skip
+
+    def order(self, sort: str = "latent", descending: bool = False, query: str = "", explainer: str = "default"
+              ) -> np.ndarray:  # fmt: skip
+        """Latent ids in display order after filters and full-text search (int64 array)."""
+        columns = self.columns()
+        if sort not in columns:
+            raise BrowseError(f"cannot sort by {sort!r}; known: {', '.join(sorted(columns))}")
+        filters, words = parse_query(query, columns)
+        where, where_args = [], []
+        for f in filters:
+            where.append(f"{self._column_sql(f.column, explainer, where_args)} {f.op} ?")
+            where_args.append(f.value)
+        if words:
+            where.append("l.latent in (select e.latent from explanations_fts f join explanations e"
+                         " on e.rowid = f.rowid where explanations_fts match ? and e.explainer = ?)")  # fmt: skip
+            where_args += [fts_query(words), explainer]
+        key_args: list = []
+        key = self._column_sql(sort, explainer, key_args)
+        sql = f"select l.latent from latents l {'where ' + ' and '.join(where) if where else ''}"
+        # Latents without the sort key (never scored) go last in either direction.
+        sql += f" order by {key} is null, {key} {'desc' if descending else 'asc'}, l.latent"
+        try:
+            ids = [r[0] for r in self.conn.execute(sql, where_args + key_args * 2)]
+        except sqlite3.OperationalError as e:
+            raise BrowseError(f"query failed: {e}") from None
+        return np.asarray(ids, dtype=np.int64)
+
+    def rows(self, latents, explainer: str = "default") -> dict[int, LatentRow]:
+        """The list rows of the given latents (a screenful), keyed by latent."""
+        ids = [int(x) for x in latents]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        out = {
+            r[0]: LatentRow(r[0], r[1], r[2], r[3], None, {})
+            for r in self.conn.execute(
+                f"select latent, frequency, max_act, n_windows from latents where latent in ({marks})", ids
+            )
+        }
+        for latent, text, error in self.conn.execute(
+            f"select latent, text, error from explanations where explainer = ? and latent in ({marks})",
+            [explainer, *ids],
+        ):
+            if latent in out:
+                out[latent].explanation = text if text is not None else f"(failed: {error})"
+        scorers = self.scorers()
+        for latent, scorer, *values in self.conn.execute(
+            f"select latent, scorer, {', '.join(METRICS)} from scores where explainer = ? and control = 0"
+            f" and latent in ({marks})", [explainer, *ids]
+        ):  # fmt: skip
+            if latent in out and scorer in scorers:
+                out[latent].metrics[scorer] = dict(zip(METRICS, values))[scorers[scorer]]
+        return out
+
+    # ---- one latent -------------------------------------------------------------------------------
+
+    def vocab(self) -> list[str]:
+        if self._vocab is None:
+            self._vocab = [r[0] for r in self.conn.execute("select token from vocab order by id")]
+        return self._vocab
+
+    def token_text(self, ids) -> list[str]:
+        vocab = self.vocab()
+        return [vocab[i] if 0 <= i < len(vocab) else f"<{i}>" for i in (int(t) for t in ids)]
+
+    @property
+    def window_len(self) -> int:
+        if self._window_len is None:
+            cfg = json.loads(self.provenance["config"] or "{}")
+            self._window_len = int(cfg.get("window_len", 32))
+        return self._window_len
+
+    def detail(self, latent: int, per_decile: int = 3) -> LatentDetail:
+        t0 = time.perf_counter()
+        latent = int(latent)
+        stats = self.store.latent_stats(latent)
+        explanations = [dict(r) for r in self._dict_rows(
+            "select explainer, text, error, model, n_examples, extras, created_at from explanations"
+            " where latent = ? order by explainer", [latent])]  # fmt: skip
+        scores: dict[tuple[str, str], dict] = {}
+        for r in self._dict_rows(
+            f"select explainer, scorer, control, n, n_scored, n_failed, recall_per_decile, explanation_latent,"
+            f" {', '.join(METRICS)} from scores where latent = ? order by explainer, scorer, control", [latent]
+        ):  # fmt: skip
+            entry = scores.setdefault((r["explainer"], r["scorer"]), {"explainer": r["explainer"],
+                                                                       "scorer": r["scorer"]})  # fmt: skip
+            r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
+            entry["control" if r["control"] else "real"] = r
+        has_vocab = self.conn.execute("select count(*) from vocab").fetchone()[0] > 0
+        promoted, suppressed, neighbours = [], [], []
+        row = self.conn.execute("select promoted, suppressed, neighbours from directions where latent = ?",
+                                [latent]).fetchone()  # fmt: skip
+        if row is not None:
+            for src, dst in ((row[0], promoted), (row[1], suppressed)):
+                pairs = json.loads(src or "[]")
+                dst.extend(zip(self.token_text([p[0] for p in pairs]), [p[1] for p in pairs]))
+            pairs = json.loads(row[2] or "[]")
+            texts = dict(self.conn.execute(
+                f"select latent, text from explanations where latent in ({','.join('?' * len(pairs))})"
+                " order by explainer desc", [p[0] for p in pairs]).fetchall()) if pairs else {}  # fmt: skip
+            neighbours = [(int(p[0]), float(p[1]), texts.get(p[0])) for p in pairs]
+        audit = self._dict_rows("select * from audits where latent = ? order by explainer", [latent])
+        detail = LatentDetail(latent, stats, explanations, list(scores.values()), promoted, suppressed, neighbours,
+                              self._groups(latent, per_decile) if self.provenance else [], audit[0] if audit else None,
+                              has_vocab)  # fmt: skip
+        detail.load_ms = (time.perf_counter() - t0) * 1000
+        return detail
+
+    def _groups(self, latent: int, per_decile: int) -> list[ExampleGroup]:
+        """The latent's activating windows in ten equal-count strength bins, strongest bin first; the
+        strongest `per_decile` windows of each bin."""
+        self.store._chunks = None  # the cache may have grown
+        q = WindowQueries(self.store, self.window_len)
+        aw = q.activating(latent)
+        if len(aw.window_ids) == 0:
+            return []
+        roles = dict(self.conn.execute("select window, role from samples where latent = ?", [latent]).fetchall())
+        strength = dict(zip(aw.window_ids.tolist(), aw.max_acts.tolist()))
+        groups = []
+        bins = q.decile_bins(aw, 10)
+        for d in range(len(bins), 0, -1):
+            ids = bins[d - 1]
+            if len(ids) == 0:
+                continue
+            vals = np.array([strength[int(w)] for w in ids])
+            pick = ids[np.argsort(-vals, kind="stable")[:per_decile]]
+            windows = q.fetch(aw, pick)
+            groups.append(ExampleGroup(d, float(vals.min()), float(vals.max()), windows,
+                                       [roles.get(int(w), "") for w in pick]))  # fmt: skip
+        return groups
+
+    def _dict_rows(self, sql: str, args: list) -> list[dict]:
+        cur = self.conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # ---- the run monitor ---------------------------------------------------------------------------
+
+    def monitor(self, n_events: int = 30) -> MonitorSnapshot:
+        runs = run_rows(self.conn, limit=10)
+        now = datetime.now(timezone.utc)
+        for run in runs:
+            run["silent_s"] = _age_s(run["updated_at"], now)
+            run["probably_killed"] = run["status"] == "running" and (run["silent_s"] or 0) > STALE_HEARTBEAT_S
+        events = self._dict_rows("select id, at, run, stage, kind, message from events order by id desc limit ?",
+                                 [n_events])  # fmt: skip
+        cache = dict(zip(("chunks", "tokens"), self.conn.execute(
+            "select count(*), coalesce(sum(n_tokens), 0) from chunks").fetchone()))  # fmt: skip
+        cache["latents"] = self.n_latents()
+        prov = self.provenance
+        cache["target_tokens"] = prov["n_tokens_target"] if prov else None
+        counts = dict(zip(("explained", "failed"), self.conn.execute(
+            "select count(text), count(*) - count(text) from explanations").fetchone()))  # fmt: skip
+        counts["scored"] = self.conn.execute("select count(distinct latent) from scores").fetchone()[0]
+        return MonitorSnapshot(runs, events, cache, counts, now)
+
+
+def _age_s(stamp: str | None, now: datetime) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return (now - datetime.fromisoformat(stamp)).total_seconds()
+    except ValueError:
+        return None
