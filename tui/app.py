@@ -1,9 +1,338 @@
-"""The Textual app (`autointerp-tui`): not built yet; see the TUI issue."""
+"""`autointerp-tui [DB]`: the Textual app. Monitor a running batch, browse latents, audit explanations.
 
+It reads the database through read-only connections (the only write is an audit rating, one short
+transaction) and starts nothing it cannot stop: its workers are threads doing SQLite reads.
+Workers post results; only message handlers change what is on screen (as Harlequin does).
+"""
+
+from __future__ import annotations
+
+import os
 import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+
+from autointerp.store.browse import Browser, BrowseError, LatentDetail, MonitorSnapshot
+
+from .audit import AuditPane
+from .detail import LatentDetailView
+from .latent_list import LatentList
+from .monitor import MonitorPane
+
+CSS = """
+Screen { layout: vertical; }
+#error { padding: 1 2; color: $error; text-style: bold; }
+#browse-left { width: 45%; min-width: 50; }
+#browse-right { width: 1fr; border-left: vkey $secondary; }
+#query { margin: 0 0; }
+#list-status, #list-header { height: 1; padding: 0 1; }
+#list-header { text-style: bold; }
+"""
 
 
-def main() -> None:
-    print("autointerp-tui: not built yet (the TUI arrives with its own issue); "
-          "inspect a database with `autointerp info DB` meanwhile.", file=sys.stderr)
-    sys.exit(2)
+class JumpProvider(Provider):
+    """Command palette: `123` jumps to latent 123; the words `sort`, `monitor`, `audit` reach those."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        assert isinstance(app, AutointerpApp)
+        q = query.strip()
+        if q.isdigit():
+            latent = int(q)
+            yield Hit(100, Text(f"Go to latent {latent}"), lambda: app.jump(latent), help="show this latent")
+        matcher = self.matcher(query)
+        for name, action in app.palette_commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), action)
+
+
+class AutointerpApp(App):
+    TITLE = "autointerp"
+    CSS = CSS
+    COMMANDS = App.COMMANDS | {JumpProvider}
+    BINDINGS = [
+        Binding("1", "tab('monitor')", "monitor"),
+        Binding("2", "tab('latents')", "latents"),
+        Binding("3", "tab('audit')", "audit"),
+        Binding("slash", "focus_query", "filter/search"),
+        Binding("s", "cycle_sort", "sort"),
+        Binding("r", "reverse", "reverse"),
+        Binding("x", "cycle_explainer", "explainer"),
+        Binding("tab", "focus_next", "focus", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    class DetailLoaded(Message):
+        def __init__(self, detail: LatentDetail | None, error: str | None = None) -> None:
+            super().__init__()
+            self.detail, self.error = detail, error
+
+    class MonitorRead(Message):
+        def __init__(self, snapshot: MonitorSnapshot | None, error: str | None = None) -> None:
+            super().__init__()
+            self.snapshot, self.error = snapshot, error
+
+    def __init__(self, db_path: str | Path, *, poll_s: float = 1.0, mono: bool | None = None) -> None:
+        super().__init__()
+        self.db_path = str(db_path)
+        self.poll_s = poll_s
+        self.mono = bool(os.environ.get("NO_COLOR")) if mono is None else mono
+        self.error: str | None = None
+        self.browser: Browser | None = None
+        try:
+            # Three read-only connections: the list (UI thread), detail loads and monitor polls (workers).
+            self.browser = Browser.open(self.db_path)
+            self._detail_db = Browser.open(self.db_path)
+            self._monitor_db = Browser.open(self.db_path)
+        except BrowseError as e:
+            self.error = str(e)
+        self._detail_lock = threading.Lock()
+        self._wanted: int | None = None
+        self.sort, self.descending, self.query_text = "latent", False, ""
+        self.explainer = "default"
+        self.shown_latent: int | None = None
+        self.detail_count = 0  # details painted, for tests and the benchmark
+        self.started_at = time.perf_counter()
+        self.first_paint_ms: float | None = None  # app constructed -> first latent's detail on screen
+        self.switch_ms: list[float] = []  # cursor moved -> that latent's detail on screen
+        self._switch_from: float | None = None
+        self._seen_results: tuple | None = None
+
+    # ---- layout -----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        if self.error is not None:
+            yield Static(Text(f"autointerp-tui: {self.error}\n\npress q to quit"), id="error")
+            yield Footer()
+            return
+        initial = "monitor" if self._batch_running() else "latents"
+        with TabbedContent(initial=initial):
+            with TabPane("Monitor [1]", id="monitor"):
+                yield MonitorPane()
+            with TabPane("Latents [2]", id="latents"):
+                with Horizontal():
+                    with Vertical(id="browse-left"):
+                        yield Input(placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3",
+                                    id="query")  # fmt: skip
+                        yield Static("", id="list-status")
+                        yield Static("", id="list-header")
+                        yield LatentList(self.browser, id="list")
+                    with Vertical(id="browse-right"):
+                        yield LatentDetailView(self._detail_db.token_text, self.mono, id="detail")
+            with TabPane("Audit [3]", id="audit"):
+                yield AuditPane(self._detail_db, self.db_path, self.mono, lambda: self.query_one(LatentList).ids)
+        yield Footer()
+
+    def _batch_running(self) -> bool:
+        return any(r["status"] == "running" and not r["probably_killed"] for r in self.browser.monitor(0).runs)
+
+    def on_mount(self) -> None:
+        if self.error is not None:
+            return
+        explainers = self.browser.explainers()
+        self.explainer = "default" if "default" in explainers or not explainers else explainers[0]
+        self.apply_order()
+        self.set_interval(self.poll_s, self.poll)
+        self.poll()
+        if self.query_one(TabbedContent).active == "latents":
+            self.query_one(LatentList).focus()
+
+    # ---- the latent list ----------------------------------------------------------------------------
+
+    def sort_keys(self) -> list[str]:
+        return ["latent", "frequency", "max_act", "n_windows", *self.browser.scorers()]
+
+    def apply_order(self, keep: int | None = None) -> None:
+        lst = self.query_one(LatentList)
+        try:
+            ids = self.browser.order(self.sort, self.descending, self.query_text, self.explainer)
+        except BrowseError as e:
+            self.notify(str(e), severity="error", timeout=8)
+            return
+        scorers = list(self.browser.scorers())
+        lst.set_order(ids, self.explainer, scorers, keep=keep)
+        self.query_one("#list-header", Static).update(Text(lst.header()))
+        total = self.browser.n_latents()
+        status = Text(f"{len(ids):,} of {total:,} latents   sort: {self.sort} {'↓' if self.descending else '↑'}"
+                      f"   explainer: {self.explainer}")  # fmt: skip
+        if self.query_text:
+            status.append(f"   query: {self.query_text}")
+        self.query_one("#list-status", Static).update(status)
+        if not len(ids):
+            self.query_one("#detail", LatentDetailView).show_message(
+                "no latents match" if total else "this database holds no latents yet (the cache has not finished)")
+
+    def on_latent_list_highlighted(self, message: LatentList.Highlighted) -> None:
+        if message.latent is not None:
+            self._switch_from = message.at
+            self.load_detail(message.latent)
+
+    def load_detail(self, latent: int) -> None:
+        self._wanted = latent
+        self._load_detail(latent)
+
+    @work(thread=True, group="detail")
+    def _load_detail(self, latent: int) -> None:
+        # Serialised on one connection; a latent the user has already moved past is skipped.
+        with self._detail_lock:
+            if latent != self._wanted:
+                return
+            try:
+                detail = self._detail_db.detail(latent)
+            except Exception as e:  # a reading problem is shown, never a traceback over the UI
+                self.post_message(self.DetailLoaded(None, f"latent {latent}: {type(e).__name__}: {e}"))
+                return
+        self.post_message(self.DetailLoaded(detail))
+
+    def on_autointerp_app_detail_loaded(self, message: DetailLoaded) -> None:
+        views = self.query("#detail")
+        if not views:  # shutting down
+            return
+        view = views.first(LatentDetailView)
+        if message.detail is None:
+            view.show_message(message.error or "")
+            return
+        if message.detail.latent != self._wanted:
+            return
+        view.show(message.detail)
+        self.call_after_refresh(self._painted, message.detail.latent, self._switch_from)
+
+    def _painted(self, latent: int, switch_from: float | None) -> None:
+        now = time.perf_counter()
+        if self.first_paint_ms is None:
+            self.first_paint_ms = (now - self.started_at) * 1000
+        elif switch_from is not None:
+            self.switch_ms.append((now - switch_from) * 1000)
+        self.shown_latent = latent
+        self.detail_count += 1
+
+    def on_latent_detail_view_jump(self, message: LatentDetailView.Jump) -> None:
+        self.jump(message.latent)
+
+    def jump(self, latent: int) -> None:
+        self.query_one(TabbedContent).active = "latents"
+        lst = self.query_one(LatentList)
+        if not lst.go_to(latent):
+            if latent < 0 or self.browser.store.latent_stats(latent) is None:
+                self.notify(f"latent {latent} is not in this database", severity="warning")
+                return
+            self.notify(f"latent {latent} is outside the current filter; showing it anyway")
+            self.load_detail(latent)
+        lst.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "query":
+            self.query_text = event.value.strip()
+            self.apply_order()
+            self.query_one(LatentList).focus()
+
+    def action_focus_query(self) -> None:
+        self.query_one(TabbedContent).active = "latents"
+        self.query_one("#query", Input).focus()
+
+    def action_cycle_sort(self) -> None:
+        keys = self.sort_keys()
+        self.sort = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else keys[0]
+        self.descending = self.sort != "latent"
+        self.apply_order(keep=self.query_one(LatentList).latent)
+
+    def action_reverse(self) -> None:
+        self.descending = not self.descending
+        self.apply_order(keep=self.query_one(LatentList).latent)
+
+    def action_cycle_explainer(self) -> None:
+        names = self.browser.explainers() or ["default"]
+        self.explainer = names[(names.index(self.explainer) + 1) % len(names)] if self.explainer in names else names[0]
+        self.apply_order(keep=self.query_one(LatentList).latent)
+        self.notify(f"explainer: {self.explainer}")
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+        if tab == "audit":
+            pane = self.query_one(AuditPane)
+            pane.reload(self.explainer)
+            pane.focus()
+        elif tab == "latents":
+            self.query_one(LatentList).focus()
+
+    def palette_commands(self):
+        yield "Monitor: live progress of batch runs", lambda: self.action_tab("monitor")
+        yield "Latents: browse", lambda: self.action_tab("latents")
+        yield "Audit: rate explanations", lambda: self.action_tab("audit")
+        for key in self.sort_keys():
+            yield f"Sort by {key}", lambda key=key: self._sort_by(key)
+
+    def _sort_by(self, key: str) -> None:
+        self.sort, self.descending = key, key != "latent"
+        self.apply_order(keep=self.query_one(LatentList).latent)
+
+    # ---- the monitor ---------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="monitor")
+    def poll(self) -> None:
+        try:
+            snap = self._monitor_db.monitor()
+        except Exception as e:
+            self.post_message(self.MonitorRead(None, f"{type(e).__name__}: {e}"))
+            return
+        self.post_message(self.MonitorRead(snap))
+
+    def on_autointerp_app_monitor_read(self, message: MonitorRead) -> None:
+        if message.snapshot is None:
+            self.notify(f"monitor: {message.error}", severity="error")
+            return
+        panes = self.query(MonitorPane)
+        if not panes:  # shutting down
+            return
+        panes.first().show(message.snapshot)
+        # New latents, explanations or scores since the last look: refresh the list's rows (keep the order).
+        seen = (message.snapshot.cache["latents"], message.snapshot.counts["explained"],
+                message.snapshot.counts["scored"])  # fmt: skip
+        if self._seen_results is not None and seen != self._seen_results:
+            lst = self.query_one(LatentList)
+            if seen[0] != self._seen_results[0]:
+                self.apply_order(keep=lst.latent)
+            else:
+                lst.invalidate()
+        self._seen_results = seen
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("db", required=False, type=click.Path(dir_okay=False))
+@click.option("--serve", is_flag=True, help="Serve the TUI to a browser (textual-serve), on 127.0.0.1 only.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port for --serve.")
+def main(db: str | None, serve: bool, port: int) -> None:
+    """Monitor, browse and audit an autointerp database (default: the config's database)."""
+    if db is None:
+        from autointerp.engine.config import Config
+
+        db = str(Config().db)
+    if serve:
+        from textual_serve.server import Server
+
+        # Bound to the loopback interface only: reach it over SSH with `ssh -L PORT:127.0.0.1:PORT host`.
+        command = f"{sys.executable} -m autointerp.tui {_quote(db)}"
+        Server(command, host="127.0.0.1", port=port, title="autointerp").serve()
+        return
+    app = AutointerpApp(db)
+    app.run()
+    if app.error is not None:
+        sys.exit(2)
+
+
+def _quote(path: str) -> str:
+    import shlex
+
+    return shlex.quote(path)

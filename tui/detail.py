@@ -1,0 +1,265 @@
+"""One latent in full: explanations, per-scorer metrics beside the random control, recall per decile, the
+activation histogram, logit-lens tokens, decoder neighbours (jumpable) and examples by decile as heatmaps."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+from autointerp.store.browse import METRICS, PRIMARY_METRIC, LatentDetail
+
+from .heatmap import heat_text, legend, visible
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def bars(values: list[float | None], top: float | None = None) -> str:
+    """A one-line bar chart; '·' where a value is missing."""
+    known = [v for v in values if v is not None]
+    top = top if top is not None else (max(known) if known else 0)
+    out = []
+    for v in values:
+        if v is None:
+            out.append("·")
+        else:
+            out.append(BLOCKS[min(8, int(round(8 * v / top)))] if top > 0 else BLOCKS[0])
+    return "".join(out)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def scores_table(detail: LatentDetail) -> Text:
+    """Fixed-width columns in one Text (a rich Table costs ~20 ms per latent to measure and render)."""
+    if not detail.scores:
+        return Text("not scored yet\n", style="italic")
+    text = Text()
+    text.append(f"{'explainer':<10} {'scorer':<10} {'metric':<17} {'score':>6} {'control':>7} {'n':>4} {'failed':>6}"
+                "  recall by decile (1→10)\n", "bold")  # fmt: skip
+    for entry in detail.scores:
+        real, control = entry.get("real") or {}, entry.get("control") or {}
+        metric = PRIMARY_METRIC.get(entry["scorer"], "balanced_accuracy")
+        if real.get(metric) is None and control.get(metric) is None:
+            metric = "auroc"
+        first = True
+        for m in (metric, *[x for x in METRICS if x != metric]):
+            if real.get(m) is None and control.get(m) is None:
+                continue
+            rec = real.get("recall_per_decile") if first else None
+            text.append(f"{entry['explainer'] if first else '':<10.10} {entry['scorer'] if first else '':<10.10} {m:<17}"
+                        f" {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>7}"
+                        f" {str(real.get('n_scored', '-')) if first else '':>4}"
+                        f" {str(real.get('n_failed', '-')) if first else '':>6}  {bars(rec, 1.0) if rec else ''}\n")  # fmt: skip
+            first = False
+    return text
+
+
+def explanations_text(detail: LatentDetail) -> Text:
+    text = Text()
+    if not detail.explanations:
+        text.append("no explanation yet", "italic")
+    for e in detail.explanations:
+        text.append(f"{e['explainer']}: ", "bold")
+        if e["text"] is not None:
+            text.append(visible(e["text"]).replace("↵", "\n"))
+        else:
+            text.append(f"failed: {e['error']}", "italic")
+        text.append(f"   ({e['model']}, {e['n_examples']} examples)\n", "dim")
+    if detail.audit:
+        a = detail.audit
+        text.append("audit: ", "bold")
+        text.append(f"{a['rating'] or 'not rated'}{'  FLAGGED' if a['flagged'] else ''}")
+        if a["explanation"]:
+            text.append("\n  yours: ")
+            text.append(a["explanation"])
+        if a["note"]:
+            text.append("\n  note: ")
+            text.append(a["note"])
+        text.append("\n")
+    return text
+
+
+def stats_text(detail: LatentDetail) -> Text:
+    s = detail.stats
+    text = Text()
+    text.append(f"latent {detail.latent}", "bold")
+    if s is None:
+        text.append("   no statistics (not in the cache)")
+        return text
+    text.append(f"   fires on {s['count']} tokens (frequency {s['frequency']:.2e}), {s['n_windows']} windows,"
+                f" max {s['max_act']:.2f}, mean {s['mean_act']:.2f}")  # fmt: skip
+    counts = s.get("hist_counts") or []
+    edges = s.get("hist_edges") or []
+    if counts:
+        text.append(f"\nhistogram {edges[0]:.2f} {bars(counts)} {edges[-1]:.2f}  (max bin {max(counts)})")
+    return text
+
+
+def lens_text(detail: LatentDetail) -> Text:
+    text = Text()
+    if not detail.promoted and not detail.suppressed:
+        text.append("logit lens: not computed (run `autointerp annotate DB`)", "dim")
+        return text
+    for label, pairs in (("promotes", detail.promoted), ("suppresses", detail.suppressed)):
+        text.append(f"{label}: ", "bold")
+        for tok, value in pairs:
+            text.append(visible(tok), "reverse")
+            text.append(f" {value:+.2f}  ", "dim")
+        text.append("\n")
+    return text
+
+
+def examples_renderable(detail: LatentDetail, token_text, mono: bool):
+    if not detail.groups:
+        return Text("no activating examples in the cache for this latent", style="italic")
+    scale = detail.stats["max_act"] if detail.stats else max(w.max_act for g in detail.groups for w in g.windows)
+    parts = [legend(mono)]
+    if not detail.has_vocab:
+        parts.append(Text("token ids shown: this file has no vocabulary (run `autointerp annotate DB`)", "dim"))
+    for g in detail.groups:
+        parts.append(Text(f"decile {g.decile}  ({g.low:.2f} – {g.high:.2f})", "bold"))
+        for w, role in zip(g.windows, g.roles):
+            head = Text(f" {w.max_act:6.2f} ", "dim")
+            mark = {"explain": "E", "activating": "S", "non_activating": "N"}.get(role, " ")
+            head.append(f"{mark} ", "bold")
+            parts.append(head + heat_text(token_text(w.tokens), w.acts, scale, mono))
+    parts.append(Text("E: shown to the explainer   S: held out for the scorers", "dim"))
+    return Group(*parts)
+
+
+def neighbours_text(detail: LatentDetail) -> Text:
+    text = Text()
+    if not detail.neighbours:
+        return text
+    text.append("decoder neighbours", "bold")
+    text.append("  (press n to jump)\n", "dim")
+    for latent, cos, expl in detail.neighbours:
+        text.append(f"{latent:>7}  cos {cos:+.3f}  ")
+        text.append(visible((expl or "not explained").split("\n")[0])[:100] + "\n", "dim")
+    return text
+
+
+def detail_renderable(detail: LatentDetail, token_text, mono: bool) -> Group:
+    return Group(stats_text(detail), Text(), explanations_text(detail), scores_table(detail), Text(),
+                 lens_text(detail), neighbours_text(detail), examples_renderable(detail, token_text, mono))  # fmt: skip
+
+
+class NeighbourPicker(ModalScreen[int | None]):
+    """The shown latent's decoder neighbours; enter jumps to one, escape closes."""
+
+    BINDINGS = [Binding("escape,n,q", "dismiss_none", "close")]
+    DEFAULT_CSS = """
+    NeighbourPicker { align: center middle; }
+    NeighbourPicker > OptionList { width: 90; height: auto; max-height: 16; border: round $accent; }
+    """
+
+    def __init__(self, detail: LatentDetail) -> None:
+        super().__init__()
+        self.detail = detail
+
+    def compose(self) -> ComposeResult:
+        options = []
+        for latent, cos, expl in self.detail.neighbours:
+            label = Text(f"{latent:>7}  cos {cos:+.3f}  ")
+            label.append(visible((expl or "not explained").split("\n")[0])[:70], "dim")
+            options.append(Option(label, id=str(latent)))
+        picker = OptionList(*options)
+        picker.border_title = f"neighbours of latent {self.detail.latent} (enter jumps, escape closes)"
+        yield picker
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(int(event.option.id))
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+class LatentDetailView(ScrollView, can_focus=True):
+    """Shows one LatentDetail. The whole detail is rendered to lines once per latent and served through the
+    line API: switching latents then costs one rich render, not a relayout of many auto-height widgets."""
+
+    BINDINGS = [
+        Binding("n", "neighbours", "neighbours"),
+        Binding("up,k", "scroll_up", show=False),
+        Binding("down,j", "scroll_down", show=False),
+        Binding("pageup", "page_up", show=False),
+        Binding("pagedown", "page_down", show=False),
+    ]
+    DEFAULT_CSS = "LatentDetailView { height: 1fr; padding: 0 1; }"
+
+    class Jump(Message):
+        def __init__(self, latent: int) -> None:
+            super().__init__()
+            self.latent = latent
+
+    def __init__(self, token_text, mono: bool = False, **kw) -> None:
+        super().__init__(**kw)
+        self.token_text = token_text
+        self.mono = mono
+        self.detail: LatentDetail | None = None
+        self._renderable = Text("select a latent")
+        self._lines: list[Strip] = []
+        self._width = 0
+        self._base_style = None
+
+    def _layout_lines(self) -> None:
+        width = max(20, self.scrollable_content_region.width)
+        console = self.app.console
+        options = console.options.update_width(width)
+        lines = console.render_lines(self._renderable, options, pad=False)
+        self._lines = [Strip(line).simplify() for line in lines]
+        self._width = width
+        self.virtual_size = Size(width, len(self._lines))
+
+    def _set(self, renderable) -> None:
+        self._renderable = renderable
+        self._layout_lines()
+        self.scroll_to(y=0, animate=False)
+        self.refresh()
+
+    def show(self, detail: LatentDetail) -> None:
+        self.detail = detail
+        self._set(detail_renderable(detail, self.token_text, self.mono))
+
+    def show_message(self, message: str) -> None:
+        self.detail = None
+        self._set(Text(message))
+
+    def on_resize(self) -> None:
+        if self.scrollable_content_region.width != self._width:
+            self._layout_lines()
+
+    def render_lines(self, crop):
+        self._base_style = self.rich_style  # once per frame, not per line (it walks the DOM)
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        index = self.scroll_offset.y + y
+        width = self.scrollable_content_region.width
+        if index >= len(self._lines):
+            return Strip.blank(width, self._base_style)
+        return self._lines[index].extend_cell_length(width, self._base_style).crop(0, width)
+
+    def plain_text(self) -> str:
+        """What the view shows, as plain text (tests read it)."""
+        return "\n".join(strip.text for strip in self._lines)
+
+    def action_neighbours(self) -> None:
+        if self.detail and self.detail.neighbours:
+            self.app.push_screen(NeighbourPicker(self.detail), self._picked)
+        else:
+            self.app.notify("no decoder neighbours recorded for this latent")
+
+    def _picked(self, latent: int | None) -> None:
+        if latent is not None:
+            self.post_message(self.Jump(latent))

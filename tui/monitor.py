@@ -1,0 +1,145 @@
+"""Live view of batch runs written by another process: per-stage progress, throughput, ETA, tokens,
+failures, recent events. It only reads what the batch's RunLog writes (runs, progress, events)."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import ProgressBar, Sparkline, Static
+
+from autointerp.store.browse import MonitorSnapshot
+
+STAGES = ("cache", "explain", "score")
+STATUS_STYLE = {"running": "bold green", "done": "bold", "stopped": "bold yellow", "failed": "bold red"}
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def run_header(snap: MonitorSnapshot) -> Text:
+    text = Text()
+    c = snap.cache
+    text.append("cache: ", "bold")
+    text.append(f"{c['tokens']:,} tokens in {c['chunks']} chunks")
+    if c.get("target_tokens"):
+        text.append(f" (target {c['target_tokens']:,})")
+    text.append(f", {c['latents']:,} latents with statistics   ")
+    k = snap.counts
+    text.append("results: ", "bold")
+    text.append(f"{k['explained']:,} explained, {k['failed']:,} failed explanations, {k['scored']:,} scored\n")
+    if not snap.runs:
+        text.append("no batch has run on this database yet (start one: autointerp batch --db FILE)", "italic")
+        return text
+    run = snap.runs[0]
+    status = "probably killed (no heartbeat for " + _dur(run["silent_s"]) + ")" if run["probably_killed"] else run["status"]
+    text.append(f"run {run['id']}: ", "bold")
+    text.append(status, STATUS_STYLE.get(run["status"], "bold") if not run["probably_killed"] else "bold red")
+    text.append(f"   {run['selection'] or ''}, {run['n_latents'] or '?'} latents, pid {run['pid']} on {run['host']},"
+                f" started {run['started_at']}")  # fmt: skip
+    if run["message"]:
+        text.append("\n")
+        text.append(run["message"], "dim")  # a message may quote corpus text: appended, never parsed as markup
+    return text
+
+
+def stage_line(row: dict, rate: float | None) -> Text:
+    unit = row["unit"] or "latents"
+    text = Text()
+    text.append(f"{row['stage']:<8}", "bold")
+    text.append(f"{row['done']:,}/{row['total']:,} {unit}")
+    if row["skipped"]:
+        text.append(f" ({row['skipped']:,} already done)")
+    text.append(f"  failed {row['failed']:,}", "bold red" if row["failed"] else "")
+    if row["prompts"]:
+        text.append(f"  {row['prompts']:,} prompts, {row['prompt_tokens']:,} prompt tok"
+                    f" ({max(row['cached_tokens'], 0):,} cached), {row['output_tokens']:,} output tok")  # fmt: skip
+    text.append(f"  elapsed {_dur(row['wall_s'])}")
+    if row["ended_at"]:
+        text.append("  finished", "green")
+    elif rate:
+        text.append(f"  {rate * 60:,.1f} {unit}/min  ETA {_dur((row['total'] - row['done']) / rate)}")
+    return text
+
+
+def events_table(snap: MonitorSnapshot) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=True)
+    for col, kw in (("at", {"no_wrap": True}), ("run", {}), ("stage", {}), ("kind", {}), ("message", {"ratio": 1})):
+        table.add_column(col, **kw)
+    for e in snap.events:
+        style = "red" if e["kind"] in ("error", "failed", "outage") else "yellow" if e["kind"] == "warning" else ""
+        table.add_row((e["at"] or "")[11:19], str(e["run"] or ""), e["stage"] or "", Text(e["kind"] or "", style),
+                      Text(e["message"] or ""))  # fmt: skip
+    return table
+
+
+class MonitorPane(Vertical):
+    DEFAULT_CSS = """
+    MonitorPane { padding: 0 1; }
+    MonitorPane .m-head { height: auto; margin-bottom: 1; }
+    MonitorPane .m-stage { height: auto; }
+    MonitorPane ProgressBar { margin-bottom: 1; }
+    MonitorPane Sparkline { height: 3; margin-bottom: 1; }
+    MonitorPane .m-events { height: 1fr; border: round $secondary; }
+    """
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        # (monotonic time, units done) per (run, stage): the rate comes from what this monitor saw, or,
+        # attached mid-run with one sample only, from the stage's own average.
+        self.samples: dict[tuple[int, str], deque] = {}
+        self.rates: deque = deque(maxlen=120)
+        self.snapshot: MonitorSnapshot | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("reading…", classes="m-head")
+        for stage in STAGES:
+            yield Static("", classes=f"m-stage m-{stage}")
+            yield ProgressBar(total=100, show_eta=False, id=f"bar-{stage}")
+        yield Static("throughput (units/min, this stage):", classes="m-spark-label")
+        yield Sparkline([], summary_function=max)
+        with VerticalScroll(classes="m-events"):
+            yield Static("", classes="m-events-body")
+
+    def _rate(self, run_id: int, row: dict) -> float | None:
+        q = self.samples.setdefault((run_id, row["stage"]), deque(maxlen=30))
+        now = time.monotonic()
+        if not q or q[-1][1] != row["done"] or now - q[-1][0] > 5:
+            q.append((now, row["done"]))
+        if len(q) >= 2 and q[-1][0] > q[0][0] and q[-1][1] > q[0][1]:
+            return (q[-1][1] - q[0][1]) / (q[-1][0] - q[0][0])
+        fresh = row["done"] - (row["skipped"] or 0)
+        return fresh / row["wall_s"] if row["wall_s"] and fresh > 0 else None
+
+    def show(self, snap: MonitorSnapshot) -> None:
+        self.snapshot = snap
+        self.query_one(".m-head", Static).update(run_header(snap))
+        run = snap.runs[0] if snap.runs else None
+        rows = {r["stage"]: r for r in run["stages"]} if run else {}
+        active_rate = None
+        for stage in STAGES:
+            line = self.query_one(f".m-{stage}", Static)
+            bar = self.query_one(f"#bar-{stage}", ProgressBar)
+            row = rows.get(stage)
+            line.display = bar.display = row is not None
+            if row is None:
+                continue
+            rate = self._rate(run["id"], row) if not row["ended_at"] and run["status"] == "running" else None
+            if rate is not None:
+                active_rate = rate
+            line.update(stage_line(row, rate))
+            bar.update(total=max(1, row["total"]), progress=row["done"])
+        if active_rate is not None:
+            self.rates.append(active_rate * 60)
+        self.query_one(Sparkline).data = list(self.rates) or [0]
+        self.query_one(".m-events-body", Static).update(events_table(snap))
