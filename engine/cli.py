@@ -477,8 +477,16 @@ def train_default_sae(out, tokens) -> None:
     click.echo(json.dumps(report, indent=1))
 
 
-@main.command()
-@click.argument("args", nargs=-1)
+@bench.command("tui", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_tui(args) -> None:
+    """First paint and latent-switch latency of the TUI on 100k latents: [--latents N] [--db PATH] [--json]."""
+    # Its own program, like `autointerp tui`: the engine never imports Textual.
+    os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui.bench", *args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def tui(args) -> None:
     """Open the terminal UI (same as autointerp-tui)."""
     # Started as its own program: the engine never imports Textual.

@@ -175,14 +175,30 @@ class Browser:
         """{scorer: its primary metric} for every scorer with real (non-control) scores (read once; `refresh`)."""
         if self._scorers is None:
             out = {}
-            # One index probe per scorer rather than a scan of every score row.
-            for (scorer,) in self.conn.execute("select distinct scorer from scores order by scorer").fetchall():
+            for explainer, scorer in self._scorer_pairs():
+                if scorer in out:
+                    continue
                 has_bal = self.conn.execute(
-                    "select 1 from scores where scorer = ? and control = 0 and balanced_accuracy is not null limit 1",
-                    [scorer]).fetchone()  # fmt: skip
-                out[scorer] = PRIMARY_METRIC.get(scorer, "balanced_accuracy" if has_bal else "auroc")
+                    "select balanced_accuracy is not null from scores where explainer = ? and scorer = ?"
+                    " and control = 0 limit 1", [explainer, scorer]).fetchone()  # fmt: skip
+                out[scorer] = PRIMARY_METRIC.get(scorer, "balanced_accuracy" if has_bal and has_bal[0] else "auroc")
             self._scorers = out
         return self._scorers
+
+    def _scorer_pairs(self) -> list[tuple[str, str]]:
+        """Distinct (explainer, scorer) in `scores`, by a loose index scan: one index probe per pair found,
+        where SELECT DISTINCT would read every score row (600k at 100k latents)."""
+        pairs: list[tuple[str, str]] = []
+        explainer = self.conn.execute("select min(explainer) from scores").fetchone()[0]
+        while explainer is not None:
+            scorer = self.conn.execute("select min(scorer) from scores where explainer = ?", [explainer]).fetchone()[0]
+            while scorer is not None:
+                pairs.append((explainer, scorer))
+                scorer = self.conn.execute("select min(scorer) from scores where explainer = ? and scorer > ?",
+                                           [explainer, scorer]).fetchone()[0]  # fmt: skip
+            explainer = self.conn.execute("select min(explainer) from scores where explainer > ?",
+                                          [explainer]).fetchone()[0]  # fmt: skip
+        return sorted(pairs, key=lambda p: p[1])
 
     def columns(self) -> set[str]:
         """Names a sort or filter may use: statistics, each scorer (its primary metric) and scorer.metric."""
@@ -295,7 +311,7 @@ class Browser:
                                                                        "scorer": r["scorer"]})  # fmt: skip
             r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
             entry["control" if r["control"] else "real"] = r
-        has_vocab = self.conn.execute("select count(*) from vocab").fetchone()[0] > 0
+        has_vocab = len(self.vocab()) > 0
         promoted, suppressed, neighbours = [], [], []
         row = self.conn.execute("select promoted, suppressed, neighbours from directions where latent = ?",
                                 [latent]).fetchone()  # fmt: skip
@@ -345,7 +361,17 @@ class Browser:
 
     # ---- the run monitor ---------------------------------------------------------------------------
 
-    def monitor(self, n_events: int = 30) -> MonitorSnapshot:
+    def latest_run_status(self) -> str | None:
+        """The newest run's status, with `running` read as `killed` when its heartbeat stopped."""
+        row = self.conn.execute("select status, updated_at from runs order by id desc limit 1").fetchone()
+        if row is None:
+            return None
+        age = _age_s(row[1], datetime.now(timezone.utc))
+        return "killed" if row[0] == "running" and (age or 0) > STALE_HEARTBEAT_S else row[0]
+
+    def monitor(self, n_events: int = 30, counts: dict | None = None) -> MonitorSnapshot:
+        """Runs, progress, events and cache size; result counts are re-read only when `counts` is None
+        (they scan the results tables, so a monitor polling every second passes the last ones most times)."""
         runs = run_rows(self.conn, limit=10)
         now = datetime.now(timezone.utc)
         for run in runs:
@@ -358,9 +384,10 @@ class Browser:
         cache["latents"] = self.n_latents()
         prov = self.provenance
         cache["target_tokens"] = prov["n_tokens_target"] if prov else None
-        counts = dict(zip(("explained", "failed"), self.conn.execute(
-            "select count(text), count(*) - count(text) from explanations").fetchone()))  # fmt: skip
-        counts["scored"] = self.conn.execute("select count(distinct latent) from scores").fetchone()[0]
+        if counts is None:
+            counts = dict(zip(("explained", "failed"), self.conn.execute(
+                "select count(text), count(*) - count(text) from explanations").fetchone()))  # fmt: skip
+            counts["scored"] = self.conn.execute("select count(distinct latent) from scores").fetchone()[0]
         return MonitorSnapshot(runs, events, cache, counts, now)
 
 

@@ -7,6 +7,7 @@ Workers post results; only message handlers change what is on screen (as Harlequ
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -85,6 +86,7 @@ class AutointerpApp(App):
             self.snapshot, self.error = snapshot, error
 
     def __init__(self, db_path: str | Path, *, poll_s: float = 1.0, mono: bool | None = None) -> None:
+        self.started_at = time.perf_counter()
         super().__init__()
         self.db_path = str(db_path)
         self.poll_s = poll_s
@@ -104,11 +106,11 @@ class AutointerpApp(App):
         self.explainer = "default"
         self.shown_latent: int | None = None
         self.detail_count = 0  # details painted, for tests and the benchmark
-        self.started_at = time.perf_counter()
         self.first_paint_ms: float | None = None  # app constructed -> first latent's detail on screen
         self.switch_ms: list[float] = []  # cursor moved -> that latent's detail on screen
         self._switch_from: float | None = None
         self._seen_results: tuple | None = None
+        self._polls, self._heartbeat, self._counts = 0, None, None
 
     # ---- layout -----------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class AutointerpApp(App):
         yield Footer()
 
     def _batch_running(self) -> bool:
-        return any(r["status"] == "running" and not r["probably_killed"] for r in self.browser.monitor(0).runs)
+        return self.browser.latest_run_status() == "running"
 
     def on_mount(self) -> None:
         if self.error is not None:
@@ -146,8 +148,7 @@ class AutointerpApp(App):
         self.apply_order()
         self.set_interval(self.poll_s, self.poll)
         self.poll()
-        if self.query_one(TabbedContent).active == "latents":
-            self.query_one(LatentList).focus()
+        self.action_tab(self.query_one(TabbedContent).active)
 
     # ---- the latent list ----------------------------------------------------------------------------
 
@@ -217,12 +218,16 @@ class AutointerpApp(App):
             self.switch_ms.append((now - switch_from) * 1000)
         self.shown_latent = latent
         self.detail_count += 1
+        if self.detail_count == 1:
+            # Everything loaded at start-up is long-lived: keep it out of the collector's generations, so
+            # collections while browsing are short (fewer pauses in latent switches).
+            gc.freeze()
 
     def on_latent_detail_view_jump(self, message: LatentDetailView.Jump) -> None:
         self.jump(message.latent)
 
     def jump(self, latent: int) -> None:
-        self.query_one(TabbedContent).active = "latents"
+        self.action_tab("latents")
         lst = self.query_one(LatentList)
         if not lst.go_to(latent):
             if latent < 0 or self.browser.store.latent_stats(latent) is None:
@@ -239,8 +244,8 @@ class AutointerpApp(App):
             self.query_one(LatentList).focus()
 
     def action_focus_query(self) -> None:
-        self.query_one(TabbedContent).active = "latents"
         self.query_one("#query", Input).focus()
+        self.query_one(TabbedContent).active = "latents"
 
     def action_cycle_sort(self) -> None:
         keys = self.sort_keys()
@@ -259,13 +264,17 @@ class AutointerpApp(App):
         self.notify(f"explainer: {self.explainer}")
 
     def action_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        # Focus moves first: TabbedContent shows the pane holding the focused widget, so focusing after the
+        # switch would let the old pane's next focusable widget pull its tab back.
         if tab == "audit":
             pane = self.query_one(AuditPane)
-            pane.reload(self.explainer)
             pane.focus()
+            pane.reload(self.explainer)
         elif tab == "latents":
             self.query_one(LatentList).focus()
+        else:
+            self.query_one(MonitorPane).focus()
+        self.query_one(TabbedContent).active = tab
 
     def palette_commands(self):
         yield "Monitor: live progress of batch runs", lambda: self.action_tab("monitor")
@@ -282,8 +291,14 @@ class AutointerpApp(App):
 
     @work(thread=True, exclusive=True, group="monitor")
     def poll(self) -> None:
+        self._polls += 1
+        # Result counts scan the results tables: every 10th poll, or when the newest run has moved on.
+        heartbeat = self._monitor_db.conn.execute("select max(updated_at) from runs").fetchone()[0]
+        fresh = self._polls % 10 == 1 or heartbeat != self._heartbeat
+        self._heartbeat = heartbeat
         try:
-            snap = self._monitor_db.monitor()
+            snap = self._monitor_db.monitor(counts=None if fresh else self._counts)
+            self._counts = snap.counts
         except Exception as e:
             self.post_message(self.MonitorRead(None, f"{type(e).__name__}: {e}"))
             return
@@ -301,6 +316,8 @@ class AutointerpApp(App):
         seen = (message.snapshot.cache["latents"], message.snapshot.counts["explained"],
                 message.snapshot.counts["scored"])  # fmt: skip
         if self._seen_results is not None and seen != self._seen_results:
+            self.browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...
+            self._detail_db.refresh()
             lst = self.query_one(LatentList)
             if seen[0] != self._seen_results[0]:
                 self.apply_order(keep=lst.latent)

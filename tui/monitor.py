@@ -83,7 +83,7 @@ def events_table(snap: MonitorSnapshot) -> Table:
     return table
 
 
-class MonitorPane(Vertical):
+class MonitorPane(Vertical, can_focus=True):
     DEFAULT_CSS = """
     MonitorPane { padding: 0 1; }
     MonitorPane .m-head { height: auto; margin-bottom: 1; }
@@ -106,7 +106,7 @@ class MonitorPane(Vertical):
         for stage in STAGES:
             yield Static("", classes=f"m-stage m-{stage}")
             yield ProgressBar(total=100, show_eta=False, id=f"bar-{stage}")
-        yield Static("throughput (units/min, this stage):", classes="m-spark-label")
+        yield Static("throughput of the running stage (units/min, as seen by this monitor):", classes="m-spark-label")
         yield Sparkline([], summary_function=max)
         with VerticalScroll(classes="m-events"):
             yield Static("", classes="m-events-body")
@@ -141,5 +141,8 @@ class MonitorPane(Vertical):
             bar.update(total=max(1, row["total"]), progress=row["done"])
         if active_rate is not None:
             self.rates.append(active_rate * 60)
-        self.query_one(Sparkline).data = list(self.rates) or [0]
+        spark = self.query_one(Sparkline)
+        spark.data = list(self.rates)
+        # No stage running: no throughput line (a flat [0] would draw as a full bar).
+        spark.display = self.query_one(".m-spark-label").display = bool(self.rates) and active_rate is not None
         self.query_one(".m-events-body", Static).update(events_table(snap))

@@ -1,0 +1,76 @@
+"""Snapshot tests (pytest-textual-snapshot): the screens as SVG, compared with the accepted ones in
+tests/__snapshots__/. After an intended change to the UI: `pytest tests/test_tui_snapshots.py --snapshot-update`,
+then look at the new SVGs before committing them."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from autointerp.store.synthetic import home_token, make_synthetic_db
+from autointerp.tui.app import AutointerpApp
+
+SIZE = (150, 45)
+
+
+@pytest.fixture(scope="module")
+def base_db(tmp_path_factory) -> Path:
+    return make_synthetic_db(tmp_path_factory.mktemp("snap") / "s.db", 120)
+
+
+@pytest.fixture
+def db(base_db, tmp_path) -> Path:
+    return Path(shutil.copy(base_db, tmp_path / "s.db"))
+
+
+def showing(latent: int, *keys: str):
+    """run_before: press `keys`, then wait until the detail of `latent` is painted (it loads on a worker thread)."""
+
+    async def wait(pilot):
+        app = pilot.app
+        for _ in range(500):  # the first latent's detail first, so the keys move from it
+            if app.detail_count:
+                break
+            await pilot.pause(0.02)
+        await pilot.press(*keys)
+        for _ in range(500):
+            if app.shown_latent == latent:
+                break
+            await pilot.pause(0.02)
+        assert app.shown_latent == latent
+        await pilot.pause()
+
+    return wait
+
+
+def test_latent_browser(snap_compare, db):
+    assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=SIZE,
+                        run_before=showing(2, "down", "down"))  # fmt: skip
+
+
+def test_markup_in_corpus_is_literal(snap_compare, db):
+    with sqlite3.connect(db) as c:
+        c.execute("update vocab set token = '[bold red]x[/]' where id = ?", [home_token(3, 4096)])
+        c.execute("update explanations set text = ? where latent = 3", ['"[/]" and [b]tags[/b]'])
+    assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=SIZE,
+                        run_before=showing(3, "down", "down", "down"))  # fmt: skip
+
+
+def test_no_color_keeps_strength(snap_compare, db):
+    assert snap_compare(AutointerpApp(db, poll_s=3600, mono=True), terminal_size=SIZE,
+                        run_before=showing(2, "down", "down"))  # fmt: skip
+
+
+def test_monitor_of_a_finished_run(snap_compare, db):
+    async def wait(pilot):
+        pane = pilot.app.query_one("MonitorPane")
+        for _ in range(500):
+            if pane.snapshot is not None:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(AutointerpApp(db, poll_s=3600), press=["1"], terminal_size=SIZE, run_before=wait)
