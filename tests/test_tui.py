@@ -342,3 +342,44 @@ def test_empty_database_and_latent_without_examples(tmp_path, db):
         assert "no activating examples" in detail_text(app)
 
     drive(app, steps2)
+
+
+def test_strength_buckets_stay_distinct_in_256_colours():
+    from rich.console import Console
+    from rich.text import Text
+
+    from autointerp.tui.heatmap import COLOUR_STYLES
+
+    console = Console(color_system="256", force_terminal=True, width=200)
+    backgrounds = set()
+    for style in COLOUR_STYLES:
+        with console.capture() as cap:
+            console.print(Text("x", style=style), end="")
+        codes = re.findall(r"48;5;(\d+)", cap.get())
+        assert codes, cap.get()
+        backgrounds.add(codes[0])
+    assert len(backgrounds) == len(COLOUR_STYLES)
+
+
+def test_cursor_stays_on_screen_and_new_scorers_get_a_column(db, tmp_path):
+    with sqlite3.connect(db) as c:
+        saved = c.execute("select * from scores").fetchall()
+        c.execute("delete from scores")
+    app = AutointerpApp(db, poll_s=0.1)
+
+    async def steps(pilot):
+        await until(pilot, lambda: app.detail_count >= 1)
+        lst = app.query_one(LatentList)
+        assert lst.scorers == [] and "detect" not in lst.header()
+        for _ in range(60):
+            await pilot.press("down")
+        await until(pilot, lambda: app.shown_latent == int(lst.ids[60]))
+        visible_rows = lst.scrollable_content_region.height
+        assert lst.scroll_offset.y <= lst.cursor < lst.scroll_offset.y + visible_rows
+        # Scores written by a batch while the TUI is open: their columns appear without a key press.
+        with sqlite3.connect(db) as c:
+            c.executemany(f"insert into scores values ({','.join('?' * len(saved[0]))})", saved)
+        await until(pilot, lambda: lst.scorers == ["detection", "embedding", "fuzzing"])
+        assert "detect" in lst.header() and lst.latent == int(lst.ids[lst.cursor])
+
+    drive(app, steps)

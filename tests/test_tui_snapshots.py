@@ -16,6 +16,12 @@ from autointerp.tui.app import AutointerpApp
 SIZE = (150, 45)
 
 
+@pytest.fixture(autouse=True)
+def colour_terminal(monkeypatch):
+    # Snapshots are taken in colour unless a test asks otherwise, whatever the CI machine's environment says.
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
 @pytest.fixture(scope="module")
 def base_db(tmp_path_factory) -> Path:
     return make_synthetic_db(tmp_path_factory.mktemp("snap") / "s.db", 120)

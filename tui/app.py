@@ -319,8 +319,8 @@ class AutointerpApp(App):
             self.browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...
             self._detail_db.refresh()
             lst = self.query_one(LatentList)
-            if seen[0] != self._seen_results[0]:
-                self.apply_order(keep=lst.latent)
+            if seen[0] != self._seen_results[0] or list(self.browser.scorers()) != lst.scorers:
+                self.apply_order(keep=lst.latent)  # new latents or a new scorer column
             else:
                 lst.invalidate()
         self._seen_results = seen

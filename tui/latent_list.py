@@ -43,7 +43,7 @@ class LatentList(ScrollView, can_focus=True):
         Binding("home,g", "first", "first", show=False),
         Binding("end,G", "last", "last", show=False),
     ]
-    DEFAULT_CSS = "LatentList { height: 1fr; }"
+    DEFAULT_CSS = "LatentList { height: 1fr; overflow-x: hidden; }"
 
     cursor = reactive(0, always_update=True)
 
@@ -67,7 +67,7 @@ class LatentList(ScrollView, can_focus=True):
     def set_order(self, ids: np.ndarray, explainer: str, scorers: list[str], keep: int | None = None) -> None:
         self.ids, self.explainer, self.scorers = ids, explainer, scorers
         self.pages.clear()
-        self.virtual_size = Size(self.size.width, len(ids))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(ids))
         where = np.flatnonzero(ids == keep) if keep is not None else []
         self.cursor = int(where[0]) if len(where) else 0
         self.refresh()
@@ -114,7 +114,7 @@ class LatentList(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
-        width = self.size.width
+        width = self.scrollable_content_region.width
         style = self._base_style or self.rich_style
         if index >= len(self.ids):
             return Strip.blank(width, style)
@@ -127,7 +127,7 @@ class LatentList(ScrollView, can_focus=True):
     # ---- cursor -------------------------------------------------------------------------------
 
     def watch_cursor(self, old: int, new: int) -> None:
-        height = max(1, self.size.height)
+        height = max(1, self.scrollable_content_region.height)
         if new < self.scroll_offset.y:
             self.scroll_to(y=new, animate=False)
         elif new >= self.scroll_offset.y + height:
@@ -158,4 +158,4 @@ class LatentList(ScrollView, can_focus=True):
             self.cursor = index
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self.ids))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.ids))
