@@ -31,7 +31,7 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))
     ).decode()
-    assert "autointerp = autointerp.engine.cli:main" in entry and "autointerp-tui = autointerp.tui.app:main" in entry
+    assert "autointerp = autointerp.engine.cli:main" in entry and "autointerp-tui = autointerp.tui.launch:main" in entry
 
     target = tmp_path / "site"
     subprocess.run(

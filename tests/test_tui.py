@@ -323,7 +323,7 @@ def test_empty_database_and_latent_without_examples(tmp_path, db):
     app = AutointerpApp(empty, poll_s=0.1)
 
     async def steps(pilot):
-        await until(pilot, lambda: app.query_one(MonitorPane).snapshot is not None)
+        await until(pilot, lambda: app.query(MonitorPane) and app.query_one(MonitorPane).snapshot is not None)
         assert "no batch has run" in str(app.query_one(MonitorPane).query_one(".m-head").render())
         await pilot.press("2")
         assert "holds no latents yet" in detail_text(app)

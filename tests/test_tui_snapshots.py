@@ -72,9 +72,9 @@ def test_no_color_keeps_strength(snap_compare, db):
 
 def test_monitor_of_a_finished_run(snap_compare, db):
     async def wait(pilot):
-        pane = pilot.app.query_one("MonitorPane")
         for _ in range(500):
-            if pane.snapshot is not None:
+            panes = pilot.app.query("MonitorPane")  # mounted after the first frame
+            if panes and panes.first().snapshot is not None:
                 break
             await pilot.pause(0.02)
         await pilot.pause()

@@ -20,6 +20,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
+from textual.lazy import Lazy
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
@@ -121,8 +122,9 @@ class AutointerpApp(App):
             return
         initial = "monitor" if self._batch_running() else "latents"
         with TabbedContent(initial=initial):
+            # Panes not shown first are mounted after the first frame (Lazy): the list paints sooner.
             with TabPane("Monitor [1]", id="monitor"):
-                yield MonitorPane()
+                yield MonitorPane() if initial == "monitor" else Lazy(MonitorPane())
             with TabPane("Latents [2]", id="latents"):
                 with Horizontal():
                     with Vertical(id="browse-left"):
@@ -134,7 +136,7 @@ class AutointerpApp(App):
                     with Vertical(id="browse-right"):
                         yield LatentDetailView(self._detail_db.token_text, self.mono, id="detail")
             with TabPane("Audit [3]", id="audit"):
-                yield AuditPane(self._detail_db, self.db_path, self.mono, lambda: self.query_one(LatentList).ids)
+                yield Lazy(AuditPane(self._detail_db, self.db_path, self.mono, lambda: self.query_one(LatentList).ids))
         yield Footer()
 
     def _batch_running(self) -> bool:
@@ -267,13 +269,14 @@ class AutointerpApp(App):
         # Focus moves first: TabbedContent shows the pane holding the focused widget, so focusing after the
         # switch would let the old pane's next focusable widget pull its tab back.
         if tab == "audit":
-            pane = self.query_one(AuditPane)
-            pane.focus()
-            pane.reload(self.explainer)
+            for pane in self.query(AuditPane):  # absent for the first frame (mounted lazily)
+                pane.focus()
+                pane.reload(self.explainer)
         elif tab == "latents":
             self.query_one(LatentList).focus()
         else:
-            self.query_one(MonitorPane).focus()
+            for pane in self.query(MonitorPane):  # absent for the first frame (mounted lazily)
+                pane.focus()
         self.query_one(TabbedContent).active = tab
 
     def palette_commands(self):
@@ -303,6 +306,9 @@ class AutointerpApp(App):
             self.post_message(self.MonitorRead(None, f"{type(e).__name__}: {e}"))
             return
         self.post_message(self.MonitorRead(snap))
+
+    def on_monitor_pane_mounted(self, message: MonitorPane.Mounted) -> None:
+        self.poll()
 
     def on_autointerp_app_monitor_read(self, message: MonitorRead) -> None:
         if message.snapshot is None:

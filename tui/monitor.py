@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import ProgressBar, Sparkline, Static
 
 from autointerp.store.browse import MonitorSnapshot
@@ -100,6 +101,12 @@ class MonitorPane(Vertical, can_focus=True):
         self.samples: dict[tuple[int, str], deque] = {}
         self.rates: deque = deque(maxlen=120)
         self.snapshot: MonitorSnapshot | None = None
+
+    class Mounted(Message):
+        """The pane is on screen (it is mounted lazily): the app reads a snapshot for it now."""
+
+    def on_mount(self) -> None:
+        self.post_message(self.Mounted())
 
     def compose(self) -> ComposeResult:
         yield Static("reading…", classes="m-head")
