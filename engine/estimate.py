@@ -12,6 +12,7 @@ from pathlib import Path
 
 from autointerp.store.db import ActivationStore
 
+from .annotate import needs_annotation
 from .batch import cache_is_complete, selection_text
 from .config import Config, resolve_profile
 from .explainers import EXPLAINERS
@@ -58,7 +59,9 @@ def plan(cfg: Config) -> dict:
         cached = store is not None and store.provenance is not None and store.db["latents"].count > 0
         complete = store is not None and cache_is_complete(store, cfg)
         out["cache"] = {"tokens": cfg.cache.n_sequences * cfg.cache.seq_len, "complete": complete,
-                        "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0}  # fmt: skip
+                        "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0,
+                        # complete but without vocabulary / directions: the batch loads the model to add them
+                        "annotate": complete and needs_annotation(store)}  # fmt: skip
         latents, explain_todo, score_todo = None, None, None
         if cached:
             from .interpret import Interpreter
@@ -139,6 +142,8 @@ def format_plan(p: dict) -> str:
     lines = [f"plan for {p['db']} (profile {p['profile']}, LLM {p['llm']})"]
     if "cache" in p["stages"]:
         state = "already complete" if c["complete"] else f"{c['chunks_committed']} chunks committed so far"
+        if c.get("annotate"):
+            state += "; the model is loaded to store its vocabulary, logit lens and decoder neighbours"
         lines.append(f"  cache    {c['tokens']:,} tokens ({state})")
     n = p["latents"]
     lines.append(f"  latents  {p['selection']} -> {n if n is not None else 'every live latent (known after the cache)'}")

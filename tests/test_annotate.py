@@ -4,7 +4,6 @@ import json
 import sqlite3
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from autointerp.engine.annotate import annotate, needs_annotation

@@ -104,11 +104,13 @@ def test_sort_filter_and_search_match_sql(db):
         lst = app.query_one(LatentList)
         while app.sort != "detection":
             await pilot.press("s")
+        await until(pilot, lambda: app.order_settled)  # orders are read on a worker thread
         want = [r[0] for r in sql(db, "select l.latent from latents l left join scores s on s.latent = l.latent and"
                                       " s.scorer = 'detection' and s.control = 0 order by s.balanced_accuracy is null,"
                                       " s.balanced_accuracy desc, l.latent")]  # fmt: skip
         assert lst.ids.tolist() == want
         await pilot.press("r")
+        await until(pilot, lambda: app.order_settled)
         assert lst.ids.tolist()[: len(want) // 2] == sorted(
             want[: sum(1 for r in sql(db, "select 1 from scores where scorer='detection' and control=0"))],
             key=lambda x: dict(sql(db, "select latent, balanced_accuracy from scores where scorer='detection'"
@@ -116,7 +118,7 @@ def test_sort_filter_and_search_match_sql(db):
         # Score-range filter plus full-text search (prefix match on the last word).
         await pilot.press("slash")
         await pilot.press(*"detection<0.7 w12", "enter")
-        await pilot.pause()
+        await until(pilot, lambda: app.order_settled)
         got = set(lst.ids.tolist())
         low = {r[0] for r in sql(db, "select latent from scores where scorer='detection' and control=0"
                                      " and balanced_accuracy < 0.7")}  # fmt: skip
@@ -125,7 +127,7 @@ def test_sort_filter_and_search_match_sql(db):
         # An unknown column is reported and changes nothing.
         before = lst.ids.tolist()
         await pilot.press("slash", *"nosuch>1", "enter")
-        await pilot.pause()
+        await until(pilot, lambda: app.order_settled)
         assert lst.ids.tolist() == before
         assert any("unknown column 'nosuch'" in str(n.message) for n in app._notifications)
 

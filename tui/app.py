@@ -81,6 +81,11 @@ class AutointerpApp(App):
             super().__init__()
             self.detail, self.error = detail, error
 
+    class OrderRead(Message):
+        def __init__(self, request: tuple, ids, scorers: list[str], total: int, error: str | None) -> None:
+            super().__init__()
+            self.request, self.ids, self.scorers, self.total, self.error = request, ids, scorers, total, error
+
     class MonitorRead(Message):
         def __init__(self, snapshot: MonitorSnapshot | None, error: str | None = None) -> None:
             super().__init__()
@@ -95,13 +100,16 @@ class AutointerpApp(App):
         self.error: str | None = None
         self.browser: Browser | None = None
         try:
-            # Three read-only connections: the list (UI thread), detail loads and monitor polls (workers).
+            # Read-only connections: the list's rows (UI thread); orders, detail loads, monitor polls (workers).
             self.browser = Browser.open(self.db_path)
+            self._order_db = Browser.open(self.db_path)
             self._detail_db = Browser.open(self.db_path)
             self._monitor_db = Browser.open(self.db_path)
         except BrowseError as e:
             self.error = str(e)
         self._detail_lock = threading.Lock()
+        self._order_lock = threading.Lock()
+        self._order_requests = self._order_applied = 0
         self._wanted: int | None = None
         self.sort, self.descending, self.query_text = "latent", False, ""
         self.explainer = "default"
@@ -158,20 +166,51 @@ class AutointerpApp(App):
         return ["latent", "frequency", "max_act", "n_windows", *self.browser.scorers()]
 
     def apply_order(self, keep: int | None = None) -> None:
-        lst = self.query_one(LatentList)
-        try:
-            ids = self.browser.order(self.sort, self.descending, self.query_text, self.explainer)
-        except BrowseError as e:
-            self.notify(str(e), severity="error", timeout=8)
+        """Re-read the list's order for the current sort, query and explainer, on a worker thread (sorting 100k
+        latents by a score takes ~0.5 s); the list keeps its old order until the new one arrives."""
+        self._order_requests += 1
+        request = (self._order_requests, self.sort, self.descending, self.query_text, self.explainer, keep)
+        self.query_one("#list-status", Static).update(Text("sorting…", "italic"))
+        self._read_order(request)
+
+    @property
+    def order_settled(self) -> bool:
+        """No order is being read (tests and the benchmark wait for this)."""
+        return self._order_applied == self._order_requests
+
+    @work(thread=True, group="order")
+    def _read_order(self, request: tuple) -> None:
+        number, sort, descending, query, explainer, _ = request
+        with self._order_lock:  # one read at a time on the order connection; a stale request is skipped
+            if number != self._order_requests:
+                self.post_message(self.OrderRead(request, None, [], 0, None))
+                return
+            try:
+                ids = self._order_db.order(sort, descending, query, explainer)
+                scorers, total = list(self._order_db.scorers()), self._order_db.n_latents()
+            except BrowseError as e:
+                self.post_message(self.OrderRead(request, None, [], 0, str(e)))
+                return
+        self.post_message(self.OrderRead(request, ids, scorers, total, None))
+
+    def on_autointerp_app_order_read(self, message: OrderRead) -> None:
+        number, sort, descending, query, explainer, keep = message.request
+        self._order_applied = max(self._order_applied, number)
+        lists = self.query(LatentList)
+        if not lists or number != self._order_requests:  # shutting down, or a newer order is on its way
             return
-        scorers = list(self.browser.scorers())
-        lst.set_order(ids, self.explainer, scorers, keep=keep)
-        self.query_one("#list-header", Static).update(Text(lst.header()))
-        total = self.browser.n_latents()
-        status = Text(f"{len(ids):,} of {total:,} latents   sort: {self.sort} {'↓' if self.descending else '↑'}"
-                      f"   explainer: {self.explainer}")  # fmt: skip
-        if self.query_text:
-            status.append(f"   query: {self.query_text}")
+        lst = lists.first()
+        if message.ids is None:  # a bad query: reported, the list keeps its order
+            self.notify(message.error or "", severity="error", timeout=8)
+            ids, total = lst.ids, self.browser.n_latents()
+        else:
+            lst.set_order(message.ids, explainer, message.scorers, keep=keep)
+            self.query_one("#list-header", Static).update(Text(lst.header()))
+            ids, total = message.ids, message.total
+        status = Text(f"{len(ids):,} of {total:,} latents   sort: {sort} {'↓' if descending else '↑'}"
+                      f"   explainer: {explainer}")  # fmt: skip
+        if query:
+            status.append(f"   query: {query}")
         self.query_one("#list-status", Static).update(status)
         if not len(ids):
             self.query_one("#detail", LatentDetailView).show_message(
@@ -322,8 +361,8 @@ class AutointerpApp(App):
         seen = (message.snapshot.cache["latents"], message.snapshot.counts["explained"],
                 message.snapshot.counts["scored"])  # fmt: skip
         if self._seen_results is not None and seen != self._seen_results:
-            self.browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...
-            self._detail_db.refresh()
+            for browser in (self.browser, self._order_db, self._detail_db):
+                browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...
             lst = self.query_one(LatentList)
             if seen[0] != self._seen_results[0] or list(self.browser.scorers()) != lst.scorers:
                 self.apply_order(keep=lst.latent)  # new latents or a new scorer column
