@@ -405,16 +405,12 @@ def upgrade(db) -> None:
 
 def _print_runs(store, limit: int = 5) -> None:
     """The latest batch runs; a `running` one whose heartbeat stopped was most likely killed."""
-    from datetime import datetime, timezone
-
     from autointerp.store.runs import run_rows
 
     for run in run_rows(store.db.conn, limit):
         status = run["status"]
-        if status == "running":
-            quiet = (datetime.now(timezone.utc) - datetime.fromisoformat(run["updated_at"])).total_seconds()
-            if quiet > 60:
-                status = f"running? (no heartbeat for {quiet:.0f}s: killed, or on a stalled machine)"
+        if run["probably_killed"]:
+            status = f"running? (no heartbeat for {run['silent_s']:.0f}s: killed, or on a stalled machine)"
         stages = ", ".join(f"{p['stage']} {p['done']:,}/{p['total']:,}" for p in run["stages"])
         click.echo(f"run {run['id']:<7d} {status}, started {run['started_at']} on {run['host']} (pid {run['pid']}), "
                    f"latents {run['selection']}" + (f"; {stages}" if stages else ""))  # fmt: skip

@@ -27,7 +27,6 @@ from .schema import SCHEMA_VERSION
 PRIMARY_METRIC = {"embedding": "auroc"}
 METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc")
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
-STALE_HEARTBEAT_S = 60  # a running run silent this long was probably killed
 
 
 class BrowseError(Exception):
@@ -363,20 +362,16 @@ class Browser:
 
     def latest_run_status(self) -> str | None:
         """The newest run's status, with `running` read as `killed` when its heartbeat stopped."""
-        row = self.conn.execute("select status, updated_at from runs order by id desc limit 1").fetchone()
-        if row is None:
+        runs = run_rows(self.conn, limit=1)
+        if not runs:
             return None
-        age = _age_s(row[1], datetime.now(timezone.utc))
-        return "killed" if row[0] == "running" and (age or 0) > STALE_HEARTBEAT_S else row[0]
+        return "killed" if runs[0]["probably_killed"] else runs[0]["status"]
 
     def monitor(self, n_events: int = 30, counts: dict | None = None) -> MonitorSnapshot:
         """Runs, progress, events and cache size; result counts are re-read only when `counts` is None
         (they scan the results tables, so a monitor polling every second passes the last ones most times)."""
         runs = run_rows(self.conn, limit=10)
         now = datetime.now(timezone.utc)
-        for run in runs:
-            run["silent_s"] = _age_s(run["updated_at"], now)
-            run["probably_killed"] = run["status"] == "running" and (run["silent_s"] or 0) > STALE_HEARTBEAT_S
         events = self._dict_rows("select id, at, run, stage, kind, message from events order by id desc limit ?",
                                  [n_events])  # fmt: skip
         cache = dict(zip(("chunks", "tokens"), self.conn.execute(
@@ -390,11 +385,3 @@ class Browser:
             counts["scored"] = self.conn.execute("select count(distinct latent) from scores").fetchone()[0]
         return MonitorSnapshot(runs, events, cache, counts, now)
 
-
-def _age_s(stamp: str | None, now: datetime) -> float | None:
-    if not stamp:
-        return None
-    try:
-        return (now - datetime.fromisoformat(stamp)).total_seconds()
-    except ValueError:
-        return None

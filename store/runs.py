@@ -12,9 +12,12 @@ import os
 import socket
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .db import now
+
+STALE_HEARTBEAT_S = 60  # a `running` run whose heartbeat is older than this was most likely killed
 
 PROGRESS_FIELDS = ("total", "done", "skipped", "failed", "prompts", "prompt_tokens", "cached_tokens",
                    "output_tokens", "backend_s", "wall_s")  # fmt: skip
@@ -87,13 +90,15 @@ class RunLog:
 
 
 def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
-    """The latest runs, newest first, with their progress rows under `stages`."""
+    """The latest runs, newest first, with their progress rows under `stages`, the seconds since their last
+    heartbeat (`silent_s`) and `probably_killed` (still `running`, silent for over STALE_HEARTBEAT_S)."""
     conn_rows = conn.execute(
         "select id, started_at, updated_at, ended_at, status, message, host, pid, selection, n_latents"
         " from runs order by id desc limit ?", [limit]
     ).fetchall()  # fmt: skip
     keys = ("id", "started_at", "updated_at", "ended_at", "status", "message", "host", "pid", "selection", "n_latents")
     out = []
+    now_utc = datetime.now(timezone.utc)
     for r in conn_rows:
         run = dict(zip(keys, r))
         cur = conn.execute(
@@ -102,5 +107,16 @@ def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
         )  # fmt: skip
         names = [d[0] for d in cur.description]
         run["stages"] = [dict(zip(names, row)) for row in cur.fetchall()]
+        run["silent_s"] = _age_s(run["updated_at"], now_utc)
+        run["probably_killed"] = run["status"] == "running" and (run["silent_s"] or 0) > STALE_HEARTBEAT_S
         out.append(run)
     return out
+
+
+def _age_s(stamp: str | None, now_utc: datetime) -> float | None:
+    if not stamp:
+        return None
+    try:
+        return (now_utc - datetime.fromisoformat(stamp)).total_seconds()
+    except ValueError:
+        return None
