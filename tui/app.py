@@ -354,9 +354,10 @@ class AutointerpApp(App):
             self.notify(f"monitor: {message.error}", severity="error")
             return
         panes = self.query(MonitorPane)
-        if not panes:  # shutting down
+        if not panes or not self.query(LatentList):  # shutting down
             return
-        panes.first().show(message.snapshot)
+        if panes.first().ready:  # not before its lazy mount ends; it asks for a poll then
+            panes.first().show(message.snapshot)
         # New latents, explanations or scores since the last look: refresh the list's rows (keep the order).
         seen = (message.snapshot.cache["latents"], message.snapshot.counts["explained"],
                 message.snapshot.counts["scored"])  # fmt: skip

@@ -101,11 +101,13 @@ class MonitorPane(Vertical, can_focus=True):
         self.samples: dict[tuple[int, str], deque] = {}
         self.rates: deque = deque(maxlen=120)
         self.snapshot: MonitorSnapshot | None = None
+        self.ready = False  # mounted lazily: a snapshot read before its widgets exist waits for the next poll
 
     class Mounted(Message):
         """The pane is on screen (it is mounted lazily): the app reads a snapshot for it now."""
 
     def on_mount(self) -> None:
+        self.ready = True  # its widgets exist from here on
         self.post_message(self.Mounted())
 
     def compose(self) -> ComposeResult:
