@@ -13,6 +13,9 @@ import sqlite_utils
 
 from .db import now
 
+# Score columns that hold JSON (written as text, read back as Python values).
+SCORE_JSON = ("recall_per_decile", "outcomes", "errors", "settings", "details")
+
 
 @dataclass
 class SampleSet:
@@ -93,7 +96,7 @@ class Results:
         stamped = []
         for r in rows:
             r = dict(r, created_at=now())
-            for key in ("recall_per_decile", "outcomes", "errors", "settings"):
+            for key in SCORE_JSON:
                 r[key] = json.dumps(r.get(key))
             stamped.append(r)
         with self.db.conn:
@@ -105,7 +108,7 @@ class Results:
         args = {k: v for k, v in filters.items() if v is not None}
         rows = list(self.db["scores"].rows_where(where, args, order_by="latent, scorer, control"))
         for r in rows:
-            for key in ("recall_per_decile", "outcomes", "errors", "settings"):
+            for key in SCORE_JSON:
                 r[key] = json.loads(r[key]) if r[key] else None
         return rows
 

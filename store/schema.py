@@ -11,7 +11,7 @@ import sqlite_utils
 
 from .codec import CODEC
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaError(Exception):
@@ -278,8 +278,17 @@ def _create_v4(db: sqlite_utils.Database) -> None:
     db.execute("create index if not exists scores_by_scorer on scores (explainer, scorer, control, latent)")
 
 
+def _create_v5(db: sqlite_utils.Database) -> None:
+    """Scorers whose result is not only a classification: simulation's correlation, per-scorer details."""
+    # Pearson correlation of simulated and true activations pooled over all tokens (simulation scorer).
+    db["scores"].add_column("correlation", float)
+    # JSON, scorer-specific: intervention's strength and metrics per KL target, simulation's per-example
+    # mean correlation, generation's texts, surprisal's base model, ...
+    db["scores"].add_column("details", str)
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4}
+MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5}
 
 
 def _check_codec(db: sqlite_utils.Database) -> None:

@@ -15,6 +15,7 @@ from autointerp.engine.model import gguf_as_safetensors
 from autointerp.engine.setup import prepare
 from autointerp.store.db import ActivationStore
 from autointerp.store.directions import missing_directions, read_vocab
+from autointerp.store.schema import SCHEMA_VERSION
 
 from conftest import copy_db, fill_store, run_cli
 
@@ -55,6 +56,8 @@ def make_v3(src, dst, explanations=()):
     for table in ("explanations_fts", "vocab", "directions", "audits"):
         conn.execute(f"drop table {table}")
     conn.execute("drop index scores_by_scorer")
+    for column in ("correlation", "details"):  # v5's columns
+        conn.execute(f"alter table scores drop column {column}")
     conn.executemany("insert into explanations (latent, explainer, text, created_at) values (?, 'default', ?, 't')",
                      explanations)  # fmt: skip
     conn.execute("update meta set value = '3' where key = 'schema_version'")
@@ -155,8 +158,8 @@ def test_v3_database_upgrades_and_annotates_through_the_cli(real_cache_db, tmp_p
                    [(5, "dates and times in news reports"), (7, "names of biblical kings")])  # fmt: skip
     res = run_cli("upgrade", str(path))
     assert res.returncode == 0, res.stderr
-    assert res.stdout == f"{path}: schema v4\n"
-    with ActivationStore.open(path, readonly=True) as store:  # readonly refuses any version but 4
+    assert res.stdout == f"{path}: schema v{SCHEMA_VERSION}\n"
+    with ActivationStore.open(path, readonly=True) as store:  # readonly refuses any other version
         hits = store.db.execute("select rowid, text from explanations_fts where explanations_fts match ?",
                                 ["biblical"]).fetchall()  # fmt: skip
         latent = store.db.execute("select latent from explanations where rowid = ?", [hits[0][0]]).fetchone()[0]
