@@ -23,6 +23,7 @@ from autointerp.store.runs import RunLog
 
 from .config import Config
 from .interpret import BackendUnavailable, InterpretError, Interpreter, StageTally
+from .scorers import needs_llm as scorers_need_llm
 
 REDO_CHOICES = ("explain", "score")
 
@@ -220,7 +221,7 @@ class BatchRunner:
 
         cfg = self.cfg
         stages = [s for s in ("explain", "score") if s in cfg.batch.stages]
-        needs_llm = "explain" in stages or any(s != "embedding" for s in cfg.score.scorers)
+        needs_llm = "explain" in stages or scorers_need_llm(cfg.score.scorers)
         if needs_llm:
             self.console.print(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ...", highlight=False)
         backend = make_backend(cfg.llm) if needs_llm else None

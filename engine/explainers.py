@@ -37,6 +37,7 @@ class ExplainerSpec:
     shows_activations: bool = False
     needs_logit_lens: bool = False
     needs_negatives: bool = False
+    needs_steering: bool = False  # output side: shows steered continuations instead of activating excerpts
 
 
 EXPLAINERS = {
@@ -47,6 +48,7 @@ EXPLAINERS = {
         ExplainerSpec("cot", "explain_cot", COT_SCHEMA, token_budget=4.0),
         ExplainerSpec("logit_lens", "explain_logit_lens", EXPLANATION_SCHEMA, needs_logit_lens=True),
         ExplainerSpec("contrastive", "explain_contrastive", EXPLANATION_SCHEMA, needs_negatives=True),
+        ExplainerSpec("intervention", "explain_intervention", EXPLANATION_SCHEMA, needs_steering=True),
     )
 }
 

@@ -15,6 +15,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -26,10 +27,11 @@ from autointerp.store.results import SampleSet
 from .config import CacheConfig, Config, resolve_profile
 from .examples import Example, TokenText, plain
 from .explainers import EXPLAINERS, LogitLens, build_request, parse_explanation
-from .llm import LLMBackend
-from .metrics import classification_metrics
+from .llm import LLMBackend, LLMRequest
+from .metrics import ExampleOutcome, classification_metrics
 from .prompts import PromptLibrary
 from .sampling import ExampleSampler, NegativeSources
+from .scorers import generation, intervention, intruder
 from .scorers.base import Accounting, Item, ScoredRun, label_requests, outcomes_from
 from .scorers.detection import detection_items
 from .scorers.embedding import embedding_run
@@ -37,7 +39,10 @@ from .scorers.fuzzing import fuzzing_items
 
 # Each scorer's excerpt order is drawn from (seed, latent, this number): keyed by name, not by position in
 # the configured list, so `--scorers detection` alone reproduces the default run's detection prompts.
-SCORER_STREAM = {"detection": 1, "fuzzing": 2, "embedding": 1}
+# Detection, embedding and surprisal see the same plain excerpts.
+SCORER_STREAM = {"detection": 1, "fuzzing": 2, "embedding": 1, "surprisal": 1, "simulation": 3, "intruder": 4,
+                 "generation": 5, "intervention": 6}  # fmt: skip
+INTERVENTION_STREAM = 0x57EE  # the draw of a latent's intervention prompt pool
 
 
 class InterpretError(Exception):
@@ -144,6 +149,9 @@ class Interpreter:
             and getattr(backend, "n_gpu_layers", 0) == 0
         )  # fmt: skip
         self.cfg = cfg = resolve_profile(cfg, cpu_embedded)
+        lm = cfg.score.surprisal_model
+        if "surprisal" in cfg.score.scorers and lm not in ("subject", "embedded") and not Path(lm).expanduser().is_file():
+            raise InterpretError(f"score.surprisal_model {lm!r}: use subject, embedded or the path of a .gguf file")
         self.sample_cfg = cfg.sample
         self.json_output = not (backend is not None and backend.name == "openai" and cfg.llm.structured_output == "none")
         # One thread owns the SQLite connection's work and the numpy sampling, off the event loop.
@@ -175,14 +183,32 @@ class Interpreter:
         return SubjectModel.load(self.cache_cfg.model, "cpu", "float32")
 
     @cached_property
-    def decoder(self):
+    def coder(self):
         from .setup import load_configured_coder
 
-        coder = load_configured_coder(self.cache_cfg, self.subject)
-        w = coder.decoder_directions()
+        return load_configured_coder(self.cache_cfg, self.subject)
+
+    @cached_property
+    def decoder(self):
+        w = self.coder.decoder_directions()
         if w is None:
-            raise InterpretError(f"coder {coder.kind} has no decoder directions (logit lens / neighbours need them)")
+            raise InterpretError(f"coder {self.coder.kind} has no decoder directions (logit lens / neighbours need them)")
         return w
+
+    @cached_property
+    def probe(self):
+        from .probe import LatentProbe
+
+        return LatentProbe(self.subject, self.coder, self.store.provenance["hook"])
+
+    @cached_property
+    def base_lm(self):
+        from .surprisal import SurprisalError, load_base_lm
+
+        try:
+            return load_base_lm(self.cfg.score.surprisal_model, lambda: self.subject)
+        except SurprisalError as e:
+            raise InterpretError(str(e)) from None
 
     @cached_property
     def embedder(self):
@@ -255,6 +281,38 @@ class Interpreter:
             self.results.write_sample_set(s)
         return s
 
+    # ---- steering (intervention scorer and explainer) -----------------------------------------
+
+    def intervention_prompts(self, latent: int) -> dict[str, tuple[list[int], np.ndarray]]:
+        """The latent's pool of corpus prompts (seeded by (seed, latent)), split into disjoint explainer and
+        scorer sets: role -> (sequence ids, [n, prompt_tokens] token ids; each starts with the start token)."""
+        sc = self.cfg.score
+        n_seq = self.store.n_sequences()
+        rng = np.random.default_rng([self.sample_cfg.seed, latent, INTERVENTION_STREAM])
+        total = min(sc.intervention_explain_prompts + sc.intervention_prompts, n_seq)
+        ids = [int(x) for x in rng.choice(n_seq, size=total, replace=False)]
+        length = min(sc.intervention_prompt_tokens, self.queries.seq_len)
+        seqs = self.store.sequences(ids)
+        tokens = np.stack([seqs[i][:length].astype(np.int64) for i in ids]) if ids else np.zeros((0, length), np.int64)
+        k = min(sc.intervention_explain_prompts, total // 2)  # the scorer keeps at least half
+        return {"explain": (ids[:k], tokens[:k]), "score": (ids[k:], tokens[k:])}
+
+    def steering_effects(self, latent: int, role: str, targets: list[float]) -> list[intervention.TargetEffects]:
+        """Clean and steered continuations of the role's prompts at each KL target (runs the subject model)."""
+        import torch
+
+        from .model import ModelError
+        from .steering import Steerer, SteeringError, steering_site
+
+        ids, tokens = self.intervention_prompts(latent)[role]
+        try:
+            steerer = Steerer(self.subject, steering_site(self.coder, self.store.provenance["hook"], latent))
+        except (SteeringError, ModelError) as e:  # counted failures of this latent, not a stopped stage
+            return [intervention.TargetEffects(t, None, None, 0, str(e), len(ids)) for t in targets]
+        return intervention.steer_prompts(steerer, torch.from_numpy(tokens), ids,
+                                          lambda x: "".join(self.token_text(x)), targets,
+                                          self.cfg.score.intervention_new_tokens)  # fmt: skip
+
     # ---- explain ------------------------------------------------------------------------------
 
     @cached_property
@@ -271,6 +329,8 @@ class Interpreter:
         s = self.sample_set(latent, redo)
         if s.skipped:
             return None, s.skipped
+        if self.spec.needs_steering:
+            return self._prepare_explain_steered(latent, s), None
         examples = self.role_examples(s, "explain")
         negatives = self.role_examples(s, "explain_non") if self.spec.needs_negatives else None
         promoted = self.logit_lens.promoted(latent) if self.spec.needs_logit_lens else None
@@ -281,25 +341,41 @@ class Interpreter:
             temperature=self.cfg.llm.temperature, promoted=promoted, negatives=negatives,
         )  # fmt: skip
         extras = {"promoted": promoted} if promoted else {}
-        return (req, len(examples), extras, s.seed), None
+        return (req, len(examples), extras, s.seed, None), None
+
+    def _prepare_explain_steered(self, latent: int, s: SampleSet):
+        """The output-side explainer: continuations clean and steered at the median KL target, no excerpts."""
+        target = intervention.explain_target(self.cfg.score.kl_targets)
+        (effects,) = self.steering_effects(latent, "explain", [target])
+        extras = {"steering": effects.summary()}
+        if effects.strength is None:
+            return None, len(effects.pairs), extras, s.seed, effects.error
+        messages = self.prompts.get(self.spec.template).render(examples=intervention.explain_examples(effects))
+        req = LLMRequest(messages, max_tokens=self.cfg.explain.max_tokens, temperature=self.cfg.llm.temperature,
+                         seed=self.cfg.llm.seed, json_schema=self.spec.schema if self.json_output else None)  # fmt: skip
+        return req, len(effects.pairs), extras, s.seed, None
 
     async def explain_latent(self, latent: int, redo: bool = False) -> tuple[dict | None, str | None]:
         """Explain one latent; returns (the stored row, None) or (None, why it was skipped)."""
         prepared, skipped = await self._off_loop(self._prepare_explain, latent, redo)
         if prepared is None:
             return None, skipped
-        req, n_examples, extras, seed = prepared
-        r = await self.backend.complete(req)
-        if r.unavailable:
-            raise BackendUnavailable(r.error)
-        text, error = parse_explanation(r.text) if r.ok else (None, r.error)
-        if text is not None and text.lower() in self._demonstrated:
-            # Small models often repeat a few-shot answer word for word: that explains nothing here.
-            text, error = None, "copied a few-shot demonstration"
+        req, n_examples, extras, seed, failed = prepared
         acc = Accounting()
-        acc.add(r)
+        if failed is not None:  # nothing to ask (a steering target out of reach): a counted failure
+            text, error, raw = None, failed, None
+        else:
+            r = await self.backend.complete(req)
+            if r.unavailable:
+                raise BackendUnavailable(r.error)
+            text, error = parse_explanation(r.text) if r.ok else (None, r.error)
+            if text is not None and text.lower() in self._demonstrated:
+                # Small models often repeat a few-shot answer word for word: that explains nothing here.
+                text, error = None, "copied a few-shot demonstration"
+            acc.add(r)
+            raw = r.text
         row = {
-            "latent": latent, "explainer": self.spec.name, "text": text, "error": error, "raw": r.text,
+            "latent": latent, "explainer": self.spec.name, "text": text, "error": error, "raw": raw,
             "model": self.backend.model, "backend": self.backend.name,
             "prompt_sha": self.prompts.get(self.spec.template).sha, "seed": seed, "n_examples": n_examples,
             "extras": extras, "settings": self._settings(threshold=self.cfg.explain.threshold), **acc.as_row(),
@@ -343,47 +419,169 @@ class Interpreter:
             return None, "already scored"
         act = self.role_examples(s, "activating")
         non = self.role_examples(s, "non_activating")
-        items = {}
-        for scorer in self.cfg.score.scorers:
-            rng = np.random.default_rng([s.seed, latent, SCORER_STREAM[scorer]])
-            if scorer == "fuzzing":
-                items[scorer] = fuzzing_items(act, self.cfg.explain.threshold, self.cfg.score.fuzz_incorrect_fraction, rng)
-            else:  # detection and embedding see the same plain excerpts
-                items[scorer] = detection_items(act, non, rng)
-        return (todo, items, s.seed, control is None), None
+        state = {scorer: self._score_state(scorer, latent, s, act, non)
+                 for scorer in dict.fromkeys(scorer for scorer, *_ in todo)}  # fmt: skip
+        return (todo, state, s.seed, control is None), None
+
+    def _score_state(self, scorer: str, latent: int, s: SampleSet, act: list[Example], non: list[Example]):
+        """What a scorer needs besides the explanation, made once per latent (shared by the control)."""
+        sc = self.cfg.score
+        rng = np.random.default_rng([s.seed, latent, SCORER_STREAM[scorer]])
+        if scorer == "fuzzing":
+            return fuzzing_items(act, self.cfg.explain.threshold, sc.fuzz_incorrect_fraction, rng)
+        if scorer in ("detection", "embedding", "surprisal"):
+            return {"items": detection_items(act, non, rng), "cache": {}}
+        if scorer == "simulation":
+            # half activating (strongest first, spread over the deciles), half non-activating
+            k = min(-(-sc.simulation_examples // 2), len(act))
+            strong = sorted(act, key=lambda ex: -ex.max_act)
+            picked = [strong[int(i)] for i in np.unique(np.linspace(0, len(strong) - 1, k).round())] if k else []
+            return picked + non[: sc.simulation_examples - len(picked)]
+        if scorer == "intruder":
+            return intruder.intruder_groups(act, non, sc.intruder_group, rng)
+        if scorer == "intervention":
+            effects = self.steering_effects(latent, "score", sc.kl_targets)
+            return (effects, *intervention.pair_items(effects, rng))
+        return None  # generation: nothing but the explanation
 
     async def score_latent(self, latent: int, redo: bool = False) -> tuple[list[dict], str | None]:
         prepared, skipped = await self._off_loop(self._prepare_score, latent, redo)
         if prepared is None:
             return [], skipped
-        todo, items, seed, no_control = prepared
+        todo, state, seed, no_control = prepared
         rows = []
-        vectors = None  # the excerpts' embeddings, computed once for the explanation and its control
         for scorer, control, who, text in todo:  # real then control, scorer by scorer: prefix order
-            if scorer == "embedding":
-                if vectors is None:
-                    vectors = await self._off_loop(self.embedder.encode, [it.text for it in items[scorer]])
-                run = await self._off_loop(embedding_run, self.embedder, text, items[scorer], vectors)
-                model, backend, sha = self.embedder.name, "sentence-transformers", ""
-                settings = {"embedding_model": self.cfg.score.embedding_model}
-            else:
-                run = await self._llm_score(scorer, text, items[scorer])
-                model, backend, sha = self.backend.model, self.backend.name, self.prompts.get(scorer).sha
-                settings = self._settings(examples_per_prompt=self.cfg.score.examples_per_prompt,
-                                          fuzz_incorrect_fraction=self.cfg.score.fuzz_incorrect_fraction)  # fmt: skip
+            run, model, backend, sha, settings = await self._run_scorer(scorer, latent, text, state[scorer])
             rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed, settings))
         await self._off_loop(self.results.write_scores, rows)
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
+
+    async def _run_scorer(self, scorer: str, latent: int, text: str, state):
+        """-> (run, model, backend, prompt sha, settings) for one explanation."""
+        sc, llm = self.cfg.score, self.cfg.llm
+        if scorer == "embedding":
+            cache = state["cache"]
+            if "vectors" not in cache:  # the excerpts' embeddings, computed once for the explanation and its control
+                cache["vectors"] = await self._off_loop(self.embedder.encode, [it.text for it in state["items"]])
+            run = await self._off_loop(embedding_run, self.embedder, text, state["items"], cache["vectors"])
+            return run, self.embedder.name, "sentence-transformers", "", {"embedding_model": sc.embedding_model}
+        if scorer == "surprisal":
+            run = await self._off_loop(self._surprisal, text, state)
+            return (run, self.base_lm.name, "base-lm", self.prompts.get("surprisal").sha,
+                    {"surprisal_model": sc.surprisal_model})  # fmt: skip
+        sha = self.prompts.get(scorer).sha
+        if scorer in ("detection", "fuzzing"):
+            items = state if scorer == "fuzzing" else state["items"]
+            run = await self._llm_score(scorer, text, items)
+            settings = self._settings(examples_per_prompt=sc.examples_per_prompt,
+                                      fuzz_incorrect_fraction=sc.fuzz_incorrect_fraction)  # fmt: skip
+        elif scorer == "simulation":
+            run = await self._simulate(text, state)
+            settings = self._settings(simulation_examples=sc.simulation_examples)
+        elif scorer == "intruder":
+            run = await self._intruder(text, state)
+            settings = self._settings(intruder_group=sc.intruder_group)
+        elif scorer == "generation":
+            run = await self._generate(latent, text)
+            settings = self._settings(generation_texts=sc.generation_texts)
+        else:  # intervention
+            run = await self._intervene(text, state)
+            settings = self._settings(kl_targets=sc.kl_targets, intervention_prompts=sc.intervention_prompts,
+                                      prompt_tokens=sc.intervention_prompt_tokens,
+                                      new_tokens=sc.intervention_new_tokens)  # fmt: skip
+        return run, self.backend.model, self.backend.name, sha, settings
+
+    async def _complete(self, requests: list[LLMRequest]):
+        responses = await self.backend.complete_many(requests)
+        if responses and all(r.unavailable for r in responses):
+            raise BackendUnavailable(responses[0].error)
+        return responses
 
     async def _llm_score(self, scorer: str, explanation: str, items: list[Item]) -> ScoredRun:
         batches = label_requests(
             self.prompts.get(scorer), explanation, items, self.cfg.score.examples_per_prompt, seed=self.cfg.llm.seed,
             top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output, temperature=self.cfg.llm.temperature,
         )  # fmt: skip
-        responses = await self.backend.complete_many([req for req, _ in batches])
-        if responses and all(r.unavailable for r in responses):
-            raise BackendUnavailable(responses[0].error)
-        return outcomes_from(batches, responses)
+        return outcomes_from(batches, await self._complete([req for req, _ in batches]))
+
+    def _surprisal(self, explanation: str, state: dict) -> ScoredRun:
+        from .surprisal import surprisal_run
+
+        prefix = self.prompts.get("surprisal").render(explanation=explanation)[-1]["content"] + "\n"
+        run, state["cache"]["baseline"] = surprisal_run(self.base_lm, prefix, state["items"],
+                                                        state["cache"].get("baseline"))  # fmt: skip
+        run.details = {"base_model": self.base_lm.name}
+        return run
+
+    async def _simulate(self, explanation: str, examples: list[Example]) -> ScoredRun:
+        from .scorers.simulation import parse_simulation, simulation_correlations, simulation_request
+
+        template, llm = self.prompts.get("simulation"), self.cfg.llm
+        reqs = [simulation_request(template, explanation, ex.tokens, seed=llm.seed, top_logprobs=llm.top_logprobs,
+                                   json_output=self.json_output, temperature=llm.temperature)
+                for ex in examples]  # fmt: skip
+        responses = await self._complete(reqs)
+        run, predicted, n_expected = ScoredRun([], []), [], 0
+        for ex, r in zip(examples, responses):
+            run.accounting.add(r)
+            run.items.append(Item(ex.window, plain(ex), int(ex.decile > 0), ex.decile))
+            parsed = parse_simulation(r, len(ex.tokens))
+            values, expected, error = parsed.values, parsed.expected, parsed.error
+            if error is not None:
+                run.errors[error] += 1
+                run.outcomes.append(ExampleOutcome(int(ex.decile > 0), ex.decile, failed=True))
+                predicted.append(None)
+                continue
+            sim = expected if expected is not None else values
+            n_expected += parsed.n_expected
+            predicted.append(sim)
+            # As a classifier: "fires somewhere" when any token is predicted above 0; ranked by the peak.
+            run.outcomes.append(ExampleOutcome(int(ex.decile > 0), ex.decile, int(values.max() > 0), float(sim.max()) / 10))
+        run.details = simulation_correlations([ex.acts for ex in examples], predicted)
+        # tokens whose prediction is an expected value over the digit logprobs (the rest: the answer's integer)
+        run.details["n_expected_values"] = n_expected
+        return run
+
+    async def _intruder(self, explanation: str, groups) -> ScoredRun:
+        template, llm = self.prompts.get("intruder"), self.cfg.llm
+        reqs = [intruder.intruder_request(template, explanation, items, seed=llm.seed, top_logprobs=llm.top_logprobs,
+                                          json_output=self.json_output, temperature=llm.temperature)
+                for items, _ in groups]  # fmt: skip
+        run = ScoredRun([], [])
+        for (items, answer), r in zip(groups, await self._complete(reqs)):
+            run.accounting.add(r)
+            run.items.append(items[answer])
+            chosen, probs, error = intruder.parse_intruder(r, len(items))
+            if error is not None:
+                run.errors[error] += 1
+                run.outcomes.append(ExampleOutcome(1, 0, failed=True))
+            else:
+                run.outcomes.append(ExampleOutcome(1, 0, int(chosen == answer), probs[answer] if probs else None))
+        run.details = {"group": self.cfg.score.intruder_group + 1, "chance": 1 / (self.cfg.score.intruder_group + 1)}
+        return run
+
+    async def _generate(self, latent: int, explanation: str) -> ScoredRun:
+        n, llm = self.cfg.score.generation_texts, self.cfg.llm
+        req = generation.generation_request(self.prompts.get("generation"), explanation, n, seed=llm.seed,
+                                            json_output=self.json_output, temperature=llm.temperature)  # fmt: skip
+        (r,) = await self._complete([req])
+        texts, error = generation.parse_texts(r, n)
+        acts = await self._off_loop(self.probe.activations, texts, latent) if texts else []
+        run = generation.generation_run(texts, error, n, acts)
+        run.accounting.add(r)
+        run.details = {"texts": [{"text": t, "max_act": None if a is None else float(a.max(initial=0.0))}
+                                 for t, a in zip(texts or [], acts)]}  # fmt: skip
+        return run
+
+    async def _intervene(self, explanation: str, state) -> ScoredRun:
+        effects, items, identical = state
+        template, llm = self.prompts.get("intervention"), self.cfg.llm
+        reqs = [intervention.intervention_request(template, explanation, it, seed=llm.seed,
+                                                  top_logprobs=llm.top_logprobs, json_output=self.json_output,
+                                                  temperature=llm.temperature)
+                for it in items]  # fmt: skip
+        responses = await self._complete(reqs) if reqs else []
+        return intervention.intervention_run(effects, items, identical, responses, self.sample_cfg.n_deciles)
 
     def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed,
                    settings) -> dict:  # fmt: skip
@@ -397,6 +595,7 @@ class Interpreter:
             "latent": latent, "explainer": self.spec.name, "scorer": scorer, "control": control,
             "explanation_latent": who, "explanation": text, **m, "outcomes": outcomes,
             "errors": dict(run.errors), **run.accounting.as_row(), "model": model, "backend": backend,
+            "correlation": run.details.get("correlation"), "details": run.details,
             "prompt_sha": sha, "seed": seed, "settings": settings,
         }  # fmt: skip
 

@@ -12,7 +12,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc")
+# "correlation" is simulation's (Pearson, simulated vs true activations); classification_metrics leaves it out.
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "correlation")
 
 
 @dataclass

@@ -21,7 +21,22 @@ def score_summary(results: Results, explainer: str, latents: list[int] | None = 
             side: summarise([r for r in rows if r["scorer"] == scorer and r["control"] == c])
             for side, c in (("real", 0), ("control", 1))
         }
+        if scorer == "intervention":  # the same metrics per KL target, from each row's details
+            out[scorer]["per_target"] = per_target_summary([r for r in rows if r["scorer"] == scorer])
     return out
+
+
+def per_target_summary(rows: list[dict]) -> dict:
+    """{target: {"real"|"control": summary}} over intervention rows, plus how often the target was reached."""
+    out: dict = {}
+    for r in rows:
+        for t in (r.get("details") or {}).get("per_target", []):
+            side = out.setdefault(str(t["target"]), {"real": [], "control": []})["control" if r["control"] else "real"]
+            side.append(t)
+    names = ("accuracy", "balanced_accuracy", "auroc")
+    return {target: {side: {**summarise(ts, names), "unreached": sum(t.get("strength") is None for t in ts)}
+                     for side, ts in sides.items()}
+            for target, sides in sorted(out.items(), key=lambda kv: float(kv[0]))}  # fmt: skip
 
 
 def _cell(s: dict) -> str:
@@ -46,6 +61,14 @@ def summary_table(summary: dict):
                 continue
             table.add_row(label, name, _cell(real), _cell(control))
             label = ""
+        for target, ts in sides.get("per_target", {}).items():
+            for name in ("balanced_accuracy", "auroc"):
+                real, control = ts["real"][name], ts["control"][name]
+                if real["mean"] is not None or control["mean"] is not None:
+                    table.add_row("", f"KL {target}: {name}", _cell(real), _cell(control))
+            if ts["real"]["unreached"]:
+                table.add_row("", f"KL {target}: not reached", str(ts["real"]["unreached"]),
+                              str(ts["control"]["unreached"]))  # fmt: skip
         table.add_row("", "failed examples", str(sides["real"]["n_failed"]), str(sides["control"]["n_failed"]),
                       end_section=True)  # fmt: skip
     return table

@@ -56,6 +56,9 @@ class ScoredRun:
     items: list[Item]  # aligned with outcomes
     accounting: Accounting = field(default_factory=Accounting)
     errors: Counter = field(default_factory=Counter)
+    # Scorer-specific results beside the classification metrics (stored as JSON in scores.details); a
+    # "correlation" key fills the scores.correlation column.
+    details: dict = field(default_factory=dict)
 
 
 def labels_schema(n: int) -> dict:

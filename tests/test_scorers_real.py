@@ -1,0 +1,145 @@
+"""The five newer scorers and the output-side explainer end to end: the real embedded LLM (llama.cpp), the
+real subject model and SAE, a real cache. What each stores is checked against independent recomputation."""
+
+import asyncio
+
+import pytest
+import torch
+
+from autointerp.engine.config import Config, ExplainConfig, SampleConfig, ScoreConfig
+from autointerp.engine.interpret import Interpreter
+from autointerp.engine.llm import make_backend
+from autointerp.engine.steering import Steerer, steering_site
+from autointerp.store.browse import Browser
+from autointerp.store.db import ActivationStore
+
+from conftest import copy_db
+
+NEW = ["surprisal", "simulation", "intruder", "generation", "intervention"]
+SCORE = ScoreConfig(scorers=NEW, simulation_examples=2, generation_texts=3, intervention_prompts=4,
+                    intervention_explain_prompts=2, intervention_prompt_tokens=24, intervention_new_tokens=6,
+                    kl_targets=[0.5, 2.0])  # fmt: skip
+SAMPLE = SampleConfig(n_explain=8, activating_per_decile=1, n_non_activating=10, min_windows=20)
+
+
+@pytest.fixture(scope="module")
+def backend():
+    b = make_backend(Config().llm)
+    yield b
+    asyncio.run(b.aclose())
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, real_cache_db, backend):
+    """Two latents explained (stand-ins where the 135M model's answer failed), the first scored by all five."""
+    db = copy_db(real_cache_db, tmp_path_factory.mktemp("scorers") / "run.db")
+    store = ActivationStore.open(db)
+    interp = Interpreter(Config(db=str(db), sample=SAMPLE, score=SCORE), store, backend)
+    latents = interp.select("top:2")
+    asyncio.run(interp.run_stage("explain", latents))
+    for latent in latents:
+        row = interp.results.explanation(latent, "default")
+        if row["text"] is None:  # a counted failure; scoring is what this test is about
+            interp.results.write_explanation(dict(row, text=f"the word number {latent}", error=None, extras={}))
+    tally = asyncio.run(interp.run_stage("score", latents[:1]))
+    yield interp, store, db, latents[0], tally
+    interp.close()
+    store.close()
+
+
+def rows_by(interp, latent):
+    return {(r["scorer"], r["control"]): r for r in interp.results.scores(latent=latent)}
+
+
+def test_every_new_scorer_stores_real_and_control_with_failures_accounted(scored):
+    interp, _, _, latent, tally = scored
+    rows = rows_by(interp, latent)
+    assert set(rows) == {(s, c) for s in NEW for c in (0, 1)}
+    assert tally.done == 1
+    for (scorer, control), r in rows.items():
+        assert r["n"] == len(r["outcomes"]) and sum(r["errors"].values()) == r["n_failed"], (scorer, r["errors"])
+        assert r["seed"] == interp.results.sample_set(latent).seed and r["settings"]
+        if control:
+            assert r["explanation_latent"] != latent
+        for m in ("accuracy", "balanced_accuracy", "auroc"):
+            assert r[m] is None or 0.0 <= r[m] <= 1.0
+    assert rows["surprisal", 0]["n_calls"] == 0 and rows["surprisal", 0]["n"] == 20
+    assert rows["surprisal", 0]["details"]["base_model"]
+    assert rows["surprisal", 0]["n_failed"] > 0 or rows["surprisal", 0]["auroc"] is not None
+    sim = rows["simulation", 0]
+    assert sim["n"] == 2 and sim["n_calls"] == 2 and sim["output_tokens"] > 0
+    assert sim["correlation"] is None or -1.0 <= sim["correlation"] <= 1.0
+    assert sim["correlation"] == sim["details"]["correlation"]
+    intr = rows["intruder", 0]
+    assert intr["n"] == intr["n_calls"] == 2 and intr["details"]["chance"] == pytest.approx(0.2)  # 10 // 4 groups
+    gen = rows["generation", 0]
+    assert gen["n"] == 3 and gen["n_calls"] == 1
+
+
+def test_generation_counts_exactly_the_written_texts_that_fire_the_latent(scored):
+    interp, _, _, latent, _ = scored
+    for control in (0, 1):
+        r = rows_by(interp, latent)["generation", control]
+        texts = [t["text"] for t in r["details"]["texts"]]
+        fired = [a is not None and a.max() > 0 for a in interp.probe.activations(texts, latent)]
+        assert [o["prediction"] for o in r["outcomes"] if not o["failed"]] == [int(f) for f in fired if f is not None]
+        if r["n_scored"]:
+            assert r["recall"] == pytest.approx(sum(fired) / r["n_scored"])
+
+
+def test_intervention_strengths_reach_their_kl_targets_on_prompts_the_explainer_never_sees(scored):
+    interp, store, _, latent, _ = scored
+    r = rows_by(interp, latent)["intervention", 0]
+    pool = interp.intervention_prompts(latent)
+    assert not set(pool["explain"][0]) & set(pool["score"][0]) and len(pool["score"][0]) == 4
+    assert {o["window"] for o in r["outcomes"] if o["window"] >= 0} <= set(pool["score"][0])
+    steerer = Steerer(interp.subject, steering_site(interp.coder, store.provenance["hook"], latent))
+    prompts = torch.from_numpy(pool["score"][1])
+    per_target = r["details"]["per_target"]
+    assert [t["target"] for t in per_target] == [0.5, 2.0]
+    for t in per_target:
+        assert t["strength"] is not None, t["error"]
+        assert steerer.kl(prompts, t["strength"]) == pytest.approx(t["target"], rel=0.1)
+        assert t["n"] == 4 - t["identical"]
+    shown = r["n_scored"] + r["n_failed"]
+    assert shown == sum(t["n"] for t in per_target) and r["n_calls"] == shown
+
+
+def test_the_tui_detail_shows_each_scorers_metric_and_details(scored):
+    from autointerp.tui.detail import scores_table
+
+    _, _, db, latent, _ = scored
+    browser = Browser.open(db)
+    try:
+        assert set(browser.scorers()) >= set(NEW) and browser.scorers()["simulation"] == "correlation"
+        text = scores_table(browser.detail(latent)).plain
+    finally:
+        browser.close()
+    for scorer in NEW:
+        assert f" {scorer}" in text
+    assert "KL 0.5: strength" in text and "KL 2: strength" in text
+    assert "written texts fired the latent" in text and "base model" in text and "chance 0.20" in text
+
+
+def test_the_output_side_explainer_explains_from_steered_continuations(scored, backend, tmp_path):
+    interp, store, db, latent, _ = scored
+    cfg = Config(db=str(db), sample=SAMPLE, score=SCORE, explain=ExplainConfig(explainer="intervention"))
+    causal = Interpreter(cfg, store, backend)
+    try:
+        row, why = asyncio.run(causal.explain_latent(latent))
+    finally:
+        causal.close()
+    assert why is None and row["explainer"] == "intervention"
+    steering = row["extras"]["steering"]
+    assert steering["target"] == 2.0 and steering["strength"] > 0  # the median of [0.5, 2.0]
+    assert row["n_examples"] == 2 and (row["text"] is None) == (row["error"] is not None)
+    assert row["n_calls"] == 1 and row["prompt_tokens"] > 0
+
+
+def test_a_missing_surprisal_base_model_is_refused_before_any_latent(real_cache_db, tmp_path):
+    from autointerp.engine.interpret import InterpretError
+
+    db = copy_db(real_cache_db, tmp_path / "s.db")
+    cfg = Config(db=str(db), score=ScoreConfig(scorers=["surprisal"], surprisal_model=str(tmp_path / "no.gguf")))
+    with ActivationStore.open(db) as store, pytest.raises(InterpretError, match="score.surprisal_model"):
+        Interpreter(cfg, store, None)
