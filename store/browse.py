@@ -23,9 +23,11 @@ from .runs import run_rows
 from .schema import SCHEMA_VERSION
 
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
-# have it, else AUROC.
-PRIMARY_METRIC = {"embedding": "auroc"}
-METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc")
+# have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
+# intruder's accuracy is the share of groups whose intruder was named.
+PRIMARY_METRIC = {"embedding": "auroc", "surprisal": "auroc", "simulation": "correlation", "generation": "recall",
+                  "intruder": "accuracy"}  # fmt: skip
+METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
 
 
@@ -303,12 +305,14 @@ class Browser:
             " where latent = ? order by explainer", [latent])]  # fmt: skip
         scores: dict[tuple[str, str], dict] = {}
         for r in self._dict_rows(
-            f"select explainer, scorer, control, n, n_scored, n_failed, recall_per_decile, explanation_latent,"
-            f" {', '.join(METRICS)} from scores where latent = ? order by explainer, scorer, control", [latent]
+            f"select explainer, scorer, control, n, n_scored, n_auroc, n_failed, recall_per_decile, explanation_latent,"
+            f" details, {', '.join(METRICS)} from scores where latent = ? order by explainer, scorer, control",
+            [latent],
         ):  # fmt: skip
             entry = scores.setdefault((r["explainer"], r["scorer"]), {"explainer": r["explainer"],
                                                                        "scorer": r["scorer"]})  # fmt: skip
             r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
+            r["details"] = json.loads(r["details"]) if r["details"] else {}
             entry["control" if r["control"] else "real"] = r
         has_vocab = len(self.vocab()) > 0
         promoted, suppressed, neighbours = [], [], []

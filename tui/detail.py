@@ -44,7 +44,7 @@ def scores_table(detail: LatentDetail) -> Text:
     if not detail.scores:
         return Text("not scored yet\n", style="italic")
     text = Text()
-    text.append(f"{'explainer':<10} {'scorer':<10} {'metric':<17} {'score':>6} {'control':>7} {'n':>4} {'failed':>6}"
+    text.append(f"{'explainer':<10} {'scorer':<12} {'metric':<17} {'score':>6} {'control':>7} {'n':>4} {'failed':>6}"
                 "  recall by decile (1→10)\n", "bold")  # fmt: skip
     for entry in detail.scores:
         real, control = entry.get("real") or {}, entry.get("control") or {}
@@ -56,12 +56,39 @@ def scores_table(detail: LatentDetail) -> Text:
             if real.get(m) is None and control.get(m) is None:
                 continue
             rec = real.get("recall_per_decile") if first else None
-            text.append(f"{entry['explainer'] if first else '':<10.10} {entry['scorer'] if first else '':<10.10} {m:<17}"
+            text.append(f"{entry['explainer'] if first else '':<10.10} {entry['scorer'] if first else '':<12.12} {m:<17}"
                         f" {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>7}"
-                        f" {str(real.get('n_scored', '-')) if first else '':>4}"
+                        f" {(str(real.get('n_scored') or real.get('n_auroc') or 0) if real else '-') if first else '':>4}"
                         f" {str(real.get('n_failed', '-')) if first else '':>6}  {bars(rec, 1.0) if rec else ''}\n")  # fmt: skip
             first = False
+        for line in details_lines(entry["scorer"], real.get("details") or {}):
+            text.append(f"{'':<23} {line}\n", "dim")
     return text
+
+
+def details_lines(scorer: str, d: dict) -> list[str]:
+    """What a scorer stores beside its metrics, one short line each (the real explanation's row)."""
+    if scorer == "intervention":
+        lines = []
+        for t in d.get("per_target", []):
+            if t.get("strength") is None:
+                lines.append(f"KL {t['target']:g}: not reached ({t.get('error') or 'no strength found'})")
+            else:
+                lines.append(f"KL {t['target']:g}: strength {t['strength']:.3g}, accuracy {_fmt(t.get('accuracy'))},"
+                             f" AUROC {_fmt(t.get('auroc'))}, n {t.get('n', 0) - t.get('n_failed', 0)},"
+                             f" identical pairs {t.get('identical', 0)}")  # fmt: skip
+        return lines
+    if scorer == "simulation" and d:
+        return [f"per-example r {_fmt(d.get('mean_example_correlation'))} over {d.get('n_example_correlations', 0)}"
+                f" excerpts, pooled over {d.get('n_tokens', 0)} tokens"]  # fmt: skip
+    if scorer == "intruder" and d.get("chance"):
+        return [f"chance {d['chance']:.2f} ({d.get('group', '?')} excerpts per group)"]
+    if scorer == "generation" and d.get("texts") is not None:
+        fired = sum(1 for t in d["texts"] if (t.get("max_act") or 0) > 0)
+        return [f"{fired} of {len(d['texts'])} written texts fired the latent"]
+    if scorer == "surprisal" and d.get("base_model"):
+        return [f"base model {d['base_model']}"]
+    return []
 
 
 def explanations_text(detail: LatentDetail) -> Text:
