@@ -1,12 +1,16 @@
 """`autointerp bench llm`: LLM throughput and prefix-cache reuse of explain + score, measured in one run.
 
-- prompts_per_s: LLM prompts answered per second of wall time (explain + detection + fuzzing)
+- prompts_per_s: LLM prompts answered per second of wall time (explain + the scorers)
 - prompt_tokens_total / prompt_tokens_cached / cache_hit_ratio: prompt tokens sent, and the share the
   backend served from its prefix cache (overall, and per stage / scorer in `stages`)
 - backend_s: time inside the backend (sum of call latencies; calls never overlap in-process)
-- wall_s: wall time of the two stages; overhead = wall_s / backend_s - 1 is what the pipeline adds
-  (sampling, window fetches, prompt building, parsing, SQLite writes) on top of the LLM
-The embedding scorer is left out: it makes no LLM call.
+- wall_s: wall time of all stages; overhead = wall_s / backend_s - 1 is what the pipeline adds
+  (sampling, window fetches, prompt building, parsing, SQLite writes, and for intervention, generation and
+  surprisal the subject/base model's own passes) on top of the LLM
+- stages[name]: per stage and scorer (each scorer runs as its own stage): prompts, prompt and output tokens
+  per latent, backend seconds, wall seconds and seconds per latent (the README's cost table)
+Scorers: detection and fuzzing unless `scorers` names others (embedding and surprisal make no LLM call;
+their seconds per latent are still measured).
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ def _stage_figures(rows: list[dict]) -> dict:
     }  # fmt: skip
 
 
-def bench_llm(cfg: Config, db: str | None = None, n_latents: int = 4, cache_tokens: int = 16_384) -> dict:
+def bench_llm(cfg: Config, db: str | None = None, n_latents: int = 4, cache_tokens: int = 16_384,
+              scorers: list[str] | None = None) -> dict:  # fmt: skip
+    """Explain once, then score with each scorer in its own timed stage (so seconds per latent are each
+    scorer's own, steering and base-model passes included)."""
+    scorers = list(scorers or ["detection", "fuzzing"])
     workdir = Path(tempfile.mkdtemp(prefix="autointerp-bench-llm-"))
     if db is None:
         from .cache import run_cache
@@ -47,20 +55,25 @@ def bench_llm(cfg: Config, db: str | None = None, n_latents: int = 4, cache_toke
         import shutil
 
         db = str(shutil.copy(db, workdir / "bench.db"))
-    cfg = dataclasses.replace(cfg, db=db, score=dataclasses.replace(cfg.score, scorers=["detection", "fuzzing"]))
+    cfg = dataclasses.replace(cfg, db=db, score=dataclasses.replace(cfg.score, scorers=scorers))
     backend = make_backend(cfg.llm)
     store = ActivationStore.open(db)
     interp = Interpreter(cfg, store, backend)
     latents = interp.select(f"top:{n_latents}")
+    walls: dict[str, float] = {}
 
-    async def run() -> float:
+    async def run() -> None:
         t = time.perf_counter()
         await interp.run_stage("explain", latents, redo=True)
-        await interp.run_stage("score", latents, redo=True)
-        return time.perf_counter() - t
+        walls["explain"] = time.perf_counter() - t
+        for scorer in scorers:
+            interp.cfg.score.scorers = [scorer]
+            t = time.perf_counter()
+            await interp.run_stage("score", latents, redo=True)
+            walls[scorer] = time.perf_counter() - t
 
     try:
-        wall = asyncio.run(run())
+        asyncio.run(run())
         explanations = [interp.results.explanation(x, interp.spec.name) for x in latents]
         scores = [r for r in interp.results.scores() if r["latent"] in set(latents)]
     finally:
@@ -68,12 +81,18 @@ def bench_llm(cfg: Config, db: str | None = None, n_latents: int = 4, cache_toke
         asyncio.run(backend.aclose())
         store.close()
     stages = {"explain": _stage_figures([e for e in explanations if e])}
-    for scorer in ("detection", "fuzzing"):
+    for scorer in scorers:
         stages[scorer] = _stage_figures([r for r in scores if r["scorer"] == scorer])
+    n = max(len(latents), 1)
+    for name, st in stages.items():
+        st["wall_s"] = walls[name]
+        st["seconds_per_latent"] = walls[name] / n
+        st["output_tokens_per_latent"] = st["output_tokens"] / n
+    wall = sum(walls.values())
     everything = _stage_figures([e for e in explanations if e] + scores)
     return {
         "backend": backend.name, "model": backend.model, "profile": interp.cfg.profile,
-        "examples_per_prompt": interp.cfg.score.examples_per_prompt, "latents": len(latents),
+        "examples_per_prompt": interp.cfg.score.examples_per_prompt, "latents": len(latents), "scorers": scorers,
         "prompts_per_s": everything["prompts"] / wall, "prompt_tokens_total": everything["prompt_tokens"],
         "prompt_tokens_cached": everything["prompt_tokens_cached"], "cache_hit_ratio": everything["cache_hit_ratio"],
         "output_tokens_total": everything["output_tokens"], "backend_s": everything["backend_s"], "wall_s": wall,
