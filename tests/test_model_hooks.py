@@ -69,3 +69,26 @@ def test_transcoder_reads_mlp_input_and_bad_hooks_refused(model):
     with pytest.raises(ModelError, match="unknown hook point 'blocks.2.hook_nope'"):
         model.check_hook("blocks.2.hook_nope")
 
+
+
+def test_two_processes_converting_the_same_gguf_at_once_both_succeed(folder, tmp_path):
+    """Two batch processes on one machine start together with an empty model cache: each dequantises the
+    GGUF into its own temporary folder, one rename wins, the other uses the winner's folder."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
+    code = ("from autointerp.engine.defaults import smollm2_gguf; from autointerp.engine.model import gguf_as_safetensors;"
+            "print(gguf_as_safetensors(smollm2_gguf())[0])")  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
+    made = tmp_path / "models" / folder.name
+    assert {out.strip() for out, _ in outs} == {str(made)}
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [folder.name]  # no temporary folder left
+    ours, ref = load_file(made / "model.safetensors"), load_file(folder / "model.safetensors")
+    assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
