@@ -69,6 +69,13 @@ def real_cache_db(tmp_path_factory):
     return path
 
 
+def write_stand_in_explanation(results, latent: int, text: str) -> None:
+    """An explanation written directly (no LLM call): for tests about scoring, not explaining."""
+    results.write_explanation({"latent": latent, "explainer": "default", "text": text, "n_calls": 0,
+                               "n_failed_calls": 0, "prompt_tokens": 0, "cached_tokens": 0, "output_tokens": 0,
+                               "llm_seconds": 0.0})  # fmt: skip
+
+
 def copy_db(src, dst):
     import shutil
 

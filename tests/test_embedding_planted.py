@@ -16,7 +16,7 @@ from autointerp.engine.model import load_tokenizer
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.stats import compute_latent_stats
 
-from conftest import base_provenance
+from conftest import base_provenance, write_stand_in_explanation
 
 TOPICS = {
     "cats and kittens, pet felines": [
@@ -85,9 +85,7 @@ def planted_db(tmp_path_factory):
     )  # fmt: skip
     compute_latent_stats(store, SEQ)
     for k, text in enumerate(TOPICS):
-        store.results.write_explanation({"latent": k, "explainer": "default", "text": text, "n_calls": 0,
-                                         "n_failed_calls": 0, "prompt_tokens": 0, "cached_tokens": 0,
-                                         "output_tokens": 0, "llm_seconds": 0.0})  # fmt: skip
+        write_stand_in_explanation(store.results, k, text)
     store.close()
     return path
 

@@ -24,7 +24,10 @@ from autointerp.engine.interpret import Interpreter
 from autointerp.engine.llm import make_backend
 from autointerp.engine.model import SubjectModel
 from autointerp.engine.probe import MAX_PROBE_TOKENS
+from autointerp.engine.setup import prepare
 from autointerp.store.db import ActivationStore
+
+from conftest import write_stand_in_explanation
 
 HOOK = "blocks.0.hook_resid_pre"
 WORDS = {0: "king", 1: "money"}  # latent -> the word it fires on
@@ -89,15 +92,13 @@ def planted(subject, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cached(planted, subject, tmp_path_factory):
-    folder, fires = planted
+    folder, _ = planted
     db = tmp_path_factory.mktemp("planted-db") / "planted.db"
     cfg = CacheConfig(coder=str(folder), hook=HOOK, seq_len=64, n_tokens=16_384, chunk_tokens=8192, batch_size=16)
-    run_cache(cfg, str(db))
+    run_cache(cfg, str(db), parts=prepare(cfg, subject))  # the module's model, not a second load
     with ActivationStore.open(db) as store:
         for latent, text in EXPLANATIONS.items():
-            store.results.write_explanation({"latent": latent, "explainer": "default", "text": text, "n_calls": 0,
-                                             "n_failed_calls": 0, "prompt_tokens": 0, "cached_tokens": 0,
-                                             "output_tokens": 0, "llm_seconds": 0.0})  # fmt: skip
+            write_stand_in_explanation(store.results, latent, text)
     return db, cfg
 
 

@@ -96,7 +96,7 @@ def test_complete_many_keeps_order(server_url):
 
 def test_score_stage_end_to_end_through_the_real_server(server_url, tmp_path, real_cache_db):
     """The whole score stage over HTTP: real server, real cache, stored rows with honest accounting."""
-    from conftest import copy_db
+    from conftest import copy_db, write_stand_in_explanation
 
     from autointerp.engine.config import Config, SampleConfig, ScoreConfig
     from autointerp.engine.interpret import Interpreter
@@ -116,9 +116,7 @@ def test_score_stage_end_to_end_through_the_real_server(server_url, tmp_path, re
     interp = Interpreter(cfg, store, backend)
     latents = interp.select("top:2")
     for latent in latents:  # stand-in explanations: this test is about the scoring path over HTTP
-        store.results.write_explanation({"latent": latent, "explainer": "default", "text": f"text number {latent}",
-                                         "n_calls": 0, "n_failed_calls": 0, "prompt_tokens": 0, "cached_tokens": 0,
-                                         "output_tokens": 0, "llm_seconds": 0.0})  # fmt: skip
+        write_stand_in_explanation(store.results, latent, f"text number {latent}")
 
     async def go():
         try:

@@ -70,7 +70,6 @@ def test_transcoder_reads_mlp_input_and_bad_hooks_refused(model):
         model.check_hook("blocks.2.hook_nope")
 
 
-
 def test_two_processes_converting_the_same_gguf_at_once_both_succeed(folder, tmp_path):
     """Two batch processes on one machine start together with an empty model cache: each dequantises the
     GGUF into its own temporary folder, one rename wins, the other uses the winner's folder."""
