@@ -458,7 +458,7 @@ class Interpreter:
 
     async def _run_scorer(self, scorer: str, latent: int, text: str, state):
         """-> (run, model, backend, prompt sha, settings) for one explanation."""
-        sc, llm = self.cfg.score, self.cfg.llm
+        sc = self.cfg.score
         if scorer == "embedding":
             cache = state["cache"]
             if "vectors" not in cache:  # the excerpts' embeddings, computed once for the explanation and its control
