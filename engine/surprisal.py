@@ -113,7 +113,7 @@ class GGUFLM(BaseLM):
             import llama_cpp
         except ImportError as e:  # pragma: no cover - a dependency
             raise SurprisalError(f"llama-cpp-python is not importable ({e})") from None
-        from autointerp.engine.llm.llamacpp import available_cores
+        from autointerp.engine.llm.llamacpp import available_cores, avoid_amx_crash
 
         p = Path(path).expanduser()
         if not p.is_file():
@@ -122,6 +122,7 @@ class GGUFLM(BaseLM):
         # far faster: llama.cpp's spinning thread barriers stall when a core is taken (measured 8x).
         threads = n_threads or available_cores()
         gpu = n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0
+        avoid_amx_crash()
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(p), logits_all=True, n_ctx=1 + MAX_PREFIX_TOKENS + MAX_TEXT_TOKENS,

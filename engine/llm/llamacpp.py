@@ -28,6 +28,30 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def avoid_amx_crash() -> None:
+    """Load weights without llama.cpp's extra (repacked) buffer types where this build would use its AMX kernels.
+
+    On Intel CPUs with AMX (Sapphire Rapids and later) the AMX matmul segfaults on the first decode on some
+    machines (ggml-org/llama.cpp#20824, closed unfixed; seen here with llama-cpp-python 0.3.36 and the embedded
+    Q4_1 model, every call). `Llama` takes no option for it, so the default model parameters it starts from are
+    wrapped once, for this process. Elsewhere nothing changes (repacking stays on where it is safe)."""
+    import llama_cpp.llama_cpp as lib
+
+    if getattr(lib.llama_model_default_params, "_autointerp_no_amx", False):
+        return
+    if b"AMX_INT8 = 1" not in lib.llama_print_system_info():
+        return
+    defaults = lib.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    without_extra_buffers._autointerp_no_amx = True  # type: ignore[attr-defined]
+    lib.llama_model_default_params = without_extra_buffers
+
+
 def resolve_gguf(spec: str) -> Path:
     if spec == "embedded":
         from autointerp.engine.defaults import MissingDefault, smollm2_gguf
@@ -82,6 +106,7 @@ class LlamaCppBackend(LLMBackend):
         path = resolve_gguf(cfg.model)
         if cfg.n_ctx < 4096:
             raise LLMConfigError(f"llm.n_ctx must be at least 4096 (got {cfg.n_ctx}): scorer prompts are long")
+        avoid_amx_crash()
         threads = cfg.n_threads or available_cores()
         # All layers on the GPU when this llama.cpp build can offload (a CUDA/Metal wheel); else CPU.
         gpu_layers = cfg.n_gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0
