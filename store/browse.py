@@ -20,7 +20,6 @@ import numpy as np
 from .db import ActivationStore, StoreError
 from .queries import LatentWindow, WindowQueries
 from .runs import run_rows
-from .schema import SCHEMA_VERSION
 
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
 # have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
@@ -136,25 +135,7 @@ class Browser:
         if path.is_dir():
             raise BrowseError(f"{path} is a directory, not a database")
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-            conn.execute("pragma busy_timeout = 5000")
-            tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
-        except sqlite3.DatabaseError as e:
-            raise BrowseError(f"{path} is not an SQLite database ({e})") from None
-        if "meta" not in tables:
-            conn.close()
-            raise BrowseError(f"{path} is not an autointerp database (no 'meta' table)")
-        row = conn.execute("select value from meta where key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        conn.close()
-        if version > SCHEMA_VERSION:
-            raise BrowseError(f"{path} has schema version {version}, newer than this autointerp's "
-                              f"({SCHEMA_VERSION}); upgrade autointerp to browse it")  # fmt: skip
-        if version < SCHEMA_VERSION:
-            raise BrowseError(f"{path} has schema version {version}; run `autointerp upgrade {path}` "
-                              f"(additive, keeps everything) to browse it")  # fmt: skip
-        try:
-            store = ActivationStore.open(path, readonly=True)
+            store = ActivationStore.open(path, readonly=True)  # the one schema check (store/schema.py)
         except StoreError as e:
             raise BrowseError(str(e)) from None
         return cls(store)

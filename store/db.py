@@ -8,6 +8,7 @@ process) never block them.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -17,7 +18,15 @@ import numpy as np
 import sqlite_utils
 
 from .codec import decode_offsets, decode_values, encode_offsets, encode_values
-from .schema import SchemaError, ensure_schema
+from .schema import (
+    SchemaError,
+    check_codec,
+    check_version,
+    chunk_fingerprint,
+    ensure_schema,
+    implied_stages,
+    read_version,
+)
 
 # Fields that say which activations a database holds; reusing a database for another value
 # of any of them would mix incompatible activations.
@@ -26,6 +35,86 @@ IDENTITY_FIELDS = ("model", "hook", "coder_kind", "coder_hash", "corpus_hash", "
 
 class StoreError(Exception):
     """A problem with the database file, stated in one line."""
+
+
+class StoreWriteError(Exception):
+    """The database refused a write through no fault of the input (full disk, locked, read-only file):
+    everything committed is kept and the same command resumes once the cause is gone."""
+
+
+def describe_database_error(path, e: sqlite3.DatabaseError) -> str:
+    """One line for an SQLite error met while reading or opening a file."""
+    text = str(e)
+    if "not a database" in text or "file is encrypted" in text:
+        return f"{path} is not an SQLite database ({text})"
+    if "malformed" in text or "corrupt" in text:
+        return f"{path} is corrupt ({text}); restore it from a copy"
+    return f"{path}: {text}"
+
+
+def describe_write_error(path, e: sqlite3.Error) -> str:
+    """Why a write to the database failed, told apart: full disk, locked by another process, read-only."""
+    text = str(e)
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        why = "the database is locked by another process that holds a long write"
+    elif "readonly" in low or "read-only" in low:
+        why = "the database file (or its folder) is read-only"
+    elif "full" in low or "disk i/o" in low or "too large" in low:
+        why = "the disk is full (or a file-size limit was reached)"
+    else:
+        why = "the database refused the write"
+    return f"cannot write {path}: {why} ({text}); everything committed is kept"
+
+
+def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: bool = True) -> int | None:
+    """Check a database file before a command does anything with it, through a read-only connection: nothing
+    is written, whatever the outcome. Returns the schema version (0: an empty file, which only a command that
+    can start a database from nothing accepts), or None when there is no file yet (`must_exist=False`: a
+    command that creates one). Raises StoreError with one line naming the problem.
+
+    `integrity` runs SQLite's quick_check (every page's structure, not the packed arrays' contents), so a
+    truncated or page-corrupted file is refused before a command writes its first row into it."""
+    path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"database path {path} is a directory")
+    if not path.exists():
+        if must_exist:
+            raise StoreError(f"database {path} does not exist")
+        parent = path.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise StoreError(f"cannot create database {path}: {parent} is a file, not a folder")
+        if not os.access(parent, os.W_OK):
+            raise StoreError(f"cannot create database {path}: the folder {parent} is not writable")
+        return None
+    if writing and not os.access(path, os.W_OK):
+        raise StoreError(f"database {path} is read-only")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open database {path} ({e})") from None
+    try:
+        db = sqlite_utils.Database(conn)
+        version = read_version(db)
+        if version == 0:  # an empty file: a new database to a command that makes one, else nothing to read
+            if must_exist:
+                raise SchemaError("not an autointerp database (an empty file)")
+            return 0
+        check_version(version, path, readonly=not writing)
+        check_codec(db)
+        if integrity:
+            problem = conn.execute("pragma quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise StoreError(f"{path} is corrupt ({problem}); restore it from a copy")
+        return version
+    except SchemaError as e:
+        raise StoreError(f"{path}: {e}") from None
+    except sqlite3.DatabaseError as e:
+        raise StoreError(describe_database_error(path, e)) from None
+    finally:
+        conn.close()
 
 
 def now() -> str:
@@ -54,36 +143,31 @@ class ActivationStore:
     # ---- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False):
+    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False, allow_older: bool = False):
+        """Open a database. Read-only connections never write (not even a migration); `allow_older` lets a
+        read-only look at an older schema (a command checking its inputs before it migrates and writes)."""
         path = Path(path)
         if not path.exists() and not create:
             raise StoreError(f"database {path} does not exist")
         if path.exists() and path.is_dir():
             raise StoreError(f"database path {path} is a directory")
-        if readonly:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), check_same_thread=False)
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(path), check_same_thread=False)
+        except (sqlite3.Error, OSError) as e:
+            raise StoreError(f"cannot open database {path} ({e})") from None
         conn.execute("pragma busy_timeout = 30000")
         db = sqlite_utils.Database(conn)
         try:
-            tables = db.table_names()
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise StoreError(f"{path} is not an SQLite database ({e})") from None
-        try:
             if readonly:
-                if "meta" not in tables:
-                    raise SchemaError("not an autointerp database (no 'meta' table)")
-                from .schema import SCHEMA_VERSION
-
-                v = int(db.execute("select value from meta where key='schema_version'").fetchone()[0])
-                if v != SCHEMA_VERSION:
-                    raise SchemaError(
-                        f"database schema version {v} differs from this autointerp's "
-                        f"({SCHEMA_VERSION}); open it read-write with a matching autointerp"
-                    )
+                version = read_version(db)
+                if version == 0:
+                    raise SchemaError("not an autointerp database (an empty file)")
+                check_version(version, path, readonly=not allow_older)
+                check_codec(db)
             else:
                 ensure_schema(db)
                 # WAL: readers in other processes never block the writer and vice versa.
@@ -92,6 +176,9 @@ class ActivationStore:
         except SchemaError as e:
             conn.close()
             raise StoreError(f"{path}: {e}") from None
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise StoreError(describe_database_error(path, e)) from None
         return cls(db, path, readonly)
 
     def close(self) -> None:
@@ -112,19 +199,26 @@ class ActivationStore:
             self._prov = rows[0] if rows else None
         return self._prov
 
+    def check_claim(self, identity: dict) -> None:
+        """Raise StoreError naming the first identity field (of those given) in which this database's cache
+        differs; reads only."""
+        existing = self.provenance
+        if existing is None:
+            return
+        for field in IDENTITY_FIELDS:
+            if field in identity and existing[field] != identity[field]:
+                raise StoreError(
+                    f"{self.path} holds activations for {field}={existing[field]!r}, "
+                    f"not {identity[field]!r}; use another --db or delete it"
+                )
+
     def claim(self, prov: dict) -> None:
         """Record the provenance of a new cache, or check an existing one has the same identity.
 
         Raises StoreError naming the first differing field; writes nothing in that case.
         """
-        existing = self.provenance
-        if existing is not None:
-            for field in IDENTITY_FIELDS:
-                if existing[field] != prov[field]:
-                    raise StoreError(
-                        f"{self.path} holds activations for {field}={existing[field]!r}, "
-                        f"not {prov[field]!r}; use another --db or delete it"
-                    )
+        if self.provenance is not None:
+            self.check_claim(prov)
             return
         row = dict(prov, id=1, created_at=now())
         for key in ("versions", "config"):
@@ -240,11 +334,49 @@ class ActivationStore:
     def nnz(self) -> int:
         return sum(c.nnz for c in self.chunks().values())
 
+    # ---- stages: explicit completion ----------------------------------------------------------
+
+    def chunk_fingerprint(self) -> str:
+        return chunk_fingerprint(self.db)
+
+    def stats_fingerprint(self, window_len: int) -> str:
+        return f"{self.chunk_fingerprint()};window_len={int(window_len)}"
+
+    def stage(self, name: str) -> dict | None:
+        """A stage's row: {fingerprint, detail (dict), done_at (None while it runs)}, or None. An older file
+        opened read-only answers with the rows its migration will write."""
+        if self.readonly and "stages" not in self.db.table_names():
+            row = next((r[1:] for r in implied_stages(self.db) if r[0] == name), None)
+        else:
+            row = self.db.execute("select fingerprint, detail, done_at from stages where name = ?", [name]).fetchone()
+        if row is None:
+            return None
+        return {"fingerprint": row[0], "detail": json.loads(row[1] or "{}"), "done_at": row[2]}
+
+    def stage_done(self, name: str, fingerprint: str) -> bool:
+        """The stage ended, over exactly what the file holds now."""
+        s = self.stage(name)
+        return s is not None and s["done_at"] is not None and s["fingerprint"] == fingerprint
+
+    def set_stage(self, name: str, fingerprint: str, detail: dict, done: bool) -> None:
+        """Record a stage's state. No transaction of its own: call it inside the transaction that writes the
+        stage's output, so the two are committed (or lost to a kill) together."""
+        self.db.execute(
+            "insert or replace into stages (name, fingerprint, detail, done_at) values (?, ?, ?, ?)",
+            [name, fingerprint, json.dumps(detail, sort_keys=True), now() if done else None],
+        )
+
+    def stats_done(self, window_len: int) -> bool:
+        return self.stage_done("cache.stats", self.stats_fingerprint(window_len))
+
     # ---- per-latent statistics -------------------------------------------------------------
 
-    def write_latent_stats(self, rows: list[dict]) -> None:
+    def write_latent_stats(self, rows: list[dict], stage: tuple[str, dict, bool] | None = None) -> None:
+        """Upsert statistics rows; `stage` = (fingerprint, detail, done) is recorded in the same transaction."""
         with self.db.conn:
             self.db["latents"].upsert_all(rows, pk="latent")
+            if stage is not None:
+                self.set_stage("cache.stats", *stage)
 
     def latent_stats(self, latent: int) -> dict | None:
         rows = list(self.db["latents"].rows_where("latent = ?", [int(latent)]))

@@ -120,7 +120,8 @@ class WindowQueries:
     def non_activating(
         self, aw: ActivatingWindows, n: int, rng: np.random.Generator, exclude=()
     ) -> np.ndarray:
-        """Random windows in which the latent never fires (rejection sampling, bounded)."""
+        """`min(n, available)` random windows in which the latent never fires, exactly: rejection sampling,
+        which is quick unless the latent fires almost everywhere; then a draw from the complement."""
         total = self.n_windows()
         taken = set(int(w) for w in aw.window_ids) | {int(w) for w in exclude}
         available = total - len(taken)
@@ -137,6 +138,9 @@ class WindowQueries:
                     chosen.append(w)
                     if len(chosen) >= n:
                         break
+        if len(chosen) < n:  # a dense latent: draw the rest from every window left (memory: one int per window)
+            rest = np.setdiff1d(np.arange(total, dtype=np.int64), np.fromiter(taken | seen, np.int64), assume_unique=True)
+            chosen += [int(w) for w in rng.choice(rest, size=n - len(chosen), replace=False)]
         return np.asarray(chosen, dtype=np.int64)
 
     def histogram(self, latent: int) -> tuple[list[float], list[int]] | None:

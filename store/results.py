@@ -112,10 +112,12 @@ class Results:
                 r[key] = json.loads(r[key]) if r[key] else None
         return rows
 
-    def has_score(self, latent: int, explainer: str, scorer: str, control: int) -> bool:
+    def score_done(self, latent: int, explainer: str, scorer: str, control: int) -> bool:
+        """The score is stored and holds no failed example a rerun may fix (see scores.n_retry)."""
         return (
             self.db.execute(
-                "select 1 from scores where latent = ? and explainer = ? and scorer = ? and control = ?",
+                "select 1 from scores where latent = ? and explainer = ? and scorer = ? and control = ?"
+                " and coalesce(n_retry, n_failed) = 0",
                 [latent, explainer, scorer, control],
             ).fetchone()
             is not None

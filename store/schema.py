@@ -11,11 +11,48 @@ import sqlite_utils
 
 from .codec import CODEC
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SchemaError(Exception):
     """The file is not an autointerp database this version can use."""
+
+
+def read_version(db: sqlite_utils.Database) -> int:
+    """The schema version a file records; 0 for a file with no tables at all (a new database).
+
+    The one place that tells an autointerp database from any other file: raises SchemaError, in one line,
+    for a foreign SQLite file, a `meta` table without a version, or a version that is not a number."""
+    tables = set(db.table_names())
+    if not tables:
+        return 0
+    if "meta" not in tables:
+        raise SchemaError("not an autointerp database (it has tables but no 'meta' table)")
+    row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+    if row is None:
+        raise SchemaError("not an autointerp database (its 'meta' table records no schema_version)")
+    try:
+        version = int(row[0])
+    except (TypeError, ValueError):
+        raise SchemaError(f"not an autointerp database (schema_version {row[0]!r} is not a number)") from None
+    if version < 1:
+        raise SchemaError(f"not an autointerp database (schema_version {version})")
+    return version
+
+
+def check_version(version: int, path, *, readonly: bool) -> None:
+    """Refuse a version this autointerp cannot use as asked: newer ones always, older ones when reading
+    only (migrating is a write; `autointerp upgrade` does it)."""
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is newer than this autointerp understands ({SCHEMA_VERSION}); "
+            "upgrade autointerp"
+        )
+    if readonly and version < SCHEMA_VERSION:
+        raise SchemaError(
+            f"database schema version {version} is older than this autointerp's ({SCHEMA_VERSION}); "
+            f"run `autointerp upgrade {path}` (additive: every row is kept)"
+        )
 
 
 def _create_v1(db: sqlite_utils.Database) -> None:
@@ -287,11 +324,59 @@ def _create_v5(db: sqlite_utils.Database) -> None:
     db["scores"].add_column("details", str)
 
 
+def _create_v6(db: sqlite_utils.Database) -> None:
+    """Explicit completion of every stage, and which failed examples a rerun may fix."""
+    # One row per stage of work over the whole file ("cache.stats", "cache"). `fingerprint` says what the
+    # stage's output was computed from (the committed chunks); `detail` (JSON) holds resume state while it
+    # runs (done_at null) and what it was done with once it ends. A stage is complete only when its row has
+    # a done_at and a fingerprint matching the file now: a row count can never be mistaken for completion.
+    db["stages"].create({"name": str, "fingerprint": str, "detail": str, "done_at": str}, pk="name")
+    # Examples whose failure a rerun may fix (a call error or an unparseable answer), as opposed to failures
+    # no rerun changes (a steering target out of reach). A row with n_retry > 0 is scored again on rerun.
+    db["scores"].add_column("n_retry", int)
+    db.execute("update scores set n_retry = n_failed")  # older rows: every failure is worth another try
+    _backfill_stages(db)
+
+
+def chunk_fingerprint(db: sqlite_utils.Database) -> str:
+    """What a stage computed over the cache was computed from: the committed chunks, tokens and activations."""
+    n, tokens, nnz = db.execute("select count(*), coalesce(sum(n_tokens), 0), coalesce(sum(nnz), 0) from chunks").fetchone()
+    return f"chunks={n};tokens={tokens};nnz={nnz}"
+
+
+def _backfill_stages(db: sqlite_utils.Database) -> None:
+    for row in implied_stages(db):
+        db.execute("insert into stages (name, fingerprint, detail, done_at) values (?, ?, ?, ?)", row)
+
+
+def implied_stages(db: sqlite_utils.Database) -> list[tuple[str, str, str, str]]:
+    """The stage rows a cache made before they existed earns: its statistics count as complete only when every
+    latent has a row (a run killed inside the statistics pass left fewer, and they are recomputed); the cache
+    stage only when its vocabulary and directions are complete too. Read-only."""
+    import json
+
+    prov = db.execute("select num_latents, config, vocab_size, coder_kind from provenance where id = 1").fetchone()
+    if prov is None:
+        return []
+    num_latents, config, vocab_size, coder_kind = prov
+    if db.execute("select count(*) from latents").fetchone()[0] != num_latents:
+        return []
+    cfg = json.loads(config or "{}")
+    fp = f"{chunk_fingerprint(db)};window_len={int(cfg.get('window_len', 32))}"
+    rows = [("cache.stats", fp, json.dumps({"next_latent": num_latents}), "migrated")]
+    tables = set(db.table_names())
+    n_vocab = db.execute("select count(*) from vocab").fetchone()[0] if "vocab" in tables else 0
+    n_dirs = db.execute("select count(*) from directions").fetchone()[0] if "directions" in tables else 0
+    if n_vocab >= vocab_size and (coder_kind == "neurons" or n_dirs >= num_latents):
+        rows.append(("cache", chunk_fingerprint(db), json.dumps({"config": cfg}), "migrated"))
+    return rows
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5}
+MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5, 6: _create_v6}
 
 
-def _check_codec(db: sqlite_utils.Database) -> None:
+def check_codec(db: sqlite_utils.Database) -> None:
     row = db.execute("select value from meta where key = 'codec'").fetchone()
     if row is None or row[0] != CODEC:
         found = row[0] if row else "none recorded"
@@ -300,22 +385,10 @@ def _check_codec(db: sqlite_utils.Database) -> None:
 
 def ensure_schema(db: sqlite_utils.Database) -> int:
     """Create or migrate the schema; returns the version. Raises SchemaError, writing nothing."""
-    tables = set(db.table_names())
-    if tables and "meta" not in tables:
-        raise SchemaError("not an autointerp database (it has tables but no 'meta' table)")
-    version = 0
-    if "meta" in tables:
-        row = db.execute("select value from meta where key = 'schema_version'").fetchone()
-        if row is None:
-            raise SchemaError("not an autointerp database (no schema_version in 'meta')")
-        version = int(row[0])
-    if version > SCHEMA_VERSION:
-        raise SchemaError(
-            f"database schema version {version} is newer than this autointerp understands "
-            f"({SCHEMA_VERSION}); upgrade autointerp"
-        )
+    version = read_version(db)
+    check_version(version, "", readonly=False)
     if version == SCHEMA_VERSION:
-        _check_codec(db)
+        check_codec(db)
         return version
     # One explicit transaction: a failed migration leaves the file as it was.
     db.execute("begin immediate")

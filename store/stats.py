@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from .db import ActivationStore
+from .killpoints import kill_point
 
 HIST_BINS = 20
 FINE_BINS = 4000  # a multiple of HIST_BINS
@@ -49,19 +50,33 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
                 hist_counts=json.dumps(coarse.tolist()))  # fmt: skip
 
 
-def compute_latent_stats(store: ActivationStore, window_len: int, progress=None) -> int:
-    """(Re)compute the statistics row of every latent from what is stored; returns latents seen."""
+def compute_latent_stats(store: ActivationStore, window_len: int, progress=None, batch: int = 1000) -> int:
+    """(Re)compute the statistics row of every latent from what is stored; returns the latents computed.
+
+    Resumable: each batch of rows is committed with the stage's resume point, and the last one marks the stage
+    done, so a run killed anywhere inside this pass continues where it stopped and never mistakes a partial
+    table for a finished one. Rows are recomputed from scratch when the chunks changed since they were written."""
+    fingerprint = store.stats_fingerprint(window_len)
+    num_latents = int(store.provenance["num_latents"])
+    state = store.stage("cache.stats")
+    if state is not None and state["fingerprint"] == fingerprint:
+        if state["done_at"] is not None:
+            return 0
+        start = int(state["detail"].get("next_latent", 0))
+    else:
+        start = 0
     # Frequency is per counted token: BOS positions are never activations, so not counted.
     n_tokens = store.n_tokens()
-    num_latents = int(store.provenance["num_latents"])
-    rows = []
-    for latent in range(num_latents):
-        rows.append(latent_stats(store, latent, window_len, n_tokens))
-        if len(rows) >= 1000:
-            store.write_latent_stats(rows)
-            rows = []
+    if progress is not None and start:
+        progress(start)
+    for lo in range(start, num_latents, batch):
+        hi = min(lo + batch, num_latents)
+        rows = [latent_stats(store, latent, window_len, n_tokens) for latent in range(lo, hi)]
+        store.write_latent_stats(rows, (fingerprint, {"next_latent": hi}, hi == num_latents))
+        kill_point("cache.stats")
         if progress is not None:
-            progress(1)
-    if rows:
-        store.write_latent_stats(rows)
-    return num_latents
+            progress(hi - lo)
+    if num_latents == 0 or start >= num_latents:  # nothing to write: still record the end
+        with store.db.conn:
+            store.set_stage("cache.stats", fingerprint, {"next_latent": num_latents}, True)
+    return num_latents - start
