@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from autointerp.store.db import ActivationStore, StoreError
+from autointerp.store.killpoints import kill_point
 from autointerp.store.directions import missing_directions, vocab_size_stored, write_directions, write_vocab
 
 from .explainers import LogitLens
@@ -82,6 +83,7 @@ def annotate(store: ActivationStore, model, coder, *, k: int = 10, n_neighbours:
     if vocab_size_stored(store.db) != size:
         write_vocab(store.db, vocab_text(model.tokenizer, size))
         vocab_written = size
+        kill_point("cache.vocab")
     decoder = coder.decoder_directions()
     if decoder is None:
         if on_event is not None:
@@ -102,27 +104,35 @@ def annotate(store: ActivationStore, model, coder, *, k: int = 10, n_neighbours:
                 write_directions(store.db, [{"latent": i, "promoted": p, "suppressed": s, "neighbours": n}
                                             for i, p, s, n in rows])  # fmt: skip
                 written += len(ids)
+                kill_point("cache.directions")
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
 
 
 def annotate_db(path: str, on_event: Callable[[str, str], None] | None = None) -> AnnotateResult:
     """`autointerp annotate DB`: load the model and coder the cache was made with, then annotate it.
 
-    Opening read-write migrates an older schema first. The cache's config comes from its provenance;
-    the device is chosen afresh (the file may have been made on another machine)."""
+    Everything is checked through a read-only connection first (the file, the cache it holds, the model and
+    coder it was made with); only then is the file opened to write, which migrates an older schema. The cache's
+    config comes from its provenance; the device is chosen afresh (the file may have been made on another
+    machine). A cache whose chunks and statistics are complete is marked complete once annotated."""
     import dataclasses
 
-    from .cache import provenance
+    from .cache import CACHE_STAGE, check_identity
     from .config import CacheConfig
-    from .setup import prepare
+    from .setup import chunk_seqs_for, prepare, provenance
 
-    with ActivationStore.open(path) as store:
+    with ActivationStore.open(path, readonly=True, allow_older=True) as store:
         prov = store.provenance
         if prov is None:
             raise StoreError(f"{path} holds no activation cache yet: run `autointerp cache` first")
         cfg = dataclasses.replace(CacheConfig(**json.loads(prov["config"])), device="auto")
-        if on_event is not None:
-            on_event("start", f"loading model {cfg.model!r} and coder {cfg.coder!r} ...")
-        parts = prepare(cfg)
-        store.claim(provenance(parts, cfg))  # the same model, hook, coder and corpus, or a one-line error
-        return annotate(store, parts.model, parts.coder, on_event=on_event)
+    parts = prepare(cfg, precheck=lambda identity: check_identity(path, identity))
+    check_identity(path, provenance(parts, cfg))  # the same model, hook, coder and corpus, or a one-line error
+    with ActivationStore.open(path) as store:
+        result = annotate(store, parts.model, parts.coder, on_event=on_event)
+        per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
+        whole = len(store.chunks()) >= -(-cfg.n_sequences // per_chunk)
+        if whole and store.stats_done(cfg.window_len) and not store.stage_done(CACHE_STAGE, store.chunk_fingerprint()):
+            with store.db.conn:
+                store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": dataclasses.asdict(cfg)}, True)
+        return result

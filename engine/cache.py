@@ -14,20 +14,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
+from autointerp.store.killpoints import kill_point
 from autointerp.store.stats import compute_latent_stats
 
 from .annotate import annotate
 from .config import CacheConfig
-from .corpus import CorpusSpec, corpus_hash, iter_documents, pack_sequences
-from .setup import CacheParts, prepare
-
-MAX_CHUNK_TOKENS = 1 << 16  # chunk offsets are stored as uint16
-
+from .corpus import CorpusError, CorpusSpec, iter_documents, pack_sequences
+from .setup import CacheParts, chunk_seqs_for, prepare, provenance
 
 @dataclass
 class CacheResult:
@@ -44,11 +43,6 @@ class CacheResult:
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def chunk_seqs_for(seq_len: int, chunk_tokens: int = MAX_CHUNK_TOKENS) -> int:
-    """Whole sequences per chunk: as many as fit in `chunk_tokens` (offsets must fit uint16)."""
-    return max(min(chunk_tokens, MAX_CHUNK_TOKENS) // seq_len, 1)
-
-
 def sequence_stream(parts: CacheParts, cfg: CacheConfig) -> Iterator[np.ndarray]:
     spec = CorpusSpec(cfg.corpus, cfg.text_field, cfg.seed)
     tok = parts.model.tokenizer
@@ -56,31 +50,32 @@ def sequence_stream(parts: CacheParts, cfg: CacheConfig) -> Iterator[np.ndarray]
     return itertools.islice(seqs, cfg.n_sequences)
 
 
-def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
-    from . import versions
+CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions)
 
-    vocab = parts.model.vocab_size
-    return {
-        "model": parts.model.name,
-        "model_hash": parts.model.content_hash,
-        "hook": parts.hook,
-        "coder_kind": parts.coder.kind,
-        "coder_path": parts.coder.path,
-        "coder_hash": parts.coder.content_hash,
-        "num_latents": parts.coder.num_latents,
-        "d_in": parts.coder.d_in,
-        "corpus": cfg.corpus,
-        "corpus_hash": corpus_hash(CorpusSpec(cfg.corpus, cfg.text_field, cfg.seed)),
-        "seq_len": cfg.seq_len,
-        "n_tokens_target": cfg.n_tokens,
-        "chunk_seqs": chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens),
-        "token_dtype": "uint16" if vocab <= 1 << 16 else "uint32",
-        "vocab_size": vocab,
-        "bos_token_id": parts.model.start_id,
-        "seed": cfg.seed,
-        "versions": versions.package_versions(),
-        "config": asdict(cfg),
-    }
+# Cache settings that say how it was computed, not what: a cache made with another batch size is the same cache.
+HOW_NOT_WHAT = frozenset({"batch_size", "device", "dtype"})
+
+
+def same_settings(done_with: dict, cfg: CacheConfig) -> bool:
+    return all(done_with.get(k) == v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT)
+
+
+def cache_is_complete(store: ActivationStore, cfg: CacheConfig) -> bool:
+    """The cache stage ended for these settings over exactly the chunks the file holds (its explicit mark,
+    written last: chunks, statistics, vocabulary and directions all done)."""
+    if store.provenance is None:
+        return False
+    mark = store.stage(CACHE_STAGE)
+    return (mark is not None and mark["done_at"] is not None and mark["fingerprint"] == store.chunk_fingerprint()
+            and same_settings(mark["detail"].get("config", {}), cfg))  # fmt: skip
+
+
+def committed_chunks(db_path: str | Path) -> dict[int, ChunkInfo]:
+    """The chunks a database already holds (read-only; nothing when there is no file or no cache yet)."""
+    if not Path(db_path).exists():
+        return {}
+    with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
+        return store.chunks() if store.provenance is not None else {}
 
 
 class ChunkWriter:
@@ -101,6 +96,7 @@ class ChunkWriter:
             if self.error is None:
                 try:
                     self.store.write_chunk(*item)
+                    kill_point("cache.chunk")
                 except BaseException as e:  # surfaced to the caller on the next submit/close
                     self.error = e
 
@@ -132,31 +128,66 @@ def encode_batch(parts: CacheParts, tokens: torch.Tensor) -> tuple[np.ndarray, n
     return flat.astype(np.int32), sp.latents.cpu().numpy().astype(np.int32), sp.values.cpu().numpy().astype(np.float16)
 
 
+@dataclass
+class CacheInputs:
+    """A cache's inputs, checked: its provenance, and the corpus stream already read up to its first sequence
+    (None when every chunk is committed and the corpus need not be read)."""
+
+    parts: CacheParts
+    provenance: dict
+    stream: Iterator[np.ndarray] | None
+
+
+def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts | None = None) -> CacheInputs:
+    """Everything a cache run needs, checked before the database is written: the model, hook, coder and corpus,
+    and that the database (if any) holds a cache of the same identity. Writes nothing."""
+    parts = parts or prepare(cfg, precheck=lambda identity: check_identity(db_path, identity))
+    prov = provenance(parts, cfg)
+    check_identity(db_path, prov)
+    per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
+    total_chunks = -(-cfg.n_sequences // per_chunk)
+    stream = None
+    if len(committed_chunks(db_path)) < total_chunks:
+        stream = sequence_stream(parts, cfg)
+        # Read the first sequence before touching the database: an empty, undecodable, malformed or too short
+        # corpus fails here with the file left as it was.
+        first = next(stream, None)
+        if first is None:
+            raise CorpusError(f"the corpus holds fewer tokens than one sequence (seq_len = {cfg.seq_len}); "
+                              "use a bigger corpus or a smaller seq_len")  # fmt: skip
+        stream = itertools.chain([first], stream)
+    return CacheInputs(parts, prov, stream)
+
+
 def run_cache(
     cfg: CacheConfig,
     db_path: str,
     on_progress: Callable[[int, int], None] | None = None,
     parts: CacheParts | None = None,
     on_event: Callable[[str, str], None] | None = None,
+    inputs: CacheInputs | None = None,
 ) -> CacheResult:
     """Cache activations of `cfg` into `db_path`, resuming after the last committed chunk.
 
-    Everything is validated (model, hook, coder, corpus) before the database is opened, so bad
+    Everything is validated (`check_cache_inputs`, unless the caller did) before the database is written, so bad
     input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch; events (start,
-    warning, end) go to `on_event(kind, message)` when given (a caller with its own event log), else to the store.
-    """
-    parts = parts or prepare(cfg)
-    prov = provenance(parts, cfg)
-    stream = sequence_stream(parts, cfg)
-    # Read the first sequence before touching the database: an empty, undecodable or malformed
-    # corpus fails here with the file left as it was.
-    stream = itertools.chain([next(stream)], stream)
+    warning, end) go to `on_event(kind, message)` when given (a caller with its own event log), else to the
+    store. The stage ends by marking itself complete in the file (`cache_is_complete`)."""
+    inputs = inputs or check_cache_inputs(cfg, db_path, parts)
     store = ActivationStore.open(db_path, create=True)
     try:
-        store.claim(prov)
-        return _fill(cfg, parts, store, stream, on_progress, on_event)
+        store.claim(inputs.provenance)
+        return _fill(cfg, inputs.parts, store, inputs.stream, on_progress, on_event)
     finally:
         store.close()
+
+
+def check_identity(db_path: str | Path, identity: dict) -> None:
+    """Refuse (read-only, before anything is written) a database whose cache was made from other inputs."""
+    if not Path(db_path).exists():
+        return
+    with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
+        store.check_claim(identity)
 
 
 def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, on_event=None) -> CacheResult:
@@ -177,45 +208,49 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     t0 = time.perf_counter()
     forward_s = 0.0
     new_tokens = 0
-    writer = ChunkWriter(store)
-    n_read = 0
-    try:
-        for chunk_id in range(total_chunks):
-            seqs = list(itertools.islice(stream, per_chunk))
-            n_read += len(seqs)
-            if not seqs:
-                break
-            if chunk_id in done:
-                if done[chunk_id].n_seqs != len(seqs):
-                    raise StoreError(f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
-                                     f"the corpus now gives {len(seqs)}: the corpus changed")
-                continue
-            tc = time.perf_counter()
-            flat_parts, lat_parts, val_parts = [], [], []
-            for start in range(0, len(seqs), cfg.batch_size):
-                batch = torch.from_numpy(np.stack(seqs[start : start + cfg.batch_size]))
-                tf = time.perf_counter()
-                with torch.inference_mode():
-                    flat, lat, val = encode_batch(parts, batch)
-                forward_s += time.perf_counter() - tf
-                flat += start * seq_len
-                flat_parts.append(flat)
-                lat_parts.append(lat)
-                val_parts.append(val)
-                new_tokens += len(batch) * seq_len
-                tokens_seen += len(batch) * seq_len
-                if on_progress:
-                    on_progress(tokens_seen, tokens_total)
-            offsets = np.concatenate(flat_parts).astype(np.uint16)
-            latents = np.concatenate(lat_parts)
-            values = np.concatenate(val_parts)
-            del flat_parts, lat_parts, val_parts
-            info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
-            writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
-        writer.close()
-    except BaseException:
-        writer.close()
-        raise
+    n_read = sum(c.n_seqs for c in done.values())
+    if stream is not None:
+        writer = ChunkWriter(store)
+        n_read = 0
+        try:
+            for chunk_id in range(total_chunks):
+                seqs = list(itertools.islice(stream, per_chunk))
+                n_read += len(seqs)
+                if not seqs:
+                    break
+                if chunk_id in done:
+                    if done[chunk_id].n_seqs != len(seqs):
+                        raise StoreError(f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
+                                         f"the corpus now gives {len(seqs)}: the corpus changed")
+                    continue
+                tc = time.perf_counter()
+                flat_parts, lat_parts, val_parts = [], [], []
+                for start in range(0, len(seqs), cfg.batch_size):
+                    batch = torch.from_numpy(np.stack(seqs[start : start + cfg.batch_size]))
+                    tf = time.perf_counter()
+                    with torch.inference_mode():
+                        flat, lat, val = encode_batch(parts, batch)
+                    forward_s += time.perf_counter() - tf
+                    flat += start * seq_len
+                    flat_parts.append(flat)
+                    lat_parts.append(lat)
+                    val_parts.append(val)
+                    new_tokens += len(batch) * seq_len
+                    tokens_seen += len(batch) * seq_len
+                    if on_progress:
+                        on_progress(tokens_seen, tokens_total)
+                offsets = np.concatenate(flat_parts).astype(np.uint16)
+                latents = np.concatenate(lat_parts)
+                values = np.concatenate(val_parts)
+                del flat_parts, lat_parts, val_parts
+                info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
+                writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
+            writer.close()
+        except BaseException:
+            writer.close()
+            raise
+    elif on_progress:
+        on_progress(tokens_seen, tokens_total)
     seconds = time.perf_counter() - t0
     exhausted = n_read < n_seqs
     if exhausted:
@@ -224,6 +259,9 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     # Token text and what each decoder direction says, for readers without a model (the TUI).
     annotated = annotate(store, parts.model, parts.coder, on_event=log)
     log("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
+    kill_point("cache.mark")
+    with store.db.conn:  # the stage's explicit end, over exactly the chunks now committed
+        store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": asdict(cfg), "exhausted": exhausted}, True)
     log("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
         {"seconds": seconds, "new_tokens": new_tokens})
     return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

@@ -7,6 +7,8 @@ CUDA when available.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -58,6 +60,40 @@ def hook_layer(hook: str) -> int:
     raise ModelError(f"unknown hook point {hook!r} (supported: {known}, or layers.N / layers.N.mlp)")
 
 
+def check_hook_layer(hook: str, n_layers: int) -> int:
+    layer = hook_layer(hook)
+    if layer >= n_layers:
+        raise ModelError(f"hook {hook!r}: the model has only {n_layers} blocks (0..{n_layers - 1})")
+    return layer
+
+
+def hook_width_of(hook: str, d_model: int, d_mlp: int) -> int:
+    return d_mlp if hook.endswith("mlp.hook_post") else d_model
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    n_layers: int
+    d_model: int
+    d_mlp: int
+
+
+def model_shape(spec: str) -> ModelShape | None:
+    """Blocks and widths of a model from its config alone (no weights loaded); None when the config cannot be read
+    here (loading the model then says why)."""
+    from transformers import AutoConfig
+
+    try:
+        folder, _, _ = resolve_model_folder(spec)
+        cfg = AutoConfig.from_pretrained(folder)
+        return ModelShape(int(cfg.num_hidden_layers), int(cfg.hidden_size),
+                          int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)))  # fmt: skip
+    except ModelError:
+        raise
+    except Exception:  # noqa: BLE001 - any reason to fail is reported by the model load that follows
+        return None
+
+
 def pick_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -89,6 +125,20 @@ def _cache_root() -> Path:
     return Path(os.environ.get("AUTOINTERP_CACHE_DIR") or user_cache_dir("autointerp"))
 
 
+@contextlib.contextmanager
+def _quiet_gguf_loader():
+    """transformers' GGUF dequantisation draws a tqdm bar of its own, deaf to its disable_progress_bar(): silence
+    it for this call (a command's output is its result, or one error line)."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    loud = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(loud, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = loud
+
+
 def gguf_as_safetensors(gguf: Path) -> tuple[Path, str]:
     """Dequantise a GGUF once with transformers' loader; later loads read the cached safetensors."""
     digest = _file_hash(gguf)
@@ -98,10 +148,12 @@ def gguf_as_safetensors(gguf: Path) -> tuple[Path, str]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with _quiet_gguf_loader():
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     except Exception as e:  # transformers raises many types for unreadable GGUF files
         raise ModelError(f"cannot load GGUF {gguf} ({type(e).__name__}: {e})") from None
     # Saved weights are plain fp32 now: drop the quantisation markers so reloads skip the GGUF path.
@@ -136,6 +188,15 @@ def resolve_model_folder(spec: str) -> tuple[str, str, str]:
         folder, digest = gguf_as_safetensors(path)
         return str(folder), str(path), digest
     return spec, spec, ""
+
+
+def model_display_name(spec: str) -> str:
+    """The name a model spec is recorded under (as `resolve_model_folder` gives it), without loading anything."""
+    if spec == "embedded":
+        return EMBEDDED_MODEL_NAME
+    if spec.endswith(".gguf"):
+        return str(Path(spec).expanduser())
+    return spec
 
 
 def load_tokenizer(spec: str):
@@ -208,15 +269,13 @@ class SubjectModel:
     # ---- hooks ----------------------------------------------------------------------------
 
     def check_hook(self, hook: str) -> int:
-        layer = hook_layer(hook)
-        if layer >= self.n_layers:
-            raise ModelError(f"hook {hook!r}: the model has only {self.n_layers} blocks (0..{self.n_layers - 1})")
+        layer = check_hook_layer(hook, self.n_layers)
         if hook not in self.bridge.hook_dict:
             raise ModelError(f"hook {hook!r} is not served by this model's TransformerLens bridge")
         return layer
 
     def hook_width(self, hook: str) -> int:
-        return self.d_mlp if hook.endswith("mlp.hook_post") else self.d_model
+        return hook_width_of(hook, self.d_model, self.d_mlp)
 
     def hook_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
         """[B, T] token ids -> [B, T, width] activations at `hook`, running only the blocks needed."""
