@@ -14,6 +14,7 @@ import torch
 
 from .examples import Example, activation_list, marked_positions, plain, with_marks
 from .llm import LLMRequest
+from .llm.base import NOT_JSON, answer_json, never_raises
 from .prompts import PromptLibrary
 
 MAX_EXPLANATION_CHARS = 200
@@ -86,22 +87,22 @@ def build_request(
 _FIELD = re.compile(r'"explanation"\s*:\s*"((?:[^"\\]|\\.)*)"', re.S)
 
 
+@never_raises(lambda why: (None, why))
 def parse_explanation(text: str | None) -> tuple[str | None, str | None]:
     """The answer -> (explanation, None) or (None, why it could not be used). Never raises."""
     if not text or not text.strip():
         return None, "empty answer"
-    try:
-        # strict=False: a raw line break inside the string (small models write them) is still JSON enough
-        obj = json.loads(text, strict=False)
+    # strict JSON is not asked for: a raw line break inside the string (small models write them) is JSON enough
+    obj = answer_json(text)
+    if obj is not NOT_JSON:
         value = obj.get("explanation") if isinstance(obj, dict) else None
-    except json.JSONDecodeError:
+    else:
         # A chatty answer around the JSON: take a complete explanation field, else the text after an
         # "Explanation:" label (free-text backends); a truncated field is a failure, never guessed.
         m = _FIELD.search(text)
         if m:
-            try:
-                value = json.loads(f'"{m.group(1)}"', strict=False)
-            except json.JSONDecodeError:
+            value = answer_json(f'"{m.group(1)}"')
+            if value is NOT_JSON:
                 return None, "unparseable answer"
         elif '"explanation"' in text:
             return None, "truncated answer"

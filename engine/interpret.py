@@ -21,16 +21,19 @@ from typing import Callable
 import numpy as np
 
 from autointerp.store.db import ActivationStore
+from autointerp.store.killpoints import kill_point
 from autointerp.store.queries import ActivatingWindows, WindowQueries
 from autointerp.store.results import SampleSet
 
 from .config import CacheConfig, Config, resolve_profile
 from .examples import Example, TokenText, plain
 from .explainers import EXPLAINERS, LogitLens, build_request, parse_explanation
-from .llm import LLMBackend, LLMRequest
+from .llm import LLMBackend, LLMRequest, LLMResponse
+from .llm.base import stored_answer
 from .metrics import ExampleOutcome, classification_metrics
 from .prompts import PromptLibrary
 from .sampling import ExampleSampler, NegativeSources
+from .selection import parse_selection
 from .scorers import generation, intervention, intruder
 from .scorers.base import Accounting, Item, ScoredRun, label_requests, outcomes_from
 from .scorers.detection import detection_items
@@ -45,6 +48,9 @@ SCORER_STREAM = {"detection": 1, "fuzzing": 2, "embedding": 1, "surprisal": 1, "
 INTERVENTION_STREAM = 0x57EE  # the draw of a latent's intervention prompt pool
 
 
+COPIED_DEMONSTRATION = "copied a few-shot demonstration"  # an answer that parsed, and says nothing of this latent
+
+
 class InterpretError(Exception):
     """A store or selection that explain/score cannot use, stated in one line."""
 
@@ -53,60 +59,70 @@ class BackendUnavailable(Exception):
     """Every call for a latent failed because the backend could not be reached: nothing was stored for it."""
 
 
+class StageFailed(Exception):
+    """A stage made LLM calls and not one of them gave a usable answer: it must not end as a success."""
+
+
 class Outage:
     """Shared by a stage's latents: how long the backend has been unreachable, and the pause before a retry.
 
-    Any latent that completes ends the outage. Past `budget_s` of continuous outage the stage stops
-    (a clean stop: what is stored stays, the next run resumes) instead of waiting forever."""
+    The clock starts at the first call left unanswered (its send time), not when its retries give up; any answer
+    ends the outage. Past `budget_s` of continuous outage the stage stops (a clean stop: what is stored stays,
+    the next run resumes) instead of waiting forever. A lone transient failure among answers is retried quietly;
+    an outage is announced (an event) once a retry after a pause has failed too."""
 
     def __init__(self, budget_s: float, on_event: Callable[[str, str], None] | None = None):
         self.budget_s, self.on_event = budget_s, on_event
         self.since: float | None = None
         self.attempt = 0
+        self.announced = False
 
     def ok(self) -> None:
-        if self.since is not None and self.on_event:
+        if self.announced and self.on_event:
             self.on_event("resumed", "backend reachable again; resuming")
-        self.since, self.attempt = None, 0
+        self.since, self.attempt, self.announced = None, 0, False
 
-    async def pause(self, error: BackendUnavailable) -> None:
+    def give_up(self, why: str) -> BackendUnavailable:
+        waited = asyncio.get_running_loop().time() - (self.since if self.since is not None else 0.0)
+        return BackendUnavailable(f"the LLM backend was unavailable for {waited:.0f}s ({why})")
+
+    async def pause(self, error: str, since: float) -> None:
+        """Wait before sending again the calls that failed for a transient reason; raises past the budget."""
         loop = asyncio.get_running_loop()
         if self.since is None:
-            self.since = loop.time()
-            if self.on_event:
-                self.on_event("outage", f"backend unavailable ({error}); pausing and retrying "
-                                        f"for up to {self.budget_s:.0f}s")  # fmt: skip
+            self.since = since
         waited = loop.time() - self.since
         if waited >= self.budget_s:
-            raise BackendUnavailable(f"the LLM backend was unavailable for {waited:.0f}s ({error})")
+            raise self.give_up(error)
         self.attempt += 1
+        if self.attempt >= 2 and not self.announced and self.on_event:
+            self.announced = True
+            self.on_event("outage", f"backend unavailable ({error}); pausing and retrying "
+                                    f"for up to {self.budget_s:.0f}s")  # fmt: skip
         await asyncio.sleep(min(0.5 * 2 ** min(self.attempt, 6), 30.0, self.budget_s - waited + 0.01))
 
+    async def watch(self, backend: LLMBackend) -> None:
+        """Stop the stage when calls have waited `budget_s` with no answer at all (a hanging server): without
+        this, a hang would be noticed only after every call's timeout and retries (hours with the defaults)."""
+        tick = min(1.0, max(self.budget_s / 8, 0.05))
+        while True:
+            await asyncio.sleep(tick)
+            silent = backend.silent_s()
+            if silent >= self.budget_s:
+                raise BackendUnavailable(f"the LLM backend answered nothing for {silent:.0f}s "
+                                         f"(calls waiting; outage_wait_s = {self.budget_s:g})")  # fmt: skip
 
-def parse_selection(spec: str, live: list[int], num_latents: int, seed: int) -> list[int]:
-    """"0-9,42" | "random:N" (N live latents, seeded) | "live" | "top:N" (N most frequent live latents)."""
-    spec = spec.strip()
-    if spec == "live":
-        return sorted(live)
-    kind, _, arg = spec.partition(":")
-    if kind in ("random", "top"):
-        if not arg.isdigit():
-            raise InterpretError(f"latent selection {spec!r}: expected {kind}:N")
-        n = min(int(arg), len(live))
-        if kind == "top":
-            return list(live[:n])
-        rng = np.random.default_rng([seed, 0x5E1EC7])
-        return sorted(int(x) for x in rng.choice(live, size=n, replace=False)) if n else []
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, dash, hi = part.strip().partition("-")
-        if not lo.isdigit() or (dash and not hi.isdigit()):
-            raise InterpretError(f"latent selection {spec!r}: use ranges like 0-9,42, or random:N, top:N, live")
-        a, b = int(lo), int(hi) if dash else int(lo)
-        if b >= num_latents or a > b:
-            raise InterpretError(f"latent selection {spec!r}: latents run from 0 to {num_latents - 1}")
-        out.extend(range(a, b + 1))
-    return sorted(set(out))
+
+def first_error(eg: BaseExceptionGroup) -> BaseException:
+    """The first real error inside (possibly nested) task groups, past the cancellations it caused."""
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            inner = first_error(e)
+            if not isinstance(inner, asyncio.CancelledError):
+                return inner
+        elif not isinstance(e, asyncio.CancelledError):
+            return e
+    return eg.exceptions[0]
 
 
 @dataclass
@@ -121,7 +137,17 @@ class StageTally:
     cached_tokens: int = 0
     output_tokens: int = 0
     backend_s: float = 0.0
-    reasons: Counter = field(default_factory=Counter)
+    answered: int = 0  # LLM answers that parsed (explanations, or examples labelled by an answer)
+    reasons: Counter = field(default_factory=Counter)  # why latents were skipped
+    errors: Counter = field(default_factory=Counter)  # why explanations / examples failed
+
+    @property
+    def all_failed(self) -> bool:
+        """LLM calls were made and not one answer was usable."""
+        return self.prompts > 0 and self.answered == 0
+
+    def failure_summary(self, n: int = 2) -> str:
+        return "; ".join(f"{k} ({v})" for k, v in self.errors.most_common(n)) or "no reason recorded"
 
     def add_accounting(self, row: dict) -> None:
         self.prompts += row["n_calls"]
@@ -136,10 +162,11 @@ class Interpreter:
         prov = store.provenance
         if prov is None:
             raise InterpretError(f"{store.path} holds no activation cache yet: run `autointerp cache` first")
-        if store.db["latents"].count == 0:
-            raise InterpretError(f"{store.path}: the cache has no latent statistics (an unfinished cache run?)")
         self.store, self.backend = store, backend
         self.cache_cfg = CacheConfig(**json.loads(prov["config"]))
+        if not store.stats_done(self.cache_cfg.window_len):
+            raise InterpretError(f"{store.path}: the cache is not finished (its latent statistics are not complete); "
+                                 "rerun the cache stage (`autointerp batch` or `autointerp cache`) to finish it")
         self.queries = WindowQueries(store, self.cache_cfg.window_len)
         self.results = store.results
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
@@ -158,6 +185,7 @@ class Interpreter:
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="autointerp-store")
         self.num_latents = int(prov["num_latents"])
         self._explained: np.ndarray | None = None  # latents with an explanation, for controls
+        self._outage = Outage(cfg.batch.outage_wait_s)  # replaced by each run_stage with one that logs its events
         self._selection: list[int] = []  # the latents of the stage being run
 
     def close(self) -> None:
@@ -252,8 +280,8 @@ class Interpreter:
         )
         return [r[0] for r in rows]
 
-    def select(self, spec: str) -> list[int]:
-        return parse_selection(spec, self.live_latents(), self.num_latents, self.sample_cfg.seed)
+    def select(self, spec: str | list) -> list[int]:
+        return parse_selection(spec).resolve(self.live_latents(), self.num_latents, self.sample_cfg.seed)
 
     # ---- examples -----------------------------------------------------------------------------
 
@@ -365,15 +393,13 @@ class Interpreter:
         if failed is not None:  # nothing to ask (a steering target out of reach): a counted failure
             text, error, raw = None, failed, None
         else:
-            r = await self.backend.complete(req)
-            if r.unavailable:
-                raise BackendUnavailable(r.error)
+            (r,) = await self._complete([req])
             text, error = parse_explanation(r.text) if r.ok else (None, r.error)
             if text is not None and text.lower() in self._demonstrated:
                 # Small models often repeat a few-shot answer word for word: that explains nothing here.
-                text, error = None, "copied a few-shot demonstration"
+                text, error = None, COPIED_DEMONSTRATION
             acc.add(r)
-            raw = r.text
+            raw = stored_answer(r.text)
         row = {
             "latent": latent, "explainer": self.spec.name, "text": text, "error": error, "raw": raw,
             "model": self.backend.model, "backend": self.backend.name,
@@ -381,6 +407,7 @@ class Interpreter:
             "extras": extras, "settings": self._settings(threshold=self.cfg.explain.threshold), **acc.as_row(),
         }  # fmt: skip
         await self._off_loop(self.results.write_explanation, row)
+        kill_point("explain")
         return row, None
 
     # ---- score --------------------------------------------------------------------------------
@@ -413,10 +440,11 @@ class Interpreter:
             (scorer, c, who, text)
             for scorer in self.cfg.score.scorers
             for c, who, text in explanations
-            if redo or not self.results.has_score(latent, self.spec.name, scorer, c)
+            if redo or not self.results.score_done(latent, self.spec.name, scorer, c)
         ]
         if not todo:
             return None, "already scored"
+        # (rows that exist but hold failed examples a rerun may fix are scored again, whole)
         act = self.role_examples(s, "activating")
         non = self.role_examples(s, "non_activating")
         state = {scorer: self._score_state(scorer, latent, s, act, non)
@@ -454,6 +482,7 @@ class Interpreter:
             run, model, backend, sha, settings = await self._run_scorer(scorer, latent, text, state[scorer])
             rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed, settings))
         await self._off_loop(self.results.write_scores, rows)
+        kill_point("score")
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
 
     async def _run_scorer(self, scorer: str, latent: int, text: str, state):
@@ -491,11 +520,23 @@ class Interpreter:
                                       new_tokens=sc.intervention_new_tokens)  # fmt: skip
         return run, self.backend.model, self.backend.name, sha, settings
 
-    async def _complete(self, requests: list[LLMRequest]):
-        responses = await self.backend.complete_many(requests)
-        if responses and all(r.unavailable for r in responses):
-            raise BackendUnavailable(responses[0].error)
-        return responses
+    async def _complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
+        """One response per request, none of them a transient failure: requests that found no server are sent
+        again after the stage's outage pause (only those; the others' answers are kept), until answered or the
+        outage outlasts its budget (BackendUnavailable: nothing of this latent is stored)."""
+        responses = list(await self.backend.complete_many(requests))
+        fresh = responses
+        while True:
+            if any(not r.unavailable for r in fresh):
+                self._outage.ok()  # a server answered: whatever failed beside it is no outage (yet)
+            waiting = [i for i, r in enumerate(responses) if r.unavailable]
+            if not waiting:
+                return responses
+            first = responses[waiting[0]]
+            await self._outage.pause(first.error or "unavailable", asyncio.get_running_loop().time() - first.latency_s)
+            fresh = await self.backend.complete_many([requests[i] for i in waiting])
+            for i, r in zip(waiting, fresh):
+                responses[i] = r
 
     async def _llm_score(self, scorer: str, explanation: str, items: list[Item]) -> ScoredRun:
         batches = label_requests(
@@ -569,7 +610,7 @@ class Interpreter:
         acts = await self._off_loop(self.probe.activations, texts, latent) if texts else []
         run = generation.generation_run(texts, error, n, acts)
         run.accounting.add(r)
-        run.details = {"texts": [{"text": t, "max_act": None if a is None else float(a.max(initial=0.0))}
+        run.details = {"texts": [{"text": stored_answer(t), "max_act": None if a is None else float(a.max(initial=0.0))}
                                  for t, a in zip(texts or [], acts)]}  # fmt: skip
         return run
 
@@ -594,7 +635,8 @@ class Interpreter:
         return {
             "latent": latent, "explainer": self.spec.name, "scorer": scorer, "control": control,
             "explanation_latent": who, "explanation": text, **m, "outcomes": outcomes,
-            "errors": dict(run.errors), **run.accounting.as_row(), "model": model, "backend": backend,
+            "errors": dict(run.errors), "n_retry": m["n_failed"] - run.permanent_failures,
+            **run.accounting.as_row(), "model": model, "backend": backend,
             "correlation": run.details.get("correlation"), "details": run.details,
             "prompt_sha": sha, "seed": seed, "settings": settings,
         }  # fmt: skip
@@ -616,54 +658,74 @@ class Interpreter:
     async def run_stage(self, stage: str, latents: list[int], redo: bool = False,
                         on_latent: Callable[[int, StageTally], None] | None = None,
                         on_event: Callable[[str, str], None] | None = None) -> StageTally:  # fmt: skip
-        """Run one stage over `latents`. A latent whose every call finds the backend unreachable is retried
-        after a pause (nothing stored for it meanwhile); past `batch.outage_wait_s` the stage raises
-        BackendUnavailable, keeping everything already stored."""
+        """Run one stage over `latents`. Calls that find no server are sent again after a pause (nothing is
+        stored for their latent meanwhile); past `batch.outage_wait_s` of outage, or of calls waiting with no
+        answer at all, the stage raises BackendUnavailable, keeping everything already stored. A stage whose
+        calls all failed raises StageFailed after storing what it did (the failures, retried by the next run)."""
         tally = StageTally()
         self._explained, self._selection = None, list(latents)
         gate = asyncio.Semaphore(self.latents_in_flight())
-        outage = Outage(self.cfg.batch.outage_wait_s, on_event)
+
+        def log(kind: str, message: str, data: dict | None = None) -> None:
+            if on_event is not None:  # a caller with its own event log (the batch's RunLog)
+                on_event(kind, message)
+            else:  # on the store's own thread, in order with the results
+                self.worker.submit(self.store.log_event, stage, kind, message, data)
+
+        self._outage = Outage(self.cfg.batch.outage_wait_s, log)
 
         async def one(latent: int) -> None:
             async with gate:
-                while True:
-                    try:
-                        if stage == "explain":
-                            row, why = await self.explain_latent(latent, redo)
-                            rows = [row] if row else []
-                        else:
-                            rows, why = await self.score_latent(latent, redo)
-                        break
-                    except BackendUnavailable as e:
-                        await outage.pause(e)
+                if stage == "explain":
+                    row, why = await self.explain_latent(latent, redo)
+                    rows = [row] if row else []
+                else:
+                    rows, why = await self.score_latent(latent, redo)
                 if rows:
-                    outage.ok()
                     tally.done += 1
                 else:
                     tally.skipped += 1
-                tally.failed += sum(r["text"] is None if stage == "explain" else r["n_failed"] for r in rows)
                 for r in rows:
                     tally.add_accounting(r)
+                    if stage == "explain":
+                        tally.failed += r["text"] is None
+                        tally.answered += r["text"] is not None or r["error"] == COPIED_DEMONSTRATION
+                        if r["text"] is None:
+                            tally.errors[r["error"]] += 1
+                    else:
+                        tally.failed += r["n_failed"]
+                        tally.answered += r["n_scored"] if r["n_calls"] else 0
+                        tally.errors.update(r["errors"])
                 if why:
                     tally.reasons[why] += 1
                 if on_latent:
                     on_latent(latent, tally)
 
-        async def log(kind: str, message: str, data: dict) -> None:
-            if on_event is not None:  # a caller with its own event log (the batch's RunLog)
-                on_event(kind, message)
-            else:
-                await self._off_loop(self.store.log_event, stage, kind, message, data)
-
-        await log("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
-        try:
+        async def all_latents() -> None:
             async with asyncio.TaskGroup() as group:  # the first error cancels the other latents
                 for x in latents:
                     group.create_task(one(x))
+
+        log("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
+        try:
+            async with asyncio.TaskGroup() as outer:
+                dog = outer.create_task(self._outage.watch(self.backend)) if self.backend is not None else None
+                await all_latents()
+                if dog is not None:
+                    dog.cancel()
         except BaseExceptionGroup as eg:
-            raise eg.exceptions[0] from None
+            error = first_error(eg)
+            if isinstance(error, BackendUnavailable):
+                log("stopped", f"{stage}: {error}")
+            raise error from None
+        finally:
+            await self._off_loop(lambda: None)  # the events queued on the store's thread are written
         reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
-        await log("end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
-                         + (f" ({reasons})" if reasons else ""),
-                  {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
+        log("end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
+                   + (f" ({reasons})" if reasons else ""),
+            {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
+        await self._off_loop(lambda: None)
+        if tally.all_failed:
+            raise StageFailed(f"every LLM call of the {stage} stage failed ({tally.failure_summary()}); what failed "
+                              "is stored and retried by the next run: check the LLM server, then rerun")  # fmt: skip
         return tally

@@ -9,6 +9,8 @@ wrong answer). Only problems that make the backend unusable (a missing GGUF, a b
 from __future__ import annotations
 
 import abc
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -44,13 +46,53 @@ class LLMResponse:
     latency_s: float = 0.0  # time inside the backend for this call
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] | None = None
-    # The backend could not be reached or was overloaded (refused, timed out, 5xx, 429) after its retries:
-    # a batch pauses and retries instead of storing the failure.
+    # A transient failure: no replica could be reached or answered in time (refused, timed out, 5xx, 429) after
+    # the retries and the failover. Never an outcome: the caller pauses and sends the request again.
     unavailable: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+# Answers are stored for inspection; past this many characters the rest is cut (a runaway or hostile server
+# must not grow the database by megabytes per call).
+MAX_STORED_ANSWER_CHARS = 4000
+
+
+def stored_answer(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_STORED_ANSWER_CHARS:
+        return text
+    return text[:MAX_STORED_ANSWER_CHARS] + f" [... {len(text) - MAX_STORED_ANSWER_CHARS:,} more characters not stored]"
+
+
+NOT_JSON = object()  # what `answer_json` returns for text that is not JSON
+
+
+def answer_json(text: str):
+    """An answer parsed as JSON (raw control characters inside strings allowed), or NOT_JSON. Never raises: a
+    number of thousands of digits (ValueError) or deeply nested brackets (RecursionError) is just not JSON."""
+    try:
+        return json.loads(text, strict=False)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+def never_raises(failure):
+    """Decorate an answer parser so that any exception becomes its failure value, `failure(why)`: an LLM's
+    answer is data, and no answer may stop a stage (a failed parse is a counted failure, never a crash)."""
+
+    def wrap(parse):
+        @functools.wraps(parse)
+        def guarded(*args, **kwargs):
+            try:
+                return parse(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - whatever the text held, it is one unparseable answer
+                return failure(f"unparseable answer ({type(e).__name__})")
+
+        return guarded
+
+    return wrap
 
 
 class LLMBackend(abc.ABC):
@@ -70,6 +112,11 @@ class LLMBackend(abc.ABC):
 
     async def aclose(self) -> None:
         """Release the model / connections."""
+
+    def silent_s(self) -> float:
+        """Seconds during which calls have been waiting with no answer from the server at all (the outage clock
+        of a remote backend). In-process backends always answer: 0."""
+        return 0.0
 
     def describe(self) -> dict:
         """What to record beside results: backend and model, never keys."""

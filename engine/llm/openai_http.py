@@ -2,7 +2,11 @@
 
 Requests are spread round-robin over `cfg.base_urls` and sent concurrently, at most
 `cfg.max_concurrency` in flight. Retries with exponential backoff (408/409/429/5xx, connection errors,
-honouring `retry-after`) are the openai client's own. A failed call becomes `LLMResponse(error=...)`.
+honouring `retry-after`) are the openai client's own. A call that still fails for a transient reason (no
+connection, a timeout, 429, 5xx) is sent to the next replica of the fleet, and a replica that failed so is
+skipped for a while (a circuit breaker). Only when every replica failed does the response come back
+`unavailable`: the caller pauses and retries it, and never stores it as an outcome. Any other failure (a 4xx,
+a 200 that is not a chat completion) is that request's own: `LLMResponse(error=...)`.
 """
 
 from __future__ import annotations
@@ -22,6 +26,26 @@ from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogp
 # Local servers (llama.cpp, vLLM) accept any key, but the client refuses to start without one.
 _NO_KEY = "unused"
 _MAX_ERROR_CHARS = 300
+# A replica whose call failed for a transient reason is skipped for this long (doubling while it keeps failing,
+# up to the cap); when every replica is skipped, all are tried anyway.
+_COOLDOWN_S, _COOLDOWN_MAX_S = 5.0, 60.0
+TRANSIENT = (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError)  # timeouts included
+
+
+class _Replica:
+    """One server of the fleet and its health, as this process has seen it."""
+
+    def __init__(self, client: openai.AsyncOpenAI):
+        self.client = client
+        self.down_until = 0.0
+        self.failures = 0  # consecutive transient failures
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        self.down_until = now + min(_COOLDOWN_S * 2 ** (self.failures - 1), _COOLDOWN_MAX_S)
+
+    def answered(self) -> None:
+        self.failures, self.down_until = 0, 0.0
 
 
 class BadResponse(Exception):
@@ -44,38 +68,57 @@ class OpenAIBackend(LLMBackend):
         self._cfg = cfg
         # Kept only to scrub it from error text; never returned or logged.
         self._key = os.environ.get(cfg.api_key_env) or _NO_KEY
-        self._turn = itertools.count()  # round-robin position over the clients
-        self._clients, self._slots = self._connect()
+        self._turn = itertools.count()  # round-robin position over the replicas
+        self._replicas, self._slots = self._connect()
         self._loop = None  # the event loop the clients and semaphore serve (bound on first use)
+        # For the outage clock: when each call in flight was sent, and when any server last answered anything.
+        self._sent: dict[int, float] = {}
+        self._call_ids = itertools.count()
+        self._last_answer = 0.0
 
-    def _connect(self) -> tuple[list[openai.AsyncOpenAI], asyncio.Semaphore]:
+    def _connect(self) -> tuple[list[_Replica], asyncio.Semaphore]:
         cfg = self._cfg
-        clients = [
-            openai.AsyncOpenAI(base_url=url, api_key=self._key, timeout=cfg.timeout_s, max_retries=cfg.max_retries)
+        replicas = [
+            _Replica(openai.AsyncOpenAI(base_url=url, api_key=self._key, timeout=cfg.timeout_s,
+                                        max_retries=cfg.max_retries))
             for url in cfg.base_urls
-        ]
-        return clients, asyncio.Semaphore(cfg.max_concurrency)
+        ]  # fmt: skip
+        return replicas, asyncio.Semaphore(cfg.max_concurrency)
 
     def _bind_loop(self) -> None:
         # A semaphore and pooled connections belong to one event loop; a caller making successive
         # asyncio.run() calls gets fresh ones, since the previous loop's are unusable.
         loop = asyncio.get_running_loop()
         if self._loop is not None and self._loop is not loop:
-            self._clients, self._slots = self._connect()
+            self._replicas, self._slots = self._connect()
+            self._sent.clear()
         self._loop = loop
+
+    def silent_s(self) -> float:
+        """Seconds during which calls were waiting and no server answered anything (0 when none waits)."""
+        if not self._sent:
+            return 0.0
+        return time.monotonic() - max(self._last_answer, min(self._sent.values()))
 
     def describe(self) -> dict:
         return {"backend": self.name, "model": self.model, "base_urls": list(self._cfg.base_urls)}
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.close()
+        for replica in self._replicas:
+            await replica.client.close()
 
     async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
         self._bind_loop()
-        # Endpoints are picked here, in request order, so successive requests go to successive servers.
-        clients = [self._clients[next(self._turn) % len(self._clients)] for _ in requests]
-        return list(await asyncio.gather(*(self._one(c, r) for c, r in zip(clients, requests))))
+        # Replicas are picked here, in request order, so successive requests go to successive servers.
+        firsts = [next(self._turn) % len(self._replicas) for _ in requests]
+        return list(await asyncio.gather(*(self._one(i, r) for i, r in zip(firsts, requests))))
+
+    def _order(self, first: int) -> list[_Replica]:
+        """The replicas to try, starting at `first`: those not cooling down after a failure come first."""
+        n = len(self._replicas)
+        ring = [self._replicas[(first + k) % n] for k in range(n)]
+        now = time.monotonic()
+        return [r for r in ring if r.down_until <= now] + [r for r in ring if r.down_until > now]
 
     def _kwargs(self, req: LLMRequest) -> dict:
         kw = {
@@ -99,17 +142,40 @@ class OpenAIBackend(LLMBackend):
             kw["top_logprobs"] = req.top_logprobs
         return kw
 
-    async def _one(self, client: openai.AsyncOpenAI, req: LLMRequest) -> LLMResponse:
+    async def _one(self, first: int, req: LLMRequest) -> LLMResponse:
         async with self._slots:
+            call = next(self._call_ids)
             start = time.perf_counter()
+            self._sent[call] = time.monotonic()
             try:
-                completion = await client.chat.completions.create(**self._kwargs(req))
-                resp = _parse(completion, req.top_logprobs)
-            except Exception as e:  # one failed call never stops the others
-                down = isinstance(e, (openai.APIConnectionError, openai.InternalServerError, openai.RateLimitError))
-                resp = LLMResponse(error=self._error_text(e), unavailable=down)
+                resp = await self._try_replicas(first, req)
+            finally:
+                del self._sent[call]
             resp.latency_s = time.perf_counter() - start
             return resp
+
+    async def _try_replicas(self, first: int, req: LLMRequest) -> LLMResponse:
+        error: Exception | None = None
+        for replica in self._order(first):
+            try:
+                completion = await replica.client.chat.completions.create(**self._kwargs(req))
+            except TRANSIENT as e:  # this server is down, overloaded or too slow: try the next one
+                replica.failed(time.monotonic())
+                error = e
+                continue
+            except Exception as e:  # the server's answer about this request (a 4xx): one failed call
+                self._heard(replica)
+                return LLMResponse(error=self._error_text(e))
+            self._heard(replica)
+            try:
+                return _parse(completion, req.top_logprobs)
+            except Exception as e:  # a 200 that is not a chat completion: this call failed, the server is up
+                return LLMResponse(error=self._error_text(e))
+        return LLMResponse(error=self._error_text(error), unavailable=True)
+
+    def _heard(self, replica: _Replica) -> None:
+        replica.answered()
+        self._last_answer = time.monotonic()
 
     def _error_text(self, e: Exception) -> str:
         # One line: servers put the useful part after a newline (llama.cpp: "Error code: 500 - 1

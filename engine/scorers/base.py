@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from autointerp.engine.explainers import numbered
 from autointerp.engine.llm import LLMRequest, LLMResponse
+from autointerp.engine.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.metrics import ExampleOutcome
 from autointerp.engine.prompts import PromptTemplate
 
@@ -59,6 +60,9 @@ class ScoredRun:
     # Scorer-specific results beside the classification metrics (stored as JSON in scores.details); a
     # "correlation" key fills the scores.correlation column.
     details: dict = field(default_factory=dict)
+    # Failed examples no rerun can change (a steering target out of reach); the others (a call error, an
+    # unparseable answer) are worth another try, and a rerun scores the explanation again.
+    permanent_failures: int = 0
 
 
 def labels_schema(n: int) -> dict:
@@ -91,17 +95,18 @@ def label_requests(template: PromptTemplate, explanation: str, items: list[Item]
 _LIST = re.compile(r"\[\s*([01](?:\s*,\s*[01])*)\s*\]")
 
 
+@never_raises(lambda why: (None, None, why))
 def parse_labels(r: LLMResponse, n: int) -> tuple[list[int] | None, list[float | None] | None, str | None]:
     """An answer -> (labels, P(1) per label or None, None) or (None, None, why not)."""
     if not r.ok:
         return None, None, r.error
     text = r.text or ""
     labels = None
-    try:
-        obj = json.loads(text, strict=False)
+    obj = answer_json(text)
+    if obj is not NOT_JSON:
         if isinstance(obj, dict) and isinstance(obj.get("labels"), list):
             labels = obj["labels"]
-    except json.JSONDecodeError:
+    else:
         m = _LIST.search(text)  # a list of 0/1 inside a chatty answer
         labels = [int(x) for x in re.findall(r"[01]", m.group(1))] if m else None
     if labels is None:

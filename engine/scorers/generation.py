@@ -4,11 +4,11 @@ recall is the fraction that fire. A text with no tokens is a counted failure, ne
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 
 from autointerp.engine.llm import LLMRequest, LLMResponse
+from autointerp.engine.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.metrics import ExampleOutcome
 from autointerp.engine.prompts import PromptTemplate
 
@@ -30,12 +30,12 @@ def generation_request(template: PromptTemplate, explanation: str, n: int, *, se
                       json_schema=generation_schema(n) if json_output else None)  # fmt: skip
 
 
+@never_raises(lambda why: (None, why))
 def parse_texts(r: LLMResponse, n: int) -> tuple[list[str] | None, str | None]:
     if not r.ok:
         return None, r.error
-    try:
-        obj = json.loads(r.text or "", strict=False)
-    except json.JSONDecodeError:
+    obj = answer_json(r.text or "")
+    if obj is NOT_JSON:
         return None, "unparseable answer"
     texts = obj.get("texts") if isinstance(obj, dict) else None
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

@@ -9,7 +9,6 @@ this one. The same steered continuations feed the output-side explainer (`explai
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autointerp.engine.llm import LLMRequest, LLMResponse
+from autointerp.engine.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.metrics import ExampleOutcome, classification_metrics
 from autointerp.engine.prompts import PromptTemplate
 
@@ -110,15 +110,16 @@ def intervention_request(template: PromptTemplate, explanation: str, item: PairI
 _LETTER = re.compile(r"\b([AB])\b")
 
 
+@never_raises(lambda why: (None, None, why))
 def parse_choice(r: LLMResponse) -> tuple[int | None, float | None, str | None]:
     """-> (1 if the answer is B else 0, P("B") over A/B from logprobs or None, None) or (None, None, why)."""
     if not r.ok:
         return None, None, r.error
     text = r.text or ""
-    try:
-        obj = json.loads(text, strict=False)
+    obj = answer_json(text)
+    if obj is not NOT_JSON:
         value = obj.get("intervened") if isinstance(obj, dict) else None
-    except json.JSONDecodeError:
+    else:
         m = _LETTER.search(text)
         value = m.group(1) if m else None
     if value not in ("A", "B"):
@@ -159,6 +160,7 @@ def intervention_run(effects: list[TargetEffects], items: list[PairItem], identi
         if eff.strength is None:
             n = eff.n_prompts
             run.errors[eff.error or f"KL target {eff.target} not reached"] += n
+            run.permanent_failures += n
             failed = [ExampleOutcome(1, 0, failed=True) for _ in range(n)]
             run.outcomes += failed
             run.items += [Item(-1, "", 1, 0) for _ in failed]

@@ -4,7 +4,6 @@ names the one that does not. Each group is one prompt and one outcome (right or 
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy as np
 from autointerp.engine.examples import Example, plain
 from autointerp.engine.explainers import numbered
 from autointerp.engine.llm import LLMRequest, LLMResponse
+from autointerp.engine.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.prompts import PromptTemplate
 
 from .base import Item
@@ -49,15 +49,16 @@ def intruder_request(template: PromptTemplate, explanation: str, items: list[Ite
 _NUMBER = re.compile(r"\b(\d+)\b")
 
 
+@never_raises(lambda why: (None, None, why))
 def parse_intruder(r: LLMResponse, n: int) -> tuple[int | None, list[float] | None, str | None]:
     """-> (0-based index named, P(each excerpt is named) from logprobs or None, None) or (None, None, why not)."""
     if not r.ok:
         return None, None, r.error
     text = r.text or ""
-    try:
-        obj = json.loads(text, strict=False)
+    obj = answer_json(text)
+    if obj is not NOT_JSON:
         value = obj.get("intruder") if isinstance(obj, dict) else None
-    except json.JSONDecodeError:
+    else:
         m = _NUMBER.search(text)
         value = int(m.group(1)) if m else None
     if not isinstance(value, int) or isinstance(value, bool):

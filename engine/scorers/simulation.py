@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autointerp.engine.llm import LLMRequest, LLMResponse
+from autointerp.engine.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.prompts import PromptTemplate
 
 MAX_ACTIVATION = 10
@@ -117,19 +118,20 @@ def _number_spans(text: str) -> list[tuple[int, int]]:
     return [(x.start(), x.end()) for x in _NUMBER.finditer(text, start, end)]
 
 
+@never_raises(lambda why: SimulationAnswer(error=why))
 def parse_simulation(r: LLMResponse, n: int) -> SimulationAnswer:
     """An answer -> SimulationAnswer(values, expected or None, None) or SimulationAnswer(error=why)."""
     if not r.ok:
         return SimulationAnswer(error=r.error)
     text = r.text or ""
     raw = None
-    try:
-        obj = json.loads(text, strict=False)
+    obj = answer_json(text)
+    if obj is not NOT_JSON:
         if isinstance(obj, dict) and isinstance(obj.get("activations"), list):
             raw = obj["activations"]
         elif isinstance(obj, list):  # a bare list, from a backend that ignores the schema
             raw = obj
-    except json.JSONDecodeError:
+    else:
         m = _LIST.search(text)  # a list of numbers inside a chatty answer
         raw = [float(x) for x in _NUMBER.findall(m.group(1))] if m else None
     if raw is None:
