@@ -1,8 +1,17 @@
-"""`autointerp batch --dry-run`: what a run would do and roughly what it would cost, before anything runs.
+"""`autointerp batch --dry-run`: what a run would do and what it would cost, before anything runs.
 
-Calls are counted exactly from the sampling sizes. Prompt tokens come from rows already in the database
-when there are any (measured per latent), else from the prompt files rendered without excerpts (4
-characters per token) plus one window of tokens per excerpt: a rough figure, labelled as such.
+LLM calls are counted exactly, per latent, from what decides them: each latent's number of activating windows
+(the cache's statistics) gives the sizes of its example sets (`sampling.sample_sizes`, kept in step with the
+sampler), or its stored sample set does; which explanations and scores are already stored (a score holding
+failed examples a rerun may fix counts as to do); and whether a control explanation will exist. Two things no
+plan can know are stated, not guessed: the counts assume every explanation succeeds (a failed one is not scored),
+and intervention scoring's count is an upper bound (a steering target out of reach, or a steered continuation
+identical to the clean one, asks nothing). Before the cache exists the latents are not known yet: the counts
+are then upper bounds from the nominal sample sizes.
+
+Prompt tokens come from rows already in the database when there are any (measured per call), else from the
+prompt files rendered without excerpts (4 characters per token) plus one window of tokens per excerpt: a rough
+figure, labelled as such.
 """
 
 from __future__ import annotations
@@ -10,15 +19,16 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from autointerp.store.db import ActivationStore
+from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.text import printable
 
-from .annotate import needs_annotation
-from .batch import cache_is_complete, selection_text
+from .cache import cache_is_complete
 from .config import Config, resolve_profile
 from .explainers import EXPLAINERS
-from .interpret import parse_selection
 from .prompts import PromptLibrary
+from .sampling import sample_sizes
 from .scorers import WITHOUT_LLM
+from .selection import parse_selection
 
 
 def _embedded_on_cpu(cfg: Config) -> bool:
@@ -37,119 +47,174 @@ def _template_tokens(prompts: PromptLibrary, name: str, **values) -> int:
     return sum(len(m["content"]) for m in messages) // 4
 
 
-def _scorer_calls(cfg: Config, prompts: PromptLibrary, scorer: str, n_act: int) -> tuple[int, int, int]:
-    """Per latent and explanation: (LLM calls, rough prompt tokens per call, output token budget per call)."""
-    s, sc, w = cfg.sample, cfg.score, cfg.cache.window_len
+def scorer_calls(cfg: Config, scorer: str, n_act: int, n_non: int) -> int:
+    """LLM calls one explanation costs a scorer, for a latent with these held-out example counts (as
+    Interpreter._score_state and the scorers build their prompts). Intervention: an upper bound."""
+    sc = cfg.score
+    if scorer in WITHOUT_LLM:
+        return 0
+    if scorer == "detection":
+        return math.ceil((n_act + n_non) / sc.examples_per_prompt)
+    if scorer == "fuzzing":
+        return math.ceil(n_act / sc.examples_per_prompt)
+    if scorer == "simulation":
+        k = min(-(-sc.simulation_examples // 2), n_act)
+        return k + min(sc.simulation_examples - k, n_non)
+    if scorer == "intruder":
+        return min(n_act // sc.intruder_group, n_non)
+    if scorer == "generation":
+        return 1
+    return len(sc.kl_targets) * sc.intervention_prompts  # intervention
+
+
+def _rough_tokens_per_call(cfg: Config, prompts: PromptLibrary, scorer: str) -> tuple[int, int]:
+    """(prompt tokens, output token budget) of one call, from the prompt file and the excerpt sizes."""
+    sc, w = cfg.score, cfg.cache.window_len
     expl = "x" * 60
     if scorer in ("detection", "fuzzing"):
         per = sc.examples_per_prompt
-        items = n_act if scorer == "fuzzing" else n_act + s.n_non_activating
         base = _template_tokens(prompts, scorer, explanation=expl, examples="", n=str(per))
-        return math.ceil(items / per), base + per * (w + 4), 8 + 4 * per
+        return base + per * (w + 4), 8 + 4 * per
     if scorer == "simulation":
-        base = _template_tokens(prompts, scorer, explanation=expl, tokens="", n=str(w))
-        return sc.simulation_examples, base + 4 * w, 4 * w + 16
+        return _template_tokens(prompts, scorer, explanation=expl, tokens="", n=str(w)) + 4 * w, 4 * w + 16
     if scorer == "intruder":
-        groups = min(n_act // sc.intruder_group, s.n_non_activating)
         base = _template_tokens(prompts, scorer, explanation=expl, examples="", n="")
-        return groups, base + (sc.intruder_group + 1) * (w + 4), 16
+        return base + (sc.intruder_group + 1) * (w + 4), 16
     if scorer == "generation":
-        return 1, _template_tokens(prompts, scorer, explanation=expl, n=""), 24 + 60 * sc.generation_texts
-    # intervention: one call per prompt and KL target (pairs with identical continuations are skipped)
+        return _template_tokens(prompts, scorer, explanation=expl, n=""), 24 + 60 * sc.generation_texts
     base = _template_tokens(prompts, scorer, explanation=expl, prompt="", a="", b="")
-    return (len(sc.kl_targets) * sc.intervention_prompts,
-            base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16)  # fmt: skip
-
-
-def _count_selection(spec) -> int | None:
-    """How many latents a selection names before the cache exists (None: every live latent, unknown yet)."""
-    if isinstance(spec, list):
-        return len(set(spec))
-    kind, _, arg = spec.partition(":")
-    if kind in ("random", "top") and arg.isdigit():
-        return int(arg)
-    if spec == "live":
-        return None
-    return len(parse_selection(spec, [], 1 << 31, 0))  # ranges: checked and counted by the one parser
+    return base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16
 
 
 def plan(cfg: Config) -> dict:
-    """The run's plan as a dict: stages, latents to do, LLM calls and prompt tokens per stage."""
+    """The run's plan as a dict: stages, latents to do, LLM calls and prompt tokens per stage. Reads only."""
     cfg = resolve_profile(cfg, _embedded_on_cpu(cfg))
-    s, sc = cfg.sample, cfg.score
+    selection = parse_selection(cfg.batch.latents)
     out: dict = {"db": cfg.db, "profile": cfg.profile, "stages": list(cfg.batch.stages),
-                 "llm": f"{cfg.llm.backend} ({cfg.llm.model})", "selection": selection_text(cfg.batch.latents)}  # fmt: skip
-    store = ActivationStore.open(cfg.db, readonly=True) if Path(cfg.db).exists() else None  # writes nothing
+                 "llm": f"{cfg.llm.backend} ({cfg.llm.model})", "selection": selection.text}  # fmt: skip
+    exists = preflight(cfg.db, must_exist=False, writing=False) not in (None, 0)
+    store = ActivationStore.open(cfg.db, readonly=True) if exists else None  # writes nothing
     try:
-        cached = store is not None and store.provenance is not None and store.db["latents"].count > 0
-        complete = store is not None and cache_is_complete(store, cfg)
+        complete = store is not None and cache_is_complete(store, cfg.cache)
         out["cache"] = {"tokens": cfg.cache.n_sequences * cfg.cache.seq_len, "complete": complete,
-                        "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0,
-                        # complete but without vocabulary / directions: the batch loads the model to add them
-                        "annotate": complete and needs_annotation(store)}  # fmt: skip
-        latents, explain_todo, score_todo = None, None, None
-        if cached:
-            from .interpret import Interpreter
-
-            interp = Interpreter(cfg, store, None)
-            try:
-                latents = interp.select(selection_text(cfg.batch.latents))
-            finally:
-                interp.close()
-            res = store.results
-            explainer = cfg.explain.explainer
-            explain_todo = sum(1 for x in latents if (r := res.explanation(x, explainer)) is None or r["text"] is None)
-            score_todo = {
-                scorer: sum(1 for x in latents if not res.has_score(x, explainer, scorer, 0)) for scorer in sc.scorers
-            }
-        n = len(latents) if latents is not None else _count_selection(cfg.batch.latents)
-        out["latents"] = n
-        measured = _measured(store, cfg) if store is not None else {}
+                        "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0}  # fmt: skip
+        spec = EXPLAINERS[cfg.explain.explainer]
+        if complete:
+            work = _work_from_cache(cfg, store, selection, spec.needs_negatives)
+            measured = _measured(store, cfg)
+        else:
+            if store is not None and store.provenance is not None:
+                selection.check_width(int(store.provenance["num_latents"]))
+            work = _work_before_cache(cfg, selection)
+            measured = {}
+        out["latents"] = work["latents"]
         prompts = PromptLibrary(cfg.prompts_dir or None)
-        explainer_spec = EXPLAINERS[cfg.explain.explainer]
-        n_act = s.activating_per_decile * s.n_deciles
-        sides = 2 if sc.control else 1
         stages = {}
         if "explain" in cfg.batch.stages:
-            todo = explain_todo if explain_todo is not None else n
-            shown = (sc.intervention_explain_prompts * (sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens + 8)
-                     if explainer_spec.needs_steering else s.n_explain * (cfg.cache.window_len + 2))  # fmt: skip
-            rough = _template_tokens(prompts, explainer_spec.template, examples="", promoted="", negatives="") + shown
-            stages["explain"] = _stage(todo, 1, measured.get("explain"), rough,
-                                       cfg.explain.max_tokens * explainer_spec.token_budget)  # fmt: skip
+            shown = (cfg.score.intervention_explain_prompts * (cfg.score.intervention_prompt_tokens
+                                                               + 2 * cfg.score.intervention_new_tokens + 8)
+                     if spec.needs_steering else cfg.sample.n_explain * (cfg.cache.window_len + 2))  # fmt: skip
+            rough = _template_tokens(prompts, spec.template, examples="", promoted="", negatives="") + shown
+            stages["explain"] = _stage(work["explain"], work["explain"], measured.get("explain"), rough,
+                                       int(cfg.explain.max_tokens * spec.token_budget),
+                                       work["exact"] and not spec.needs_steering)  # fmt: skip
         if "score" in cfg.batch.stages:
-            for scorer in sc.scorers:
-                todo = score_todo[scorer] if score_todo is not None else n
+            for scorer in cfg.score.scorers:
+                todo, calls = work["score"][scorer]
                 if scorer in WITHOUT_LLM:
-                    stages[f"score/{scorer}"] = _stage(todo, 0, None, 0, 0)
+                    stages[f"score/{scorer}"] = _stage(todo, 0, None, 0, 0, True)
                     continue
-                calls, rough_call, out_call = _scorer_calls(cfg, prompts, scorer, n_act)
-                stages[f"score/{scorer}"] = _stage(todo, sides * calls, measured.get(f"score/{scorer}"),
-                                                   rough_call * sides * calls, out_call * sides * calls)  # fmt: skip
+                rough, budget = _rough_tokens_per_call(cfg, prompts, scorer)
+                stages[f"score/{scorer}"] = _stage(todo, calls, measured.get(f"score/{scorer}"), rough, budget,
+                                                   work["exact"] and scorer != "intervention")  # fmt: skip
         out["llm_stages"] = stages
         out["total"] = {k: sum(st[k] for st in stages.values() if st[k] is not None)
                         for k in ("calls", "prompt_tokens", "max_output_tokens")}  # fmt: skip
+        out["total"]["exact"] = all(st["exact"] for st in stages.values() if st["calls"])
         return out
     finally:
         if store is not None:
             store.close()
 
 
-def _stage(todo, calls_per_latent, measured, rough_prompt_per_latent, max_output_per_latent) -> dict:
+def _work_before_cache(cfg: Config, selection) -> dict:
+    """No cache yet: the nominal sample sizes for as many latents as the selection names (None for "live")."""
+    n = selection.count()
+    sizes = {"activating": cfg.sample.activating_per_decile * cfg.sample.n_deciles,
+             "non_activating": cfg.sample.n_non_activating}  # fmt: skip
+    sides = 2 if cfg.score.control and (n or 0) > 1 else 1
+    score = {}
+    for scorer in cfg.score.scorers:
+        per = scorer_calls(cfg, scorer, sizes["activating"], sizes["non_activating"])
+        score[scorer] = (n, None if n is None else n * sides * per)
+    return {"latents": n, "explain": n, "score": score, "exact": False}
+
+
+def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_negatives: bool) -> dict:
+    """Exact counts from the finished cache and what is stored."""
+    from .interpret import Interpreter
+
+    interp = Interpreter(cfg, store, None)
+    try:
+        latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+        total_windows = interp.queries.n_windows()
+    finally:
+        interp.close()
+    explainer = cfg.explain.explainer
+    db = store.db
+    n_windows = dict(db.execute("select latent, n_windows from latents"))
+    stored: dict[int, dict] = {}
+    for latent, role, n in db.execute("select latent, role, count(*) from samples group by latent, role"):
+        stored.setdefault(latent, {})[role] = n
+    skipped_sets = {r[0] for r in db.execute("select latent from sample_sets where skipped is not null")}
+    explained = {r[0] for r in db.execute("select latent from explanations where explainer = ? and text is not null",
+                                          [explainer])}  # fmt: skip
+    done = {(r[0], r[1], r[2]) for r in db.execute(
+        "select latent, scorer, control from scores where explainer = ? and coalesce(n_retry, n_failed) = 0",
+        [explainer])}  # fmt: skip
+
+    def sizes(latent: int) -> dict | None:
+        if latent in skipped_sets:
+            return None
+        if latent in stored:
+            return stored[latent]
+        return sample_sizes(cfg.sample, n_windows.get(latent, 0), total_windows, explainer_negatives)
+
+    chosen = {x: sizes(x) for x in latents}
+    to_explain = [x for x, sz in chosen.items() if sz is not None and x not in explained]
+    will_have = explained | set(to_explain)  # assuming every explanation succeeds
+    mine = will_have & set(latents)
+    pool = mine if len(mine) >= 2 else will_have  # as Interpreter.control_for draws the control's latent
+    score = {}
+    for scorer in cfg.score.scorers:
+        n_latents, calls = 0, 0
+        for x, sz in chosen.items():
+            if sz is None or x not in will_have:
+                continue
+            sides = [0] + ([1] if cfg.score.control and pool - {x} else [])
+            todo = [c for c in sides if (x, scorer, c) not in done]
+            if todo:
+                n_latents += 1
+                calls += len(todo) * scorer_calls(cfg, scorer, sz.get("activating", 0), sz.get("non_activating", 0))
+        score[scorer] = (n_latents, calls)
+    return {"latents": len(latents), "explain": len(to_explain), "score": score, "exact": True}
+
+
+def _stage(todo, calls, measured, rough_per_call, max_output_per_call, exact: bool) -> dict:
     if todo is None:
-        return {"latents": None, "calls": None, "prompt_tokens": None, "max_output_tokens": None, "basis": "-"}
-    if measured and measured["latents"]:
-        per_latent = measured["prompt_tokens"] / measured["latents"]
-        basis = f"measured on {measured['latents']} latents"
+        return {"latents": None, "calls": None, "prompt_tokens": None, "max_output_tokens": None, "basis": "-",
+                "exact": False}  # fmt: skip
+    if measured and measured["calls"]:
+        per_call = measured["prompt_tokens"] / measured["calls"]
+        basis = f"tokens measured on {measured['calls']:,} calls"
     else:
-        per_latent, basis = rough_prompt_per_latent, "rough: prompt files at 4 chars/token + excerpts"
-    return {"latents": todo, "calls": todo * calls_per_latent, "prompt_tokens": int(todo * per_latent),
-            "max_output_tokens": int(todo * max_output_per_latent), "basis": basis if calls_per_latent else "no LLM"}  # fmt: skip
+        per_call, basis = rough_per_call, "tokens rough: prompt files at 4 chars/token + excerpts"
+    return {"latents": todo, "calls": calls, "prompt_tokens": int(calls * per_call),
+            "max_output_tokens": int(calls * max_output_per_call), "basis": basis if calls else "no LLM",
+            "exact": exact}  # fmt: skip
 
 
 def _measured(store: ActivationStore, cfg: Config) -> dict:
-    if store.provenance is None:
-        return {}
     from .report import sum_accounting
 
     out = {"explain": sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])}
@@ -161,21 +226,27 @@ def _measured(store: ActivationStore, cfg: Config) -> dict:
 
 def format_plan(p: dict) -> str:
     c = p["cache"]
-    lines = [f"plan for {p['db']} (profile {p['profile']}, LLM {p['llm']})"]
+    lines = [f"plan for {printable(p['db'])} (profile {p['profile']}, LLM {printable(p['llm'])})"]
     if "cache" in p["stages"]:
         state = "already complete" if c["complete"] else f"{c['chunks_committed']} chunks committed so far"
-        if c.get("annotate"):
-            state += "; the model is loaded to store its vocabulary, logit lens and decoder neighbours"
         lines.append(f"  cache    {c['tokens']:,} tokens ({state})")
     n = p["latents"]
-    lines.append(f"  latents  {p['selection']} -> {n if n is not None else 'every live latent (known after the cache)'}")
+    lines.append(f"  latents  {printable(p['selection'])} -> "
+                 f"{n if n is not None else 'every live latent (known after the cache)'}")  # fmt: skip
     for stage, st in p["llm_stages"].items():
         if st["latents"] is None:
-            lines.append(f"  {stage:14s} latents known after the cache")
+            lines.append(f"  {stage:20s} latents known after the cache")
             continue
-        lines.append(f"  {stage:14s} {st['latents']:,} latents to do, {st['calls']:,} LLM calls, "
+        calls = f"{st['calls']:,} LLM calls" if st["exact"] else f"at most {st['calls']:,} LLM calls"
+        lines.append(f"  {stage:20s} {st['latents']:,} latents to do, {calls}, "
                      f"~{st['prompt_tokens']:,} prompt tokens ({st['basis']})")  # fmt: skip
     t = p["total"]
-    lines.append(f"  total    {t['calls']:,} LLM calls, ~{t['prompt_tokens']:,} prompt tokens, "
-                 f"at most {t['max_output_tokens']:,} output tokens")  # fmt: skip
+    lines.append(f"  total                {t['calls']:,} LLM calls{'' if t['exact'] else ' at most'}, "
+                 f"~{t['prompt_tokens']:,} prompt tokens, at most {t['max_output_tokens']:,} output tokens")  # fmt: skip
+    if c["complete"]:
+        lines.append("  (exact if every explanation succeeds: a failed explanation is not scored; intervention "
+                     "calls are an upper bound: an unreachable target or identical continuations ask nothing)")
+    else:
+        lines.append("  (before the cache: upper bounds from the nominal sample sizes; run the dry run again once "
+                     "the cache is complete for exact counts)")
     return "\n".join(lines)

@@ -33,6 +33,32 @@ class NegativeSources:
     by_embedding: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
+def _split_sizes(n: int, parts: int) -> list[int]:
+    """Sizes of np.array_split(range(n), parts)."""
+    q, r = divmod(n, parts)
+    return [q + 1] * r + [q] * (parts - r)
+
+
+def sample_sizes(cfg: SampleConfig, n_windows: int, total_windows: int, explainer_negatives: bool = False) -> dict | None:
+    """How many windows `ExampleSampler.draw` puts in each role for a latent with `n_windows` activating windows
+    out of `total_windows`, without drawing (None: the latent is skipped). Kept in step with `draw`, which a test
+    checks; the dry run counts LLM calls with it."""
+    if n_windows < cfg.min_windows:
+        return None
+    k = min(cfg.n_explain, n_windows // 2)
+    if cfg.explain_strategy == "stratified":
+        per_bin = -(-k // cfg.n_deciles)
+        n_explain = min(k, sum(min(per_bin, size) for size in _split_sizes(n_windows, cfg.n_deciles)))
+    else:
+        n_explain = k
+    held_out = _split_sizes(n_windows - n_explain, cfg.n_deciles)
+    n_activating = sum(min(cfg.activating_per_decile, size) for size in held_out)
+    silent = total_windows - n_windows
+    explain_non = min(CONTRASTIVE_NEGATIVES, silent) if explainer_negatives else 0
+    return {"explain": n_explain, "activating": n_activating, "explain_non": explain_non,
+            "non_activating": min(cfg.n_non_activating, silent - explain_non)}  # fmt: skip
+
+
 class ExampleSampler:
     def __init__(self, queries: WindowQueries, cfg: SampleConfig, sources: NegativeSources | None = None,
                  explainer_negatives: bool = False):  # fmt: skip
@@ -55,7 +81,11 @@ class ExampleSampler:
         explain = self._explain_windows(aw, min(cfg.n_explain, n // 2), rng)
         decile = {int(w): d + 1 for d, ids in enumerate(q.decile_bins(aw, cfg.n_deciles)) for w in ids}
         s.windows["explain"] = [(int(w), decile[int(w)], cfg.explain_strategy) for w in explain]
-        bins = q.stratified(aw, cfg.activating_per_decile, rng, cfg.n_deciles, exclude=explain)
+        # The scorers' deciles are those of the held-out windows: binning all windows and then removing the
+        # explainer's would leave the strongest decile short whenever the explainer took the top windows.
+        held = ~np.isin(aw.window_ids, explain)
+        held_out = ActivatingWindows(latent, aw.window_ids[held], aw.max_acts[held], aw.positions, aw.values)
+        bins = q.stratified(held_out, cfg.activating_per_decile, rng, cfg.n_deciles)
         s.windows["activating"] = [(int(w), d + 1, "stratified") for d, ids in enumerate(bins) for w in ids]
         taken = np.array([w for items in s.windows.values() for w, _, _ in items], dtype=np.int64)
         if self.explainer_negatives:
