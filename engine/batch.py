@@ -18,12 +18,17 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from autointerp.store.db import ActivationStore, now
-from autointerp.store.runs import RunLog
+from rich.text import Text
 
-from .config import Config
-from .interpret import BackendUnavailable, InterpretError, Interpreter, StageTally
+from autointerp.store.db import ActivationStore, describe_write_error, now, preflight
+from autointerp.store.runs import RunLog
+from autointerp.store.text import printable
+
+from .config import Config, ConfigError
+from .interpret import BackendUnavailable, InterpretError, Interpreter, StageFailed, StageTally
+from .llm import check_backend_config
 from .scorers import needs_llm as scorers_need_llm
+from .selection import parse_selection
 
 REDO_CHOICES = ("explain", "score")
 
@@ -34,26 +39,6 @@ EXIT_INTERRUPTED = 130
 
 class BatchStopped(Exception):
     """The run stopped cleanly before the end; everything committed stays and the next run resumes."""
-
-
-def selection_text(latents) -> str:
-    return ",".join(map(str, latents)) if isinstance(latents, list) else latents
-
-
-def cache_is_complete(store: ActivationStore, cfg: Config) -> bool:
-    """The database already holds the whole cache this config asks for (same settings, every chunk)."""
-    from .cache import chunk_seqs_for
-
-    prov = store.provenance
-    if prov is None or store.db["latents"].count == 0:
-        return False
-    stored = json.loads(prov["config"])
-    wanted = dataclasses.asdict(cfg.cache)
-    ignore = {"batch_size", "device", "dtype"}  # how it was computed, not what was computed
-    if any(stored.get(k) != v for k, v in wanted.items() if k not in ignore):
-        return False
-    per_chunk = chunk_seqs_for(cfg.cache.seq_len, cfg.cache.chunk_tokens)
-    return len(store.chunks()) >= -(-cfg.cache.n_sequences // per_chunk)
 
 
 @dataclass
@@ -91,41 +76,60 @@ class BatchRunner:
     # ---- the whole run -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run every configured stage; returns the exit status (0 done, 3 stopped, 130 interrupted)."""
-        cfg = self.cfg
-        parts = None
-        cache_state = self._cache_state() if "cache" in cfg.batch.stages else "done"
-        if cache_state != "done":
-            from .setup import prepare
+        """Run every configured stage; returns the exit status (0 done, 3 stopped, 130 interrupted).
 
-            # Model, hook, coder and corpus are checked before the database is created or touched.
-            self.console.print(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ...")
-            parts = prepare(cfg.cache)
-        store = ActivationStore.open(cfg.db, create="cache" in cfg.batch.stages)
+        Every input is checked before the first write or the first model load that can be avoided: the config
+        (when it was read), the latent selection's syntax, the database file (through a read-only connection),
+        the LLM settings, then the model, coder and corpus against the database's identity. Bad input raises
+        a one-line error and leaves the file byte for byte as it was."""
+        cfg = self.cfg
+        interpret = [s for s in ("explain", "score") if s in cfg.batch.stages]
+        selection = parse_selection(cfg.batch.latents)
+        preflight(cfg.db, must_exist="cache" not in cfg.batch.stages, writing=True)
+        if not cfg.batch.stages:
+            raise ConfigError("config key 'batch.stages' is empty: name at least one of cache, explain, score")
+        needs_llm = "explain" in interpret or ("score" in interpret and scorers_need_llm(cfg.score.scorers))
+        if needs_llm:
+            check_backend_config(cfg.llm)
+        inputs, backend = None, None
+        if "cache" in cfg.batch.stages and not self._cache_done():
+            from .cache import check_cache_inputs
+
+            with self.console.status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
+                inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
+            selection.check_width(inputs.parts.coder.num_latents)
+        elif interpret:
+            # The cache is there: the selection is resolved now, read-only, so that one matching no latent (or a
+            # cache left unfinished) is refused before anything is written or any LLM is loaded.
+            self.latents = self._select(selection)
+            if needs_llm:
+                backend = self._backend()
         status, message, code = "failed", "", 1
+        store = None
         try:
-            self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection_text(cfg.batch.latents),
-                                  config=dataclasses.asdict(cfg))  # fmt: skip
+            store = ActivationStore.open(cfg.db, create=True)
+            self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection.text, config=dataclasses.asdict(cfg))
             with self._progress() as progress:
                 self.progress = progress
-                if cache_state == "annotate":  # a cache made before annotations existed
-                    self._event("cache", "skip", "cache already complete")
-                    self._annotate(store, parts)
-                elif parts is not None:
+                if inputs is not None:
                     store.close()  # run_cache opens its own connection
-                    self._cache(parts)
+                    self._cache(inputs)
                     store = ActivationStore.open(cfg.db)
                 elif "cache" in cfg.batch.stages:
                     self._event("cache", "skip", "cache already complete")
-                if {"explain", "score"} & set(cfg.batch.stages):
-                    self._interpret(store)
+                if interpret:
+                    if inputs is not None:
+                        self.latents = self._select(selection)
+                        backend = self._backend() if needs_llm else None
+                    self._interpret(store, backend, interpret)
             status, message, code = "done", self._closing_line(), 0
         except BackendUnavailable as e:
             status, message, code = "stopped", f"{e}; rerun the same command to resume", EXIT_STOPPED
+        except StageFailed as e:
+            status, message, code = "stopped", str(e), EXIT_STOPPED
         except sqlite3.OperationalError as e:
             status, code = "stopped", EXIT_STOPPED
-            message = (f"cannot write {cfg.db}: {e} (is the disk full?); everything committed is kept: "
-                       "free space and rerun the same command to resume")  # fmt: skip
+            message = f"{describe_write_error(cfg.db, e)}: rerun the same command to resume once that is fixed"
         except KeyboardInterrupt:
             status, message, code = "stopped", "interrupted; rerun the same command to resume", EXIT_INTERRUPTED
         except BaseException as e:
@@ -134,28 +138,46 @@ class BatchRunner:
         finally:
             if self.run_log is not None:
                 self.run_log.finish(status, message)
-            try:
-                store.close()
-            except sqlite3.Error:
-                pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
+            if store is not None:
+                try:
+                    store.close()
+                except sqlite3.Error:
+                    pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
         if code == 0:
             self._summary()
         else:
-            self.console.print(f"[bold red]stopped:[/] {message}", markup=True, highlight=False)
+            # One line however long (a log file must not wrap it), and the text shown literally.
+            self.console.print(Text.assemble(("stopped:", "bold red"), " ", printable(message)), soft_wrap=True)
         return code
 
-    def _cache_state(self) -> str:
-        """"done", "annotate" (complete, but without the vocabulary / directions tables' rows) or "todo"."""
+    def _cache_done(self) -> bool:
+        """The database already holds the whole cache this config asks for (read-only: nothing written)."""
         from pathlib import Path
 
-        from .annotate import needs_annotation
+        from .cache import cache_is_complete
 
         if not Path(self.cfg.db).exists():
-            return "todo"
-        with ActivationStore.open(self.cfg.db) as store:  # read-write: an older schema is migrated here
-            if not cache_is_complete(store, self.cfg):
-                return "todo"
-            return "annotate" if needs_annotation(store) else "done"
+            return False
+        with ActivationStore.open(self.cfg.db, readonly=True, allow_older=True) as store:
+            return cache_is_complete(store, self.cfg.cache)
+
+    def _select(self, selection) -> list[int]:
+        """The selected latents, through a read-only connection (the cache must be finished)."""
+        with ActivationStore.open(self.cfg.db, readonly=True, allow_older=True) as store:
+            interp = Interpreter(self.cfg, store, None)
+            try:
+                latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+            finally:
+                interp.close()
+        if not latents:
+            raise InterpretError(f"latent selection {selection.text!r} matches no live latent")
+        return latents
+
+    def _backend(self):
+        from .llm import make_backend
+
+        with self.console.status(f"loading LLM backend {self.cfg.llm.backend} ({self.cfg.llm.model}) ..."):
+            return make_backend(self.cfg.llm)
 
     # ---- progress ----------------------------------------------------------------------------------
 
@@ -188,11 +210,11 @@ class BatchRunner:
     def _event(self, stage: str, kind: str, message: str) -> None:
         self.run_log.event(stage, kind, message)
         if kind in ("outage", "resumed", "skip", "warning"):
-            self.console.print(f"{stage}: {message}", highlight=False)
+            self.console.print(f"{stage}: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
 
     # ---- stages ------------------------------------------------------------------------------------
 
-    def _cache(self, parts) -> None:
+    def _cache(self, inputs) -> None:
         from .cache import run_cache
 
         total = self.cfg.cache.n_sequences * self.cfg.cache.seq_len
@@ -205,32 +227,13 @@ class BatchRunner:
             rate = (done - first[0]) / max(time.monotonic() - clock.started, 1e-9)
             self._report(clock, task, done, f"{rate:,.0f} tok/s", None)
 
-        result = run_cache(self.cfg.cache, self.cfg.db, on_progress, parts=parts,
+        result = run_cache(self.cfg.cache, self.cfg.db, on_progress, inputs=inputs,
                            on_event=lambda kind, msg: self._event("cache", kind, msg))  # fmt: skip
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
 
-    def _annotate(self, store: ActivationStore, parts) -> None:
-        from .annotate import annotate
-
-        result = annotate(store, parts.model, parts.coder, on_event=lambda kind, msg: self._event("cache", kind, msg))
-        self._event("cache", "annotate", result.describe())
-        self.console.print(f"cache: {result.describe()}", highlight=False)
-
-    def _interpret(self, store: ActivationStore) -> None:
-        from .llm import make_backend
-
-        cfg = self.cfg
-        stages = [s for s in ("explain", "score") if s in cfg.batch.stages]
-        needs_llm = "explain" in stages or scorers_need_llm(cfg.score.scorers)
-        if needs_llm:
-            self.console.print(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ...", highlight=False)
-        backend = make_backend(cfg.llm) if needs_llm else None
-        interp = Interpreter(cfg, store, backend)
+    def _interpret(self, store: ActivationStore, backend, stages: list[str]) -> None:
+        interp = Interpreter(self.cfg, store, backend)
         try:
-            selection = selection_text(cfg.batch.latents)
-            self.latents = interp.select(selection)
-            if not self.latents:
-                raise InterpretError(f"latent selection {selection!r} matches no live latent")
             self.run_log.set_latents(len(self.latents))
             asyncio.run(self._stages(interp, backend, stages))
         finally:

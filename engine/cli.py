@@ -12,24 +12,32 @@ import time
 
 import click
 
-from autointerp.store.db import StoreError
+from autointerp.store.db import StoreError, describe_write_error, preflight
+from autointerp.store.text import printable
 
 from .coders.base import CoderError
 from .config import CHOICES, Config, ConfigError, load_config
 from .corpus import CorpusError
 from .defaults import MissingDefault
 from .embedding import EmbeddingError
-from .interpret import BackendUnavailable, InterpretError
-from .llm import LLMConfigError
+from .export import ExportError
+from .interpret import BackendUnavailable, InterpretError, StageFailed
+from .llm import LLMConfigError, check_backend_config
 from .model import ModelError
 from .prompts import PromptError
 from .scorers import needs_llm as scorers_need_llm
+from .selection import SelectionError, parse_selection
 
 # Bad input of any kind ends in one line naming the problem and exit status 2.
 USER_ERRORS = (
     ConfigError, CorpusError, CoderError, ModelError, StoreError, MissingDefault, LLMConfigError, PromptError,
-    InterpretError, EmbeddingError,
+    InterpretError, EmbeddingError, SelectionError, ExportError,
 )  # fmt: skip
+
+
+def say(kind: str, message: object) -> None:
+    """The one line a failed command ends with (`error:` bad input, `stopped:` cannot go on), shown literally."""
+    click.echo(f"{kind}: {printable(message)}", err=True)
 
 
 def user_errors(fn):
@@ -38,20 +46,51 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as e:
-            click.echo(f"error: {e}", err=True)
+            say("error", e)
             sys.exit(2)
         except BackendUnavailable as e:  # a clean stop: what is stored stays, the next run resumes
-            click.echo(f"stopped: {e}; rerun the same command to resume", err=True)
+            say("stopped", f"{e}; rerun the same command to resume")
+            sys.exit(3)
+        except StageFailed as e:
+            say("stopped", e)
             sys.exit(3)
         except sqlite3.OperationalError as e:
-            click.echo(f"stopped: cannot write the database: {e} (is the disk full?); everything committed is kept",
-                       err=True)  # fmt: skip
+            say("stopped", f"{describe_write_error(kwargs.get('db') or 'the database', e)}; rerun once that is fixed")
             sys.exit(3)
+        except sqlite3.DatabaseError as e:  # met while reading: a damaged file is bad input
+            say("error", f"the database cannot be read ({e}); restore it from a copy")
+            sys.exit(2)
 
     return wrapper
 
 
-@click.group()
+def status(message: str):
+    """A spinner on a terminal, nothing otherwise: a command that then fails prints only its error line."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
+class OneLineErrors(click.Group):
+    """Click reports a usage error (an unknown option, a bad choice, a missing argument) in four lines of usage and
+    `Error:`; here every bad input ends in the same single `error:` line, exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+            say("error", f"{e.format_message()}{where}")
+            sys.exit(2)
+        except click.Abort:
+            say("stopped", "interrupted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors)
 @click.version_option(package_name="autointerp")
 def main() -> None:
     """Cache which text makes each latent fire, explain latents with an LLM, score the explanations."""
@@ -91,33 +130,37 @@ def cache(config_path, db, **overrides) -> None:
     """Cache latent activations into the database (resumes where a killed run stopped)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from .cache import run_cache
-    from .setup import prepare
+    from .cache import check_cache_inputs, run_cache
 
     cfg = resolve_config(config_path, db, **overrides)
-    click.echo(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ...", err=True)
-    parts = prepare(cfg.cache)
-    click.echo(f"hook {parts.hook}, {parts.coder.num_latents} latents ({parts.coder.kind}), device {parts.model.device}",
-               err=True)
+    preflight(cfg.db, must_exist=False, writing=True)
+    with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
+        inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
+    parts = inputs.parts
     columns = (
         TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )  # fmt: skip
-    with Progress(*columns, transient=False) as progress:
-        task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
-        t0, first = time.perf_counter(), [None]
+    progress = Progress(*columns, transient=False)
+    task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
+    t0, first = time.perf_counter(), [None]
 
-        def on_progress(done: int, total: int) -> None:
-            if first[0] is None:
-                first[0] = done
-            rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
-            progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} tok/s")
+    def on_progress(done: int, total: int) -> None:
+        if first[0] is None:  # the bar appears once the inputs are checked and work has begun
+            first[0] = done
+            progress.start()
+        rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
+        progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} tok/s")
 
-        result = run_cache(cfg.cache, cfg.db, on_progress, parts=parts)
+    try:
+        result = run_cache(cfg.cache, cfg.db, on_progress, inputs=inputs)
+    finally:
+        progress.stop()
     click.echo(
         f"cached {result.tokens:,} new tokens ({result.chunks_done_before} of {result.chunks_total} chunks were "
         f"already committed) in {result.seconds:.1f}s, {result.tokens_per_s:,.0f} tok/s; "
-        f"{result.nnz:,} activations in {cfg.db}"
+        f"{result.nnz:,} activations in {cfg.db}; hook {parts.hook}, {parts.coder.num_latents} latents "
+        f"({parts.coder.kind}), device {parts.model.device}"
     )
     if result.corpus_exhausted:
         click.echo("warning: the corpus ran out before --n-tokens; everything it holds is cached", err=True)
@@ -150,11 +193,12 @@ def resolve_llm_config(config_path, db, latents, backend, llm_model, base_urls, 
     cfg.llm = dataclasses.replace(cfg.llm, **llm)
     if prompts_dir:
         cfg.prompts_dir = prompts_dir
-    return cfg, latents or "random:8"
+    return cfg, latents if latents is not None else "random:8"
 
 
 def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> None:
-    """Open the store and the backend, run one stage over the selected latents with a progress bar."""
+    """Check everything read-only (the file, its cache, the selection, the LLM settings), then open the store
+    and the backend and run one stage over the selected latents with a progress bar."""
     import asyncio
 
     from rich.console import Console
@@ -166,16 +210,26 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
     from .llm import make_backend
     from .report import score_summary, summary_table
 
+    chosen = parse_selection(selection)
+    preflight(cfg.db, must_exist=True, writing=True)
+    with ActivationStore.open(cfg.db, readonly=True, allow_older=True) as store:
+        interp = Interpreter(cfg, store, None)
+        try:
+            latents = chosen.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+        finally:
+            interp.close()
+    if not latents:
+        raise InterpretError(f"latent selection {selection!r} matches no live latent")
+    needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
+    backend = None
+    if needs_llm:
+        check_backend_config(cfg.llm)
+        with status(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ..."):
+            backend = make_backend(cfg.llm)
     console = Console(stderr=True)
     with ActivationStore.open(cfg.db) as store:
-        needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
-        console.print(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ..." if needs_llm else "")
-        backend = make_backend(cfg.llm) if needs_llm else None
         interp = Interpreter(cfg, store, backend)
         try:
-            latents = interp.select(selection)
-            if not latents:
-                raise InterpretError(f"latent selection {selection!r} matches no live latent")
             columns = (
                 TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
@@ -198,7 +252,7 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
             f"{tally.output_tokens:,} output tokens, {tally.backend_s:.1f}s in the backend"
         )
         for why, n in tally.reasons.most_common():
-            click.echo(f"  {n} latents: {why}")
+            click.echo(f"  {n} latents: {printable(why)}")
         if stage == "score":
             console.print(summary_table(score_summary(store.results, cfg.explain.explainer, latents)))
         else:
@@ -248,7 +302,7 @@ def batch_config(config_path, db=None, latents=None) -> Config:
     cfg = load_config(config_path)
     if db:
         cfg.db = db
-    if latents:
+    if latents is not None:
         cfg.batch = dataclasses.replace(cfg.batch, latents=latents)
     return cfg
 
@@ -312,6 +366,7 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 
     cfg = batch_config(config_path, db)
     b = cfg.batch
+    preflight(db, must_exist=True, writing=False)
     with ActivationStore.open(db, readonly=True) as store:
         result = batch_report(
             store, explainer or cfg.explain.explainer, None,
@@ -349,18 +404,20 @@ def info(db, top) -> None:
     """Summarise a database: provenance, cache size, most frequent latents."""
     from autointerp.store.db import ActivationStore
 
+    preflight(db, must_exist=True, writing=False)
     with ActivationStore.open(db, readonly=True) as store:
         prov = store.provenance
         if prov is None:
             click.echo(f"{db}: empty (no activation cache yet)")
             return
+        p = {k: printable(v) for k, v in prov.items()}  # what a file says is shown, never obeyed
         size = os.path.getsize(db)
         nnz = store.nnz()
-        click.echo(f"model       {prov['model']}  ({prov['model_hash']})")
-        click.echo(f"hook        {prov['hook']}")
-        click.echo(f"coder       {prov['coder_kind']} {prov['coder_path']}  ({prov['coder_hash']}), "
-                   f"{prov['num_latents']} latents, d_in {prov['d_in']}")
-        click.echo(f"corpus      {prov['corpus']}  ({prov['corpus_hash']}), seq_len {prov['seq_len']}, seed {prov['seed']}")
+        click.echo(f"model       {p['model']}  ({p['model_hash']})")
+        click.echo(f"hook        {p['hook']}")
+        click.echo(f"coder       {p['coder_kind']} {p['coder_path']}  ({p['coder_hash']}), "
+                   f"{p['num_latents']} latents, d_in {p['d_in']}")
+        click.echo(f"corpus      {p['corpus']}  ({p['corpus_hash']}), seq_len {p['seq_len']}, seed {p['seed']}")
         click.echo(f"cached      {len(store.chunks())} chunks, {store.n_tokens():,} tokens, {nnz:,} activations, "
                    f"{size / 1e6:.1f} MB ({size / max(nnz, 1):.2f} bytes/activation)")
         rows = list(store.db.execute(
@@ -375,7 +432,7 @@ def info(db, top) -> None:
             scored = store.db.execute(
                 "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
             ).fetchone()[0]
-            click.echo(f"explainer   {explainer}: {ok} explanations ({failed} failed), {scored} latents scored")
+            click.echo(f"explainer   {printable(explainer)}: {ok} explanations ({failed} failed), {scored} latents scored")
         _print_runs(store)
 
 
@@ -386,8 +443,12 @@ def annotate(db) -> None:
     """Store the vocabulary as text and each latent's logit-lens tokens and decoder neighbours (resumable)."""
     from .annotate import annotate_db
 
-    result = annotate_db(db, on_event=lambda kind, msg: click.echo(f"warning: {msg}" if kind == "warning" else msg,
-                                                                   err=True))  # fmt: skip
+    preflight(db, must_exist=True, writing=True)
+    warnings = []
+    with status(f"loading the model and coder {db} was made with ..."):
+        result = annotate_db(db, on_event=lambda kind, msg: warnings.append(msg) if kind == "warning" else None)
+    for msg in warnings:
+        click.echo(f"warning: {printable(msg)}", err=True)
     click.echo(f"{db}: {result.describe()}")
 
 
@@ -399,6 +460,9 @@ def upgrade(db) -> None:
     from autointerp.store.db import ActivationStore
     from autointerp.store.schema import SCHEMA_VERSION
 
+    before = preflight(db, must_exist=True, writing=True)
+    if before == 0:
+        raise StoreError(f"{db}: not an autointerp database (an empty file): nothing to upgrade")
     with ActivationStore.open(db):  # read-write: opening migrates
         pass
     click.echo(f"{db}: schema v{SCHEMA_VERSION}")
@@ -409,12 +473,12 @@ def _print_runs(store, limit: int = 5) -> None:
     from autointerp.store.runs import run_rows
 
     for run in run_rows(store.db.conn, limit):
-        status = run["status"]
+        state = printable(run["status"])
         if run["probably_killed"]:
-            status = f"running? (no heartbeat for {run['silent_s']:.0f}s: killed, or on a stalled machine)"
-        stages = ", ".join(f"{p['stage']} {p['done']:,}/{p['total']:,}" for p in run["stages"])
-        click.echo(f"run {run['id']:<7d} {status}, started {run['started_at']} on {run['host']} (pid {run['pid']}), "
-                   f"latents {run['selection']}" + (f"; {stages}" if stages else ""))  # fmt: skip
+            state = f"running? (no heartbeat for {run['silent_s']:.0f}s: killed, or on a stalled machine)"
+        stages = ", ".join(f"{printable(p['stage'])} {p['done']:,}/{p['total']:,}" for p in run["stages"])
+        click.echo(f"run {run['id']:<7d} {state}, started {printable(run['started_at'])} on {printable(run['host'])} "
+                   f"(pid {run['pid']}), latents {printable(run['selection'])}" + (f"; {stages}" if stages else ""))  # fmt: skip
 
 
 @main.group()

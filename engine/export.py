@@ -10,12 +10,64 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
-from autointerp.store.db import ActivationStore
+from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.killpoints import kill_point
 
 from .config import Config
 from .metrics import METRIC_NAMES
+
+
+NOT_WINDOWS = frozenset({"intervention", "generation"})  # scorers whose outcomes are not cached windows
+
+
+def _safe_name(text: str) -> str:
+    """A file name from database text (a hook, a scorer): never a path out of the export folder."""
+    return re.sub(r"[^\w.\-]", "_", str(text)).lstrip(".") or "_"
+
+
+class ExportError(Exception):
+    """An output path that cannot be written, stated in one line."""
+
+
+def output_path(out: str | Path, fmt: str, db: str | Path) -> Path:
+    """Where an export goes, checked before anything is written. A file format given a folder (an existing one,
+    or a path ending in a slash) writes `<database name>.<format>` inside it; delphi's layout is a folder."""
+    text = str(out)
+    out = Path(out).expanduser()
+    if fmt in ("json", "csv") and (text.endswith(("/", os.sep)) or out.is_dir()):
+        out = out / f"{Path(db).stem}.{fmt}"
+    if fmt == "delphi" and out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; delphi's layout is a folder: name a folder")
+    if fmt in ("json", "csv") and out.is_dir():
+        raise ExportError(f"--out {out} is a folder")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"cannot write --out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ExportError(f"cannot write --out {out}: permission denied")
+    return out
+
+
+def _replace_file(out: Path, write) -> None:
+    """Write through a temporary file beside `out`, then rename it over `out`: a killed export leaves the old
+    file (or none), never half of one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+            write(f)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
     """One row per explained latent: its explanation, statistics, and every scorer's metrics (and control's)."""
@@ -44,42 +96,64 @@ def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
 
 
 def export(cfg: Config, fmt: str, out: str | Path) -> dict:
-    """Write the export; returns {"files": n, "latents": n, "path": ...}."""
-    out = Path(out)
+    """Write the export; returns {"files": n, "latents": n, "path": ...}. Paths and the database are checked
+    before anything is written, and files appear whole or not at all."""
+    preflight(cfg.db, must_exist=True, writing=False)
+    out = output_path(out, fmt, cfg.db)
     with ActivationStore.open(cfg.db, readonly=True) as store:
         if store.provenance is None:
-            from .interpret import InterpretError
-
-            raise InterpretError(f"{cfg.db} holds no activation cache yet: nothing to export")
+            raise ExportError(f"{cfg.db} holds no activation cache yet: nothing to export")
         rows = flat_rows(store, cfg.explain.explainer)
-        if fmt == "json":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-            return {"files": 1, "latents": len(rows), "path": str(out)}
-        if fmt == "csv":
-            out.parent.mkdir(parents=True, exist_ok=True)
-            sides = sorted({side for r in rows for side in r["scores"]})
-            metric_cols = [f"{side}.{m}" for side in sides for m in (*METRIC_NAMES, "n", "n_failed")]
-            base = ["latent", "explainer", "explanation", "error", "model", "frequency", "max_act", "n_windows",
-                    "n_examples", "prompt_tokens", "output_tokens", "audit_rating", "audit_explanation", "audit_note",
-                    "audit_flagged", "audit_at"]  # fmt: skip
-            with out.open("w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(base + metric_cols)
-                for r in rows:
-                    cells = [r[k] for k in base]
-                    for col in metric_cols:
-                        side, metric = col.split(".")
-                        cells.append(r["scores"].get(side, {}).get(metric))
-                    w.writerow(cells)
-            return {"files": 1, "latents": len(rows), "path": str(out)}
-        return _delphi(cfg, store, rows, out)
+        try:
+            if fmt == "json":
+                _replace_file(out, lambda f: json.dump(rows, f, indent=1))
+                return {"files": 1, "latents": len(rows), "path": str(out)}
+            if fmt == "csv":
+                _replace_file(out, lambda f: _write_csv(f, rows))
+                return {"files": 1, "latents": len(rows), "path": str(out)}
+            return _delphi(cfg, store, rows, out)
+        except OSError as e:
+            raise ExportError(f"cannot write --out {out} ({e.strerror or e})") from None
+
+
+def _write_csv(f, rows: list[dict]) -> None:
+    sides = sorted({side for r in rows for side in r["scores"]})
+    metric_cols = [f"{side}.{m}" for side in sides for m in (*METRIC_NAMES, "n", "n_failed")]
+    base = ["latent", "explainer", "explanation", "error", "model", "frequency", "max_act", "n_windows",
+            "n_examples", "prompt_tokens", "output_tokens", "audit_rating", "audit_explanation", "audit_note",
+            "audit_flagged", "audit_at"]  # fmt: skip
+    w = csv.writer(f)
+    w.writerow(base + metric_cols)
+    for r in rows:
+        cells = [r[k] for k in base]
+        for col in metric_cols:
+            side, metric = col.split(".")
+            cells.append(r["scores"].get(side, {}).get(metric))
+        w.writerow(cells)
 
 
 def _delphi(cfg: Config, store: ActivationStore, rows: list[dict], out: Path) -> dict:
+    """delphi's folder, written beside `out` under a temporary name and renamed into place when whole."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        files = _delphi_files(cfg, store, rows, tmp)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"files": files, "latents": len(rows), "path": str(out)}
+
+
+def _delphi_files(cfg: Config, store: ActivationStore, rows: list[dict], out: Path) -> int:
     from .interpret import Interpreter
 
-    module = store.provenance["hook"]
+    module = _safe_name(store.provenance["hook"])
     (out / "explanations").mkdir(parents=True, exist_ok=True)
     files = 0
     for r in rows:
@@ -91,20 +165,23 @@ def _delphi(cfg: Config, store: ActivationStore, rows: list[dict], out: Path) ->
     try:
         for s in store.results.scores(explainer=cfg.explain.explainer):
             outcomes = s["outcomes"] or []
-            examples = {e.window: e for e in interp.examples(s["latent"], [o["window"] for o in outcomes])}
+            # Intervention and generation items are prompts and generated texts, not cached windows.
+            windows = [] if s["scorer"] in NOT_WINDOWS else [o["window"] for o in outcomes if o["window"] >= 0]
+            examples = {e.window: e for e in interp.examples(s["latent"], windows)}
             records = []
             for o in outcomes:
-                ex = examples[o["window"]]
+                ex = examples.get(o["window"]) if s["scorer"] not in NOT_WINDOWS else None
                 records.append({
-                    "str_tokens": ex.tokens, "activations": [float(a) for a in ex.acts],
+                    "str_tokens": ex.tokens if ex else None, "activations": [float(a) for a in ex.acts] if ex else None,
                     "distance": o["decile"] if o["label"] else -1, "activating": bool(o["label"]),
                     "prediction": None if o["failed"] else bool(o["prediction"]), "probability": o["probability"],
                     "correct": None if o["failed"] else bool(o["prediction"]) == bool(o["label"]),
                 })  # fmt: skip
-            folder = out / "scores" / (s["scorer"] + ("_control" if s["control"] else ""))
+            folder = out / "scores" / _safe_name(s["scorer"] + ("_control" if s["control"] else ""))
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{module}_latent{s['latent']}.txt").write_text(json.dumps(records))
             files += 1
+            kill_point("export")
     finally:
         interp.close()
-    return {"files": files, "latents": len(rows), "path": str(out)}
+    return files

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+from rich.text import Text
+
 from autointerp.store.results import Results
+from autointerp.store.text import printable
 
 from .metrics import METRIC_NAMES, summarise
 
@@ -54,20 +57,20 @@ def summary_table(summary: dict):
     for col in ("scorer", "metric", "explanation", "random control"):
         table.add_column(col)
     for scorer, sides in summary.items():
-        label = scorer  # on the first row shown (the embedding scorer has only AUROC)
+        label = Text(printable(scorer))  # on the first row shown (the embedding scorer has only AUROC)
         for name in METRIC_NAMES:
             real, control = sides["real"][name], sides["control"][name]
             if real["mean"] is None and control["mean"] is None:
                 continue
             table.add_row(label, name, _cell(real), _cell(control))
-            label = ""
+            label = Text("")
         for target, ts in sides.get("per_target", {}).items():
             for name in ("balanced_accuracy", "auroc"):
                 real, control = ts["real"][name], ts["control"][name]
                 if real["mean"] is not None or control["mean"] is not None:
-                    table.add_row("", f"KL {target}: {name}", _cell(real), _cell(control))
+                    table.add_row("", Text(f"KL {printable(target)}: {name}"), _cell(real), _cell(control))
             if ts["real"]["unreached"]:
-                table.add_row("", f"KL {target}: not reached", str(ts["real"]["unreached"]),
+                table.add_row("", Text(f"KL {printable(target)}: not reached"), str(ts["real"]["unreached"]),
                               str(ts["control"]["unreached"]))  # fmt: skip
         table.add_row("", "failed examples", str(sides["real"]["n_failed"]), str(sides["control"]["n_failed"]),
                       end_section=True)  # fmt: skip
@@ -148,20 +151,22 @@ def print_report(report: dict, console) -> None:
     from rich.table import Table
 
     e = report["explanations"]
-    console.print(f"explanations ({report['explainer']}): {e['ok']} usable, {e['failed']} failed", highlight=False)
+    # Failure reasons quote servers and models: printed literally (no markup, control characters spelled out).
+    console.print(f"explanations ({printable(report['explainer'])}): {e['ok']} usable, {e['failed']} failed",
+                  highlight=False, markup=False)  # fmt: skip
     for why, n in e["failures"].items():
-        console.print(f"  {n} failed: {why}", highlight=False)
+        console.print(f"  {n} failed: {printable(why)}", highlight=False, markup=False)
     if report["scores"]:
         console.print(summary_table(report["scores"]))
     for scorer, errs in report["score_failures"].items():
         for why, n in sorted(errs.items(), key=lambda kv: -kv[1]):
-            console.print(f"  {scorer}: {n} examples failed: {why}", highlight=False)
+            console.print(f"  {printable(scorer)}: {n} examples failed: {printable(why)}", highlight=False, markup=False)
     table = Table(title="LLM use per stage")
     for col in ("stage", "latents", "calls", "failed calls", "prompt tokens", "from cache", "output tokens",
                 "prompt tok/latent", "output tok/latent", "backend s"):  # fmt: skip
         table.add_column(col, justify="right" if col != "stage" else "left", no_wrap=col == "stage")
     for stage, t in report["tokens"].items():
-        table.add_row(stage, f"{t['latents']:,}", f"{t['calls']:,}", f"{t['failed_calls']:,}",
+        table.add_row(Text(printable(stage)), f"{t['latents']:,}", f"{t['calls']:,}", f"{t['failed_calls']:,}",
                       f"{t['prompt_tokens']:,}", f"{t['cached_tokens']:,}", f"{t['output_tokens']:,}",
                       f"{t['prompt_tokens_per_latent']:,.0f}", f"{t['output_tokens_per_latent']:,.0f}",
                       f"{t['backend_s']:,.1f}")  # fmt: skip
@@ -173,5 +178,5 @@ def print_report(report: dict, console) -> None:
                       "output tokens", highlight=False)  # fmt: skip
     if report["time"]:
         console.print("time per stage (wall, summed over runs): " + ", ".join(
-            f"{stage} {t['wall_s']:,.1f}s ({t['runs']} run{'s' if t['runs'] != 1 else ''})"
-            for stage, t in report["time"].items()), highlight=False)  # fmt: skip
+            f"{printable(stage)} {t['wall_s']:,.1f}s ({t['runs']} run{'s' if t['runs'] != 1 else ''})"
+            for stage, t in report["time"].items()), highlight=False, markup=False)  # fmt: skip

@@ -26,6 +26,8 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from autointerp.store.browse import Browser, BrowseError, LatentDetail, MonitorSnapshot
+from autointerp.store.db import StoreError, preflight
+from autointerp.store.text import printable
 
 from .audit import AuditPane
 from .detail import LatentDetailView
@@ -41,6 +43,10 @@ Screen { layout: vertical; }
 #list-status, #list-header { height: 1; padding: 0 1; }
 #list-header { text-style: bold; }
 """
+
+
+INTEGRITY_CHECK_MAX_BYTES = 1 << 30
+DEFAULT_DB = "autointerp.db"  # the config's default `db` (the TUI reads no config: it imports only store/)
 
 
 class JumpProvider(Provider):
@@ -146,6 +152,12 @@ class AutointerpApp(App):
             with TabPane("Audit [3]", id="audit"):
                 yield Lazy(AuditPane(self._detail_db, self.db_path, self.mono, lambda: self.query_one(LatentList).ids))
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # On the error screen only quitting makes sense: the other keys' widgets do not exist there.
+        if self.error is not None and action not in ("quit", "command_palette"):
+            return False
+        return True
 
     def _batch_running(self) -> bool:
         return self.browser.latest_run_status() == "running"
@@ -373,15 +385,21 @@ class AutointerpApp(App):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("db", required=False, type=click.Path(dir_okay=False))
+@click.argument("db", required=False)  # checked by `preflight`, which says what is wrong in one line
 @click.option("--serve", is_flag=True, help="Serve the TUI to a browser (textual-serve), on 127.0.0.1 only.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port for --serve.")
 def main(db: str | None, serve: bool, port: int) -> None:
     """Monitor, browse and audit an autointerp database (default: the config's database)."""
     if db is None:
-        from autointerp.engine.config import Config
-
-        db = str(Config().db)
+        db = DEFAULT_DB
+    try:  # a file that cannot be browsed is refused before the screen is taken over: one line, exit 2
+        # SQLite's page check reads the whole file (~0.5 s per GiB here): done for files up to 1 GiB, so a larger
+        # database still opens in under a second (a damaged page there shows as a read error in the pane).
+        size = os.path.getsize(db) if os.path.isfile(db) else 0
+        preflight(db, must_exist=True, writing=False, integrity=size <= INTEGRITY_CHECK_MAX_BYTES)
+    except StoreError as e:
+        click.echo(f"error: {printable(e)}", err=True)
+        sys.exit(2)
     if serve:
         from textual_serve.server import Server
 

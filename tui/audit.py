@@ -15,6 +15,7 @@ from textual.widgets import Input, Static
 
 from autointerp.store.audits import agreement, audit_queue, write_audit
 from autointerp.store.browse import Browser
+from autointerp.store.text import printable
 
 from .detail import LatentDetailView
 
@@ -30,7 +31,7 @@ def agreement_table(rows: list[dict]) -> Table | Text:
     for r in rows:
         m = r["mean_by_rating"]
         cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        table.add_row(r["scorer"], r["metric"], str(r["n"]), cell(m["correct"]), cell(m["partly"]), cell(m["wrong"]),
+        table.add_row(Text(printable(r["scorer"])), r["metric"], str(r["n"]), cell(m["correct"]), cell(m["partly"]), cell(m["wrong"]),
                       cell(r["spearman"]))  # fmt: skip
     return table
 

@@ -16,8 +16,13 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from autointerp.store.browse import METRICS, PRIMARY_METRIC, LatentDetail
+from autointerp.store.text import printable
 
 from .heatmap import heat_text, legend, visible
+
+# Everything the database holds is shown literally: control characters spelled out (store/text.py), and put into
+# rich Text by `append`, which never parses markup.
+lit = printable
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -56,13 +61,13 @@ def scores_table(detail: LatentDetail) -> Text:
             if real.get(m) is None and control.get(m) is None:
                 continue
             rec = real.get("recall_per_decile") if first else None
-            text.append(f"{entry['explainer'] if first else '':<10.10} {entry['scorer'] if first else '':<12.12} {m:<17}"
+            text.append(f"{lit(entry['explainer']) if first else '':<10.10} {lit(entry['scorer']) if first else '':<12.12} {m:<17}"
                         f" {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>7}"
                         f" {(str(real.get('n_scored') or real.get('n_auroc') or 0) if real else '-') if first else '':>4}"
                         f" {str(real.get('n_failed', '-')) if first else '':>6}  {bars(rec, 1.0) if rec else ''}\n")  # fmt: skip
             first = False
         for line in details_lines(entry["scorer"], real.get("details") or {}):
-            text.append(f"{'':<23} {line}\n", "dim")
+            text.append(f"{'':<23} {lit(line)}\n", "dim")
     return text
 
 
@@ -96,22 +101,22 @@ def explanations_text(detail: LatentDetail) -> Text:
     if not detail.explanations:
         text.append("no explanation yet", "italic")
     for e in detail.explanations:
-        text.append(f"{e['explainer']}: ", "bold")
+        text.append(f"{lit(e['explainer'])}: ", "bold")
         if e["text"] is not None:
             text.append(visible(e["text"]).replace("↵", "\n"))
         else:
-            text.append(f"failed: {e['error']}", "italic")
-        text.append(f"   ({e['model']}, {e['n_examples']} examples)\n", "dim")
+            text.append(f"failed: {lit(e['error'])}", "italic")
+        text.append(f"   ({lit(e['model'])}, {e['n_examples']} examples)\n", "dim")
     if detail.audit:
         a = detail.audit
         text.append("audit: ", "bold")
-        text.append(f"{a['rating'] or 'not rated'}{'  FLAGGED' if a['flagged'] else ''}")
+        text.append(f"{lit(a['rating'] or 'not rated')}{'  FLAGGED' if a['flagged'] else ''}")
         if a["explanation"]:
             text.append("\n  yours: ")
-            text.append(a["explanation"])
+            text.append(lit(a["explanation"]))
         if a["note"]:
             text.append("\n  note: ")
-            text.append(a["note"])
+            text.append(lit(a["note"]))
         text.append("\n")
     return text
 

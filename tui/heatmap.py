@@ -10,6 +10,8 @@ from __future__ import annotations
 from rich.style import Style
 from rich.text import Text
 
+from autointerp.store.text import printable
+
 # Buckets by activation / the latent's max: (0, 25%], (25, 50%], (50, 75%], (75, 100%].
 COLOUR_STYLES = (
     Style(bgcolor="#5f3700", underline=True),
@@ -27,18 +29,11 @@ VISIBLE = {"\n": "↵", "\r": "␍", "\t": "⇥"}
 
 
 def visible(token: str) -> str:
-    """The token with newlines / tabs / other control characters shown as symbols; an all-space token as dots."""
+    """The token with newlines / tabs as symbols, every other control character (escape sequences, bidi overrides)
+    spelled out, and an all-space token as dots: text from the database is shown, never obeyed."""
     if token and token.strip(" ") == "":
         return "·" * len(token)
-    out = []
-    for ch in token:
-        if ch in VISIBLE:
-            out.append(VISIBLE[ch])
-        elif ord(ch) < 32 or ord(ch) == 127:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return printable("".join(VISIBLE.get(ch, ch) for ch in token))
 
 
 def bucket(value: float, scale: float) -> int:

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.widgets import ProgressBar, Sparkline, Static
 
 from autointerp.store.browse import MonitorSnapshot
+from autointerp.store.text import printable
 
 STAGES = ("cache", "explain", "score")
 STATUS_STYLE = {"running": "bold green", "done": "bold", "stopped": "bold yellow", "failed": "bold red"}
@@ -45,19 +46,20 @@ def run_header(snap: MonitorSnapshot) -> Text:
     run = snap.runs[0]
     status = "probably killed (no heartbeat for " + _dur(run["silent_s"]) + ")" if run["probably_killed"] else run["status"]
     text.append(f"run {run['id']}: ", "bold")
-    text.append(status, STATUS_STYLE.get(run["status"], "bold") if not run["probably_killed"] else "bold red")
-    text.append(f"   {run['selection'] or ''}, {run['n_latents'] or '?'} latents, pid {run['pid']} on {run['host']},"
-                f" started {run['started_at']}")  # fmt: skip
+    text.append(printable(status), STATUS_STYLE.get(run["status"], "bold") if not run["probably_killed"] else "bold red")
+    text.append(f"   {printable(run['selection'] or '')}, {run['n_latents'] or '?'} latents, pid {run['pid']} on "
+                f"{printable(run['host'])}, started {printable(run['started_at'])}")  # fmt: skip
     if run["message"]:
         text.append("\n")
-        text.append(run["message"], "dim")  # a message may quote corpus text: appended, never parsed as markup
+        # A message may quote corpus text or a server's error: shown literally, never parsed as markup.
+        text.append(printable(run["message"]), "dim")
     return text
 
 
 def stage_line(row: dict, rate: float | None) -> Text:
     unit = row["unit"] or "latents"
     text = Text()
-    text.append(f"{row['stage']:<8}", "bold")
+    text.append(f"{printable(row['stage']):<8}", "bold")
     text.append(f"{row['done']:,}/{row['total']:,} {unit}")
     if row["skipped"]:
         text.append(f" ({row['skipped']:,} already done)")
@@ -79,8 +81,8 @@ def events_table(snap: MonitorSnapshot) -> Table:
         table.add_column(col, **kw)
     for e in snap.events:
         style = "red" if e["kind"] in ("error", "failed", "outage") else "yellow" if e["kind"] == "warning" else ""
-        table.add_row((e["at"] or "")[11:19], str(e["run"] or ""), e["stage"] or "", Text(e["kind"] or "", style),
-                      Text(e["message"] or ""))  # fmt: skip
+        table.add_row(Text(printable((e["at"] or "")[11:19])), str(e["run"] or ""), Text(printable(e["stage"] or "")),
+                      Text(printable(e["kind"] or ""), style), Text(printable(e["message"] or "")))  # fmt: skip
     return table
 
 
