@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,7 +113,8 @@ def free_port() -> int:
 
 
 def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess.Popen:
-    """A real llama.cpp OpenAI-compatible server (llama_cpp.server) with the embedded SmolLM2 on 127.0.0.1,
+    """A real llama.cpp OpenAI-compatible server (llama_cpp.server, through autointerp.engine.llm.serve for its AMX
+    guard) with the embedded SmolLM2 on 127.0.0.1,
     returned once it answers. One thread for generation and for prompts (whose default is every core): on
     a 2-core machine shared with other work, llama.cpp's spinning thread barriers turned 0.3 s calls into 45 s."""
     import time
@@ -119,7 +124,7 @@ def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess
 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
+            [sys.executable, "-m", "autointerp.engine.llm.serve", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
              "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -147,3 +152,133 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# ---- the batch on a small slice of the embedded default, shared by the batch, resume and fault tests ----------
+
+# 8,192 tokens in 4 chunks, the 2 most frequent latents, few examples.
+SMALL = """
+db = "{db}"
+profile = "cpu"
+[batch]
+latents = "{latents}"
+progress_interval_s = 0.2
+[cache]
+n_tokens = 8192
+chunk_tokens = 2048
+batch_size = 8
+[sample]
+activating_per_decile = 1
+n_non_activating = 4
+[score]
+scorers = ["detection", "embedding"]
+examples_per_prompt = 5
+"""
+
+
+def write_config(path: Path, db: Path, latents="top:2", extra="") -> Path:
+    path.write_text(SMALL.format(db=db, latents=latents) + extra)
+    return path
+
+
+def batch_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "autointerp.engine.cli", "batch", *map(str, args)]
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        return c.execute(sql).fetchall()
+
+
+def results(db: Path) -> dict:
+    """Everything a run computes, without times, cache-hit counts or timestamps (which differ run to run)."""
+    scores = []
+    for r in rows(db, "select latent, explainer, scorer, control, explanation_latent, explanation, n, n_scored,"
+                      " n_failed, tp, fp, tn, fn, auroc, outcomes, n_calls, prompt_tokens, output_tokens, seed"
+                      " from scores order by latent, scorer, control"):  # fmt: skip
+        outcomes = [(o["window"], o["label"], o["prediction"], o["failed"]) for o in json.loads(r[14])]
+        scores.append((*r[:13], None if r[13] is None else round(r[13], 3), outcomes, *r[15:]))
+    return {
+        "chunks": rows(db, "select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id"),
+        "activations": rows(db, "select latent, chunk, offsets, acts from activations order by latent, chunk"),
+        "latents": rows(db, "select latent, count, max_act, n_windows, deciles from latents order by latent"),
+        "sample_sets": rows(db, "select latent, seed, n_windows, config, skipped from sample_sets order by latent"),
+        "samples": rows(db, "select latent, window, role, decile, source, idx from samples order by latent, window"),
+        "explanations": rows(db, "select latent, explainer, text, error, raw, n_examples, seed, prompt_sha, n_calls,"
+                                 " prompt_tokens, output_tokens from explanations order by latent"),  # fmt: skip
+        "scores": scores,
+    }
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """One uninterrupted batch of the small slice, and the dry-run plan made before it (session-wide: the tests
+    that compare a resumed or faulted run against it share this one run)."""
+    d = tmp_path_factory.mktemp("ref")
+    cfg = write_config(d / "c.toml", d / "ref.db")
+    plan = subprocess.run(batch_cmd(cfg, "--dry-run", "--json"), capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    run = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return d / "ref.db", json.loads(plan.stdout), run
+
+
+# ---- comparing whole databases ---------------------------------------------------------------------------------
+
+# What differs between two runs that computed the same thing: when, how long, how much the prefix cache served.
+VOLATILE_COLUMNS = {"created_at", "updated_at", "done_at", "committed_at", "seconds", "llm_seconds", "cached_tokens"}
+# Run bookkeeping (one row per process, so a resumed run has more), and the full-text index's own tables (rowids
+# follow insertion order, which two concurrent latents may swap).
+SKIPPED_TABLES = {"runs", "progress", "events"}
+JSON_COLUMNS = {"outcomes", "errors", "settings", "details", "recall_per_decile", "extras", "config", "detail",
+                "deciles", "hist_edges", "hist_counts", "promoted", "suppressed", "neighbours", "versions"}
+
+
+def database_tables(db: Path) -> dict[str, list[dict]]:
+    """Every table's rows (by primary key order), volatile columns left out, JSON columns parsed."""
+    out = {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        names = [r[0] for r in c.execute("select name from sqlite_master where type = 'table' order by name")]
+        for name in names:
+            if name in SKIPPED_TABLES or name.startswith("explanations_fts"):
+                continue
+            cols = [r[1] for r in c.execute(f"pragma table_info('{name}')")]
+            keep = [col for col in cols if col not in VOLATILE_COLUMNS]
+            order = [r[1] for r in sorted(c.execute(f"pragma table_info('{name}')"), key=lambda r: r[5]) if r[5]]
+            sql = f"select {', '.join(keep)} from {name}" + (f" order by {', '.join(order)}" if order else "")
+            table = []
+            for row in c.execute(sql):
+                rec = dict(zip(keep, row))
+                for col in JSON_COLUMNS & rec.keys():
+                    if isinstance(rec[col], str):
+                        rec[col] = json.loads(rec[col])
+                table.append(rec)
+            if not order:
+                table.sort(key=repr)
+            out[name] = table
+    return out
+
+
+def _same(a, b, where: str) -> None:
+    """Equal, floats within 1e-3 (logprob-derived values move in the last digits when llama.cpp's prefix cache
+    splits a prompt differently)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a is not None and b is not None and math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-3), (where, a, b)
+    elif isinstance(a, dict) and isinstance(b, dict):
+        assert a.keys() == b.keys(), (where, sorted(a), sorted(b))
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), (where, len(a), len(b))
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+def assert_same_database(got: Path, want: Path) -> None:
+    """Two databases hold the same results, table by table and row by row (see VOLATILE_COLUMNS)."""
+    a, b = database_tables(got), database_tables(want)
+    assert a.keys() == b.keys()
+    for name in a:
+        _same(a[name], b[name], name)

@@ -56,8 +56,9 @@ def make_v3(src, dst, explanations=()):
     for table in ("explanations_fts", "vocab", "directions", "audits"):
         conn.execute(f"drop table {table}")
     conn.execute("drop index scores_by_scorer")
-    for column in ("correlation", "details"):  # v5's columns
+    for column in ("correlation", "details", "n_retry"):  # v5's and v6's columns
         conn.execute(f"alter table scores drop column {column}")
+    conn.execute("drop table stages")  # v6
     conn.executemany("insert into explanations (latent, explainer, text, created_at) values (?, 'default', ?, 't')",
                      explanations)  # fmt: skip
     conn.execute("update meta set value = '3' where key = 'schema_version'")
@@ -188,15 +189,19 @@ def test_batch_annotates_a_complete_cache_made_before_v4(real_cache_db, parts, t
     with ActivationStore.open(real_cache_db, readonly=True) as store:
         cache_cfg = CacheConfig(**json.loads(store.provenance["config"]))
     loads = []
-    monkeypatch.setattr(setup, "prepare", lambda cfg: loads.append(cfg) or parts)  # the model is loaded already
+    monkeypatch.setattr(setup, "prepare", lambda cfg, **kw: loads.append(cfg) or parts)  # the model is loaded already
     cfg = Config(db=str(path), cache=cache_cfg, batch=BatchConfig(stages=["cache"]))
+    stats_before = sqlite3.connect(path).execute("select * from latents order by latent").fetchall()
     assert BatchRunner(cfg).run() == 0
     assert loads == [cache_cfg]
     with ActivationStore.open(path, readonly=True) as store:
         assert not needs_annotation(store)
         assert store.db.execute("select count(*) from chunks").fetchone()[0] == 2  # nothing recached
+        # the statistics were complete (the migration marked them so): kept, not recomputed
+        assert store.db.execute("select * from latents order by latent").fetchall() == stats_before
         kinds = [e["kind"] for e in store.events(5) if e["stage"] == "cache"]
-        assert kinds[:2] == ["annotate", "skip"]
+        assert kinds[:3] == ["end", "annotate", "start"]
+        assert store.stage("cache")["done_at"] is not None
     # Complete and annotated: the next batch loads nothing.
     assert BatchRunner(cfg).run() == 0 and len(loads) == 1
 

@@ -13,73 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
-
-# A small slice of the embedded default: 8,192 tokens in 4 chunks, the 2 most frequent latents, few examples.
-SMALL = """
-db = "{db}"
-profile = "cpu"
-[batch]
-latents = "{latents}"
-progress_interval_s = 0.2
-[cache]
-n_tokens = 8192
-chunk_tokens = 2048
-batch_size = 8
-[sample]
-activating_per_decile = 1
-n_non_activating = 4
-[score]
-scorers = ["detection", "embedding"]
-examples_per_prompt = 5
-"""
-
-
-def write_config(path: Path, db: Path, latents="top:2", extra="") -> Path:
-    path.write_text(SMALL.format(db=db, latents=latents) + extra)
-    return path
-
-
-def batch_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "autointerp.engine.cli", "batch", *map(str, args)]
-
-
-def rows(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        return c.execute(sql).fetchall()
-
-
-def results(db: Path) -> dict:
-    """Everything a run computes, without times, cache-hit counts or timestamps (which differ run to run)."""
-    scores = []
-    for r in rows(db, "select latent, explainer, scorer, control, explanation_latent, explanation, n, n_scored,"
-                      " n_failed, tp, fp, tn, fn, auroc, outcomes, n_calls, prompt_tokens, output_tokens, seed"
-                      " from scores order by latent, scorer, control"):  # fmt: skip
-        outcomes = [(o["window"], o["label"], o["prediction"], o["failed"]) for o in json.loads(r[14])]
-        scores.append((*r[:13], None if r[13] is None else round(r[13], 3), outcomes, *r[15:]))
-    return {
-        "chunks": rows(db, "select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id"),
-        "activations": rows(db, "select latent, chunk, offsets, acts from activations order by latent, chunk"),
-        "latents": rows(db, "select latent, count, max_act, n_windows, deciles from latents order by latent"),
-        "sample_sets": rows(db, "select latent, seed, n_windows, config, skipped from sample_sets order by latent"),
-        "samples": rows(db, "select latent, window, role, decile, source, idx from samples order by latent, window"),
-        "explanations": rows(db, "select latent, explainer, text, error, raw, n_examples, seed, prompt_sha, n_calls,"
-                                 " prompt_tokens, output_tokens from explanations order by latent"),  # fmt: skip
-        "scores": scores,
-    }
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """One uninterrupted run of the small slice, and the dry-run plan made before it."""
-    d = tmp_path_factory.mktemp("ref")
-    cfg = write_config(d / "c.toml", d / "ref.db")
-    plan = subprocess.run(batch_cmd(cfg, "--dry-run", "--json"), capture_output=True, text=True)
-    assert plan.returncode == 0, plan.stderr
-    run = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return d / "ref.db", json.loads(plan.stdout), run
-
+from conftest import batch_cmd, results, rows, run_cli, write_config
 
 def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(reference):
     db, _, run = reference

@@ -19,8 +19,7 @@ from click.testing import CliRunner
 from autointerp.engine.cli import main
 from autointerp.store.db import ActivationStore
 
-from conftest import copy_db, free_port, start_llama_server, stop_process
-from test_batch import batch_cmd, results, rows
+from conftest import batch_cmd, copy_db, free_port, results, rows, start_llama_server, stop_process
 
 # The real_cache_db fixture's cache settings, so the batch finds the cache complete and skips that stage.
 CACHED = """

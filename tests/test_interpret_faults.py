@@ -80,9 +80,12 @@ def test_wrong_unparseable_and_failed_answers_are_counted_not_scored(tmp_path, r
         latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:2")
     with fake_server(cycling(reply(body=completion('{"explanation": "commas"}')))) as fake:
         run_stage(db, fake.url, "explain", latents)
+    # A 4xx is the server's answer about one request: a counted failure. A 5xx is transient: sent again (here it
+    # meets the script's next answer), never stored as an example's outcome.
     script = cycling(
         good, reply(body=completion('{"labels": [1, 0]}')), reply(body=completion("I think it matches")),
         reply(status=500, body={"error": "down"}), reply(body=completion('{"labels": [')), good,
+        reply(status=400, body={"error": "bad request"}),
     )  # fmt: skip
     with fake_server(script) as fake:
         tally, rows, expl = run_stage(db, fake.url, "score", latents)
@@ -90,9 +93,11 @@ def test_wrong_unparseable_and_failed_answers_are_counted_not_scored(tmp_path, r
     for r in rows:
         assert r["n"] == 20 and r["n_scored"] + r["n_failed"] == 20 and r["n_failed"] > 0
         assert r["n_calls"] == 20 and r["n_failed_calls"] > 0
+        assert r["n_retry"] == r["n_failed"]  # each of these failures is worth another try on the next run
         kinds = set(r["errors"])
         assert any(k.startswith("wrong number of labels (2 for 1") for k in kinds)
-        assert "unparseable answer" in kinds and any(k.startswith("InternalServerError") for k in kinds)
+        assert "unparseable answer" in kinds and any(k.startswith("BadRequestError") for k in kinds)
+        assert not any(k.startswith("InternalServerError") for k in kinds)
         scored = [o for o in r["outcomes"] if not o["failed"]]
         assert all(o["prediction"] == 1 for o in scored)  # only parsed answers count, and they said 1
         assert r["recall"] == 1.0 and r["accuracy"] == sum(o["label"] for o in scored) / len(scored)

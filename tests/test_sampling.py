@@ -44,11 +44,34 @@ def test_explainer_and_scorer_sets_are_disjoint(queries, strategy):
         active = set(queries.activating(latent).window_ids.tolist())
         ex, act, non = windows(s, "explain"), windows(s, "activating"), windows(s, "non_activating")
         assert len(ex) == 20 and len(non) == 30
-        # "top" empties most of the strongest decile, which then gives fewer than its 3 slots
-        assert len(act) == 15 if strategy != "top" else 10 <= len(act) <= 15
+        # Deciles are those of the held-out windows: even "top", which takes the strongest windows for the
+        # explainer, leaves every decile its 3 slots (the strongest one included).
+        assert len(act) == 15
+        per_decile = [d for _, d, _ in s.role("activating")]
+        assert all(per_decile.count(d) == 3 for d in range(1, 6)), per_decile
         assert len(set(ex + act + non)) == len(ex) + len(act) + len(non)  # no window in two roles
         assert set(ex) <= active and set(act) <= active
         assert not set(non) & active  # non-activating windows really are silent for this latent
+
+
+@pytest.mark.parametrize("strategy", ["top", "random", "stratified", "mix"])
+@pytest.mark.parametrize("negatives", [False, True])
+def test_sample_sizes_predicts_every_draw_exactly(queries, strategy, negatives):
+    """The dry run counts LLM calls from `sample_sizes`; it must equal what `draw` does, for sparse, small and
+    dense latents (min_windows low enough that latents with few windows are drawn too)."""
+    from autointerp.engine.sampling import sample_sizes
+
+    c = cfg(explain_strategy=strategy, min_windows=2, n_explain=40, activating_per_decile=7, n_non_activating=450)
+    sampler = ExampleSampler(queries, c, explainer_negatives=negatives)
+    for latent in range(N_LATENTS):
+        n = len(queries.activating(latent).window_ids)
+        want = sample_sizes(c, n, queries.n_windows(), negatives)
+        s = sampler.draw(latent)
+        if s.skipped:
+            assert want is None
+            continue
+        got = {role: len(s.role(role)) for role in ("explain", "activating", "explain_non", "non_activating")}
+        assert got == want, (latent, n)
 
 
 def test_one_scoring_example_per_decile_slot_and_deciles_follow_strength(queries):

@@ -120,7 +120,8 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
     db.conn.close()
     with ActivationStore.open(path) as store:
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
-        assert int(v) == SCHEMA_VERSION == 5
-        assert {"samples", "sample_sets", "explanations", "scores", "runs", "progress"} <= set(store.db.table_names())
+        assert int(v) == SCHEMA_VERSION == 6
+        assert {"samples", "sample_sets", "explanations", "scores", "runs", "progress", "stages"} <= set(
+            store.db.table_names())
         event = store.events()[0]
         assert event["message"] == "done" and event["run"] is None  # v3 added the column, kept the row

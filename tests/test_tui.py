@@ -178,6 +178,40 @@ def test_markup_and_whitespace_in_corpus_render_literally(db):
     assert visible("\n") == "↵" and visible("  ") == "··" and visible("\t") == "⇥" and visible("a\x01") == "a\\x01"
 
 
+def test_terminal_escapes_in_the_database_are_shown_not_obeyed(db):
+    """An audit note, an explanation, a failure reason and an event message holding escape sequences (colour, window
+    title, bidi override) reach the screen spelled out; no raw ESC / BEL / U+202E ever does."""
+    latent = 7
+    red, title, bidi = "\x1b[31mRED", "\x1b]0;pwned\x07", "abc\u202edef"
+    with sqlite3.connect(db) as c:
+        c.execute("update explanations set text = ? where latent = ?", [f"fires on {red} {bidi}", latent])
+        c.execute("insert or replace into audits (latent, explainer, rating, explanation, note, flagged, explanation_seen,"
+                  " created_at, updated_at) values (?, 'default', 'wrong', ?, ?, 0, '', 't', 't')",
+                  [latent, f"mine {title}", f"note {red}"])  # fmt: skip
+        c.execute("insert into events (at, stage, kind, message, data) values ('2026-01-01T00:00:00', 'score', "
+                  "'warning', ?, '{}')", [f"server said {red}"])  # fmt: skip
+    app = AutointerpApp(db, poll_s=3600)
+    seen = {}
+
+    async def steps(pilot):
+        await until(pilot, lambda: app.detail_count >= 1)
+        app.query_one(LatentList).go_to(latent)
+        await until(pilot, lambda: app.shown_latent == latent)
+        seen["detail"] = detail_text(app)
+        seen["row"] = app.query_one(LatentList).row_text(latent)
+        seen["screen"] = app.export_screenshot()
+        await pilot.press("1")
+        await pilot.pause(0.3)
+        seen["monitor"] = app.export_screenshot()
+
+    drive(app, steps)
+    detail = seen["detail"]
+    assert "fires on \\e[31mRED abc\\u202edef" in detail and "\\e[31mRED abc" in seen["row"]
+    assert "yours: mine \\e]0;pwned\\x07" in detail and "note: note \\e[31mRED" in detail
+    for shown in seen.values():
+        assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
+
+
 def test_strength_survives_no_color():
     text = heat_text(["a", "b", "c"], [0.0, 1.0, 5.0], 5.0, mono=True)
     styles = {text.plain[s.start : s.end]: s.style for s in text.spans}

@@ -21,8 +21,7 @@ import pytest
 
 from autointerp.tui.heatmap import visible
 
-from conftest import copy_db, free_port, stop_process
-from test_batch import batch_cmd
+from conftest import batch_cmd, copy_db, free_port, stop_process
 
 # The real_cache_db fixture's cache settings (so the batch finds the cache complete and goes straight to
 # explain and score), with test_batch's small explain/score settings for the 2 most frequent latents.
