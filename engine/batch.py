@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from autointerp.store.runs import RunLog
 from autointerp.store.text import printable
 
 from .config import Config, ConfigError
-from .interpret import BackendUnavailable, InterpretError, Interpreter, StageFailed, StageTally
+from .interpret import BackendUnavailable, Interpreter, StageFailed, StageTally, select_latents
 from .llm import check_backend_config
 from .scorers import needs_llm as scorers_need_llm
 from .selection import parse_selection
@@ -101,7 +100,7 @@ class BatchRunner:
         elif interpret:
             # The cache is there: the selection is resolved now, read-only, so that one matching no latent (or a
             # cache left unfinished) is refused before anything is written or any LLM is loaded.
-            self.latents = self._select(selection)
+            self.latents = select_latents(cfg, selection)
             if needs_llm:
                 backend = self._backend()
         status, message, code = "failed", "", 1
@@ -119,7 +118,7 @@ class BatchRunner:
                     self._event("cache", "skip", "cache already complete")
                 if interpret:
                     if inputs is not None:
-                        self.latents = self._select(selection)
+                        self.latents = select_latents(cfg, selection)
                         backend = self._backend() if needs_llm else None
                     self._interpret(store, backend, interpret)
             status, message, code = "done", self._closing_line(), 0
@@ -160,18 +159,6 @@ class BatchRunner:
             return False
         with ActivationStore.open(self.cfg.db, readonly=True, allow_older=True) as store:
             return cache_is_complete(store, self.cfg.cache)
-
-    def _select(self, selection) -> list[int]:
-        """The selected latents, through a read-only connection (the cache must be finished)."""
-        with ActivationStore.open(self.cfg.db, readonly=True, allow_older=True) as store:
-            interp = Interpreter(self.cfg, store, None)
-            try:
-                latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
-            finally:
-                interp.close()
-        if not latents:
-            raise InterpretError(f"latent selection {selection.text!r} matches no live latent")
-        return latents
 
     def _backend(self):
         from .llm import make_backend

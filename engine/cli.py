@@ -206,20 +206,13 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
 
     from autointerp.store.db import ActivationStore
 
-    from .interpret import Interpreter
+    from .interpret import Interpreter, select_latents
     from .llm import make_backend
     from .report import score_summary, summary_table
 
     chosen = parse_selection(selection)
     preflight(cfg.db, must_exist=True, writing=True)
-    with ActivationStore.open(cfg.db, readonly=True, allow_older=True) as store:
-        interp = Interpreter(cfg, store, None)
-        try:
-            latents = chosen.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
-        finally:
-            interp.close()
-    if not latents:
-        raise InterpretError(f"latent selection {selection!r} matches no live latent")
+    latents = select_latents(cfg, chosen)
     needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
     backend = None
     if needs_llm:

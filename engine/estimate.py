@@ -17,7 +17,6 @@ figure, labelled as such.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from autointerp.store.db import ActivationStore, preflight
 from autointerp.store.text import printable

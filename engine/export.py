@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.db import ActivationStore, preflight, why_not_creatable
 from autointerp.store.killpoints import kill_point
 
 from .config import Config
@@ -46,13 +46,9 @@ def output_path(out: str | Path, fmt: str, db: str | Path) -> Path:
         raise ExportError(f"--out {out} is a file; delphi's layout is a folder: name a folder")
     if fmt in ("json", "csv") and out.is_dir():
         raise ExportError(f"--out {out} is a folder")
-    parent = out.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"cannot write --out {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ExportError(f"cannot write --out {out}: permission denied")
+    why = why_not_creatable(out) or (f"{out} is not writable" if out.exists() and not os.access(out, os.W_OK) else None)
+    if why:
+        raise ExportError(f"cannot write --out {out}: {why}")
     return out
 
 

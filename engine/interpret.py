@@ -33,7 +33,7 @@ from .llm.base import stored_answer
 from .metrics import ExampleOutcome, classification_metrics
 from .prompts import PromptLibrary
 from .sampling import ExampleSampler, NegativeSources
-from .selection import parse_selection
+from .selection import Selection, parse_selection
 from .scorers import generation, intervention, intruder
 from .scorers.base import Accounting, Item, ScoredRun, label_requests, outcomes_from
 from .scorers.detection import detection_items
@@ -123,6 +123,20 @@ def first_error(eg: BaseExceptionGroup) -> BaseException:
         elif not isinstance(e, asyncio.CancelledError):
             return e
     return eg.exceptions[0]
+
+
+def select_latents(cfg: Config, selection: Selection) -> list[int]:
+    """The latents a selection names in a finished cache, read through a read-only connection (a command checking
+    its inputs before it writes); a selection that names none is refused."""
+    with ActivationStore.open(cfg.db, readonly=True, allow_older=True) as store:
+        interp = Interpreter(cfg, store, None)
+        try:
+            latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+        finally:
+            interp.close()
+    if not latents:
+        raise InterpretError(f"latent selection {selection.text!r} matches no live latent")
+    return latents
 
 
 @dataclass

@@ -67,6 +67,18 @@ def describe_write_error(path, e: sqlite3.Error) -> str:
     return f"cannot write {path}: {why} ({text}); everything committed is kept"
 
 
+def why_not_creatable(path: Path) -> str | None:
+    """Why a file cannot be made at `path` (its nearest existing folder is a file, or not writable), else None."""
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"the folder {parent} is not writable"
+    return None
+
+
 def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: bool = True) -> int | None:
     """Check a database file before a command does anything with it, through a read-only connection: nothing
     is written, whatever the outcome. Returns the schema version (0: an empty file, which only a command that
@@ -81,13 +93,9 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
     if not path.exists():
         if must_exist:
             raise StoreError(f"database {path} does not exist")
-        parent = path.parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir():
-            raise StoreError(f"cannot create database {path}: {parent} is a file, not a folder")
-        if not os.access(parent, os.W_OK):
-            raise StoreError(f"cannot create database {path}: the folder {parent} is not writable")
+        why = why_not_creatable(path)
+        if why:
+            raise StoreError(f"cannot create database {path}: {why}")
         return None
     if writing and not os.access(path, os.W_OK):
         raise StoreError(f"database {path} is read-only")

@@ -80,6 +80,45 @@ def write_stand_in_explanation(results, latent: int, text: str) -> None:
                                "llm_seconds": 0.0})  # fmt: skip
 
 
+# ---- explain / score against a scripted OpenAI-compatible server (test_llm_faults.fake_server) ----------------------
+
+FAULT_SAMPLE_SIZES = dict(n_explain=6, activating_per_decile=1, n_non_activating=10, min_windows=20)
+
+
+def llm_stage_config(db, urls, *, wait: float = 5.0, scorers=("detection",), **llm):
+    """A config for explain/score over HTTP with few examples, one excerpt per prompt and no client retries."""
+    from autointerp.engine.config import BatchConfig, Config, LLMConfig, SampleConfig, ScoreConfig
+
+    kw = dict(backend="openai", model="fake", base_urls=list(urls), max_retries=0, timeout_s=5.0, max_concurrency=2,
+              top_logprobs=0)  # fmt: skip
+    kw.update(llm)
+    return Config(db=str(db), sample=SampleConfig(**FAULT_SAMPLE_SIZES),
+                  score=ScoreConfig(scorers=list(scorers), examples_per_prompt=1), llm=LLMConfig(**kw),
+                  batch=BatchConfig(outage_wait_s=wait))  # fmt: skip
+
+
+def run_llm_stage(cfg, stage: str, latents: list[int], redo: bool = False):
+    """One explain or score stage in this process (real store, real HTTP backend); returns its StageTally."""
+    from autointerp.engine.interpret import Interpreter
+    from autointerp.engine.llm import make_backend
+
+    store = ActivationStore.open(cfg.db)
+    backend = make_backend(cfg.llm)
+    interp = Interpreter(cfg, store, backend)
+
+    async def go():
+        try:
+            return await interp.run_stage(stage, latents, redo)
+        finally:
+            await backend.aclose()
+
+    try:
+        return asyncio.run(go())
+    finally:
+        interp.close()
+        store.close()
+
+
 def copy_db(src, dst):
     import shutil
 
@@ -163,9 +202,10 @@ profile = "cpu"
 [batch]
 latents = "{latents}"
 progress_interval_s = 0.2
+stages = {stages}
 [cache]
 n_tokens = 8192
-chunk_tokens = 2048
+chunk_tokens = {chunk_tokens}
 batch_size = 8
 [sample]
 activating_per_decile = 1
@@ -176,8 +216,10 @@ examples_per_prompt = 5
 """
 
 
-def write_config(path: Path, db: Path, latents="top:2", extra="") -> Path:
-    path.write_text(SMALL.format(db=db, latents=latents) + extra)
+def write_config(path: Path, db: Path, latents="top:2", extra="", chunk_tokens=2048,
+                 stages=("cache", "explain", "score")) -> Path:  # fmt: skip
+    path.write_text(SMALL.format(db=db, latents=latents, chunk_tokens=chunk_tokens, stages=json.dumps(list(stages)))
+                    + extra)  # fmt: skip
     return path
 
 

@@ -182,14 +182,14 @@ def test_v3_database_upgrades_and_annotates_through_the_cli(real_cache_db, tmp_p
 
 
 def test_batch_annotates_a_complete_cache_made_before_v4(real_cache_db, parts, tmp_path, monkeypatch):
-    from autointerp.engine import setup
+    from autointerp.engine import cache
     from autointerp.engine.batch import BatchRunner
 
     path = make_v3(real_cache_db, tmp_path / "old.db")
     with ActivationStore.open(real_cache_db, readonly=True) as store:
         cache_cfg = CacheConfig(**json.loads(store.provenance["config"]))
     loads = []
-    monkeypatch.setattr(setup, "prepare", lambda cfg, **kw: loads.append(cfg) or parts)  # the model is loaded already
+    monkeypatch.setattr(cache, "prepare", lambda cfg, **kw: loads.append(cfg) or parts)  # the model is loaded already
     cfg = Config(db=str(path), cache=cache_cfg, batch=BatchConfig(stages=["cache"]))
     stats_before = sqlite3.connect(path).execute("select * from latents order by latent").fetchall()
     assert BatchRunner(cfg).run() == 0

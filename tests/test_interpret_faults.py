@@ -4,22 +4,20 @@ The faults come from a scripted local HTTP server (a real server cannot be made 
 the store is a real cache made by the embedded model.
 """
 
-import asyncio
 import itertools
 import sqlite3
 import threading
 
 import pytest
 
-from autointerp.engine.config import BatchConfig, Config, LLMConfig, SampleConfig, ScoreConfig
+from autointerp.engine.config import Config, SampleConfig
 from autointerp.engine.interpret import BackendUnavailable, Interpreter
-from autointerp.engine.llm import make_backend
 from autointerp.store.db import ActivationStore
 
-from conftest import copy_db
+from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage
 from test_llm_faults import completion, fake_server, reply
 
-SAMPLE = SampleConfig(n_explain=6, activating_per_decile=1, n_non_activating=10, min_windows=20)
+SAMPLE = SampleConfig(**FAULT_SAMPLE_SIZES)
 
 
 def cycling(*replies):
@@ -33,24 +31,11 @@ def cycling(*replies):
 
 
 def run_stage(db, url, stage, latents, scorers=("detection",), redo=False):
-    cfg = Config(db=str(db), sample=SAMPLE, score=ScoreConfig(scorers=list(scorers), examples_per_prompt=1),
-                 llm=LLMConfig(backend="openai", model="fake", base_urls=[url], max_retries=0, timeout_s=5.0,
-                               max_concurrency=1, top_logprobs=0), batch=BatchConfig(outage_wait_s=1.0))  # fmt: skip
-    store = ActivationStore.open(db)
-    backend = make_backend(cfg.llm)
-    interp = Interpreter(cfg, store, backend)
-
-    async def go():
-        try:
-            return await interp.run_stage(stage, latents, redo)
-        finally:
-            await backend.aclose()
-
-    try:
-        return asyncio.run(go()), store.results.scores(), [store.results.explanation(x, "default") for x in latents]
-    finally:
-        interp.close()
-        store.close()
+    """One stage with one request in flight at a time and a 1 s outage budget; -> (tally, scores, explanations)."""
+    cfg = llm_stage_config(db, [url], wait=1.0, scorers=scorers, max_concurrency=1)
+    tally = run_llm_stage(cfg, stage, latents, redo)
+    with ActivationStore.open(db, readonly=True) as store:
+        return tally, store.results.scores(), [store.results.explanation(x, "default") for x in latents]
 
 
 def test_bad_explanations_are_recorded_as_failures_and_retried_on_the_next_run(tmp_path, real_cache_db):

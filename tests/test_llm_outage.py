@@ -8,7 +8,6 @@ hang, drop a replica or answer garbage on cue. The store is a real cache made by
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
@@ -20,15 +19,22 @@ import time
 
 import pytest
 
-from autointerp.engine.config import BatchConfig, Config, LLMConfig, SampleConfig, ScoreConfig
+from autointerp.engine.config import Config, SampleConfig
 from autointerp.engine.interpret import BackendUnavailable, Interpreter, StageFailed
-from autointerp.engine.llm import make_backend
 from autointerp.store.db import ActivationStore
 
-from conftest import copy_db, free_port, rows, write_stand_in_explanation
+from conftest import (
+    FAULT_SAMPLE_SIZES,
+    copy_db,
+    free_port,
+    llm_stage_config,
+    rows,
+    run_llm_stage,
+    write_stand_in_explanation,
+)
 from test_llm_faults import FAST_RETRY, completion, fake_server, reply
 
-SAMPLE = SampleConfig(n_explain=6, activating_per_decile=1, n_non_activating=10, min_windows=20)
+SAMPLE = SampleConfig(**FAULT_SAMPLE_SIZES)
 LABEL = reply(body=completion('{"labels": [1]}'))
 EXPLANATION = reply(body=completion('{"explanation": "commas"}'))
 
@@ -44,29 +50,11 @@ def cycling(*replies):
 
 
 def make_config(db, urls, wait=5.0, **llm) -> Config:
-    kw = dict(backend="openai", model="fake", base_urls=list(urls), max_retries=0, timeout_s=5.0,
-              max_concurrency=2, top_logprobs=0)  # fmt: skip
-    kw.update(llm)
-    return Config(db=str(db), sample=SAMPLE, score=ScoreConfig(scorers=["detection"], examples_per_prompt=1),
-                  llm=LLMConfig(**kw), batch=BatchConfig(outage_wait_s=wait))  # fmt: skip
+    return llm_stage_config(db, urls, wait=wait, **llm)
 
 
 def run_stage(cfg: Config, stage: str, latents: list[int], redo: bool = False):
-    store = ActivationStore.open(cfg.db)
-    backend = make_backend(cfg.llm)
-    interp = Interpreter(cfg, store, backend)
-
-    async def go():
-        try:
-            return await interp.run_stage(stage, latents, redo)
-        finally:
-            await backend.aclose()
-
-    try:
-        return asyncio.run(go())
-    finally:
-        interp.close()
-        store.close()
+    return run_llm_stage(cfg, stage, latents, redo)
 
 
 @pytest.fixture

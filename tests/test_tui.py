@@ -381,18 +381,19 @@ def test_empty_database_and_latent_without_examples(tmp_path, db):
 
 
 def test_strength_buckets_stay_distinct_in_256_colours():
-    from rich.console import Console
-    from rich.text import Text
+    from rich.color import ColorSystem
+    from rich.style import Style
 
     from autointerp.tui.heatmap import COLOUR_STYLES
 
-    console = Console(color_system="256", force_terminal=True, width=200)
     backgrounds = set()
     for style in COLOUR_STYLES:
-        with console.capture() as cap:
-            console.print(Text("x", style=style), end="")
-        codes = re.findall(r"48;5;(\d+)", cap.get())
-        assert codes, cap.get()
+        # A fresh Style, rendered for a 256-colour terminal: rich caches a style's escape codes (and combined
+        # styles) on first render, whatever the colour system was (an earlier test's truecolor screenshot).
+        fresh = Style(color=style.color, bgcolor=style.bgcolor, bold=style.bold, underline=style.underline)
+        shown = fresh.render("x", color_system=ColorSystem.EIGHT_BIT)
+        codes = re.findall(r"48;5;(\d+)", shown)
+        assert codes, shown
         backgrounds.add(codes[0])
     assert len(backgrounds) == len(COLOUR_STYLES)
 

@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,35 +20,10 @@ import pytest
 
 from autointerp.tui.heatmap import visible
 
-from conftest import batch_cmd, copy_db, free_port, stop_process
+from conftest import batch_cmd, copy_db, free_port, rows, stop_process, write_config
 
 # The real_cache_db fixture's cache settings (so the batch finds the cache complete and goes straight to
 # explain and score), with test_batch's small explain/score settings for the 2 most frequent latents.
-CONFIG = """
-db = "{db}"
-profile = "cpu"
-[batch]
-latents = "top:2"
-stages = ["explain", "score"]
-progress_interval_s = 0.2
-[cache]
-n_tokens = 8192
-chunk_tokens = 4096
-batch_size = 8
-[sample]
-activating_per_decile = 1
-n_non_activating = 4
-[score]
-scorers = ["detection", "embedding"]
-examples_per_prompt = 5
-"""
-
-
-def rows(db: Path, query: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        return c.execute(query).fetchall()
-
-
 def tui_script() -> str:
     """The installed console script of the interpreter running the tests (not some other one on PATH)."""
     script = shutil.which("autointerp-tui", path=str(Path(sys.executable).parent)) or shutil.which("autointerp-tui")
@@ -109,7 +83,8 @@ class Tmux:
 def test_tui_in_tmux_while_a_batch_writes(real_cache_db, tmp_path):
     db = copy_db(real_cache_db, tmp_path / "live.db")
     cfg = tmp_path / "c.toml"
-    cfg.write_text(CONFIG.format(db=db))
+    # the real_cache_db fixture's chunks, so the batch finds its cache complete
+    write_config(cfg, db, chunk_tokens=4096, stages=("explain", "score"))
     log_path = tmp_path / "batch.log"
     status_file = tmp_path / "tui.status"
     tmux = Tmux()
