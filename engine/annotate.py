@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from autointerp.store.db import ActivationStore, StoreError
-from autointerp.store.killpoints import kill_point
 from autointerp.store.directions import missing_directions, vocab_size_stored, write_directions, write_vocab
+from autointerp.store.killpoints import kill_point
 
 from .explainers import LogitLens
 from .neighbours import DecoderNeighbours
@@ -132,7 +132,8 @@ def annotate_db(path: str, on_event: Callable[[str, str], None] | None = None) -
         result = annotate(store, parts.model, parts.coder, on_event=on_event)
         per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
         whole = len(store.chunks()) >= -(-cfg.n_sequences // per_chunk)
-        if whole and store.stats_done(cfg.window_len) and not store.stage_done(CACHE_STAGE, store.chunk_fingerprint()):
+        done = store.stage_done(CACHE_STAGE, store.chunk_fingerprint())
+        if whole and store.stats_done(cfg.window_len) and not needs_annotation(store) and not done:
             with store.db.conn:
                 store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": dataclasses.asdict(cfg)}, True)
         return result

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from rich.text import Text
 
 from autointerp.store.db import ActivationStore, describe_write_error, now, preflight

@@ -27,7 +27,8 @@ import torch
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
 
-from .cache import chunk_seqs_for, run_cache, sequence_stream
+from .cache import run_cache, sequence_stream
+from .setup import chunk_seqs_for
 from .config import CacheConfig
 from .model import hook_layer
 from .setup import prepare

@@ -28,6 +28,7 @@ from .config import CacheConfig
 from .corpus import CorpusError, CorpusSpec, iter_documents, pack_sequences
 from .setup import CacheParts, chunk_seqs_for, prepare, provenance
 
+
 @dataclass
 class CacheResult:
     chunks_total: int

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import os
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 import click
 
-from autointerp.store.db import StoreError, describe_write_error, preflight
+from autointerp.store.db import StoreError, describe_write_error, preflight, why_not_creatable
 from autointerp.store.text import printable
 
 from .coders.base import CoderError
@@ -60,8 +62,33 @@ def user_errors(fn):
         except sqlite3.DatabaseError as e:  # met while reading: a damaged file is bad input
             say("error", f"the database cannot be read ({e}); restore it from a copy")
             sys.exit(2)
+        except OSError as e:  # a path the checks above did not foresee: still one line, never a traceback
+            where = f": {e.filename}" if e.filename else ""
+            if e.errno in OUT_OF_SPACE:
+                say("stopped", f"{e.strerror or e}{where}; everything committed is kept, rerun once that is fixed")
+                sys.exit(3)
+            say("error", f"{e.strerror or e}{where}")
+            sys.exit(2)
 
     return wrapper
+
+
+# A full disk or a failing device is no fault of the input: a clean stop (3), not bad input (2).
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def check_output_folder(path: str | None, option: str) -> None:
+    """A folder a command will write into: refused in one line before any work when it cannot be."""
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise ConfigError(f"{option} {folder} is a file, not a folder")
+        return
+    why = why_not_creatable(folder)
+    if why:
+        raise ConfigError(f"cannot create {option} {folder}: {why}")
 
 
 def status(message: str):
@@ -335,6 +362,9 @@ def init(path, force) -> None:
 
     if os.path.exists(path) and not force:
         raise ConfigError(f"{path} already exists (use --force to overwrite)")
+    why = why_not_creatable(Path(path)) if not os.path.exists(path) else None
+    if why:
+        raise ConfigError(f"cannot write {path}: {why}")
     text = files("autointerp.engine").joinpath("data/autointerp.toml").read_text(encoding="utf-8")
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
@@ -489,6 +519,7 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
     """Cache throughput vs a bare forward, bytes per activation, peak RSS at N and 10N, fetch latency."""
     from .bench import bench_cache as run
 
+    check_output_folder(workdir, "--workdir")
     result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
@@ -533,6 +564,7 @@ def train_default_sae(out, tokens) -> None:
     """Regenerate the embedded TopK SAE deterministically with eai-sparsify (about 10 min on 2 cores)."""
     from .train_default import train
 
+    check_output_folder(out, "--out")
     report = train(out, tokens)
     click.echo(json.dumps(report, indent=1))
 

@@ -166,11 +166,11 @@ SPECIAL = {
 }
 
 
-@pytest.mark.parametrize("kind", DAMAGED + ["missing", "unfinished", "no_cache"])
-@pytest.mark.parametrize("command", sorted(READERS))
+REFUSALS = [(command, kind) for kind in DAMAGED + sorted(SPECIAL) for command in sorted(SPECIAL.get(kind, READERS))]
+
+
+@pytest.mark.parametrize(("command", "kind"), REFUSALS)
 def test_every_command_refuses_every_damaged_database(command, kind, good, tmp_path):
-    if command not in SPECIAL.get(kind, READERS):
-        pytest.skip(f"{kind!r} is valid input for {command}")
     db = make_db(kind, good, tmp_path / "db.sqlite")
     line = assert_refused(READERS[command](db, tmp_path), [db, tmp_path / "x.json"])
     assert "Traceback" not in line
@@ -210,17 +210,23 @@ BAD_CONFIGS = {
     "bad list": ("[batch]\nlatents = [1, -2]\n", "latent ids"),
     "bad scorer": ("[score]\nscorers = ['vibes']\n", "'score.scorers'"),
     "bad kl": ("[score]\nkl_targets = [0.0]\n", "kl_targets"),
+    "not UTF-8": ('[llm]\nmodel = "caf\xe9.gguf"\n'.encode("latin-1"), "not valid TOML"),
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
-@pytest.mark.parametrize("command", ["batch", "batch --dry-run", "cache", "explain", "score", "report"])
+BATCH_ONLY = {"empty stages", "bad list"}  # [batch] settings: only the batch reads them
+CONFIG_CASES = [(command, case) for case in sorted(BAD_CONFIGS)
+                for command in ("batch", "batch --dry-run", "cache", "explain", "score", "report")
+                if command == "batch" or case not in BATCH_ONLY]  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "case"), CONFIG_CASES)
 def test_bad_configs_name_the_key(command, case, good, tmp_path):
-    if command != "batch" and case in ("empty stages", "bad list"):
-        pytest.skip("a batch setting")
     db = copy_db(good, tmp_path / "db.sqlite")
     text, needle = BAD_CONFIGS[case]
-    cfg = config(tmp_path, db, text)
+    cfg = config(tmp_path, db, text if isinstance(text, str) else "")
+    if isinstance(text, bytes):
+        cfg.write_bytes(cfg.read_bytes() + text)
     args = {
         "batch": ["batch", str(cfg)], "batch --dry-run": ["batch", str(cfg), "--dry-run"],
         "cache": ["cache", "--config", str(cfg)], "explain": ["explain", "--config", str(cfg)],
@@ -295,6 +301,22 @@ def test_bad_export_destinations(good, tmp_path):
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
         assert_refused(["export", str(db), "--out", str(locked / "x.json")], [db], "not writable")
+
+
+def test_bad_output_paths_of_the_other_commands(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args, needle in (
+        (["init", str(afile / "c.toml")], "is a file, not a folder"),
+        (["init", str(afile)], "already exists"),
+        (["init", str(tmp_path)], "is a directory"),
+        (["bench", "cache", "--workdir", str(afile)], "is a file"),
+        (["bench", "cache", "--workdir", str(afile / "w")], "is a file, not a folder"),
+        (["train-default-sae", "--out", str(afile)], "is a file"),
+        (["train-default-sae", "--out", str(afile / "sae")], "is a file, not a folder"),
+    ):
+        assert_refused(args, [afile], needle)
+    assert afile.read_text() == "x"
 
 
 def test_an_existing_folder_or_a_trailing_slash_exports_into_it(good, tmp_path):
