@@ -149,8 +149,12 @@ def _work_before_cache(cfg: Config, selection) -> dict:
     return {"latents": n, "explain": n, "score": score, "exact": False}
 
 
+PLAN_BLOCK = 20_000  # latents planned per block of queries: memory follows the block, not the coder's width
+
+
 def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_negatives: bool) -> dict:
-    """Exact counts from the finished cache and what is stored."""
+    """Exact counts from the finished cache and what is stored, in blocks of latents (two passes: the first counts
+    which latents will have an explanation, which decides whether controls exist; the second counts the calls)."""
     from .interpret import Interpreter
 
     interp = Interpreter(cfg, store, None)
@@ -159,44 +163,57 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
         total_windows = interp.queries.n_windows()
     finally:
         interp.close()
-    explainer = cfg.explain.explainer
-    db = store.db
-    n_windows = dict(db.execute("select latent, n_windows from latents"))
-    stored: dict[int, dict] = {}
-    for latent, role, n in db.execute("select latent, role, count(*) from samples group by latent, role"):
-        stored.setdefault(latent, {})[role] = n
-    skipped_sets = {r[0] for r in db.execute("select latent from sample_sets where skipped is not null")}
-    explained = {r[0] for r in db.execute("select latent from explanations where explainer = ? and text is not null",
-                                          [explainer])}  # fmt: skip
-    done = {(r[0], r[1], r[2]) for r in db.execute(
-        "select latent, scorer, control from scores where explainer = ? and coalesce(n_retry, n_failed) = 0",
-        [explainer])}  # fmt: skip
+    explainer, db = cfg.explain.explainer, store.db
 
-    def sizes(latent: int) -> dict | None:
-        if latent in skipped_sets:
-            return None
-        if latent in stored:
-            return stored[latent]
-        return sample_sizes(cfg.sample, n_windows.get(latent, 0), total_windows, explainer_negatives)
+    def blocks():
+        """Per block of selected latents: {latent: its example-set sizes or None (skipped)}, and the explained."""
+        for start in range(0, len(latents), PLAN_BLOCK):
+            part = latents[start : start + PLAN_BLOCK]
+            span = [part[0], part[-1]]
+            where = "latent between ? and ?"
+            n_windows = dict(db.execute(f"select latent, n_windows from latents where {where}", span))
+            stored: dict[int, dict] = {}
+            for latent, role, n in db.execute(
+                f"select latent, role, count(*) from samples where {where} group by latent, role", span
+            ):
+                stored.setdefault(latent, {})[role] = n
+            skipped = {r[0] for r in db.execute(f"select latent from sample_sets where {where} and skipped is not null",
+                                                span)}  # fmt: skip
+            explained = {r[0] for r in db.execute(
+                f"select latent from explanations where explainer = ? and text is not null and {where}",
+                [explainer, *span])}  # fmt: skip
+            sizes = {x: None if x in skipped else stored.get(x) or sample_sizes(
+                cfg.sample, n_windows.get(x, 0), total_windows, explainer_negatives) for x in part}  # fmt: skip
+            yield part, span, sizes, explained
 
-    chosen = {x: sizes(x) for x in latents}
-    to_explain = [x for x, sz in chosen.items() if sz is not None and x not in explained]
-    will_have = explained | set(to_explain)  # assuming every explanation succeeds
-    mine = will_have & set(latents)
-    pool = mine if len(mine) >= 2 else will_have  # as Interpreter.control_for draws the control's latent
-    score = {}
-    for scorer in cfg.score.scorers:
-        n_latents, calls = 0, 0
-        for x, sz in chosen.items():
-            if sz is None or x not in will_have:
+    # Pass 1: which selected latents will have an explanation (assuming every explanation succeeds).
+    to_explain = mine = 0
+    for part, _, sizes, explained in blocks():
+        to_explain += sum(1 for x in part if sizes[x] is not None and x not in explained)
+        mine += sum(1 for x in part if x in explained or sizes[x] is not None)
+    n_explained = db.execute("select count(*) from explanations where explainer = ? and text is not null",
+                             [explainer]).fetchone()[0]  # fmt: skip
+    # As Interpreter.control_for draws a control: from this selection's explained latents when it has two, else from
+    # every explained latent; a scored latent has a control when that pool holds another latent than itself.
+    pool = mine if mine >= 2 else n_explained + to_explain
+    sides = [0, 1] if cfg.score.control and pool >= 2 else [0]
+    # Pass 2: the calls still to make.
+    score = {scorer: [0, 0] for scorer in cfg.score.scorers}
+    for part, span, sizes, explained in blocks():
+        done = {(r[0], r[1], r[2]) for r in db.execute(
+            "select latent, scorer, control from scores where explainer = ? and latent between ? and ?"
+            " and coalesce(n_retry, n_failed) = 0", [explainer, *span])}  # fmt: skip
+        for x in part:
+            sz = sizes[x]
+            if sz is None:
                 continue
-            sides = [0] + ([1] if cfg.score.control and pool - {x} else [])
-            todo = [c for c in sides if (x, scorer, c) not in done]
-            if todo:
-                n_latents += 1
-                calls += len(todo) * scorer_calls(cfg, scorer, sz.get("activating", 0), sz.get("non_activating", 0))
-        score[scorer] = (n_latents, calls)
-    return {"latents": len(latents), "explain": len(to_explain), "score": score, "exact": True}
+            for scorer, tally in score.items():
+                todo = sum(1 for c in sides if (x, scorer, c) not in done)
+                if todo:
+                    tally[0] += 1
+                    tally[1] += todo * scorer_calls(cfg, scorer, sz.get("activating", 0), sz.get("non_activating", 0))
+    return {"latents": len(latents), "explain": to_explain, "score": {k: tuple(v) for k, v in score.items()},
+            "exact": True}  # fmt: skip
 
 
 def _stage(todo, calls, measured, rough_per_call, max_output_per_call, exact: bool) -> dict:

@@ -4,9 +4,7 @@ The faults come from a scripted local HTTP server (a real server cannot be made 
 the store is a real cache made by the embedded model.
 """
 
-import itertools
 import sqlite3
-import threading
 
 import pytest
 
@@ -15,19 +13,9 @@ from autointerp.engine.interpret import BackendUnavailable, Interpreter
 from autointerp.store.db import ActivationStore
 
 from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage
-from test_llm_faults import completion, fake_server, reply
+from test_llm_faults import cycling, completion, fake_server, reply
 
 SAMPLE = SampleConfig(**FAULT_SAMPLE_SIZES)
-
-
-def cycling(*replies):
-    it, lock = itertools.cycle(replies), threading.Lock()
-
-    def respond(body, headers):
-        with lock:
-            return next(it)
-
-    return respond
 
 
 def run_stage(db, url, stage, latents, scorers=("detection",), redo=False):

@@ -7,6 +7,7 @@ Retries are kept fast with `retry-after-ms` headers, which the openai client hon
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import socket
@@ -72,6 +73,17 @@ class FakeServer:
         finally:
             with self.lock:
                 self.active -= 1
+
+
+def cycling(*replies):
+    """Answers in order, over and over."""
+    it, lock = itertools.cycle(replies), threading.Lock()
+
+    def respond(body, headers):
+        with lock:
+            return next(it)
+
+    return respond
 
 
 def scripted(*replies):

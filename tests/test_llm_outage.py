@@ -8,7 +8,6 @@ hang, drop a replica or answer garbage on cue. The store is a real cache made by
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sqlite3
@@ -32,29 +31,11 @@ from conftest import (
     run_llm_stage,
     write_stand_in_explanation,
 )
-from test_llm_faults import FAST_RETRY, completion, fake_server, reply
+from test_llm_faults import cycling, FAST_RETRY, completion, fake_server, reply
 
 SAMPLE = SampleConfig(**FAULT_SAMPLE_SIZES)
 LABEL = reply(body=completion('{"labels": [1]}'))
 EXPLANATION = reply(body=completion('{"explanation": "commas"}'))
-
-
-def cycling(*replies):
-    it, lock = itertools.cycle(replies), threading.Lock()
-
-    def respond(body, headers):
-        with lock:
-            return next(it)
-
-    return respond
-
-
-def make_config(db, urls, wait=5.0, **llm) -> Config:
-    return llm_stage_config(db, urls, wait=wait, **llm)
-
-
-def run_stage(cfg: Config, stage: str, latents: list[int], redo: bool = False):
-    return run_llm_stage(cfg, stage, latents, redo)
 
 
 @pytest.fixture
@@ -78,7 +59,7 @@ def test_an_answer_with_a_huge_number_is_a_counted_failure_not_a_crash(explained
     huge = "9" * 5000  # json.loads refuses integers of more than 4,300 digits with ValueError
     script = cycling(LABEL, reply(body=completion('{"labels": [' + huge + "]}")), LABEL)
     with fake_server(script) as fake:
-        tally = run_stage(make_config(db, [fake.url]), "score", latents)
+        tally = run_llm_stage(llm_stage_config(db, [fake.url]), "score", latents)
     assert tally.done == 2
     rows_ = scores(db)
     assert len(rows_) == 4 and all(r["n_failed"] > 0 and r["n_scored"] > 0 for r in rows_)
@@ -86,7 +67,7 @@ def test_an_answer_with_a_huge_number_is_a_counted_failure_not_a_crash(explained
     # explanations too
     fresh = copy_db(real_cache_db, tmp_path / "e.db")
     with fake_server(cycling(reply(body=completion('{"explanation": ' + huge + "}")), EXPLANATION)) as fake:
-        tally = run_stage(make_config(fresh, [fake.url]), "explain", latents)
+        tally = run_llm_stage(llm_stage_config(fresh, [fake.url]), "explain", latents)
     assert tally.done == 2 and tally.failed == 1
 
 
@@ -94,7 +75,7 @@ def test_a_fleet_with_one_dead_replica_answers_every_example(explained):
     db, latents = explained
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with fake_server(cycling(LABEL)) as live:
-        tally = run_stage(make_config(db, [dead, live.url], max_retries=1), "score", latents)
+        tally = run_llm_stage(llm_stage_config(db, [dead, live.url], max_retries=1), "score", latents)
     assert tally.failed == 0 and tally.done == 2
     rows_ = scores(db)
     assert all(r["n_failed"] == 0 and r["n_scored"] == r["n"] for r in rows_)
@@ -113,7 +94,7 @@ def test_a_burst_of_429_and_5xx_is_retried_and_never_stored(explained):
             return next(script, LABEL)
 
     with fake_server(respond) as fake:
-        tally = run_stage(make_config(db, [fake.url]), "score", latents)
+        tally = run_llm_stage(llm_stage_config(db, [fake.url]), "score", latents)
     assert tally.failed == 0
     for r in scores(db):
         assert r["n_failed"] == 0 and r["errors"] == {}, r["errors"]
@@ -123,16 +104,16 @@ def test_failed_examples_are_scored_again_by_the_next_run_and_an_all_failed_stag
     db, latents = explained
     with fake_server(cycling(reply(body=completion("I cannot answer that")))) as fake:
         with pytest.raises(StageFailed, match="every LLM call of the score stage failed .*unparseable answer"):
-            run_stage(make_config(db, [fake.url]), "score", latents)
+            run_llm_stage(llm_stage_config(db, [fake.url]), "score", latents)
     first = scores(db)
     assert len(first) == 4 and all(r["n_scored"] == 0 and r["n_retry"] == r["n"] for r in first)  # stored, marked
     with fake_server(cycling(LABEL)) as fake:
-        tally = run_stage(make_config(db, [fake.url]), "score", latents)
+        tally = run_llm_stage(llm_stage_config(db, [fake.url]), "score", latents)
     assert tally.done == 2 and tally.failed == 0
     again = scores(db)
     assert all(r["n_failed"] == 0 and r["n_retry"] == 0 and r["n_scored"] == r["n"] for r in again)
     with fake_server(cycling(LABEL)) as fake:  # nothing left to retry
-        tally = run_stage(make_config(db, [fake.url]), "score", latents)
+        tally = run_llm_stage(llm_stage_config(db, [fake.url]), "score", latents)
     assert tally.done == 0 and tally.reasons["already scored"] == 2 and not fake.seen
 
 
@@ -142,7 +123,7 @@ def test_a_server_refusing_every_request_fails_the_stage(real_cache_db, tmp_path
         latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:2")
     with fake_server(cycling(reply(400, {"error": {"message": "model not found"}}))) as fake:
         with pytest.raises(StageFailed, match="explain stage failed .*BadRequestError"):
-            run_stage(make_config(db, [fake.url]), "explain", latents)
+            run_llm_stage(llm_stage_config(db, [fake.url]), "explain", latents)
     assert rows(db, "select count(*) from explanations where text is null") == [(2,)]  # retried by the next run
 
 
@@ -151,7 +132,7 @@ def test_a_hanging_server_stops_the_stage_after_outage_wait_not_after_every_time
     with fake_server(cycling(reply(sleep=60))) as fake:
         t0 = time.monotonic()
         with pytest.raises(BackendUnavailable, match="answered nothing for 2s"):
-            run_stage(make_config(db, [fake.url], wait=2.0, timeout_s=60, max_retries=3), "score", latents)
+            run_llm_stage(llm_stage_config(db, [fake.url], wait=2.0, timeout_s=60, max_retries=3), "score", latents)
         elapsed = time.monotonic() - t0
     assert elapsed < 10, elapsed  # the calls' own timeouts and retries would take 4 x 60 s
     assert scores(db) == []
@@ -208,7 +189,7 @@ def test_a_megabyte_answer_is_stored_capped(real_cache_db, tmp_path):
         latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:1")
     big = '{"explanation": "' + "a" * 1_000_000 + '"}'
     with fake_server(cycling(reply(body=completion(big)))) as fake:
-        run_stage(make_config(db, [fake.url]), "explain", latents)
+        run_llm_stage(llm_stage_config(db, [fake.url]), "explain", latents)
     (raw, text), = rows(db, "select raw, text from explanations")
     assert len(raw) < MAX_STORED_ANSWER_CHARS + 100 and "more characters not stored" in raw
     assert len(text) == 200  # the explanation itself is cut to 200 characters, as always
