@@ -87,6 +87,9 @@ def make_synthetic_db(
         db["explanations"].insert_all(_explanations(rng, ids, vocab, vocab_size), batch_size=2000)
         db["scores"].insert_all(_scores(rng, ids), batch_size=2000)
         _run(db, n_latents, len(ids))
+        # A finished cache, as the cache stage marks one (window_len 32, as the statistics above count windows).
+        store.set_stage("cache.stats", store.stats_fingerprint(32), {"next_latent": n_latents}, True)
+        store.set_stage("cache", store.chunk_fingerprint(), {"config": json.loads(prov["config"])}, True)
     store.close()
     return path
 
