@@ -71,14 +71,6 @@ def cache_is_complete(store: ActivationStore, cfg: CacheConfig) -> bool:
             and same_settings(mark["detail"].get("config", {}), cfg))  # fmt: skip
 
 
-def committed_chunks(db_path: str | Path) -> dict[int, ChunkInfo]:
-    """The chunks a database already holds (read-only; nothing when there is no file or no cache yet)."""
-    if not Path(db_path).exists():
-        return {}
-    with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
-        return store.chunks() if store.provenance is not None else {}
-
-
 class ChunkWriter:
     """Commits chunks on a background thread so SQLite work overlaps the next forward passes."""
 
@@ -144,11 +136,11 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
     and that the database (if any) holds a cache of the same identity. Writes nothing."""
     parts = parts or prepare(cfg, precheck=lambda identity: check_identity(db_path, identity))
     prov = provenance(parts, cfg)
-    check_identity(db_path, prov)
+    committed = check_identity(db_path, prov)
     per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
     total_chunks = -(-cfg.n_sequences // per_chunk)
     stream = None
-    if len(committed_chunks(db_path)) < total_chunks:
+    if committed < total_chunks:
         stream = sequence_stream(parts, cfg)
         # Read the first sequence before touching the database: an empty, undecodable, malformed or too short
         # corpus fails here with the file left as it was.
@@ -183,12 +175,14 @@ def run_cache(
         store.close()
 
 
-def check_identity(db_path: str | Path, identity: dict) -> None:
-    """Refuse (read-only, before anything is written) a database whose cache was made from other inputs."""
+def check_identity(db_path: str | Path, identity: dict) -> int:
+    """Refuse (read-only, before anything is written) a database whose cache was made from other inputs; returns how
+    many chunks it already holds (0 when there is no file or no cache yet)."""
     if not Path(db_path).exists():
-        return
+        return 0
     with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
         store.check_claim(identity)
+        return len(store.chunks()) if store.provenance is not None else 0
 
 
 def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, on_event=None) -> CacheResult:

@@ -37,11 +37,6 @@ class StoreError(Exception):
     """A problem with the database file, stated in one line."""
 
 
-class StoreWriteError(Exception):
-    """The database refused a write through no fault of the input (full disk, locked, read-only file):
-    everything committed is kept and the same command resumes once the cause is gone."""
-
-
 def describe_database_error(path, e: sqlite3.DatabaseError) -> str:
     """One line for an SQLite error met while reading or opening a file."""
     text = str(e)
@@ -65,6 +60,19 @@ def describe_write_error(path, e: sqlite3.Error) -> str:
     else:
         why = "the database refused the write"
     return f"cannot write {path}: {why} ({text}); everything committed is kept"
+
+
+def check_file(db: sqlite_utils.Database, path, *, empty_ok: bool, older_ok: bool) -> int:
+    """The schema version of an open file this autointerp can use (0: an empty file, when `empty_ok`); raises
+    SchemaError naming why not. Reads only: shared by `preflight` and read-only opens."""
+    version = read_version(db)
+    if version == 0:
+        if not empty_ok:
+            raise SchemaError("not an autointerp database (an empty file)")
+        return 0
+    check_version(version, path, readonly=not older_ok)
+    check_codec(db)
+    return version
 
 
 def why_not_creatable(path: Path) -> str | None:
@@ -104,15 +112,9 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
     except sqlite3.Error as e:
         raise StoreError(f"cannot open database {path} ({e})") from None
     try:
-        db = sqlite_utils.Database(conn)
-        version = read_version(db)
-        if version == 0:  # an empty file: a new database to a command that makes one, else nothing to read
-            if must_exist:
-                raise SchemaError("not an autointerp database (an empty file)")
-            return 0
-        check_version(version, path, readonly=not writing)
-        check_codec(db)
-        if integrity:
+        # An empty file is a new database to a command that makes one, and nothing to read to the others.
+        version = check_file(sqlite_utils.Database(conn), path, empty_ok=not must_exist, older_ok=writing)
+        if version and integrity:
             problem = conn.execute("pragma quick_check(1)").fetchone()[0]
             if problem != "ok":
                 raise StoreError(f"{path} is corrupt ({problem}); restore it from a copy")
@@ -171,11 +173,7 @@ class ActivationStore:
         db = sqlite_utils.Database(conn)
         try:
             if readonly:
-                version = read_version(db)
-                if version == 0:
-                    raise SchemaError("not an autointerp database (an empty file)")
-                check_version(version, path, readonly=not allow_older)
-                check_codec(db)
+                check_file(db, path, empty_ok=False, older_ok=allow_older)
             else:
                 ensure_schema(db)
                 # WAL: readers in other processes never block the writer and vice versa.
