@@ -30,6 +30,10 @@ class CacheConfig:
     neurons_k: int = 32  # neurons: keep the top k per token (0 = every positive activation)
     corpus: str = "embedded"
     text_field: str = "text"
+    # hf: corpora only: the dataset's configuration (subset) and the revision (branch, tag or commit) to read.
+    # Both are part of the corpus hash; pin a revision, or the hub's main branch may move under a cache.
+    corpus_config: str = ""
+    corpus_revision: str = ""
     seq_len: int = 256
     n_tokens: int = 131_072  # tokens to cache (rounded down to whole sequences)
     batch_size: int = 16  # sequences per forward pass

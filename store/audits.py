@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .db import now
+from .clock import now
 
 RATINGS = ("correct", "partly", "wrong")
 RATING_VALUE = {"wrong": 0.0, "partly": 0.5, "correct": 1.0}

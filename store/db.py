@@ -11,12 +11,12 @@ import json
 import os
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import sqlite_utils
 
+from .clock import now
 from .codec import decode_offsets, decode_values, encode_offsets, encode_values
 from .schema import (
     SchemaError,
@@ -125,10 +125,6 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
         raise StoreError(describe_database_error(path, e)) from None
     finally:
         conn.close()
-
-
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

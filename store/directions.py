@@ -10,7 +10,7 @@ import json
 
 import sqlite_utils
 
-from .db import now
+from .clock import now
 
 
 def write_vocab(db: sqlite_utils.Database, tokens: list[str]) -> None:

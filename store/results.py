@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import sqlite_utils
 
-from .db import now
+from .clock import now
 
 # Score columns that hold JSON (written as text, read back as Python values).
 SCORE_JSON = ("recall_per_decile", "outcomes", "errors", "settings", "details")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .db import now
+from .clock import now
 
 STALE_HEARTBEAT_S = 60  # a `running` run whose heartbeat is older than this was most likely killed
 

@@ -65,7 +65,7 @@ def filled_store(tmp_path):
 def real_cache_db(tmp_path_factory):
     """A real cache: the embedded SmolLM2 + shipped SAE over 8,192 tokens of the embedded corpus.
     Tests copy the file (`copy_db`) before writing to it."""
-    from autointerp.engine.cache import run_cache
+    from autointerp.engine.activations.cache import run_cache
     from autointerp.engine.config import CacheConfig
 
     path = tmp_path_factory.mktemp("realcache") / "cache.db"
@@ -99,8 +99,8 @@ def llm_stage_config(db, urls, *, wait: float = 5.0, scorers=("detection",), **l
 
 def run_llm_stage(cfg, stage: str, latents: list[int], redo: bool = False):
     """One explain or score stage in this process (real store, real HTTP backend); returns its StageTally."""
-    from autointerp.engine.interpret import Interpreter
-    from autointerp.engine.llm import make_backend
+    from autointerp.engine.interpretation.interpret import Interpreter
+    from autointerp.engine.interpretation.llm import make_backend
 
     store = ActivationStore.open(cfg.db)
     backend = make_backend(cfg.llm)
@@ -128,7 +128,7 @@ def copy_db(src, dst):
 
 def run_cli(*args, **kw) -> subprocess.CompletedProcess:
     """The real `autointerp` command line in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "autointerp.engine.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", *args], capture_output=True, text=True, **kw)
 
 
 def complete_and_close(backend, requests):
@@ -152,7 +152,7 @@ def free_port() -> int:
 
 
 def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess.Popen:
-    """A real llama.cpp OpenAI-compatible server (llama_cpp.server, through autointerp.engine.llm.serve for its AMX
+    """A real llama.cpp OpenAI-compatible server (llama_cpp.server, through autointerp.engine.interpretation.llm.serve for its AMX
     guard) with the embedded SmolLM2 on 127.0.0.1,
     returned once it answers. One thread for generation and for prompts (whose default is every core): on
     a 2-core machine shared with other work, llama.cpp's spinning thread barriers turned 0.3 s calls into 45 s."""
@@ -163,7 +163,7 @@ def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess
 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "autointerp.engine.llm.serve", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
+            [sys.executable, "-m", "autointerp.engine.interpretation.llm.serve", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
              "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096"],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -224,7 +224,7 @@ def write_config(path: Path, db: Path, latents="top:2", extra="", chunk_tokens=2
 
 
 def batch_cmd(*args) -> list[str]:
-    return [sys.executable, "-m", "autointerp.engine.cli", "batch", *map(str, args)]
+    return [sys.executable, "-m", "autointerp.engine.commands.cli", "batch", *map(str, args)]
 
 
 def rows(db: Path, sql: str) -> list[tuple]:

@@ -6,13 +6,13 @@ import sqlite3
 import pytest
 from safetensors.torch import load_file
 
-from autointerp.engine.annotate import annotate, needs_annotation
-from autointerp.engine.coders.neurons import NeuronCoder
+from autointerp.engine.activations.annotate import annotate, needs_annotation
+from autointerp.engine.activations.coders.neurons import NeuronCoder
 from autointerp.engine.config import BatchConfig, CacheConfig, Config
 from autointerp.engine.defaults import embedded_sae, smollm2_gguf
-from autointerp.engine.explainers import LogitLens
-from autointerp.engine.model import gguf_as_safetensors
-from autointerp.engine.setup import prepare
+from autointerp.engine.activations.lens import LogitLens
+from autointerp.engine.activations.model import gguf_as_safetensors
+from autointerp.engine.activations.setup import prepare
 from autointerp.store.db import ActivationStore
 from autointerp.store.directions import missing_directions, read_vocab
 from autointerp.store.schema import SCHEMA_VERSION
@@ -183,7 +183,7 @@ def test_v3_database_upgrades_and_annotates_through_the_cli(real_cache_db, tmp_p
 
 def test_batch_annotates_a_complete_cache_made_before_v4(real_cache_db, parts, tmp_path, monkeypatch):
     from autointerp.engine import cache
-    from autointerp.engine.batch import BatchRunner
+    from autointerp.engine.commands.batch import BatchRunner
 
     path = make_v3(real_cache_db, tmp_path / "old.db")
     with ActivationStore.open(real_cache_db, readonly=True) as store:

@@ -22,7 +22,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from autointerp.engine.cli import main
+from autointerp.engine.commands.cli import main
 from autointerp.store.schema import SCHEMA_VERSION
 
 from conftest import copy_db, write_stand_in_explanation
@@ -428,7 +428,7 @@ def test_unusable_llm_settings_are_refused_before_anything_loads_or_writes(good,
 def test_the_first_dequantisation_prints_only_the_error(tmp_path):
     """A fresh machine converts the embedded GGUF once; an error after that is still the only line on stderr."""
     env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-m", "autointerp.engine.cli", "cache", "--db", str(tmp_path / "x.db"),
+    r = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "cache", "--db", str(tmp_path / "x.db"),
                         "--hook", "blocks.99.hook_resid_post", *TINY], capture_output=True, text=True, env=env)  # fmt: skip
     assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
     assert "only 30 blocks" in r.stderr and "Converting" not in r.stderr

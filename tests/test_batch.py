@@ -91,7 +91,6 @@ def test_redo_score_recomputes_only_the_scores(reference, tmp_path):
     cfg = write_config(tmp_path / "c.toml", db)
     before = rows(db, "select latent, scorer, control, created_at from scores order by 1, 2, 3")
     expl = rows(db, "select latent, created_at, text from explanations order by 1")
-    time.sleep(1.1)  # created_at has one-second resolution
     r = subprocess.run(batch_cmd(cfg, "--redo", "score"), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     after = rows(db, "select latent, scorer, control, created_at from scores order by 1, 2, 3")

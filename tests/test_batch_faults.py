@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from autointerp.engine.cli import main
+from autointerp.engine.commands.cli import main
 from autointerp.store.db import ActivationStore
 
 from conftest import batch_cmd, copy_db, free_port, results, rows, start_llama_server, stop_process

@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from autointerp.engine.cache import run_cache, sequence_stream
+from autointerp.engine.activations.cache import run_cache, sequence_stream
 from autointerp.engine.config import CacheConfig
 from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae
-from autointerp.engine.model import SubjectModel, gguf_as_safetensors
+from autointerp.engine.activations.model import SubjectModel, gguf_as_safetensors
 from autointerp.engine.defaults import smollm2_gguf
-from autointerp.engine.setup import prepare
+from autointerp.engine.activations.setup import prepare
 from autointerp.store.db import ActivationStore
 from autointerp.store.queries import WindowQueries
 
@@ -105,7 +105,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path):
     whole = run_cli("cache", "--config", str(cfg), "--db", str(tmp_path / "whole.db"))
     assert whole.returncode == 0, whole.stderr
     db = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-m", "autointerp.engine.cli", "cache", "--config", str(cfg),
+    proc = subprocess.Popen([sys.executable, "-m", "autointerp.engine.commands.cli", "cache", "--config", str(cfg),
                              "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     committed = 0

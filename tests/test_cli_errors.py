@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
-from autointerp.engine.cli import main
+from autointerp.engine.commands.cli import main
 from autointerp.store.schema import SCHEMA_VERSION
 
 TINY = ["--seq-len", "32", "--n-tokens", "64", "--batch-size", "2"]

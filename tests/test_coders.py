@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autointerp.engine.coders import CoderError, NeuronCoder, load_coder
+from autointerp.engine.activations.coders import CoderError, NeuronCoder, load_coder
 
 D, M, K = 12, 40, 5
 g = torch.Generator().manual_seed(0)

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autointerp.engine.corpus import CorpusError, CorpusSpec, corpus_hash, iter_documents, pack_sequences
+from autointerp.engine.activations.corpus import CorpusError, CorpusSpec, corpus_hash, iter_documents, pack_sequences
 
 
 class CharTokenizer:
@@ -75,6 +75,20 @@ def test_corpus_hash_tracks_content(tmp_path):
     h1 = corpus_hash(CorpusSpec(str(f)))
     f.write_text("two")
     assert corpus_hash(CorpusSpec(str(f))) != h1
+
+
+def test_hf_hash_covers_everything_that_picks_the_text():
+    """Split, configuration, revision, text field and seed each give another hash (no cache reuse across
+    them); a spec without configuration or revision keeps the hash it had before they existed."""
+    base = CorpusSpec("hf:owner/data")
+    variants = [CorpusSpec("hf:owner/data:validation"), CorpusSpec("hf:owner/data", hf_config="en"),
+                CorpusSpec("hf:owner/data", hf_revision="v1.0"), CorpusSpec("hf:owner/data", text_field="body"),
+                CorpusSpec("hf:owner/data", seed=1), CorpusSpec("hf:owner/data", hf_config="en", hf_revision="v1.0")]  # fmt: skip
+    hashes = {corpus_hash(s) for s in [base, *variants]}
+    assert len(hashes) == 1 + len(variants)
+    import hashlib
+
+    assert corpus_hash(base) == hashlib.sha256(b"hf:owner/data|text|0").hexdigest()[:16]
 
 
 def test_embedded_corpus_mixes_bbc_and_kjv():

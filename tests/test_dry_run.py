@@ -47,7 +47,7 @@ def test_the_dry_run_counts_every_call_the_run_makes(real_cache_db, tmp_path):
             f"[score]\nscorers = {json.dumps(SCORERS)}\nexamples_per_prompt = 3\nsimulation_examples = 5\n"
             "intruder_group = 3\ngeneration_texts = 2\n[sample]\nactivating_per_decile = 3\nn_non_activating = 7\n"
         )  # fmt: skip
-        cmd = [sys.executable, "-m", "autointerp.engine.cli", "batch", str(cfg)]
+        cmd = [sys.executable, "-m", "autointerp.engine.commands.cli", "batch", str(cfg)]
         plan = json.loads(subprocess.run([*cmd, "--dry-run", "--json"], capture_output=True, text=True).stdout)
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]

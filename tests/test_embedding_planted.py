@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from autointerp.engine.config import CacheConfig, Config, SampleConfig, ScoreConfig
-from autointerp.engine.interpret import Interpreter
-from autointerp.engine.model import load_tokenizer
+from autointerp.engine.interpretation.interpret import Interpreter
+from autointerp.engine.activations.model import load_tokenizer
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.stats import compute_latent_stats
 

@@ -18,13 +18,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autointerp.engine.cache import run_cache
+from autointerp.engine.activations.cache import run_cache
 from autointerp.engine.config import CacheConfig, Config, SampleConfig, ScoreConfig
-from autointerp.engine.interpret import Interpreter
-from autointerp.engine.llm import make_backend
-from autointerp.engine.model import SubjectModel
-from autointerp.engine.probe import MAX_PROBE_TOKENS
-from autointerp.engine.setup import prepare
+from autointerp.engine.interpretation.interpret import Interpreter
+from autointerp.engine.interpretation.llm import make_backend
+from autointerp.engine.activations.model import SubjectModel
+from autointerp.engine.activations.probe import MAX_PROBE_TOKENS
+from autointerp.engine.activations.setup import prepare
 from autointerp.store.db import ActivationStore
 
 from conftest import write_stand_in_explanation

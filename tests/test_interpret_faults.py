@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from autointerp.engine.config import Config, SampleConfig
-from autointerp.engine.interpret import BackendUnavailable, Interpreter
+from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter
 from autointerp.store.db import ActivationStore
 
 from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage

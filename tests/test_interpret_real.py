@@ -6,8 +6,8 @@ import json
 import pytest
 
 from autointerp.engine.config import Config, SampleConfig, ScoreConfig
-from autointerp.engine.interpret import Interpreter
-from autointerp.engine.llm import make_backend
+from autointerp.engine.interpretation.interpret import Interpreter
+from autointerp.engine.interpretation.llm import make_backend
 from autointerp.store.db import ActivationStore
 
 from conftest import copy_db, run_cli

@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from autointerp.engine.config import LLMConfig
-from autointerp.engine.llm.base import LLMRequest
-from autointerp.engine.llm.openai_http import OpenAIBackend
+from autointerp.engine.interpretation.llm.base import LLMRequest
+from autointerp.engine.interpretation.llm.openai_http import OpenAIBackend
 
 from conftest import complete_and_close
 

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from autointerp.engine.config import LLMConfig
-from autointerp.engine.llm.base import LLMRequest
-from autointerp.engine.llm.openai_http import OpenAIBackend
+from autointerp.engine.interpretation.llm.base import LLMRequest
+from autointerp.engine.interpretation.llm.openai_http import OpenAIBackend
 
 from conftest import complete_and_close, free_port, start_llama_server, stop_process
 
@@ -99,8 +99,8 @@ def test_score_stage_end_to_end_through_the_real_server(server_url, tmp_path, re
     from conftest import copy_db, write_stand_in_explanation
 
     from autointerp.engine.config import Config, SampleConfig, ScoreConfig
-    from autointerp.engine.interpret import Interpreter
-    from autointerp.engine.llm import make_backend
+    from autointerp.engine.interpretation.interpret import Interpreter
+    from autointerp.engine.interpretation.llm import make_backend
     from autointerp.store.db import ActivationStore
 
     db = copy_db(real_cache_db, tmp_path / "http.db")

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from autointerp.engine.config import Config, SampleConfig
-from autointerp.engine.interpret import BackendUnavailable, Interpreter, StageFailed
+from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter, StageFailed
 from autointerp.store.db import ActivationStore
 
 from conftest import (
@@ -151,7 +151,7 @@ def test_standalone_score_writes_outage_and_stop_events_and_exits_3_with_one_lin
         cfg.write_text(f'db = "{db}"\n[llm]\nbackend = "openai"\nmodel = "fake"\nbase_urls = ["{fake.url}"]\n'
                        "max_retries = 0\ntop_logprobs = 0\n[batch]\noutage_wait_s = 3\n"
                        "[sample]\nn_explain = 6\nactivating_per_decile = 1\nn_non_activating = 10\n")  # fmt: skip
-        r = subprocess.run([sys.executable, "-m", "autointerp.engine.cli", "score", "--config", str(cfg), "--latents",
+        r = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "score", "--config", str(cfg), "--latents",
                             ",".join(map(str, latents)), "--scorers", "detection"], capture_output=True, text=True,
                            env=dict(os.environ, COLUMNS="80"), timeout=120)  # fmt: skip
     assert r.returncode == 3, r.stderr[-2000:]
@@ -172,7 +172,7 @@ def test_batch_with_a_garbage_server_stops_with_status_3_and_no_report(explained
                        f"max_retries = 0\ntop_logprobs = 0\n[batch]\nlatents = {json.dumps(latents)}\n"
                        'stages = ["score"]\n[score]\nscorers = ["detection"]\n'
                        "[sample]\nn_explain = 6\nactivating_per_decile = 1\nn_non_activating = 10\n")  # fmt: skip
-        r = subprocess.run([sys.executable, "-m", "autointerp.engine.cli", "batch", str(cfg)], capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "batch", str(cfg)], capture_output=True,
                            text=True, timeout=300)  # fmt: skip
     assert r.returncode == 3, r.stderr[-2000:]
     assert "every LLM call of the score stage failed" in r.stderr and "random control" not in r.stderr + r.stdout
@@ -182,7 +182,7 @@ def test_batch_with_a_garbage_server_stops_with_status_3_and_no_report(explained
 
 
 def test_a_megabyte_answer_is_stored_capped(real_cache_db, tmp_path):
-    from autointerp.engine.llm.base import MAX_STORED_ANSWER_CHARS
+    from autointerp.engine.interpretation.llm.base import MAX_STORED_ANSWER_CHARS
 
     db = copy_db(real_cache_db, tmp_path / "x.db")
     with ActivationStore.open(db) as store:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import pytest
 
 from autointerp.engine.config import LLMConfig
-from autointerp.engine.llm import make_backend
-from autointerp.engine.llm.base import LLMConfigError, LLMRequest
-from autointerp.engine.llm.vllm_engine import VLLMBackend
+from autointerp.engine.interpretation.llm import make_backend
+from autointerp.engine.interpretation.llm.base import LLMConfigError, LLMRequest
+from autointerp.engine.interpretation.llm.vllm_engine import VLLMBackend
 
 LABELS_SCHEMA = {
     "type": "object",

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from autointerp.engine.metrics import ExampleOutcome as O
-from autointerp.engine.metrics import classification_metrics, summarise
+from autointerp.engine.interpretation.metrics import ExampleOutcome as O
+from autointerp.engine.interpretation.metrics import classification_metrics, summarise
 
 
 def test_metrics_match_a_hand_computed_confusion_matrix():

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autointerp.engine.defaults import smollm2_gguf
-from autointerp.engine.model import ModelError, SubjectModel, gguf_as_safetensors, hook_from_module_path
+from autointerp.engine.activations.model import ModelError, SubjectModel, gguf_as_safetensors, hook_from_module_path
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_two_processes_converting_the_same_gguf_at_once_both_succeed(folder, tmp
     from safetensors.torch import load_file
 
     env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
-    code = ("from autointerp.engine.defaults import smollm2_gguf; from autointerp.engine.model import gguf_as_safetensors;"
+    code = ("from autointerp.engine.defaults import smollm2_gguf; from autointerp.engine.activations.model import gguf_as_safetensors;"
             "print(gguf_as_safetensors(smollm2_gguf())[0])")  # fmt: skip
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]  # fmt: skip

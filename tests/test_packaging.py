@@ -21,7 +21,8 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     )  # fmt: skip
     (wheel,) = (tmp_path / "w").glob("autointerp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for pkg in ("engine", "engine/coders", "engine/llm", "engine/scorers", "store", "tui", "prompts"):
+    for pkg in ("engine", "engine/activations", "engine/activations/coders", "engine/interpretation",
+                "engine/interpretation/llm", "engine/interpretation/scorers", "engine/commands", "store", "tui", "prompts"):
         assert f"autointerp/{pkg}/__init__.py" in names
     assert "autointerp/engine/data/smollm2-135m-topk-sae/layers.15/sae.safetensors" in names
     assert "autointerp/engine/data/smollm2-135m-topk-sae/layers.15/cfg.json" in names
@@ -31,7 +32,7 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))
     ).decode()
-    assert "autointerp = autointerp.engine.cli:main" in entry and "autointerp-tui = autointerp.tui.launch:main" in entry
+    assert "autointerp = autointerp.engine.commands.cli:main" in entry and "autointerp-tui = autointerp.tui.launch:main" in entry
 
     target = tmp_path / "site"
     subprocess.run(
@@ -39,8 +40,8 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
         check=True, capture_output=True,
     )  # fmt: skip
     probe = (
-        "import os, autointerp.engine.defaults as d, autointerp.store.db, autointerp.engine.cli;"
-        "from autointerp.engine.prompts import PromptLibrary; PromptLibrary().get('fuzzing');"
+        "import os, autointerp.engine.defaults as d, autointerp.store.db, autointerp.engine.commands.cli;"
+        "from autointerp.engine.interpretation.prompts import PromptLibrary; PromptLibrary().get('fuzzing');"
         "print(d.__file__); print(os.path.isfile(os.path.join(d.EMBEDDED_SAE_DIR, 'layers.15', 'sae.safetensors')))"
     )
     env = dict(os.environ, PYTHONPATH=str(target))

@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from autointerp.engine.examples import Example, activation_list, marked_positions, plain, with_marks
-from autointerp.engine.explainers import EXPLAINERS, build_request, parse_explanation
-from autointerp.engine.llm import LLMResponse, TokenLogprob
-from autointerp.engine.prompts import PromptError, PromptLibrary
-from autointerp.engine.scorers.base import Item, label_requests, parse_labels
-from autointerp.engine.scorers.fuzzing import fuzzing_items
+from autointerp.engine.interpretation.examples import Example, activation_list, marked_positions, plain, with_marks
+from autointerp.engine.interpretation.explainers import EXPLAINERS, build_request, parse_explanation
+from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob
+from autointerp.engine.interpretation.prompts import PromptError, PromptLibrary
+from autointerp.engine.interpretation.scorers.base import Item, label_requests, parse_labels
+from autointerp.engine.interpretation.scorers.fuzzing import fuzzing_items
 
 
 def ex(tokens, acts, decile=1, window=0):

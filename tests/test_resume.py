@@ -17,9 +17,9 @@ import sys
 import numpy as np
 import pytest
 
-from autointerp.engine.cache import cache_is_complete
+from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import CacheConfig, Config
-from autointerp.engine.interpret import InterpretError, Interpreter
+from autointerp.engine.interpretation.interpret import InterpretError, Interpreter
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.stats import compute_latent_stats, latent_stats
 
@@ -70,7 +70,7 @@ def test_kill_9_inside_an_export_leaves_no_partial_output_and_the_rerun_writes_i
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     env = dict(os.environ, AUTOINTERP_KILL_AT="export:2")
-    killed = subprocess.run([sys.executable, "-m", "autointerp.engine.cli", "export", str(db), "--format", "delphi",
+    killed = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "export", str(db), "--format", "delphi",
                              "--out", str(out)], capture_output=True, text=True, env=env)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists()  # the folder appears whole or not at all (its partial twin is hidden beside it)

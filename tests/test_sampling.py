@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from autointerp.engine.config import SampleConfig
-from autointerp.engine.neighbours import CoactivationIndex, DecoderNeighbours
+from autointerp.engine.activations.neighbours import CoactivationIndex, DecoderNeighbours
 from autointerp.engine.config import Config, resolve_profile
-from autointerp.engine.sampling import ExampleSampler, NegativeSources
+from autointerp.engine.interpretation.sampling import ExampleSampler, NegativeSources
 from autointerp.store.queries import WindowQueries
 from autointerp.store.results import SampleSet
 
@@ -59,7 +59,7 @@ def test_explainer_and_scorer_sets_are_disjoint(queries, strategy):
 def test_sample_sizes_predicts_every_draw_exactly(queries, strategy, negatives):
     """The dry run counts LLM calls from `sample_sizes`; it must equal what `draw` does, for sparse, small and
     dense latents (min_windows low enough that latents with few windows are drawn too)."""
-    from autointerp.engine.sampling import sample_sizes
+    from autointerp.engine.interpretation.sampling import sample_sizes
 
     c = cfg(explain_strategy=strategy, min_windows=2, n_explain=40, activating_per_decile=7, n_non_activating=450)
     sampler = ExampleSampler(queries, c, explainer_negatives=negatives)

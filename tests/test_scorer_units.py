@@ -4,9 +4,9 @@ failures counted (never silently dropped, never counted as wrong)."""
 import numpy as np
 import pytest
 
-from autointerp.engine.examples import Example
-from autointerp.engine.llm import LLMResponse, TokenLogprob
-from autointerp.engine.scorers import generation, intervention, intruder
+from autointerp.engine.interpretation.examples import Example
+from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob
+from autointerp.engine.interpretation.scorers import generation, intervention, intruder
 
 
 def ex(window: int, decile: int) -> Example:
@@ -96,7 +96,7 @@ def test_the_explainer_sees_the_median_target_and_every_pair():
 
 def test_the_dry_run_plans_each_scorers_llm_calls(tmp_path):
     from autointerp.engine.config import CHOICES, Config, ScoreConfig
-    from autointerp.engine.estimate import plan
+    from autointerp.engine.commands.estimate import plan
 
     cfg = Config(db=str(tmp_path / "none.db"), score=ScoreConfig(scorers=list(CHOICES["score.scorers"])))
     stages = plan(cfg)["llm_stages"]

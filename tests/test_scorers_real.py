@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from autointerp.engine.config import Config, ExplainConfig, SampleConfig, ScoreConfig
-from autointerp.engine.interpret import Interpreter
-from autointerp.engine.llm import make_backend
-from autointerp.engine.steering import Steerer, steering_site
+from autointerp.engine.interpretation.interpret import Interpreter
+from autointerp.engine.interpretation.llm import make_backend
+from autointerp.engine.activations.steering import Steerer, steering_site
 from autointerp.store.browse import Browser
 from autointerp.store.db import ActivationStore
 
@@ -137,7 +137,7 @@ def test_the_output_side_explainer_explains_from_steered_continuations(scored, b
 
 
 def test_a_missing_surprisal_base_model_is_refused_before_any_latent(real_cache_db, tmp_path):
-    from autointerp.engine.interpret import InterpretError
+    from autointerp.engine.interpretation.interpret import InterpretError
 
     db = copy_db(real_cache_db, tmp_path / "s.db")
     cfg = Config(db=str(db), score=ScoreConfig(scorers=["surprisal"], surprisal_model=str(tmp_path / "no.gguf")))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from autointerp.engine.config import LLMConfig
-from autointerp.engine.llm import LLMResponse, TokenLogprob, make_backend
-from autointerp.engine.prompts import PromptLibrary
-from autointerp.engine.scorers.simulation import (
+from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob, make_backend
+from autointerp.engine.interpretation.prompts import PromptLibrary
+from autointerp.engine.interpretation.scorers.simulation import (
     parse_simulation,
     simulation_correlations,
     simulation_request,

@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from autointerp.engine.coders import NeuronCoder
+from autointerp.engine.activations.coders import NeuronCoder
 from autointerp.engine.config import CacheConfig
-from autointerp.engine.setup import prepare
-from autointerp.engine.steering import Steerer, SteeringError, SteeringSite, steering_site
+from autointerp.engine.activations.setup import prepare
+from autointerp.engine.activations.steering import Steerer, SteeringError, SteeringSite, steering_site
 
 TEXT = (
     "The village sat at the edge of a wide river, and every morning the fishermen pushed their boats into the "

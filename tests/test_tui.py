@@ -282,7 +282,7 @@ def test_audit_ratings_are_stored_with_time_stamps(db):
         assert unrated[:5] == sorted(unrated, key=lambda x: scores.get(x, 9))[:5]
 
     drive(app, steps)
-    from autointerp.engine.export import flat_rows
+    from autointerp.engine.commands.export import flat_rows
 
     with ActivationStore.open(db, readonly=True) as store:
         exported = {r["latent"]: r for r in flat_rows(store, "default")}

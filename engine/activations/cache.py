@@ -1,0 +1,262 @@
+"""The streaming activation cache: tokens -> model -> coder -> latent-major chunks in SQLite.
+
+Memory is bounded by one chunk (at most 65,536 tokens of top-k activations) plus one chunk in
+flight to the writer thread, whatever the number of tokens. A chunk is committed in one
+transaction with its sequences, so a killed run resumes after its last committed chunk with
+nothing duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
+from autointerp.store.killpoints import kill_point
+from autointerp.store.stats import compute_latent_stats
+
+from .annotate import annotate
+from autointerp.engine.config import CacheConfig
+from .corpus import CorpusError, CorpusSpec, iter_documents, pack_sequences
+from .setup import CacheParts, chunk_seqs_for, prepare, provenance
+
+
+@dataclass
+class CacheResult:
+    chunks_total: int
+    chunks_done_before: int
+    tokens: int
+    nnz: int
+    seconds: float
+    forward_seconds: float
+    corpus_exhausted: bool = False  # the corpus ran out before n_tokens
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def sequence_stream(parts: CacheParts, cfg: CacheConfig) -> Iterator[np.ndarray]:
+    spec = CorpusSpec.of(cfg)
+    tok = parts.model.tokenizer
+    seqs = pack_sequences(iter_documents(spec), tok, cfg.seq_len, parts.model.start_id, parts.model.sep_id)
+    return itertools.islice(seqs, cfg.n_sequences)
+
+
+CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions)
+
+# Cache settings that say how it was computed, not what: a cache made with another batch size is the same cache.
+HOW_NOT_WHAT = frozenset({"batch_size", "device", "dtype"})
+
+
+def same_settings(done_with: dict, cfg: CacheConfig) -> bool:
+    return all(done_with.get(k) == v for k, v in asdict(cfg).items() if k not in HOW_NOT_WHAT)
+
+
+def cache_is_complete(store: ActivationStore, cfg: CacheConfig) -> bool:
+    """The cache stage ended for these settings over exactly the chunks the file holds (its explicit mark,
+    written last: chunks, statistics, vocabulary and directions all done)."""
+    if store.provenance is None:
+        return False
+    mark = store.stage(CACHE_STAGE)
+    return (mark is not None and mark["done_at"] is not None and mark["fingerprint"] == store.chunk_fingerprint()
+            and same_settings(mark["detail"].get("config", {}), cfg))  # fmt: skip
+
+
+class ChunkWriter:
+    """Commits chunks on a background thread so SQLite work overlaps the next forward passes."""
+
+    def __init__(self, store: ActivationStore):
+        self.store = store
+        self.q: queue.Queue = queue.Queue(maxsize=1)  # one chunk in flight bounds memory
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="chunk-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is None:
+                try:
+                    self.store.write_chunk(*item)
+                    kill_point("cache.chunk")
+                except BaseException as e:  # surfaced to the caller on the next submit/close
+                    self.error = e
+
+    def submit(self, *item) -> None:
+        if self.error:
+            raise self.error
+        self.q.put(item)
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
+def encode_batch(parts: CacheParts, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Activations of one batch as flat (row-major token index, latent, value) arrays.
+
+    Position 0 of every sequence (the start token) is skipped: it is never an activation.
+    """
+    acts = parts.model.hook_activations(tokens, parts.hook)  # [B, T, d]
+    B, T, d = acts.shape
+    x = acts[:, 1:, :].reshape(-1, d).float()
+    sp = parts.coder.encode(x)
+    rows = sp.rows.cpu().numpy()
+    b, t = np.divmod(rows, T - 1)
+    flat = b * T + t + 1
+    # Compact right away (int32 / float16): a chunk's buffer is then 10 bytes per activation.
+    return flat.astype(np.int32), sp.latents.cpu().numpy().astype(np.int32), sp.values.cpu().numpy().astype(np.float16)
+
+
+@dataclass
+class CacheInputs:
+    """A cache's inputs, checked: its provenance, and the corpus stream already read up to its first sequence
+    (None when every chunk is committed and the corpus need not be read)."""
+
+    parts: CacheParts
+    provenance: dict
+    stream: Iterator[np.ndarray] | None
+
+
+def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts | None = None) -> CacheInputs:
+    """Everything a cache run needs, checked before the database is written: the model, hook, coder and corpus,
+    and that the database (if any) holds a cache of the same identity. Writes nothing."""
+    parts = parts or prepare(cfg, precheck=lambda identity: check_identity(db_path, identity))
+    prov = provenance(parts, cfg)
+    committed = check_identity(db_path, prov)
+    per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
+    total_chunks = -(-cfg.n_sequences // per_chunk)
+    stream = None
+    if committed < total_chunks:
+        stream = sequence_stream(parts, cfg)
+        # Read the first sequence before touching the database: an empty, undecodable, malformed or too short
+        # corpus fails here with the file left as it was.
+        first = next(stream, None)
+        if first is None:
+            raise CorpusError(f"the corpus holds fewer tokens than one sequence (seq_len = {cfg.seq_len}); "
+                              "use a bigger corpus or a smaller seq_len")  # fmt: skip
+        stream = itertools.chain([first], stream)
+    return CacheInputs(parts, prov, stream)
+
+
+def run_cache(
+    cfg: CacheConfig,
+    db_path: str,
+    on_progress: Callable[[int, int], None] | None = None,
+    parts: CacheParts | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+    inputs: CacheInputs | None = None,
+) -> CacheResult:
+    """Cache activations of `cfg` into `db_path`, resuming after the last committed chunk.
+
+    Everything is validated (`check_cache_inputs`, unless the caller did) before the database is written, so bad
+    input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch; events (start,
+    warning, end) go to `on_event(kind, message)` when given (a caller with its own event log), else to the
+    store. The stage ends by marking itself complete in the file (`cache_is_complete`)."""
+    inputs = inputs or check_cache_inputs(cfg, db_path, parts)
+    store = ActivationStore.open(db_path, create=True)
+    try:
+        store.claim(inputs.provenance)
+        return _fill(cfg, inputs.parts, store, inputs.stream, on_progress, on_event)
+    finally:
+        store.close()
+
+
+def check_identity(db_path: str | Path, identity: dict) -> int:
+    """Refuse (read-only, before anything is written) a database whose cache was made from other inputs; returns how
+    many chunks it already holds (0 when there is no file or no cache yet)."""
+    if not Path(db_path).exists():
+        return 0
+    with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
+        store.check_claim(identity)
+        return len(store.chunks()) if store.provenance is not None else 0
+
+
+def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, on_event=None) -> CacheResult:
+    def log(kind: str, message: str, data: dict | None = None) -> None:
+        if on_event is not None:
+            on_event(kind, message)
+        else:
+            store.log_event("cache", kind, message, data)
+
+    seq_len = cfg.seq_len
+    per_chunk = chunk_seqs_for(seq_len, cfg.chunk_tokens)
+    n_seqs = cfg.n_sequences
+    total_chunks = -(-n_seqs // per_chunk)
+    done = store.chunks()
+    tokens_total = n_seqs * seq_len
+    tokens_seen = sum(c.n_seqs for c in done.values()) * seq_len
+    log("start", f"caching {tokens_total} tokens into {total_chunks} chunks", {"chunks_done": len(done)})
+    t0 = time.perf_counter()
+    forward_s = 0.0
+    new_tokens = 0
+    n_read = sum(c.n_seqs for c in done.values())
+    if stream is not None:
+        writer = ChunkWriter(store)
+        n_read = 0
+        try:
+            for chunk_id in range(total_chunks):
+                seqs = list(itertools.islice(stream, per_chunk))
+                n_read += len(seqs)
+                if not seqs:
+                    break
+                if chunk_id in done:
+                    if done[chunk_id].n_seqs != len(seqs):
+                        raise StoreError(f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
+                                         f"the corpus now gives {len(seqs)}: the corpus changed")
+                    continue
+                tc = time.perf_counter()
+                flat_parts, lat_parts, val_parts = [], [], []
+                for start in range(0, len(seqs), cfg.batch_size):
+                    batch = torch.from_numpy(np.stack(seqs[start : start + cfg.batch_size]))
+                    tf = time.perf_counter()
+                    with torch.inference_mode():
+                        flat, lat, val = encode_batch(parts, batch)
+                    forward_s += time.perf_counter() - tf
+                    flat += start * seq_len
+                    flat_parts.append(flat)
+                    lat_parts.append(lat)
+                    val_parts.append(val)
+                    new_tokens += len(batch) * seq_len
+                    tokens_seen += len(batch) * seq_len
+                    if on_progress:
+                        on_progress(tokens_seen, tokens_total)
+                offsets = np.concatenate(flat_parts).astype(np.uint16)
+                latents = np.concatenate(lat_parts)
+                values = np.concatenate(val_parts)
+                del flat_parts, lat_parts, val_parts
+                info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
+                writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
+            writer.close()
+        except BaseException:
+            writer.close()
+            raise
+    elif on_progress:
+        on_progress(tokens_seen, tokens_total)
+    seconds = time.perf_counter() - t0
+    exhausted = n_read < n_seqs
+    if exhausted:
+        log("warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
+    compute_latent_stats(store, cfg.window_len)
+    # Token text and what each decoder direction says, for readers without a model (the TUI).
+    annotated = annotate(store, parts.model, parts.coder, on_event=log)
+    log("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
+    kill_point("cache.mark")
+    with store.db.conn:  # the stage's explicit end, over exactly the chunks now committed
+        store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": asdict(cfg), "exhausted": exhausted}, True)
+    log("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
+        {"seconds": seconds, "new_tokens": new_tokens})
+    return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

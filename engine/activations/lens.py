@@ -1,0 +1,41 @@
+"""The logit lens of a latent: which output tokens its decoder direction promotes and suppresses."""
+
+import torch
+
+
+class LogitLens:
+    """Tokens a latent promotes: the unembedding times its decoder direction (through the final norm's
+    gain where the model has one), the path expansion W_U W_dec[f]."""
+
+    def __init__(self, unembed: torch.Tensor, decoder: torch.Tensor, norm_gain: torch.Tensor | None, tokenizer,
+                 device: str | torch.device = "cpu"):  # fmt: skip
+        self.w_u = unembed.detach().float().to(device)  # [d, vocab]
+        self.w_dec = decoder.detach().float().to(device)  # [latents, d]
+        self.gain = norm_gain.detach().float().to(device) if norm_gain is not None else None
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def of_model(cls, subject, decoder: torch.Tensor, device: str | torch.device = "cpu") -> "LogitLens":
+        """The lens of a loaded SubjectModel: its W_U and, where it has one, its final norm's gain."""
+        bridge = subject.bridge
+        gain = getattr(getattr(bridge, "ln_final", None), "weight", None)  # absent for some architectures
+        return cls(bridge.W_U, decoder, gain if isinstance(gain, torch.Tensor) else None, subject.tokenizer, device)
+
+    def _scaled(self, latents) -> torch.Tensor:
+        """Decoder direction(s) of `latents` (an int or an index tensor) through the norm's gain."""
+        d = self.w_dec[latents]
+        if self.gain is not None:
+            d = d * self.gain
+        return d
+
+    def promoted(self, latent: int, k: int = 10) -> list[str]:
+        top = (self._scaled(latent) @ self.w_u).topk(k).indices.tolist()
+        return self.tokenizer.batch_decode([[t] for t in top])
+
+    def extremes(self, latents: torch.Tensor, k: int = 10):
+        """For a batch of latents: (top k, bottom k) of their logit-lens scores, each a torch.topk result
+        (values, indices) of shape [len(latents), k]; the top descending, the bottom most negative first.
+        Only [len(latents), vocab] is ever built, so callers bound memory by the batch size."""
+        logits = self._scaled(latents) @ self.w_u
+        k = min(k, logits.shape[1])
+        return logits.topk(k, dim=1), logits.topk(k, dim=1, largest=False)

@@ -1,0 +1,146 @@
+"""Resolve a CacheConfig into loaded parts (model, coder, hook), validating everything up front."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .coders import NeuronCoder, SparseCoder, load_coder
+from autointerp.engine.activations.coders.base import CoderError
+from autointerp.engine.config import CacheConfig
+from .corpus import CorpusSpec, corpus_hash
+from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae
+from .model import (
+    ModelError,
+    SubjectModel,
+    check_hook_layer,
+    hook_from_module_path,
+    hook_layer,
+    hook_width_of,
+    model_display_name,
+    model_shape,
+)
+
+
+@dataclass
+class CacheParts:
+    model: SubjectModel
+    coder: SparseCoder
+    hook: str
+
+
+def load_configured_coder(cfg: CacheConfig, model: SubjectModel | None) -> SparseCoder:
+    """The coder a cache config names. Only neurons need the model (their width and default hook); a
+    checkpoint loads without it, so its identity can be checked before the model is loaded."""
+    if cfg.coder == "neurons" or cfg.coder_kind == "neurons":
+        if model is None:
+            raise ValueError("neurons need the subject model")
+        hook = cfg.hook or f"blocks.{model.n_layers // 2}.mlp.hook_post"
+        if not hook.endswith("mlp.hook_post"):
+            raise ModelError(f"neurons read an MLP's hidden activations: use a blocks.N.mlp.hook_post hook, not {hook!r}")
+        return NeuronCoder(model.d_mlp, hook, cfg.neurons_k or None)
+    if cfg.coder == "embedded":
+        return load_coder(embedded_sae(), "sparsify")
+    hookpoint = cfg.hook if cfg.hook and Path(cfg.coder, cfg.hook).is_dir() else None
+    return load_coder(cfg.coder, cfg.coder_kind, hookpoint)
+
+
+def resolve_hook(cfg: CacheConfig, coder: SparseCoder) -> str:
+    if cfg.model == "embedded" and cfg.coder == "embedded":
+        hook_spec = cfg.hook or EMBEDDED_HOOKPOINT
+    else:
+        hook_spec = cfg.hook or coder.hook
+    if not hook_spec:
+        raise ModelError(f"the coder checkpoint {coder.path} names no hook point: set `hook`")
+    hook = hook_from_module_path(hook_spec, coder.transcoder)
+    hook_layer(hook)  # an unknown hook name fails here, before any model is loaded
+    return hook
+
+
+def check_width(coder: SparseCoder, hook: str, width: int) -> None:
+    if coder.d_in != width:
+        raise CoderError(f"coder d_in {coder.d_in} does not match hook {hook!r} width {width}")
+
+
+def check_cache_settings(cfg: CacheConfig) -> None:
+    if not 2 <= cfg.seq_len <= 65_536 or cfg.chunk_tokens > 65_536:
+        raise ModelError("seq_len and chunk_tokens must be at most 65,536 (chunk offsets are uint16)")
+    if cfg.batch_size < 1 or cfg.n_tokens < cfg.seq_len:
+        raise ModelError("batch_size must be >= 1 and n_tokens >= seq_len")
+    if cfg.window_len < 1 or cfg.chunk_tokens < 1:
+        raise ModelError("window_len and chunk_tokens must be at least 1")
+
+
+def prepare(cfg: CacheConfig, model: SubjectModel | None = None,
+            precheck: Callable[[dict], None] | None = None) -> CacheParts:  # fmt: skip
+    """Load and check the model, coder and hook of a cache config, cheapest checks first.
+
+    `precheck(identity)` is called with what is known of the cache's identity before the subject model loads
+    (corpus hash, sequence length, coder kind and hash, hook, model name), so a database made from other inputs
+    is refused before the slow part."""
+    check_cache_settings(cfg)
+    spec = CorpusSpec.of(cfg)
+    digest = corpus_hash(spec)  # a missing corpus fails here, first
+    if cfg.coder not in ("embedded", "neurons") and not Path(cfg.coder).expanduser().exists():
+        raise CoderError(f"coder checkpoint {cfg.coder} does not exist")
+    neurons = cfg.coder == "neurons" or cfg.coder_kind == "neurons"
+    coder = None if neurons else load_configured_coder(cfg, None)
+    if coder is not None:  # the hook and the coder against the model's config (cheap), before the database's identity
+        shape = model_shape(cfg.model)
+        if shape is not None:
+            hook = resolve_hook(cfg, coder)
+            check_hook_layer(hook, shape.n_layers)
+            check_width(coder, hook, hook_width_of(hook, shape.d_model, shape.d_mlp))
+    if precheck is not None:
+        identity = {"model": model_display_name(cfg.model), "corpus_hash": digest, "seq_len": cfg.seq_len,
+                    "chunk_seqs": chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)}  # fmt: skip
+        if coder is not None:
+            identity.update(coder_kind=coder.kind, coder_hash=coder.content_hash, hook=resolve_hook(cfg, coder))
+        precheck(identity)
+    model = model or SubjectModel.load(cfg.model, cfg.device, cfg.dtype)
+    if coder is None:
+        coder = load_configured_coder(cfg, model)
+    hook = resolve_hook(cfg, coder)
+    model.check_hook(hook)
+    check_width(coder, hook, model.hook_width(hook))
+    coder.to(model.device)
+    return CacheParts(model, coder, hook)
+
+
+MAX_CHUNK_TOKENS = 1 << 16  # chunk offsets are stored as uint16
+
+
+def chunk_seqs_for(seq_len: int, chunk_tokens: int = MAX_CHUNK_TOKENS) -> int:
+    """Whole sequences per chunk: as many as fit in `chunk_tokens` (offsets must fit uint16)."""
+    return max(min(chunk_tokens, MAX_CHUNK_TOKENS) // seq_len, 1)
+
+
+def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
+    """What a cache is made of: the identity a database is checked against, and how it was made."""
+    from dataclasses import asdict
+
+    from autointerp.engine import versions
+
+    vocab = parts.model.vocab_size
+    return {
+        "model": parts.model.name,
+        "model_hash": parts.model.content_hash,
+        "hook": parts.hook,
+        "coder_kind": parts.coder.kind,
+        "coder_path": parts.coder.path,
+        "coder_hash": parts.coder.content_hash,
+        "num_latents": parts.coder.num_latents,
+        "d_in": parts.coder.d_in,
+        "corpus": cfg.corpus,
+        "corpus_hash": corpus_hash(CorpusSpec.of(cfg)),
+        "seq_len": cfg.seq_len,
+        "n_tokens_target": cfg.n_tokens,
+        "chunk_seqs": chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens),
+        "token_dtype": "uint16" if vocab <= 1 << 16 else "uint32",
+        "vocab_size": vocab,
+        "bos_token_id": parts.model.start_id,
+        "seed": cfg.seed,
+        "versions": versions.package_versions(),
+        "config": asdict(cfg),
+    }

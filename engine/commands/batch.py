@@ -1,0 +1,271 @@
+"""`autointerp batch`: cache -> explain -> score for a selection of latents, resumable at any moment.
+
+Every unit of work is committed in its own transaction (a cache chunk, one latent's explanation, one
+latent's scores), and each stage skips what is committed, so a killed run rerun with the same command
+ends with the same database as an uninterrupted one. Progress goes to the terminal (rich) and, throttled,
+to the database (`runs`, `progress`, `events`) for monitors in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+from autointerp.store.db import ActivationStore, describe_write_error, now, preflight
+from autointerp.store.runs import RunLog
+from autointerp.store.text import printable
+
+from autointerp.engine.config import Config, ConfigError
+from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter, StageFailed, StageTally, select_latents
+from autointerp.engine.interpretation.llm import check_backend_config
+from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
+from autointerp.engine.interpretation.selection import parse_selection
+
+REDO_CHOICES = ("explain", "score")
+
+# Exit statuses besides 0 (done) and 2 (bad input).
+EXIT_STOPPED = 3  # a clean stop (backend gone for too long, disk full): rerun the same command to resume
+EXIT_INTERRUPTED = 130
+
+
+class BatchStopped(Exception):
+    """The run stopped cleanly before the end; everything committed stays and the next run resumes."""
+
+
+@dataclass
+class StageClock:
+    """One stage's progress as shown in the terminal and written for monitors, throttled."""
+
+    stage: str
+    unit: str
+    total: int
+    started: float = field(default_factory=time.monotonic)
+    started_at: str = ""
+    last_write: float = 0.0
+    last_line: float = 0.0
+
+    def values(self, done: int, tally: StageTally | None) -> dict:
+        v = {"total": self.total, "done": done, "wall_s": time.monotonic() - self.started}
+        if tally is not None:
+            v.update(skipped=tally.skipped, failed=tally.failed, prompts=tally.prompts,
+                     prompt_tokens=tally.prompt_tokens, cached_tokens=tally.cached_tokens,
+                     output_tokens=tally.output_tokens, backend_s=tally.backend_s)  # fmt: skip
+        return v
+
+
+class BatchRunner:
+    def __init__(self, cfg: Config, *, redo: str | None = None, console: Console | None = None,
+                 argv: list[str] | None = None):  # fmt: skip
+        self.cfg, self.redo, self.argv = cfg, redo, argv or []
+        self.console = console or Console(stderr=True)
+        if not self.console.is_terminal:  # a log file: wide enough for the report's tables
+            self.console.width = max(self.console.width, 140)
+        self.run_log: RunLog | None = None
+        self.tallies: dict[str, StageTally] = {}
+        self.latents: list[int] = []
+
+    # ---- the whole run -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run every configured stage; returns the exit status (0 done, 3 stopped, 130 interrupted).
+
+        Every input is checked before the first write or the first model load that can be avoided: the config
+        (when it was read), the latent selection's syntax, the database file (through a read-only connection),
+        the LLM settings, then the model, coder and corpus against the database's identity. Bad input raises
+        a one-line error and leaves the file byte for byte as it was."""
+        cfg = self.cfg
+        interpret = [s for s in ("explain", "score") if s in cfg.batch.stages]
+        selection = parse_selection(cfg.batch.latents)
+        preflight(cfg.db, must_exist="cache" not in cfg.batch.stages, writing=True)
+        if not cfg.batch.stages:
+            raise ConfigError("config key 'batch.stages' is empty: name at least one of cache, explain, score")
+        needs_llm = "explain" in interpret or ("score" in interpret and scorers_need_llm(cfg.score.scorers))
+        if needs_llm:
+            check_backend_config(cfg.llm)
+        inputs, backend = None, None
+        if "cache" in cfg.batch.stages and not self._cache_done():
+            from autointerp.engine.activations.cache import check_cache_inputs
+
+            with self.console.status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
+                inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
+            selection.check_width(inputs.parts.coder.num_latents)
+        elif interpret:
+            # The cache is there: the selection is resolved now, read-only, so that one matching no latent (or a
+            # cache left unfinished) is refused before anything is written or any LLM is loaded.
+            self.latents = select_latents(cfg, selection)
+            if needs_llm:
+                backend = self._backend()
+        status, message, code = "failed", "", 1
+        store = None
+        try:
+            store = ActivationStore.open(cfg.db, create=True)
+            self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection.text, config=dataclasses.asdict(cfg))
+            with self._progress() as progress:
+                self.progress = progress
+                if inputs is not None:
+                    store.close()  # run_cache opens its own connection
+                    self._cache(inputs)
+                    store = ActivationStore.open(cfg.db)
+                elif "cache" in cfg.batch.stages:
+                    self._event("cache", "skip", "cache already complete")
+                if interpret:
+                    if inputs is not None:
+                        self.latents = select_latents(cfg, selection)
+                        backend = self._backend() if needs_llm else None
+                    self._interpret(store, backend, interpret)
+            status, message, code = "done", self._closing_line(), 0
+        except BackendUnavailable as e:
+            status, message, code = "stopped", f"{e}; rerun the same command to resume", EXIT_STOPPED
+        except StageFailed as e:
+            status, message, code = "stopped", str(e), EXIT_STOPPED
+        except sqlite3.OperationalError as e:
+            status, code = "stopped", EXIT_STOPPED
+            message = f"{describe_write_error(cfg.db, e)}: rerun the same command to resume once that is fixed"
+        except KeyboardInterrupt:
+            status, message, code = "stopped", "interrupted; rerun the same command to resume", EXIT_INTERRUPTED
+        except BaseException as e:
+            status, message = "failed", f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            if self.run_log is not None:
+                self.run_log.finish(status, message)
+            if store is not None:
+                try:
+                    store.close()
+                except sqlite3.Error:
+                    pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
+        if code == 0:
+            self._summary()
+        else:
+            # One line however long (a log file must not wrap it), and the text shown literally.
+            self.console.print(Text.assemble(("stopped:", "bold red"), " ", printable(message)), soft_wrap=True)
+        return code
+
+    def _cache_done(self) -> bool:
+        """The database already holds the whole cache this config asks for (read-only: nothing written)."""
+        from pathlib import Path
+
+        from autointerp.engine.activations.cache import cache_is_complete
+
+        if not Path(self.cfg.db).exists():
+            return False
+        with ActivationStore.open(self.cfg.db, readonly=True, allow_older=True) as store:
+            return cache_is_complete(store, self.cfg.cache)
+
+    def _backend(self):
+        from autointerp.engine.interpretation.llm import make_backend
+
+        with self.console.status(f"loading LLM backend {self.cfg.llm.backend} ({self.cfg.llm.model}) ..."):
+            return make_backend(self.cfg.llm)
+
+    # ---- progress ----------------------------------------------------------------------------------
+
+    def _progress(self) -> Progress:
+        columns = (
+            TextColumn("[bold]{task.description:8s}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(),
+        )  # fmt: skip
+        return Progress(*columns, console=self.console)
+
+    def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, int]:
+        clock = StageClock(stage, unit, total, started_at=now())
+        task = self.progress.add_task(stage, total=total, unit=unit, info="")
+        return clock, task
+
+    def _report(self, clock: StageClock, task: int, done: int, info: str, tally: StageTally | None,
+                final: bool = False) -> None:  # fmt: skip
+        self.progress.update(task, completed=done, info=info)
+        now = time.monotonic()
+        if final or now - clock.last_write >= self.cfg.batch.progress_interval_s:
+            clock.last_write = now
+            self.run_log.progress(clock.stage, clock.unit, clock.values(done, tally), started_at=clock.started_at,
+                                  ended=final)  # fmt: skip
+        # Under nohup or in a log file the bars do not redraw: a plain line every 30 s instead.
+        if not self.console.is_terminal and (final or now - clock.last_line >= 30):
+            clock.last_line = now
+            self.console.print(f"{clock.stage}: {done:,}/{clock.total:,} {clock.unit} {info}", highlight=False)
+
+    def _event(self, stage: str, kind: str, message: str) -> None:
+        self.run_log.event(stage, kind, message)
+        if kind in ("outage", "resumed", "skip", "warning"):
+            self.console.print(f"{stage}: {printable(message)}", markup=False, highlight=False, soft_wrap=True)
+
+    # ---- stages ------------------------------------------------------------------------------------
+
+    def _cache(self, inputs) -> None:
+        from autointerp.engine.activations.cache import run_cache
+
+        total = self.cfg.cache.n_sequences * self.cfg.cache.seq_len
+        clock, task = self._clock("cache", "tokens", total)
+        first: list[int] = []  # tokens already committed when this run started (a resumed cache)
+
+        def on_progress(done: int, total: int) -> None:
+            if not first:
+                first.append(done)
+            rate = (done - first[0]) / max(time.monotonic() - clock.started, 1e-9)
+            self._report(clock, task, done, f"{rate:,.0f} tok/s", None)
+
+        result = run_cache(self.cfg.cache, self.cfg.db, on_progress, inputs=inputs,
+                           on_event=lambda kind, msg: self._event("cache", kind, msg))  # fmt: skip
+        self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
+
+    def _interpret(self, store: ActivationStore, backend, stages: list[str]) -> None:
+        interp = Interpreter(self.cfg, store, backend)
+        try:
+            self.run_log.set_latents(len(self.latents))
+            asyncio.run(self._stages(interp, backend, stages))
+        finally:
+            interp.close()
+
+    async def _stages(self, interp: Interpreter, backend, stages: list[str]) -> None:
+        try:
+            for stage in stages:
+                redo = self.redo == stage or (self.redo == "explain" and stage == "score")
+                clock, task = self._clock(stage, "latents", len(self.latents))
+
+                def on_latent(latent: int, tally: StageTally, clock=clock, task=task) -> None:
+                    minutes = max(time.monotonic() - clock.started, 1e-9) / 60
+                    rate = tally.prompt_tokens / max(tally.backend_s, 1e-9)
+                    info = (f"{tally.done / minutes:,.1f} latents/min, {rate:,.0f} prompt tok/s, "
+                            f"{tally.failed} failed")  # fmt: skip
+                    self._report(clock, task, tally.done + tally.skipped, info, tally)
+
+                tally = await interp.run_stage(stage, self.latents, redo, on_latent,
+                                               lambda kind, msg, stage=stage: self._event(stage, kind, msg))
+                self.tallies[stage] = tally
+                self._report(clock, task, len(self.latents), f"{tally.failed} failed", tally, final=True)
+        finally:
+            if backend is not None:
+                await backend.aclose()
+
+    # ---- the end -----------------------------------------------------------------------------------
+
+    def _closing_line(self) -> str:
+        parts = [f"{s}: {t.done} done, {t.skipped} skipped, {t.failed} failed" for s, t in self.tallies.items()]
+        return "; ".join(parts) or "nothing to do"
+
+    def _summary(self) -> None:
+        from .report import batch_report, print_report
+
+        with ActivationStore.open(self.cfg.db, readonly=True) as store:
+            report = batch_report(store, self.cfg.explain.explainer, self.latents or None,
+                                  self.cfg.batch.usd_per_million_prompt_tokens,
+                                  self.cfg.batch.usd_per_million_output_tokens)  # fmt: skip
+        print_report(report, self.console)
+        db = self.cfg.db
+        self.console.print(
+            "browse the results:\n"
+            f"  autointerp report {db}            per-scorer metrics, failures, tokens, time\n"
+            f"  autointerp info {db}              the cache and what is explained\n"
+            f"  autointerp export {db} --format json --out results/\n"
+            f"  sqlite-utils tables {db} --counts  (or: datasette {db})",
+            highlight=False,
+        )

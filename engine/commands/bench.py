@@ -1,0 +1,166 @@
+"""`autointerp bench cache`: figures for the activation cache, measured in one run.
+
+- tokens_per_s_forward: bare forward up to the hooked block (no hooks cached), same batches
+- tokens_per_s_cache: the streaming cache pipeline (forward + encode + top-k + packing + SQLite
+  commits) on the N-token run, timed in the same process as the forward reference; the per-latent
+  statistics pass that follows is reported apart as finalise_s (it scales with latents, not tokens)
+- rss_mb_small / rss_mb_large: peak RSS of a fresh process caching N and 10N tokens
+- bytes_per_activation: database bytes / stored activations (the 10N database)
+- p95_window_fetch_ms: one latent's 40 strongest windows (tokens + per-token activations),
+  over 200 random live latents of a 1M-token store
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autointerp.store.db import ActivationStore, ChunkInfo
+from autointerp.store.queries import WindowQueries
+
+from autointerp.engine.activations.cache import run_cache, sequence_stream
+from autointerp.engine.activations.setup import chunk_seqs_for
+from autointerp.engine.config import CacheConfig
+from autointerp.engine.activations.model import hook_layer
+from autointerp.engine.activations.setup import prepare
+
+
+def _child(n_tokens: int, db: str, reference: bool) -> None:
+    """Run in a fresh process: cache n_tokens, print throughput and peak RSS as JSON.
+
+    With `reference`, a bare forward over the same batches runs before and after the cache
+    (their mean is the reference time), so the ratio comes from one process and one set of batches.
+    """
+    cfg = CacheConfig(n_tokens=n_tokens)
+    parts = prepare(cfg)
+    seqs = list(sequence_stream(parts, cfg))
+    layer = hook_layer(parts.hook)
+    batches = [torch.from_numpy(np.stack(seqs[i : i + cfg.batch_size])) for i in range(0, len(seqs), cfg.batch_size)]
+    with torch.inference_mode():
+        parts.model.forward_to(batches[0], layer)  # warm-up, untimed
+
+        def forward_pass() -> float:
+            t = time.perf_counter()
+            for b in batches:
+                parts.model.forward_to(b, layer)
+            return time.perf_counter() - t
+
+        fwd1 = forward_pass() if reference else 0.0
+        t = time.perf_counter()
+        result = run_cache(cfg, db, parts=parts)
+        total_s = time.perf_counter() - t
+        fwd2 = forward_pass() if reference else 0.0
+    tokens = len(seqs) * cfg.seq_len
+    fwd = (fwd1 + fwd2) / 2
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({
+        "tokens": tokens, "forward_s": fwd, "cache_s": result.seconds, "finalise_s": total_s - result.seconds,
+        "rss_mb": rss_mb, "nnz": result.nnz,
+    }))  # fmt: skip
+
+
+def _run_child(n_tokens: int, db: Path, reference: bool) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "autointerp.engine.commands.bench", str(n_tokens), str(db), str(int(reference))],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _db_bytes(db: Path) -> int:
+    store = ActivationStore.open(db)
+    store.db.execute("pragma wal_checkpoint(truncate)")
+    store.close()
+    return db.stat().st_size + sum(p.stat().st_size for p in db.parent.glob(db.name + "-*"))
+
+
+def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: int = 0) -> None:
+    """A store with the real schema and a realistic activation shape: top-32 of the real coder's
+    width per token, latent frequencies Zipf-distributed. Used only for fetch latency at 1M tokens."""
+    prov = dict(template.provenance)
+    prov["corpus"], prov["corpus_hash"], prov["n_tokens_target"] = "synthetic", "synthetic", n_tokens
+    store = ActivationStore.open(path, create=True)
+    store.claim(prov)
+    rng = np.random.default_rng(seed)
+    seq_len, m, k = prov["seq_len"], prov["num_latents"], 32
+    per_chunk = chunk_seqs_for(seq_len)
+    weights = 1.0 / np.arange(1, m + 1) ** 0.8
+    weights /= weights.sum()
+    perm = rng.permutation(m)
+    n_seqs = n_tokens // seq_len
+    for c, first in enumerate(range(0, n_seqs, per_chunk)):
+        ns = min(per_chunk, n_seqs - first)
+        seqs = rng.integers(0, prov["vocab_size"], size=(ns, seq_len))
+        n_tok = ns * seq_len
+        lat = perm[rng.choice(m, size=n_tok * k, p=weights)].astype(np.int32)
+        off = np.repeat(np.arange(n_tok), k).astype(np.uint16)
+        keep = (off % seq_len) != 0
+        vals = rng.exponential(2.0, size=n_tok * k).astype(np.float16)
+        store.write_chunk(ChunkInfo(c, first, ns, ns * (seq_len - 1), int(keep.sum())), seqs,
+                          lat[keep], off[keep], vals[keep], 0.0)
+    store.close()
+
+
+def fetch_p95_ms(db: Path, n_latents: int = 200, per_latent: int = 40, seed: int = 0) -> float:
+    store = ActivationStore.open(db, readonly=True)
+    q = WindowQueries(store, 32)
+    live = [r[0] for r in store.db.execute("select distinct latent from activations")]
+    rng = np.random.default_rng(seed)
+    times = []
+    for latent in rng.choice(live, size=min(n_latents, len(live)), replace=False):
+        t = time.perf_counter()
+        aw = q.activating(int(latent))
+        q.fetch(aw, q.top(aw, per_latent))
+        times.append((time.perf_counter() - t) * 1000)
+    store.close()
+    return float(np.percentile(times, 95))
+
+
+def bench_cache(n_tokens: int = 32_768, fetch_tokens: int = 1_000_000, workdir: str | None = None) -> dict:
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    root = Path(workdir or tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        small = _run_child(n_tokens, root / "small.db", reference=True)
+        large = _run_child(10 * n_tokens, root / "large.db", reference=False)
+        db_bytes = _db_bytes(root / "large.db")
+        with ActivationStore.open(root / "large.db", readonly=True) as template:
+            synthetic_store(root / "fetch.db", template, fetch_tokens)
+        tps_cache = small["tokens"] / small["cache_s"]
+        tps_fwd = small["tokens"] / small["forward_s"]
+        return {
+            "tokens_small": small["tokens"],
+            "tokens_large": large["tokens"],
+            "tokens_per_s_cache": round(tps_cache, 1),
+            "tokens_per_s_forward": round(tps_fwd, 1),
+            "tokens_per_s_cache_large": round(large["tokens"] / large["cache_s"], 1),
+            "finalise_s_large": round(large["finalise_s"], 1),
+            "ratio_vs_forward": round(tps_cache / tps_fwd, 3),
+            "bytes_per_activation": round(db_bytes / large["nnz"], 3),
+            "rss_mb_small": round(small["rss_mb"], 1),
+            "rss_mb_large": round(large["rss_mb"], 1),
+            "rss_growth_mb": round(large["rss_mb"] - small["rss_mb"], 1),
+            "p95_window_fetch_ms": round(fetch_p95_ms(root / "fetch.db"), 2),
+            "p95_window_fetch_ms_real_cache": round(fetch_p95_ms(root / "large.db"), 2),
+            "fetch_store_tokens": fetch_tokens,
+            "torch_threads": torch.get_num_threads(),
+        }
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    _child(int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
+    os._exit(0)
+
+

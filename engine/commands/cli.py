@@ -1,0 +1,589 @@
+"""The `autointerp` command line."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import json
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from autointerp.store.db import StoreError, describe_write_error, preflight, why_not_creatable
+from autointerp.store.text import printable
+
+from autointerp.engine.activations.coders.base import CoderError
+from autointerp.engine.config import CHOICES, Config, ConfigError, load_config
+from autointerp.engine.activations.corpus import CorpusError
+from autointerp.engine.defaults import MissingDefault
+from autointerp.engine.interpretation.embedding import EmbeddingError
+from .export import ExportError
+from autointerp.engine.interpretation.interpret import BackendUnavailable, InterpretError, StageFailed
+from autointerp.engine.interpretation.llm import LLMConfigError, check_backend_config
+from autointerp.engine.activations.model import ModelError
+from autointerp.engine.interpretation.prompts import PromptError
+from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
+from autointerp.engine.interpretation.selection import SelectionError, parse_selection
+
+# Bad input of any kind ends in one line naming the problem and exit status 2.
+USER_ERRORS = (
+    ConfigError, CorpusError, CoderError, ModelError, StoreError, MissingDefault, LLMConfigError, PromptError,
+    InterpretError, EmbeddingError, SelectionError, ExportError,
+)  # fmt: skip
+
+
+def say(kind: str, message: object) -> None:
+    """The one line a failed command ends with (`error:` bad input, `stopped:` cannot go on), shown literally."""
+    click.echo(f"{kind}: {printable(message)}", err=True)
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as e:
+            say("error", e)
+            sys.exit(2)
+        except BackendUnavailable as e:  # a clean stop: what is stored stays, the next run resumes
+            say("stopped", f"{e}; rerun the same command to resume")
+            sys.exit(3)
+        except StageFailed as e:
+            say("stopped", e)
+            sys.exit(3)
+        except sqlite3.OperationalError as e:
+            say("stopped", f"{describe_write_error(kwargs.get('db') or 'the database', e)}; rerun once that is fixed")
+            sys.exit(3)
+        except sqlite3.DatabaseError as e:  # met while reading: a damaged file is bad input
+            say("error", f"the database cannot be read ({e}); restore it from a copy")
+            sys.exit(2)
+        except OSError as e:  # a path the checks above did not foresee: still one line, never a traceback
+            where = f": {e.filename}" if e.filename else ""
+            if e.errno in OUT_OF_SPACE:
+                say("stopped", f"{e.strerror or e}{where}; everything committed is kept, rerun once that is fixed")
+                sys.exit(3)
+            say("error", f"{e.strerror or e}{where}")
+            sys.exit(2)
+
+    return wrapper
+
+
+# A full disk or a failing device is no fault of the input: a clean stop (3), not bad input (2).
+OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def check_output_folder(path: str | None, option: str) -> None:
+    """A folder a command will write into: refused in one line before any work when it cannot be."""
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise ConfigError(f"{option} {folder} is a file, not a folder")
+        return
+    why = why_not_creatable(folder)
+    if why:
+        raise ConfigError(f"cannot create {option} {folder}: {why}")
+
+
+def status(message: str):
+    """A spinner on a terminal, nothing otherwise: a command that then fails prints only its error line."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(message)
+
+
+class OneLineErrors(click.Group):
+    """Click reports a usage error (an unknown option, a bad choice, a missing argument) in four lines of usage and
+    `Error:`; here every bad input ends in the same single `error:` line, exit status 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+            say("error", f"{e.format_message()}{where}")
+            sys.exit(2)
+        except click.Abort:
+            say("stopped", "interrupted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=OneLineErrors)
+@click.version_option(package_name="autointerp")
+def main() -> None:
+    """Cache which text makes each latent fire, explain latents with an LLM, score the explanations."""
+
+
+def cache_options(fn):
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--db", help="Database file (default autointerp.db)."),
+        click.option("--model", help="HF id, model folder, .gguf file or 'embedded'."),
+        click.option("--hook", help="Hook point, e.g. blocks.15.hook_resid_post or layers.15."),
+        click.option("--coder", help="Coder checkpoint folder / npz, 'embedded' or 'neurons'."),
+        click.option("--corpus", help="'embedded', a .txt/.jsonl/.parquet file, a dataset folder or hf:NAME."),
+        click.option("--n-tokens", type=int, help="Tokens to cache."),
+        click.option("--seq-len", type=int, help="Tokens per sequence."),
+        click.option("--batch-size", type=int, help="Sequences per forward pass."),
+        click.option("--device", help="auto, cpu, cuda, cuda:N."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def resolve_config(config_path, db, **overrides) -> Config:
+    cfg = load_config(config_path)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    cfg.cache = dataclasses.replace(cfg.cache, **given)
+    if db:
+        cfg.db = db
+    return cfg
+
+
+@main.command()
+@cache_options
+@user_errors
+def cache(config_path, db, **overrides) -> None:
+    """Cache latent activations into the database (resumes where a killed run stopped)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from autointerp.engine.activations.cache import check_cache_inputs, run_cache
+
+    cfg = resolve_config(config_path, db, **overrides)
+    preflight(cfg.db, must_exist=False, writing=True)
+    with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
+        inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
+    parts = inputs.parts
+    columns = (
+        TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )  # fmt: skip
+    progress = Progress(*columns, transient=False)
+    task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
+    t0, first = time.perf_counter(), [None]
+
+    def on_progress(done: int, total: int) -> None:
+        if first[0] is None:  # the bar appears once the inputs are checked and work has begun
+            first[0] = done
+            progress.start()
+        rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
+        progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} tok/s")
+
+    try:
+        result = run_cache(cfg.cache, cfg.db, on_progress, inputs=inputs)
+    finally:
+        progress.stop()
+    click.echo(
+        f"cached {result.tokens:,} new tokens ({result.chunks_done_before} of {result.chunks_total} chunks were "
+        f"already committed) in {result.seconds:.1f}s, {result.tokens_per_s:,.0f} tok/s; "
+        f"{result.nnz:,} activations in {cfg.db}; hook {parts.hook}, {parts.coder.num_latents} latents "
+        f"({parts.coder.kind}), device {parts.model.device}"
+    )
+    if result.corpus_exhausted:
+        click.echo("warning: the corpus ran out before --n-tokens; everything it holds is cached", err=True)
+    click.echo(f"next: autointerp info {cfg.db}")
+
+
+def llm_options(fn):
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--db", help="Database file (default autointerp.db)."),
+        click.option("--latents", help="Which latents: 0-9,42 | random:N | top:N | live (default random:8)."),
+        click.option("--redo", is_flag=True, help="Recompute results already in the database."),
+        click.option("--backend", type=click.Choice(["llamacpp", "openai", "vllm"]), help="LLM backend."),
+        click.option("--llm-model", help="GGUF path or 'embedded' (llamacpp), served model name (openai), HF id (vllm)."),
+        click.option("--base-url", "base_urls", multiple=True, help="OpenAI-compatible endpoint; repeat for a fleet."),
+        click.option("--prompts-dir", type=click.Path(file_okay=False), help="Folder of prompt files replacing ours."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def resolve_llm_config(config_path, db, latents, backend, llm_model, base_urls, prompts_dir) -> tuple[Config, str]:
+    cfg = load_config(config_path)
+    if db:
+        cfg.db = db
+    llm = {k: v for k, v in (("backend", backend), ("model", llm_model)) if v}
+    if base_urls:
+        llm["base_urls"] = list(base_urls)
+    cfg.llm = dataclasses.replace(cfg.llm, **llm)
+    if prompts_dir:
+        cfg.prompts_dir = prompts_dir
+    return cfg, latents if latents is not None else "random:8"
+
+
+def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> None:
+    """Check everything read-only (the file, its cache, the selection, the LLM settings), then open the store
+    and the backend and run one stage over the selected latents with a progress bar."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from autointerp.store.db import ActivationStore
+
+    from autointerp.engine.interpretation.interpret import Interpreter, select_latents
+    from autointerp.engine.interpretation.llm import make_backend
+    from .report import score_summary, summary_table
+
+    chosen = parse_selection(selection)
+    preflight(cfg.db, must_exist=True, writing=True)
+    latents = select_latents(cfg, chosen)
+    needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
+    backend = None
+    if needs_llm:
+        check_backend_config(cfg.llm)
+        with status(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ..."):
+            backend = make_backend(cfg.llm)
+    console = Console(stderr=True)
+    with ActivationStore.open(cfg.db) as store:
+        interp = Interpreter(cfg, store, backend)
+        try:
+            columns = (
+                TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            )  # fmt: skip
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task(stage, total=len(latents), info="")
+
+                def on_latent(latent, tally):
+                    rate = tally.prompt_tokens / max(tally.backend_s, 1e-9)
+                    progress.update(task, advance=1, info=(
+                        f"{tally.failed} failed, {tally.prompts} prompts, {rate:,.0f} prompt tok/s in backend"))
+
+                tally = asyncio.run(_run_and_close(interp, backend, stage, latents, redo, on_latent))
+        finally:
+            interp.close()
+        click.echo(
+            f"{stage}: {tally.done} latents done, {tally.skipped} skipped, {tally.failed} "
+            f"{'explanations' if stage == 'explain' else 'examples'} failed; {tally.prompts} prompts, "
+            f"{tally.prompt_tokens:,} prompt tokens ({tally.cached_tokens:,} from cache), "
+            f"{tally.output_tokens:,} output tokens, {tally.backend_s:.1f}s in the backend"
+        )
+        for why, n in tally.reasons.most_common():
+            click.echo(f"  {n} latents: {printable(why)}")
+        if stage == "score":
+            console.print(summary_table(score_summary(store.results, cfg.explain.explainer, latents)))
+        else:
+            click.echo(f"next: autointerp score --db {cfg.db} --latents {selection}")
+
+
+async def _run_and_close(interp, backend, stage, latents, redo, on_latent):
+    try:
+        return await interp.run_stage(stage, latents, redo, on_latent)
+    finally:
+        if backend is not None:
+            await backend.aclose()
+
+
+@main.command()
+@llm_options
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])))
+@user_errors
+def explain(explainer, redo, latents, **opts) -> None:
+    """Explain latents with the LLM from their explainer examples (held out from scoring)."""
+    cfg, selection = resolve_llm_config(latents=latents, **opts)
+    if explainer:
+        cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
+    run_interpret_stage(cfg, "explain", selection, redo)
+
+
+@main.command()
+@llm_options
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])),
+              help="Whose explanations to score.")
+@click.option("--scorers", help="Comma-separated, from: " + ",".join(CHOICES["score.scorers"]) + ".")
+@user_errors
+def score(explainer, scorers, redo, latents, **opts) -> None:
+    """Score explanations (and a random-explanation control) on held-out examples."""
+    from autointerp.engine.config import check_choices
+
+    cfg, selection = resolve_llm_config(latents=latents, **opts)
+    if explainer:
+        cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
+    if scorers:
+        cfg.score = dataclasses.replace(cfg.score, scorers=[s.strip() for s in scorers.split(",") if s.strip()])
+    check_choices(cfg)
+    run_interpret_stage(cfg, "score", selection, redo)
+
+
+def batch_config(config_path, db=None, latents=None) -> Config:
+    cfg = load_config(config_path)
+    if db:
+        cfg.db = db
+    if latents is not None:
+        cfg.batch = dataclasses.replace(cfg.batch, latents=latents)
+    return cfg
+
+
+@main.command()
+@click.argument("config_path", required=False, type=click.Path(dir_okay=False))
+@click.option("--db", help="Database file (overrides the config's `db`).")
+@click.option("--latents", help="Which latents (overrides [batch] latents): 0-9,42 | random:N | top:N | live.")
+@click.option("--redo", type=click.Choice(["explain", "score"]),
+              help="Recompute stored results of this stage (explain also rescores).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and an estimate of LLM calls and tokens; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON object.")
+@user_errors
+def batch(config_path, db, latents, redo, dry_run, as_json) -> None:
+    """Cache -> explain -> score for a selection of latents. Resumable: rerun the same command after a crash.
+
+    Without CONFIG_PATH it runs the embedded default (offline). `autointerp init` writes a commented config."""
+    from .batch import BatchRunner
+
+    cfg = batch_config(config_path, db, latents)
+    if dry_run:
+        from .estimate import format_plan, plan
+
+        p = plan(cfg)
+        click.echo(json.dumps(p, sort_keys=True) if as_json else format_plan(p))
+        return
+    sys.exit(BatchRunner(cfg, redo=redo, argv=sys.argv).run())
+
+
+@main.command()
+@click.argument("path", default="autointerp.toml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@user_errors
+def init(path, force) -> None:
+    """Write a commented config with every key and its default (default: ./autointerp.toml)."""
+    from importlib.resources import files
+
+    if os.path.exists(path) and not force:
+        raise ConfigError(f"{path} already exists (use --force to overwrite)")
+    why = why_not_creatable(Path(path)) if not os.path.exists(path) else None
+    if why:
+        raise ConfigError(f"cannot write {path}: {why}")
+    text = files("autointerp.engine").joinpath("data/autointerp.toml").read_text(encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    click.echo(f"wrote {path}; edit it, then: autointerp batch {path} --dry-run")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (explainer, prices).")
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])))
+@click.option("--usd-per-mtok-prompt", type=float, help="Dollars per million prompt tokens, for the price estimate.")
+@click.option("--usd-per-mtok-output", type=float, help="Dollars per million output tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output, as_json) -> None:
+    """Per-scorer metrics beside the random control, failures, tokens and time per stage, price estimate."""
+    from rich.console import Console
+
+    from autointerp.store.db import ActivationStore
+
+    from .report import batch_report, print_report
+
+    cfg = batch_config(config_path, db)
+    b = cfg.batch
+    preflight(db, must_exist=True, writing=False)
+    with ActivationStore.open(db, readonly=True) as store:
+        result = batch_report(
+            store, explainer or cfg.explain.explainer, None,
+            usd_per_mtok_prompt if usd_per_mtok_prompt is not None else b.usd_per_million_prompt_tokens,
+            usd_per_mtok_output if usd_per_mtok_output is not None else b.usd_per_million_output_tokens,
+        )  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        print_report(result, Console())
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["delphi", "json", "csv"]), default="json", show_default=True)
+@click.option("--out", required=True, type=click.Path(), help="A folder (delphi) or a file (json, csv).")
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])),
+              default="default", show_default=True)
+@user_errors
+def export(db, fmt, out, explainer) -> None:
+    """Export explanations and scores: delphi's results layout, or one flat JSON / CSV file."""
+    from .export import export as run
+
+    cfg = Config(db=db)
+    cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
+    result = run(cfg, fmt, out)
+    click.echo(f"exported {result['latents']} latents to {result['path']} ({result['files']} files)")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--top", default=10, help="How many of the most frequent latents to list.")
+@user_errors
+def info(db, top) -> None:
+    """Summarise a database: provenance, cache size, most frequent latents."""
+    from autointerp.store.db import ActivationStore
+
+    preflight(db, must_exist=True, writing=False)
+    with ActivationStore.open(db, readonly=True) as store:
+        prov = store.provenance
+        if prov is None:
+            click.echo(f"{db}: empty (no activation cache yet)")
+            return
+        p = {k: printable(v) for k, v in prov.items()}  # what a file says is shown, never obeyed
+        size = os.path.getsize(db)
+        nnz = store.nnz()
+        click.echo(f"model       {p['model']}  ({p['model_hash']})")
+        click.echo(f"hook        {p['hook']}")
+        click.echo(f"coder       {p['coder_kind']} {p['coder_path']}  ({p['coder_hash']}), "
+                   f"{p['num_latents']} latents, d_in {p['d_in']}")
+        click.echo(f"corpus      {p['corpus']}  ({p['corpus_hash']}), seq_len {p['seq_len']}, seed {p['seed']}")
+        click.echo(f"cached      {len(store.chunks())} chunks, {store.n_tokens():,} tokens, {nnz:,} activations, "
+                   f"{size / 1e6:.1f} MB ({size / max(nnz, 1):.2f} bytes/activation)")
+        rows = list(store.db.execute(
+            "select latent, count, frequency, max_act from latents order by count desc limit ?", [top]))
+        dead = store.db.execute("select count(*) from latents where count = 0").fetchone()[0]
+        click.echo(f"latents     {dead} never fired")
+        for latent, count, freq, mx in rows:
+            click.echo(f"  latent {latent:6d}  count {count:8d}  freq {freq:.4f}  max {mx:.2f}")
+        for explainer, ok, failed in store.db.execute(
+            "select explainer, count(text), count(*) - count(text) from explanations group by explainer"
+        ):
+            scored = store.db.execute(
+                "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
+            ).fetchone()[0]
+            click.echo(f"explainer   {printable(explainer)}: {ok} explanations ({failed} failed), {scored} latents scored")
+        _print_runs(store)
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@user_errors
+def annotate(db) -> None:
+    """Store the vocabulary as text and each latent's logit-lens tokens and decoder neighbours (resumable)."""
+    from autointerp.engine.activations.annotate import annotate_db
+
+    preflight(db, must_exist=True, writing=True)
+    warnings = []
+    with status(f"loading the model and coder {db} was made with ..."):
+        result = annotate_db(db, on_event=lambda kind, msg: warnings.append(msg) if kind == "warning" else None)
+    for msg in warnings:
+        click.echo(f"warning: {printable(msg)}", err=True)
+    click.echo(f"{db}: {result.describe()}")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@user_errors
+def upgrade(db) -> None:
+    """Migrate a database to this autointerp's schema (additive: every row is kept)."""
+    from autointerp.store.db import ActivationStore
+    from autointerp.store.schema import SCHEMA_VERSION
+
+    before = preflight(db, must_exist=True, writing=True)
+    if before == 0:
+        raise StoreError(f"{db}: not an autointerp database (an empty file): nothing to upgrade")
+    with ActivationStore.open(db):  # read-write: opening migrates
+        pass
+    click.echo(f"{db}: schema v{SCHEMA_VERSION}")
+
+
+def _print_runs(store, limit: int = 5) -> None:
+    """The latest batch runs; a `running` one whose heartbeat stopped was most likely killed."""
+    from autointerp.store.runs import run_rows
+
+    for run in run_rows(store.db.conn, limit):
+        state = printable(run["status"])
+        if run["probably_killed"]:
+            state = f"running? (no heartbeat for {run['silent_s']:.0f}s: killed, or on a stalled machine)"
+        stages = ", ".join(f"{printable(p['stage'])} {p['done']:,}/{p['total']:,}" for p in run["stages"])
+        click.echo(f"run {run['id']:<7d} {state}, started {printable(run['started_at'])} on {printable(run['host'])} "
+                   f"(pid {run['pid']}), latents {printable(run['selection'])}" + (f"; {stages}" if stages else ""))  # fmt: skip
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print figures (not tests)."""
+
+
+@bench.command("cache")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--n-tokens", default=32_768, help="N: tokens of the small run (the large run caches 10N).")
+@click.option("--fetch-tokens", default=1_000_000, help="Tokens in the cache used for the window-fetch timing.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
+@user_errors
+def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
+    """Cache throughput vs a bare forward, bytes per activation, peak RSS at N and 10N, fetch latency."""
+    from .bench import bench_cache as run
+
+    check_output_folder(workdir, "--workdir")
+    result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:24s} {v}")
+
+
+@bench.command("llm")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (its [llm], profile...).")
+@click.option("--db", help="An existing cache to read (results go to a copy); default: a fresh 16k-token cache.")
+@click.option("--latents", "n_latents", default=4, help="How many of the most frequent latents.")
+@click.option("--examples-per-prompt", type=int, help="Excerpts per scorer prompt (default: the profile's).")
+@click.option("--scorers", default="detection,fuzzing",
+              help="Comma-separated scorers, each timed as its own stage, or 'all'.")  # fmt: skip
+@user_errors
+def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers) -> None:
+    """Explain + score throughput, prefix-cache hit ratio, overhead, and per scorer tokens and seconds per latent."""
+    from .bench_llm import bench_llm as run
+    from autointerp.engine.config import check_choices
+
+    cfg = load_config(config_path)
+    if examples_per_prompt:
+        cfg.score = dataclasses.replace(cfg.score, examples_per_prompt=examples_per_prompt)
+    names = list(CHOICES["score.scorers"]) if scorers == "all" else [s.strip() for s in scorers.split(",") if s.strip()]
+    cfg.score = dataclasses.replace(cfg.score, scorers=names)
+    check_choices(cfg)
+    result = run(cfg, db=db, n_latents=n_latents, scorers=names)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:24s} {v}")
+
+
+@main.command("train-default-sae")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder to write (default: the packaged one).")
+@click.option("--tokens", default=393_216, help="Training tokens.")
+@user_errors
+def train_default_sae(out, tokens) -> None:
+    """Regenerate the embedded TopK SAE deterministically with eai-sparsify (about 10 min on 2 cores)."""
+    from autointerp.engine.activations.train_default import train
+
+    check_output_folder(out, "--out")
+    report = train(out, tokens)
+    click.echo(json.dumps(report, indent=1))
+
+
+@bench.command("tui", context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_tui(args) -> None:
+    """First paint and latent-switch latency of the TUI on 100k latents: [--latents N] [--db PATH] [--json]."""
+    # Its own program, like `autointerp tui`: the engine never imports Textual.
+    os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui.bench", *args])
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def tui(args) -> None:
+    """Open the terminal UI (same as autointerp-tui)."""
+    # Started as its own program: the engine never imports Textual.
+    os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui", *args])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""`autointerp batch --dry-run`: what a run would do and what it would cost, before anything runs.
+
+LLM calls are counted exactly, per latent, from what decides them: each latent's number of activating windows
+(the cache's statistics) gives the sizes of its example sets (`sampling.sample_sizes`, kept in step with the
+sampler), or its stored sample set does; which explanations and scores are already stored (a score holding
+failed examples a rerun may fix counts as to do); and whether a control explanation will exist. Two things no
+plan can know are stated, not guessed: the counts assume every explanation succeeds (a failed one is not scored),
+and intervention scoring's count is an upper bound (a steering target out of reach, or a steered continuation
+identical to the clean one, asks nothing). Before the cache exists the latents are not known yet: the counts
+are then upper bounds from the nominal sample sizes.
+
+Prompt tokens come from rows already in the database when there are any (measured per call), else from the
+prompt files rendered without excerpts (4 characters per token) plus one window of tokens per excerpt: a rough
+figure, labelled as such.
+"""
+
+from __future__ import annotations
+
+import math
+
+from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.text import printable
+
+from autointerp.engine.activations.cache import cache_is_complete
+from autointerp.engine.config import Config, resolve_profile
+from autointerp.engine.interpretation.explainers import EXPLAINERS
+from autointerp.engine.interpretation.prompts import PromptLibrary
+from autointerp.engine.interpretation.sampling import sample_sizes
+from autointerp.engine.interpretation.scorers import WITHOUT_LLM
+from autointerp.engine.interpretation.selection import parse_selection
+
+
+def _embedded_on_cpu(cfg: Config) -> bool:
+    if cfg.llm.backend != "llamacpp" or cfg.llm.model != "embedded":
+        return False
+    try:
+        import llama_cpp
+
+        return not llama_cpp.llama_supports_gpu_offload()
+    except ImportError:
+        return True
+
+
+def _template_tokens(prompts: PromptLibrary, name: str, **values) -> int:
+    messages = prompts.get(name).render(**values)
+    return sum(len(m["content"]) for m in messages) // 4
+
+
+def scorer_calls(cfg: Config, scorer: str, n_act: int, n_non: int) -> int:
+    """LLM calls one explanation costs a scorer, for a latent with these held-out example counts (as
+    Interpreter._score_state and the scorers build their prompts). Intervention: an upper bound."""
+    sc = cfg.score
+    if scorer in WITHOUT_LLM:
+        return 0
+    if scorer == "detection":
+        return math.ceil((n_act + n_non) / sc.examples_per_prompt)
+    if scorer == "fuzzing":
+        return math.ceil(n_act / sc.examples_per_prompt)
+    if scorer == "simulation":
+        k = min(-(-sc.simulation_examples // 2), n_act)
+        return k + min(sc.simulation_examples - k, n_non)
+    if scorer == "intruder":
+        return min(n_act // sc.intruder_group, n_non)
+    if scorer == "generation":
+        return 1
+    return len(sc.kl_targets) * sc.intervention_prompts  # intervention
+
+
+def _rough_tokens_per_call(cfg: Config, prompts: PromptLibrary, scorer: str) -> tuple[int, int]:
+    """(prompt tokens, output token budget) of one call, from the prompt file and the excerpt sizes."""
+    sc, w = cfg.score, cfg.cache.window_len
+    expl = "x" * 60
+    if scorer in ("detection", "fuzzing"):
+        per = sc.examples_per_prompt
+        base = _template_tokens(prompts, scorer, explanation=expl, examples="", n=str(per))
+        return base + per * (w + 4), 8 + 4 * per
+    if scorer == "simulation":
+        return _template_tokens(prompts, scorer, explanation=expl, tokens="", n=str(w)) + 4 * w, 4 * w + 16
+    if scorer == "intruder":
+        base = _template_tokens(prompts, scorer, explanation=expl, examples="", n="")
+        return base + (sc.intruder_group + 1) * (w + 4), 16
+    if scorer == "generation":
+        return _template_tokens(prompts, scorer, explanation=expl, n=""), 24 + 60 * sc.generation_texts
+    base = _template_tokens(prompts, scorer, explanation=expl, prompt="", a="", b="")
+    return base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16
+
+
+def plan(cfg: Config) -> dict:
+    """The run's plan as a dict: stages, latents to do, LLM calls and prompt tokens per stage. Reads only."""
+    cfg = resolve_profile(cfg, _embedded_on_cpu(cfg))
+    selection = parse_selection(cfg.batch.latents)
+    out: dict = {"db": cfg.db, "profile": cfg.profile, "stages": list(cfg.batch.stages),
+                 "llm": f"{cfg.llm.backend} ({cfg.llm.model})", "selection": selection.text}  # fmt: skip
+    exists = preflight(cfg.db, must_exist=False, writing=False) not in (None, 0)
+    store = ActivationStore.open(cfg.db, readonly=True) if exists else None  # writes nothing
+    try:
+        complete = store is not None and cache_is_complete(store, cfg.cache)
+        out["cache"] = {"tokens": cfg.cache.n_sequences * cfg.cache.seq_len, "complete": complete,
+                        "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0}  # fmt: skip
+        spec = EXPLAINERS[cfg.explain.explainer]
+        if complete:
+            work = _work_from_cache(cfg, store, selection, spec.needs_negatives)
+            measured = _measured(store, cfg)
+        else:
+            if store is not None and store.provenance is not None:
+                selection.check_width(int(store.provenance["num_latents"]))
+            work = _work_before_cache(cfg, selection)
+            measured = {}
+        out["latents"] = work["latents"]
+        prompts = PromptLibrary(cfg.prompts_dir or None)
+        stages = {}
+        if "explain" in cfg.batch.stages:
+            shown = (cfg.score.intervention_explain_prompts * (cfg.score.intervention_prompt_tokens
+                                                               + 2 * cfg.score.intervention_new_tokens + 8)
+                     if spec.needs_steering else cfg.sample.n_explain * (cfg.cache.window_len + 2))  # fmt: skip
+            rough = _template_tokens(prompts, spec.template, examples="", promoted="", negatives="") + shown
+            stages["explain"] = _stage(work["explain"], work["explain"], measured.get("explain"), rough,
+                                       int(cfg.explain.max_tokens * spec.token_budget),
+                                       work["exact"] and not spec.needs_steering)  # fmt: skip
+        if "score" in cfg.batch.stages:
+            for scorer in cfg.score.scorers:
+                todo, calls = work["score"][scorer]
+                if scorer in WITHOUT_LLM:
+                    stages[f"score/{scorer}"] = _stage(todo, 0, None, 0, 0, True)
+                    continue
+                rough, budget = _rough_tokens_per_call(cfg, prompts, scorer)
+                stages[f"score/{scorer}"] = _stage(todo, calls, measured.get(f"score/{scorer}"), rough, budget,
+                                                   work["exact"] and scorer != "intervention")  # fmt: skip
+        out["llm_stages"] = stages
+        out["total"] = {k: sum(st[k] for st in stages.values() if st[k] is not None)
+                        for k in ("calls", "prompt_tokens", "max_output_tokens")}  # fmt: skip
+        out["total"]["exact"] = all(st["exact"] for st in stages.values() if st["calls"])
+        return out
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _work_before_cache(cfg: Config, selection) -> dict:
+    """No cache yet: the nominal sample sizes for as many latents as the selection names (None for "live")."""
+    n = selection.count()
+    sizes = {"activating": cfg.sample.activating_per_decile * cfg.sample.n_deciles,
+             "non_activating": cfg.sample.n_non_activating}  # fmt: skip
+    sides = 2 if cfg.score.control and (n or 0) > 1 else 1
+    score = {}
+    for scorer in cfg.score.scorers:
+        per = scorer_calls(cfg, scorer, sizes["activating"], sizes["non_activating"])
+        score[scorer] = (n, None if n is None else n * sides * per)
+    return {"latents": n, "explain": n, "score": score, "exact": False}
+
+
+PLAN_BLOCK = 20_000  # latents planned per block of queries: memory follows the block, not the coder's width
+
+
+def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_negatives: bool) -> dict:
+    """Exact counts from the finished cache and what is stored, in blocks of latents (two passes: the first counts
+    which latents will have an explanation, which decides whether controls exist; the second counts the calls)."""
+    from autointerp.engine.interpretation.interpret import Interpreter
+
+    interp = Interpreter(cfg, store, None)
+    try:
+        latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+        total_windows = interp.queries.n_windows()
+    finally:
+        interp.close()
+    explainer, db = cfg.explain.explainer, store.db
+
+    def blocks():
+        """Per block of selected latents: {latent: its example-set sizes or None (skipped)}, and the explained."""
+        for start in range(0, len(latents), PLAN_BLOCK):
+            part = latents[start : start + PLAN_BLOCK]
+            span = [part[0], part[-1]]
+            where = "latent between ? and ?"
+            n_windows = dict(db.execute(f"select latent, n_windows from latents where {where}", span))
+            stored: dict[int, dict] = {}
+            for latent, role, n in db.execute(
+                f"select latent, role, count(*) from samples where {where} group by latent, role", span
+            ):
+                stored.setdefault(latent, {})[role] = n
+            skipped = {r[0] for r in db.execute(f"select latent from sample_sets where {where} and skipped is not null",
+                                                span)}  # fmt: skip
+            explained = {r[0] for r in db.execute(
+                f"select latent from explanations where explainer = ? and text is not null and {where}",
+                [explainer, *span])}  # fmt: skip
+            sizes = {x: None if x in skipped else stored.get(x) or sample_sizes(
+                cfg.sample, n_windows.get(x, 0), total_windows, explainer_negatives) for x in part}  # fmt: skip
+            yield part, span, sizes, explained
+
+    # Pass 1: which selected latents will have an explanation (assuming every explanation succeeds).
+    to_explain = mine = 0
+    for part, _, sizes, explained in blocks():
+        to_explain += sum(1 for x in part if sizes[x] is not None and x not in explained)
+        mine += sum(1 for x in part if x in explained or sizes[x] is not None)
+    n_explained = db.execute("select count(*) from explanations where explainer = ? and text is not null",
+                             [explainer]).fetchone()[0]  # fmt: skip
+    # As Interpreter.control_for draws a control: from this selection's explained latents when it has two, else from
+    # every explained latent; a scored latent has a control when that pool holds another latent than itself.
+    pool = mine if mine >= 2 else n_explained + to_explain
+    sides = [0, 1] if cfg.score.control and pool >= 2 else [0]
+    # Pass 2: the calls still to make.
+    score = {scorer: [0, 0] for scorer in cfg.score.scorers}
+    for part, span, sizes, explained in blocks():
+        done = {(r[0], r[1], r[2]) for r in db.execute(
+            "select latent, scorer, control from scores where explainer = ? and latent between ? and ?"
+            " and coalesce(n_retry, n_failed) = 0", [explainer, *span])}  # fmt: skip
+        for x in part:
+            sz = sizes[x]
+            if sz is None:
+                continue
+            for scorer, tally in score.items():
+                todo = sum(1 for c in sides if (x, scorer, c) not in done)
+                if todo:
+                    tally[0] += 1
+                    tally[1] += todo * scorer_calls(cfg, scorer, sz.get("activating", 0), sz.get("non_activating", 0))
+    return {"latents": len(latents), "explain": to_explain, "score": {k: tuple(v) for k, v in score.items()},
+            "exact": True}  # fmt: skip
+
+
+def _stage(todo, calls, measured, rough_per_call, max_output_per_call, exact: bool) -> dict:
+    if todo is None:
+        return {"latents": None, "calls": None, "prompt_tokens": None, "max_output_tokens": None, "basis": "-",
+                "exact": False}  # fmt: skip
+    if measured and measured["calls"]:
+        per_call = measured["prompt_tokens"] / measured["calls"]
+        basis = f"tokens measured on {measured['calls']:,} calls"
+    else:
+        per_call, basis = rough_per_call, "tokens rough: prompt files at 4 chars/token + excerpts"
+    return {"latents": todo, "calls": calls, "prompt_tokens": int(calls * per_call),
+            "max_output_tokens": int(calls * max_output_per_call), "basis": basis if calls else "no LLM",
+            "exact": exact}  # fmt: skip
+
+
+def _measured(store: ActivationStore, cfg: Config) -> dict:
+    from .report import sum_accounting
+
+    out = {"explain": sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])}
+    for scorer in cfg.score.scorers:
+        out[f"score/{scorer}"] = sum_accounting(store.db, "scores", "explainer = ? and scorer = ? and n_calls > 0",
+                                                 [cfg.explain.explainer, scorer])  # fmt: skip
+    return out
+
+
+def format_plan(p: dict) -> str:
+    c = p["cache"]
+    lines = [f"plan for {printable(p['db'])} (profile {p['profile']}, LLM {printable(p['llm'])})"]
+    if "cache" in p["stages"]:
+        state = "already complete" if c["complete"] else f"{c['chunks_committed']} chunks committed so far"
+        lines.append(f"  cache    {c['tokens']:,} tokens ({state})")
+    n = p["latents"]
+    lines.append(f"  latents  {printable(p['selection'])} -> "
+                 f"{n if n is not None else 'every live latent (known after the cache)'}")  # fmt: skip
+    for stage, st in p["llm_stages"].items():
+        if st["latents"] is None:
+            lines.append(f"  {stage:20s} latents known after the cache")
+            continue
+        calls = f"{st['calls']:,} LLM calls" if st["exact"] else f"at most {st['calls']:,} LLM calls"
+        lines.append(f"  {stage:20s} {st['latents']:,} latents to do, {calls}, "
+                     f"~{st['prompt_tokens']:,} prompt tokens ({st['basis']})")  # fmt: skip
+    t = p["total"]
+    lines.append(f"  total                {t['calls']:,} LLM calls{'' if t['exact'] else ' at most'}, "
+                 f"~{t['prompt_tokens']:,} prompt tokens, at most {t['max_output_tokens']:,} output tokens")  # fmt: skip
+    if c["complete"]:
+        lines.append("  (exact if every explanation succeeds: a failed explanation is not scored; intervention "
+                     "calls are an upper bound: an unreachable target or identical continuations ask nothing)")
+    else:
+        lines.append("  (before the cache: upper bounds from the nominal sample sizes; run the dry run again once "
+                     "the cache is complete for exact counts)")
+    return "\n".join(lines)

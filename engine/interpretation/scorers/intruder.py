@@ -1,0 +1,82 @@
+"""Intruder: groups of excerpts where all but one activate the latent; given the explanation, the scorer
+names the one that does not. Each group is one prompt and one outcome (right or wrong); chance is
+1 / (group size + 1)."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from autointerp.engine.interpretation.examples import Example, plain
+from autointerp.engine.interpretation.explainers import numbered
+from autointerp.engine.interpretation.llm import LLMRequest, LLMResponse
+from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
+from autointerp.engine.interpretation.prompts import PromptTemplate
+
+from .base import Item
+
+
+def intruder_groups(activating: list[Example], non_activating: list[Example], group: int,
+                    rng: np.random.Generator) -> list[tuple[list[Item], int]]:  # fmt: skip
+    """(the group's items in shown order, index of the intruder). Activating excerpts are grouped by
+    strength (neighbouring deciles together), so an intruder cannot be spotted by a weak example alone."""
+    act = sorted(activating, key=lambda ex: (ex.decile, ex.window))
+    non = [non_activating[i] for i in rng.permutation(len(non_activating))]
+    out = []
+    for g in range(min(len(act) // group, len(non))):
+        members = [Item(ex.window, plain(ex), 1, ex.decile) for ex in act[g * group : (g + 1) * group]]
+        members.append(Item(non[g].window, plain(non[g]), 0, 0))
+        order = rng.permutation(len(members))
+        shown = [members[i] for i in order]
+        out.append((shown, int(np.flatnonzero(order == len(members) - 1)[0])))
+    return [out[i] for i in rng.permutation(len(out))]
+
+
+def intruder_schema(n: int) -> dict:
+    return {"type": "object", "properties": {"intruder": {"type": "integer", "enum": list(range(1, n + 1))}},
+            "required": ["intruder"]}  # fmt: skip
+
+
+def intruder_request(template: PromptTemplate, explanation: str, items: list[Item], *, seed: int, top_logprobs: int,
+                     json_output: bool, temperature: float = 0.0) -> LLMRequest:  # fmt: skip
+    messages = template.render(explanation=explanation, examples=numbered([it.text for it in items]),
+                               n=str(len(items)))  # fmt: skip
+    return LLMRequest(messages, max_tokens=16, temperature=temperature, seed=seed, top_logprobs=top_logprobs,
+                      json_schema=intruder_schema(len(items)) if json_output else None)  # fmt: skip
+
+
+_NUMBER = re.compile(r"\b(\d+)\b")
+
+
+@never_raises(lambda why: (None, None, why))
+def parse_intruder(r: LLMResponse, n: int) -> tuple[int | None, list[float] | None, str | None]:
+    """-> (0-based index named, P(each excerpt is named) from logprobs or None, None) or (None, None, why not)."""
+    if not r.ok:
+        return None, None, r.error
+    text = r.text or ""
+    obj = answer_json(text)
+    if obj is not NOT_JSON:
+        value = obj.get("intruder") if isinstance(obj, dict) else None
+    else:
+        m = _NUMBER.search(text)
+        value = int(m.group(1)) if m else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None, None, "unparseable answer"
+    if not 1 <= value <= n:
+        return None, None, f"intruder {value} is not an excerpt number (1-{n})"
+    return value - 1, _choice_probabilities(r, value, n), None
+
+
+def _choice_probabilities(r: LLMResponse, value: int, n: int) -> list[float] | None:
+    """At the token that spelled the answer: the alternatives' probabilities, renormalised over 1..n."""
+    for t in r.logprobs or []:
+        if t.token.strip() == str(value):
+            probs = [0.0] * n
+            for text, lp in t.top.items():
+                k = text.strip()
+                if k.isdigit() and 1 <= int(k) <= n and np.isfinite(lp):
+                    probs[int(k) - 1] += float(np.exp(lp))
+            total = sum(probs)
+            return [p / total for p in probs] if total > 0 else None
+    return None
