@@ -194,6 +194,10 @@ class ActivationStore:
 
     # ---- provenance ----------------------------------------------------------------------
 
+    def forget_cached(self) -> None:
+        """Drop the provenance and chunk list read so far: another process may have written since."""
+        self._chunks = self._prov = None
+
     @property
     def provenance(self) -> dict | None:
         if self._prov is None:
