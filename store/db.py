@@ -27,13 +27,14 @@ from .schema import (
     implied_stages,
     read_version,
 )
+from .errors import UserError
 
 # Fields that say which activations a database holds; reusing a database for another value
 # of any of them would mix incompatible activations.
 IDENTITY_FIELDS = ("model", "hook", "coder_kind", "coder_hash", "corpus_hash", "seq_len", "chunk_seqs")
 
 
-class StoreError(Exception):
+class StoreError(UserError):
     """A problem with the database file, stated in one line."""
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import sqlite_utils
 
 from .codec import CODEC
+from .errors import UserError
 
 SCHEMA_VERSION = 6
 
 
-class SchemaError(Exception):
+class SchemaError(UserError):
     """The file is not an autointerp database this version can use."""
 
 

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from autointerp.store.errors import UserError
 
-class CorpusError(Exception):
+
+class CorpusError(UserError):
     """A corpus that cannot be read, stated in one line."""
 
 

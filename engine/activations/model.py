@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from autointerp.engine.defaults import EMBEDDED_MODEL_NAME, smollm2_gguf
+from autointerp.store.errors import UserError
 
 
-class ModelError(Exception):
+class ModelError(UserError):
     """A subject model or hook point that cannot be used, stated in one line."""
 
 

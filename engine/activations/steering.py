@@ -17,8 +17,10 @@ import torch
 
 from .model import SubjectModel
 
+from autointerp.store.errors import UserError
 
-class SteeringError(Exception):
+
+class SteeringError(UserError):
     """A latent that cannot be steered, stated in one line."""
 
 

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from autointerp.store.db import ActivationStore, preflight, why_not_creatable
+from autointerp.store.errors import UserError
 from autointerp.store.killpoints import kill_point
 
 from autointerp.engine.config import Config
@@ -31,7 +32,7 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.\-]", "_", str(text)).lstrip(".") or "_"
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """An output path that cannot be written, stated in one line."""
 
 

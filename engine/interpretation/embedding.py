@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from autointerp.store.errors import UserError
 
-class EmbeddingError(Exception):
+
+class EmbeddingError(UserError):
     """An embedding model that cannot be loaded, stated in one line."""
 
 

@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from autointerp.store.errors import UserError
+
 ROLES = ("system", "user", "assistant")
 _HEADER = re.compile(r"^=== (system|user|assistant) ===\s*$")
 
 
-class PromptError(Exception):
+class PromptError(UserError):
     """A template that is missing or malformed, stated in one line."""
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autointerp.store.errors import UserError
 
-class SelectionError(Exception):
+
+class SelectionError(UserError):
     """A latent selection that cannot be used, stated in one line."""
 
 

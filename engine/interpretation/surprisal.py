@@ -21,6 +21,7 @@ import numpy as np
 
 from autointerp.engine.interpretation.metrics import ExampleOutcome
 from autointerp.engine.interpretation.scorers.base import Item, ScoredRun
+from autointerp.store.errors import UserError
 
 # Caps, in tokens. Texts are example windows (~32 tokens) and prefixes a template plus one explanation,
 # so the caps only guard against runaway input; they also size llama.cpp's context.
@@ -30,7 +31,7 @@ EMPTY_TEXT = "text tokenises to nothing"
 NON_FINITE = "non-finite loss"
 
 
-class SurprisalError(Exception):
+class SurprisalError(UserError):
     """A base model that cannot be loaded or used, stated in one line."""
 
 

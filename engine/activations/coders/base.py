@@ -8,8 +8,10 @@ from pathlib import Path
 
 import torch
 
+from autointerp.store.errors import UserError
 
-class CoderError(Exception):
+
+class CoderError(UserError):
     """A checkpoint that cannot be used, stated in one line."""
 
 

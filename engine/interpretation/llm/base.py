@@ -14,8 +14,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from autointerp.store.errors import UserError
 
-class LLMConfigError(Exception):
+
+class LLMConfigError(UserError):
     """A backend that cannot be started, stated in one line."""
 
 
