@@ -51,6 +51,19 @@ def write_audit(path: str | Path, latent: int, explainer: str, explanation_seen:
         conn.close()
 
 
+def rated_count(conn: sqlite3.Connection, explainer: str) -> int:
+    """How many of this explainer's explanations have a rating."""
+    return conn.execute("select count(*) from audits where explainer = ? and rating is not null",
+                        [explainer]).fetchone()[0]  # fmt: skip
+
+
+def explanation_text(conn: sqlite3.Connection, latent: int, explainer: str) -> str | None:
+    """The explanation an auditor is shown for a latent (None when it has none or it failed)."""
+    row = conn.execute("select text from explanations where latent = ? and explainer = ?",
+                       [latent, explainer]).fetchone()  # fmt: skip
+    return row[0] if row else None
+
+
 def audit_queue(conn: sqlite3.Connection, mode: str, explainer: str, *, scorer: str | None = None,
                 metric: str = "balanced_accuracy", filtered=None, seed: int = 0) -> list[int]:  # fmt: skip
     """Explained latents to audit, not yet rated first within each mode's order.

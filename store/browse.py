@@ -3,13 +3,21 @@
 Everything here reads through one read-only connection, so a browser can never write to (or lock) the
 file a batch is writing. The latent list is virtual: `order()` returns only the sorted latent ids (4 bytes
 per latent) and `rows()` fetches the handful of rows on screen.
+
+A Browser is this read API in full: the TUI runs no SQL of its own. One connection must not be used by two
+threads at once; the TUI keeps one Browser on its UI thread and one per kind of worker, each worker kind
+serialised by its own lock. With AUTOINTERP_CHECK_THREADS=1 (the TUI tests set it) every read checks that
+rule and raises ThreadMisuse when it is broken, rather than letting a race show up now and then.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import audits
 from .db import ActivationStore, StoreError
 from .queries import LatentWindow, WindowQueries
-from .runs import run_rows
+from .runs import latest_heartbeat, run_rows
+from .errors import UserError
 
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
 # have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
@@ -28,10 +38,15 @@ PRIMARY_METRIC = {"embedding": "auroc", "surprisal": "auroc", "simulation": "cor
                   "intruder": "accuracy"}  # fmt: skip
 METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
+CHECK_THREADS_ENV = "AUTOINTERP_CHECK_THREADS"
 
 
-class BrowseError(Exception):
+class BrowseError(UserError):
     """The file cannot be browsed; the message is one line for the user."""
+
+
+class ThreadMisuse(RuntimeError):
+    """A Browser was used by two threads at once, or by both the main thread and worker threads (a bug)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,12 @@ class LatentDetail:
     audit: dict | None
     has_vocab: bool
     load_ms: float = 0.0
+    # The vocabulary the windows were read with (shared, not copied): the detail renders its tokens without
+    # going back to the database, so a view on the UI thread never touches the worker's connection.
+    vocab: list[str] = field(default_factory=list, repr=False)
+
+    def token_text(self, ids) -> list[str]:
+        return tokens_as_text(self.vocab, ids)
 
 
 @dataclass
@@ -84,6 +105,31 @@ class MonitorSnapshot:
     cache: dict  # chunks committed, tokens cached, latents with statistics
     counts: dict  # explanations, failed explanations, scored latents
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+def tokens_as_text(vocab: list[str], ids) -> list[str]:
+    """Token ids as their vocabulary strings; `<id>` for ids the vocabulary lacks (or with no vocabulary)."""
+    return [vocab[i] if 0 <= i < len(vocab) else f"<{i}>" for i in (int(t) for t in ids)]
+
+
+def _read(method):
+    """Wraps every public read of a Browser: applies a pending `refresh` on the thread that reads, and with
+    AUTOINTERP_CHECK_THREADS=1 checks the one-thread-at-a-time and main-or-workers rules (see the module doc)."""
+
+    @functools.wraps(method)
+    def call(self: "Browser", *args, **kw):
+        outer = self._enter() if self._check_threads else True
+        try:
+            if outer and self._stale:
+                self._stale = False
+                self._vocab = self._scorers = None
+                self._store.forget_cached()
+            return method(self, *args, **kw)
+        finally:
+            if outer and self._check_threads:
+                self._user = None
+
+    return call
 
 
 def parse_query(text: str, columns: set[str]) -> tuple[list[ScoreFilter], str]:
@@ -116,16 +162,37 @@ class Browser:
     """One database opened read-only for browsing. Open with `Browser.open(path)`."""
 
     def __init__(self, store: ActivationStore):
-        self.store = store
-        self.conn: sqlite3.Connection = store.db.conn
+        self._store = store
+        self._conn: sqlite3.Connection = store.db.conn
         self._vocab: list[str] | None = None
         self._window_len: int | None = None
         self._scorers: dict[str, str] | None = None
+        self._stale = False  # set by `refresh` from any thread, applied by the next read
+        self._check_threads = os.environ.get(CHECK_THREADS_ENV) == "1"
+        self._guard = threading.Lock()
+        self._user: int | None = None  # the thread inside a read now
+        self._on_main: bool | None = None  # which side reads: the main thread (True) or workers (False)
+
+    def _enter(self) -> bool:
+        """Claim the connection for this thread; True for the outermost read (reads call each other)."""
+        me = threading.get_ident()
+        on_main = threading.current_thread() is threading.main_thread()
+        with self._guard:
+            if self._user not in (None, me):
+                raise ThreadMisuse(f"a Browser of {self._store.path} is read by two threads at once")
+            if self._on_main is None:
+                self._on_main = on_main
+            elif self._on_main != on_main:
+                first, now = ("the main thread", "a worker") if self._on_main else ("workers", "the main thread")
+                raise ThreadMisuse(f"a Browser of {self._store.path} read by {first} is now read by {now}")
+            outer = self._user is None
+            self._user = me
+        return outer
 
     def refresh(self) -> None:
-        """Forget what was read about the file as a whole (new scorers, vocabulary, cache chunks)."""
-        self._vocab = self._scorers = None
-        self.store._chunks = self.store._prov = None
+        """Forget what was read about the file as a whole (new scorers, vocabulary, cache chunks). Safe from any
+        thread: it only marks the browser, and the next read (on the thread that owns it) forgets."""
+        self._stale = True
 
     @classmethod
     def open(cls, path: str | Path) -> "Browser":
@@ -141,18 +208,21 @@ class Browser:
         return cls(store)
 
     def close(self) -> None:
-        self.store.close()
+        self._store.close()
 
     # ---- what the file holds --------------------------------------------------------------------
 
     @property
+    @_read
     def provenance(self) -> dict | None:
-        self.store._prov = None  # a cache may have started since the last look
-        return self.store.provenance
+        self._store.forget_cached()  # a cache may have started since the last look
+        return self._store.provenance
 
+    @_read
     def explainers(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("select distinct explainer from explanations order by explainer")]
+        return [r[0] for r in self._conn.execute("select distinct explainer from explanations order by explainer")]
 
+    @_read
     def scorers(self) -> dict[str, str]:
         """{scorer: its primary metric} for every scorer with real (non-control) scores (read once; `refresh`)."""
         if self._scorers is None:
@@ -160,7 +230,7 @@ class Browser:
             for explainer, scorer in self._scorer_pairs():
                 if scorer in out:
                     continue
-                has_bal = self.conn.execute(
+                has_bal = self._conn.execute(
                     "select balanced_accuracy is not null from scores where explainer = ? and scorer = ?"
                     " and control = 0 limit 1", [explainer, scorer]).fetchone()  # fmt: skip
                 out[scorer] = PRIMARY_METRIC.get(scorer, "balanced_accuracy" if has_bal and has_bal[0] else "auroc")
@@ -171,17 +241,18 @@ class Browser:
         """Distinct (explainer, scorer) in `scores`, by a loose index scan: one index probe per pair found,
         where SELECT DISTINCT would read every score row (600k at 100k latents)."""
         pairs: list[tuple[str, str]] = []
-        explainer = self.conn.execute("select min(explainer) from scores").fetchone()[0]
+        explainer = self._conn.execute("select min(explainer) from scores").fetchone()[0]
         while explainer is not None:
-            scorer = self.conn.execute("select min(scorer) from scores where explainer = ?", [explainer]).fetchone()[0]
+            scorer = self._conn.execute("select min(scorer) from scores where explainer = ?", [explainer]).fetchone()[0]
             while scorer is not None:
                 pairs.append((explainer, scorer))
-                scorer = self.conn.execute("select min(scorer) from scores where explainer = ? and scorer > ?",
+                scorer = self._conn.execute("select min(scorer) from scores where explainer = ? and scorer > ?",
                                            [explainer, scorer]).fetchone()[0]  # fmt: skip
-            explainer = self.conn.execute("select min(explainer) from scores where explainer > ?",
+            explainer = self._conn.execute("select min(explainer) from scores where explainer > ?",
                                           [explainer]).fetchone()[0]  # fmt: skip
         return sorted(pairs, key=lambda p: p[1])
 
+    @_read
     def columns(self) -> set[str]:
         """Names a sort or filter may use: statistics, each scorer (its primary metric) and scorer.metric."""
         cols = set(STAT_COLUMNS)
@@ -190,8 +261,14 @@ class Browser:
             cols.update(f"{scorer}.{m}" for m in METRICS)
         return cols
 
+    @_read
     def n_latents(self) -> int:
-        return self.conn.execute("select count(*) from latents").fetchone()[0]
+        return self._conn.execute("select count(*) from latents").fetchone()[0]
+
+    @_read
+    def latent_stats(self, latent: int) -> dict | None:
+        """The latent's statistics row; None when the file has no such latent."""
+        return self._store.latent_stats(int(latent))
 
     # ---- the latent list ------------------------------------------------------------------------
 
@@ -206,6 +283,7 @@ class Browser:
         return (f"(select s.{metric} from scores s where s.latent = l.latent and s.explainer = ?"
                 f" and s.scorer = ? and s.control = 0)")  # fmt: skip
 
+    @_read
     def order(self, sort: str = "latent", descending: bool = False, query: str = "", explainer: str = "default"
               ) -> np.ndarray:  # fmt: skip
         """Latent ids in display order after filters and full-text search (int64 array)."""
@@ -227,11 +305,12 @@ class Browser:
         # Latents without the sort key (never scored) go last in either direction.
         sql += f" order by {key} is null, {key} {'desc' if descending else 'asc'}, l.latent"
         try:
-            ids = [r[0] for r in self.conn.execute(sql, where_args + key_args * 2)]
+            ids = [r[0] for r in self._conn.execute(sql, where_args + key_args * 2)]
         except sqlite3.OperationalError as e:
             raise BrowseError(f"query failed: {e}") from None
         return np.asarray(ids, dtype=np.int64)
 
+    @_read
     def rows(self, latents, explainer: str = "default") -> dict[int, LatentRow]:
         """The list rows of the given latents (a screenful), keyed by latent."""
         ids = [int(x) for x in latents]
@@ -240,18 +319,18 @@ class Browser:
         marks = ",".join("?" * len(ids))
         out = {
             r[0]: LatentRow(r[0], r[1], r[2], r[3], None, {})
-            for r in self.conn.execute(
+            for r in self._conn.execute(
                 f"select latent, frequency, max_act, n_windows from latents where latent in ({marks})", ids
             )
         }
-        for latent, text, error in self.conn.execute(
+        for latent, text, error in self._conn.execute(
             f"select latent, text, error from explanations where explainer = ? and latent in ({marks})",
             [explainer, *ids],
         ):
             if latent in out:
                 out[latent].explanation = text if text is not None else f"(failed: {error})"
         scorers = self.scorers()
-        for latent, scorer, *values in self.conn.execute(
+        for latent, scorer, *values in self._conn.execute(
             f"select latent, scorer, {', '.join(METRICS)} from scores where explainer = ? and control = 0"
             f" and latent in ({marks})", [explainer, *ids]
         ):  # fmt: skip
@@ -261,26 +340,29 @@ class Browser:
 
     # ---- one latent -------------------------------------------------------------------------------
 
+    @_read
     def vocab(self) -> list[str]:
         if self._vocab is None:
-            self._vocab = [r[0] for r in self.conn.execute("select token from vocab order by id")]
+            self._vocab = [r[0] for r in self._conn.execute("select token from vocab order by id")]
         return self._vocab
 
+    @_read
     def token_text(self, ids) -> list[str]:
-        vocab = self.vocab()
-        return [vocab[i] if 0 <= i < len(vocab) else f"<{i}>" for i in (int(t) for t in ids)]
+        return tokens_as_text(self.vocab(), ids)
 
     @property
+    @_read
     def window_len(self) -> int:
         if self._window_len is None:
             cfg = json.loads(self.provenance["config"] or "{}")
             self._window_len = int(cfg.get("window_len", 32))
         return self._window_len
 
+    @_read
     def detail(self, latent: int, per_decile: int = 3) -> LatentDetail:
         t0 = time.perf_counter()
         latent = int(latent)
-        stats = self.store.latent_stats(latent)
+        stats = self._store.latent_stats(latent)
         explanations = [dict(r) for r in self._dict_rows(
             "select explainer, text, error, model, n_examples, extras, created_at from explanations"
             " where latent = ? order by explainer", [latent])]  # fmt: skip
@@ -295,35 +377,36 @@ class Browser:
             r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
             r["details"] = json.loads(r["details"]) if r["details"] else {}
             entry["control" if r["control"] else "real"] = r
-        has_vocab = len(self.vocab()) > 0
+        vocab = self.vocab()
+        has_vocab = len(vocab) > 0
         promoted, suppressed, neighbours = [], [], []
-        row = self.conn.execute("select promoted, suppressed, neighbours from directions where latent = ?",
+        row = self._conn.execute("select promoted, suppressed, neighbours from directions where latent = ?",
                                 [latent]).fetchone()  # fmt: skip
         if row is not None:
             for src, dst in ((row[0], promoted), (row[1], suppressed)):
                 pairs = json.loads(src or "[]")
                 dst.extend(zip(self.token_text([p[0] for p in pairs]), [p[1] for p in pairs]))
             pairs = json.loads(row[2] or "[]")
-            texts = dict(self.conn.execute(
+            texts = dict(self._conn.execute(
                 f"select latent, text from explanations where latent in ({','.join('?' * len(pairs))})"
                 " order by explainer desc", [p[0] for p in pairs]).fetchall()) if pairs else {}  # fmt: skip
             neighbours = [(int(p[0]), float(p[1]), texts.get(p[0])) for p in pairs]
         audit = self._dict_rows("select * from audits where latent = ? order by explainer", [latent])
         detail = LatentDetail(latent, stats, explanations, list(scores.values()), promoted, suppressed, neighbours,
                               self._groups(latent, per_decile) if self.provenance else [], audit[0] if audit else None,
-                              has_vocab)  # fmt: skip
+                              has_vocab, vocab=vocab)  # fmt: skip
         detail.load_ms = (time.perf_counter() - t0) * 1000
         return detail
 
     def _groups(self, latent: int, per_decile: int) -> list[ExampleGroup]:
         """The latent's activating windows in ten equal-count strength bins, strongest bin first; the
         strongest `per_decile` windows of each bin."""
-        self.store._chunks = None  # the cache may have grown
-        q = WindowQueries(self.store, self.window_len)
+        self._store.forget_cached()  # the cache may have grown
+        q = WindowQueries(self._store, self.window_len)
         aw = q.activating(latent)
         if len(aw.window_ids) == 0:
             return []
-        roles = dict(self.conn.execute("select window, role from samples where latent = ?", [latent]).fetchall())
+        roles = dict(self._conn.execute("select window, role from samples where latent = ?", [latent]).fetchall())
         strength = dict(zip(aw.window_ids.tolist(), aw.max_acts.tolist()))
         groups = []
         bins = q.decile_bins(aw, 10)
@@ -339,34 +422,62 @@ class Browser:
         return groups
 
     def _dict_rows(self, sql: str, args: list) -> list[dict]:
-        cur = self.conn.execute(sql, args)
+        cur = self._conn.execute(sql, args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
 
     # ---- the run monitor ---------------------------------------------------------------------------
 
+    @_read
     def latest_run_status(self) -> str | None:
         """The newest run's status, with `running` read as `killed` when its heartbeat stopped."""
-        runs = run_rows(self.conn, limit=1)
+        runs = run_rows(self._conn, limit=1)
         if not runs:
             return None
         return "killed" if runs[0]["probably_killed"] else runs[0]["status"]
 
+    @_read
+    def heartbeat(self) -> str | None:
+        """The newest run heartbeat: a monitor re-counts results only when it moved (or now and then)."""
+        return latest_heartbeat(self._conn)
+
+    @_read
     def monitor(self, n_events: int = 30, counts: dict | None = None) -> MonitorSnapshot:
         """Runs, progress, events and cache size; result counts are re-read only when `counts` is None
         (they scan the results tables, so a monitor polling every second passes the last ones most times)."""
-        runs = run_rows(self.conn, limit=10)
+        runs = run_rows(self._conn, limit=10)
         now = datetime.now(timezone.utc)
         events = self._dict_rows("select id, at, run, stage, kind, message from events order by id desc limit ?",
                                  [n_events])  # fmt: skip
-        cache = dict(zip(("chunks", "tokens"), self.conn.execute(
+        cache = dict(zip(("chunks", "tokens"), self._conn.execute(
             "select count(*), coalesce(sum(n_tokens), 0) from chunks").fetchone()))  # fmt: skip
         cache["latents"] = self.n_latents()
         prov = self.provenance
         cache["target_tokens"] = prov["n_tokens_target"] if prov else None
         if counts is None:
-            counts = dict(zip(("explained", "failed"), self.conn.execute(
+            counts = dict(zip(("explained", "failed"), self._conn.execute(
                 "select count(text), count(*) - count(text) from explanations").fetchone()))  # fmt: skip
-            counts["scored"] = self.conn.execute("select count(distinct latent) from scores").fetchone()[0]
+            counts["scored"] = self._conn.execute("select count(distinct latent) from scores").fetchone()[0]
         return MonitorSnapshot(runs, events, cache, counts, now)
 
+
+    # ---- audits ---------------------------------------------------------------------------------------
+
+    @_read
+    def audit_queue(self, mode: str, explainer: str, *, scorer: str | None = None, metric: str = "balanced_accuracy",
+                    filtered=None) -> list[int]:  # fmt: skip
+        """Explained latents to audit in `mode`'s order (store/audits.py `audit_queue`)."""
+        return audits.audit_queue(self._conn, mode, explainer, scorer=scorer, metric=metric, filtered=filtered)
+
+    @_read
+    def rated_count(self, explainer: str) -> int:
+        return audits.rated_count(self._conn, explainer)
+
+    @_read
+    def agreement(self, explainer: str) -> list[dict]:
+        """Ratings against each scorer's primary metric (store/audits.py `agreement`)."""
+        return audits.agreement(self._conn, explainer, self.scorers())
+
+    @_read
+    def explanation_text(self, latent: int, explainer: str) -> str | None:
+        return audits.explanation_text(self._conn, int(latent), explainer)

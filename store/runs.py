@@ -113,6 +113,11 @@ def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
     return out
 
 
+def latest_heartbeat(conn: sqlite3.Connection) -> str | None:
+    """The newest heartbeat of any run (None before the first run): it changes whenever a batch writes progress."""
+    return conn.execute("select max(updated_at) from runs").fetchone()[0]
+
+
 def _age_s(stamp: str | None, now_utc: datetime) -> float | None:
     if not stamp:
         return None

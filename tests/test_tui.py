@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.store.db import ActivationStore
 from autointerp.store.runs import RunLog
 from autointerp.store.schema import SCHEMA_VERSION
@@ -24,6 +25,13 @@ from autointerp.tui.latent_list import LatentList
 from autointerp.tui.monitor import MonitorPane
 
 SIZE = (150, 45)
+
+
+@pytest.fixture(autouse=True)
+def check_threads(monkeypatch):
+    # Every Browser read checks that no connection is read by two threads at once, nor by both the UI thread and a
+    # worker (store/browse.py): a sharing mistake fails these tests every time instead of racing now and then.
+    monkeypatch.setenv(CHECK_THREADS_ENV, "1")
 
 
 @pytest.fixture(scope="session")

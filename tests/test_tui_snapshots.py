@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.store.synthetic import home_token, make_synthetic_db
 from autointerp.tui.app import AutointerpApp
 
@@ -20,6 +21,11 @@ SIZE = (150, 45)
 def colour_terminal(monkeypatch):
     # Snapshots are taken in colour unless a test asks otherwise, whatever the CI machine's environment says.
     monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def check_threads(monkeypatch):
+    monkeypatch.setenv(CHECK_THREADS_ENV, "1")  # a connection read by two threads fails the test (store/browse.py)
 
 
 @pytest.fixture(scope="module")

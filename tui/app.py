@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 from rich.text import Text
 from textual import work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
@@ -106,7 +107,9 @@ class AutointerpApp(App):
         self.error: str | None = None
         self.browser: Browser | None = None
         try:
-            # Read-only connections: the list's rows (UI thread); orders, detail loads, monitor polls (workers).
+            # Read-only connections, one per thread that reads: the list's rows and the audit pane (UI thread);
+            # orders, detail loads, monitor polls (workers, each kind serialised by its lock below). A connection
+            # is never shared between the UI thread and a worker (Browser checks it with AUTOINTERP_CHECK_THREADS=1).
             self.browser = Browser.open(self.db_path)
             self._order_db = Browser.open(self.db_path)
             self._detail_db = Browser.open(self.db_path)
@@ -115,6 +118,7 @@ class AutointerpApp(App):
             self.error = str(e)
         self._detail_lock = threading.Lock()
         self._order_lock = threading.Lock()
+        self._monitor_lock = threading.Lock()  # an `exclusive` thread worker is marked cancelled, not stopped
         self._order_requests = self._order_applied = 0
         self._wanted: int | None = None
         self.sort, self.descending, self.query_text = "latent", False, ""
@@ -148,9 +152,12 @@ class AutointerpApp(App):
                         yield Static("", id="list-header")
                         yield LatentList(self.browser, id="list")
                     with Vertical(id="browse-right"):
-                        yield LatentDetailView(self._detail_db.token_text, self.mono, id="detail")
+                        yield LatentDetailView(self.mono, id="detail")
             with TabPane("Audit [3]", id="audit"):
-                yield Lazy(AuditPane(self._detail_db, self.db_path, self.mono, lambda: self.query_one(LatentList).ids))
+                # The pane reads on the UI thread, so it gets the UI thread's Browser: the detail worker's one
+                # would be read by two threads at once while a latent loads (a share under `_detail_lock` would
+                # make the UI wait for that load).
+                yield Lazy(AuditPane(self.browser, self.db_path, self.mono, lambda: self.query_one(LatentList).ids))
         yield Footer()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -283,7 +290,7 @@ class AutointerpApp(App):
         self.action_tab("latents")
         lst = self.query_one(LatentList)
         if not lst.go_to(latent):
-            if latent < 0 or self.browser.store.latent_stats(latent) is None:
+            if latent < 0 or self.browser.latent_stats(latent) is None:
                 self.notify(f"latent {latent} is not in this database", severity="warning")
                 return
             self.notify(f"latent {latent} is outside the current filter; showing it anyway")
@@ -345,17 +352,21 @@ class AutointerpApp(App):
 
     @work(thread=True, exclusive=True, group="monitor")
     def poll(self) -> None:
-        self._polls += 1
-        # Result counts scan the results tables: every 10th poll, or when the newest run has moved on.
-        heartbeat = self._monitor_db.conn.execute("select max(updated_at) from runs").fetchone()[0]
-        fresh = self._polls % 10 == 1 or heartbeat != self._heartbeat
-        self._heartbeat = heartbeat
-        try:
-            snap = self._monitor_db.monitor(counts=None if fresh else self._counts)
-            self._counts = snap.counts
-        except Exception as e:
-            self.post_message(self.MonitorRead(None, f"{type(e).__name__}: {e}"))
-            return
+        # One poll at a time on the monitor connection; a poll superseded while it waited is skipped.
+        with self._monitor_lock:
+            if get_current_worker().is_cancelled:
+                return
+            self._polls += 1
+            try:
+                # Result counts scan the results tables: every 10th poll, or when the newest run has moved on.
+                heartbeat = self._monitor_db.heartbeat()
+                fresh = self._polls % 10 == 1 or heartbeat != self._heartbeat
+                self._heartbeat = heartbeat
+                snap = self._monitor_db.monitor(counts=None if fresh else self._counts)
+                self._counts = snap.counts
+            except Exception as e:
+                self.post_message(self.MonitorRead(None, f"{type(e).__name__}: {e}"))
+                return
         self.post_message(self.MonitorRead(snap))
 
     def on_monitor_pane_mounted(self, message: MonitorPane.Mounted) -> None:

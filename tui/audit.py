@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from autointerp.store.audits import agreement, audit_queue, write_audit
+from autointerp.store.audits import write_audit
 from autointerp.store.browse import Browser
 from autointerp.store.text import printable
 
@@ -59,7 +59,7 @@ class AuditPane(Vertical, can_focus=True):
 
     def __init__(self, browser: Browser, db_path: str, mono: bool, filtered, **kw) -> None:
         super().__init__(**kw)
-        self.browser = browser
+        self.browser = browser  # read on the UI thread only (the app gives the pane its UI-thread Browser)
         self.db_path = db_path
         self.mono = mono
         self.filtered = filtered  # () -> the browser's current order, for the "filtered" queue
@@ -73,16 +73,16 @@ class AuditPane(Vertical, can_focus=True):
         yield Static("", classes="a-head")
         yield Static("", classes="a-agree")
         yield Input(placeholder="", classes="a-input")
-        yield LatentDetailView(self.browser.token_text, self.mono, classes="a-detail")
+        yield LatentDetailView(self.mono, classes="a-detail")
 
     def reload(self, explainer: str) -> None:
         self.explainer = explainer
         scorers = self.browser.scorers()
         scorer = next(iter(scorers), None)
         mode = self.mode if (self.mode != "lowest" or scorer) else "random"
-        self.queue = audit_queue(self.browser.conn, mode, explainer, scorer=scorer,
-                                 metric=scorers.get(scorer, "balanced_accuracy"),
-                                 filtered=self.filtered() if mode == "filtered" else None)  # fmt: skip
+        self.queue = self.browser.audit_queue(mode, explainer, scorer=scorer,
+                                              metric=scorers.get(scorer, "balanced_accuracy"),
+                                              filtered=self.filtered() if mode == "filtered" else None)  # fmt: skip
         self.pos = 0
         self.show_current()
 
@@ -92,16 +92,14 @@ class AuditPane(Vertical, can_focus=True):
 
     def show_current(self) -> None:
         view = self.query_one(LatentDetailView)
-        n_rated = self.browser.conn.execute(
-            "select count(*) from audits where explainer = ? and rating is not null", [self.explainer]).fetchone()[0]
+        n_rated = self.browser.rated_count(self.explainer)
         head = Text()
         head.append("audit ", "bold")
         head.append(f"queue: {self.mode}   {self.pos + 1 if self.queue else 0}/{len(self.queue)}   rated: {n_rated}"
                     f"   explainer: {self.explainer}\n")  # fmt: skip
         head.append("c correct · p partly · w wrong · f flag · o your explanation · n note · ←/→ move · m queue", "dim")
         self.query_one(".a-head", Static).update(head)
-        self.query_one(".a-agree", Static).update(agreement_table(agreement(self.browser.conn, self.explainer,
-                                                                            self.browser.scorers())))  # fmt: skip
+        self.query_one(".a-agree", Static).update(agreement_table(self.browser.agreement(self.explainer)))
         if self.latent is None:
             view.show_message("nothing to audit: no latent has an explanation yet" if self.mode != "filtered"
                               else "nothing to audit: the latent browser's filter holds no explained latent")  # fmt: skip
@@ -111,9 +109,8 @@ class AuditPane(Vertical, can_focus=True):
     def _write(self, **changes) -> None:
         if self.latent is None:
             return
-        seen = self.browser.conn.execute("select text from explanations where latent = ? and explainer = ?",
-                                         [self.latent, self.explainer]).fetchone()  # fmt: skip
-        write_audit(self.db_path, self.latent, self.explainer, seen[0] if seen else None, **changes)
+        seen = self.browser.explanation_text(self.latent, self.explainer)
+        write_audit(self.db_path, self.latent, self.explainer, seen, **changes)
 
     def action_rate(self, rating: str) -> None:
         self._write(rating=rating)

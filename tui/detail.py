@@ -151,7 +151,7 @@ def lens_text(detail: LatentDetail) -> Text:
     return text
 
 
-def examples_renderable(detail: LatentDetail, token_text, mono: bool):
+def examples_renderable(detail: LatentDetail, mono: bool):
     if not detail.groups:
         return Text("no activating examples in the cache for this latent", style="italic")
     scale = detail.stats["max_act"] if detail.stats else max(w.max_act for g in detail.groups for w in g.windows)
@@ -164,7 +164,7 @@ def examples_renderable(detail: LatentDetail, token_text, mono: bool):
             head = Text(f" {w.max_act:6.2f} ", "dim")
             mark = {"explain": "E", "activating": "S", "non_activating": "N"}.get(role, " ")
             head.append(f"{mark} ", "bold")
-            parts.append(head + heat_text(token_text(w.tokens), w.acts, scale, mono))
+            parts.append(head + heat_text(detail.token_text(w.tokens), w.acts, scale, mono))
     parts.append(Text("E: shown to the explainer   S: held out for the scorers", "dim"))
     return Group(*parts)
 
@@ -181,9 +181,9 @@ def neighbours_text(detail: LatentDetail) -> Text:
     return text
 
 
-def detail_renderable(detail: LatentDetail, token_text, mono: bool) -> Group:
+def detail_renderable(detail: LatentDetail, mono: bool) -> Group:
     return Group(stats_text(detail), Text(), explanations_text(detail), scores_table(detail), Text(),
-                 lens_text(detail), neighbours_text(detail), examples_renderable(detail, token_text, mono))  # fmt: skip
+                 lens_text(detail), neighbours_text(detail), examples_renderable(detail, mono))  # fmt: skip
 
 
 class NeighbourPicker(ModalScreen[int | None]):
@@ -234,9 +234,8 @@ class LatentDetailView(ScrollView, can_focus=True):
             super().__init__()
             self.latent = latent
 
-    def __init__(self, token_text, mono: bool = False, **kw) -> None:
+    def __init__(self, mono: bool = False, **kw) -> None:
         super().__init__(**kw)
-        self.token_text = token_text
         self.mono = mono
         self.detail: LatentDetail | None = None
         self._renderable = Text("select a latent")
@@ -261,7 +260,7 @@ class LatentDetailView(ScrollView, can_focus=True):
 
     def show(self, detail: LatentDetail) -> None:
         self.detail = detail
-        self._set(detail_renderable(detail, self.token_text, self.mono))
+        self._set(detail_renderable(detail, self.mono))
 
     def show_message(self, message: str) -> None:
         self.detail = None
