@@ -75,7 +75,9 @@ def make_synthetic_db(
         lat, off, val = lat[first], off[first], val[first]
         store.write_chunk(ChunkInfo(c, c * chunk_seqs, chunk_seqs, chunk_seqs * (seq_len - 1), len(val)), seqs,
                           lat, off.astype(np.uint16), val, 0.0)  # fmt: skip
-        all_lat.append(lat), all_pos.append(off + c * tokens_per_chunk), all_val.append(val.astype(np.float32))
+        all_lat.append(lat)
+        all_pos.append(off + c * tokens_per_chunk)
+        all_val.append(val.astype(np.float32))
     lat, pos, val = np.concatenate(all_lat), np.concatenate(all_pos), np.concatenate(all_val)
     n_tokens = store.n_tokens()
     db = store.db

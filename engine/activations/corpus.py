@@ -61,8 +61,8 @@ def embedded_documents(seed: int) -> list[str]:
         # The BBC files are Latin-1 in places; decode leniently, it is our own shipped data.
         docs.append(f.read_bytes().decode("utf-8", errors="replace").strip())
     chapters: dict[tuple[str, int], list[str]] = {}
-    with open(_package_dir("bible") / "data" / "kjv.jsonl", encoding="utf-8") as f:
-        for line in f:
+    with open(_package_dir("bible") / "data" / "kjv.jsonl", encoding="utf-8") as kjv:
+        for line in kjv:
             v = json.loads(line)
             chapters.setdefault((v["book"], v["chapter"]), []).append(v["text"])
     for (book, chapter), verses in chapters.items():

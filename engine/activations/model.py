@@ -17,6 +17,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Any
+
 import torch
 
 from autointerp.engine.defaults import EMBEDDED_MODEL_NAME, smollm2_gguf
@@ -213,8 +215,8 @@ def load_tokenizer(spec: str):
 
 @dataclass
 class SubjectModel:
-    bridge: object
-    tokenizer: object
+    bridge: Any  # a TransformerLens TransformerBridge
+    tokenizer: Any
     name: str
     content_hash: str
     device: torch.device

@@ -7,17 +7,22 @@ way the cache read the corpus: the start token first (never scored), then the te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from .coders.base import SparseCoder
+    from .model import SubjectModel
 
 MAX_PROBE_TOKENS = 256  # longer texts are cut (the cache's windows are shorter than this anyway)
 
 
 @dataclass
 class LatentProbe:
-    model: object  # SubjectModel
-    coder: object  # SparseCoder
+    model: SubjectModel
+    coder: SparseCoder
     hook: str
 
     def token_ids(self, text: str) -> list[int]:

@@ -50,7 +50,7 @@ def resolve_hook(cfg: CacheConfig, coder: SparseCoder) -> str:
     if cfg.model == "embedded" and cfg.coder == "embedded":
         hook_spec = cfg.hook or EMBEDDED_HOOKPOINT
     else:
-        hook_spec = cfg.hook or coder.hook
+        hook_spec = cfg.hook or coder.hook or ""
     if not hook_spec:
         raise ModelError(f"the coder checkpoint {coder.path} names no hook point: set `hook`")
     hook = hook_from_module_path(hook_spec, coder.transcoder)
@@ -73,7 +73,7 @@ def check_cache_settings(cfg: CacheConfig) -> None:
 
 
 def prepare(cfg: CacheConfig, model: SubjectModel | None = None,
-            precheck: Callable[[dict], None] | None = None) -> CacheParts:  # fmt: skip
+            precheck: Callable[[dict], object] | None = None) -> CacheParts:  # fmt: skip
     """Load and check the model, coder and hook of a cache config, cheapest checks first.
 
     `precheck(identity)` is called with what is known of the cache's identity before the subject model loads

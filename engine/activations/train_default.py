@@ -101,7 +101,7 @@ def evaluate(model, sae_dir: Path, held: np.ndarray, start_id: int) -> dict:
     coder = SparsifyCoder(sae_dir)
     layer = int(EMBEDDED_HOOKPOINT.split(".")[1])
     sq_err = 0.0
-    xs_sum, xs_sq, n = 0.0, 0.0, 0
+    xs_sum, xs_sq, n = torch.zeros(()), 0.0, 0
     fired = torch.zeros(coder.num_latents, dtype=torch.bool)
     captured = {}
 
