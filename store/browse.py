@@ -27,9 +27,9 @@ import numpy as np
 
 from . import audits
 from .db import ActivationStore, StoreError
+from .errors import UserError
 from .queries import LatentWindow, WindowQueries
 from .runs import latest_heartbeat, run_rows
-from .errors import UserError
 
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
 # have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
@@ -459,7 +459,6 @@ class Browser:
                 "select count(text), count(*) - count(text) from explanations").fetchone()))  # fmt: skip
             counts["scored"] = self._conn.execute("select count(distinct latent) from scores").fetchone()[0]
         return MonitorSnapshot(runs, events, cache, counts, now)
-
 
     # ---- audits ---------------------------------------------------------------------------------------
 

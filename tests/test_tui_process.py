@@ -18,9 +18,17 @@ from pathlib import Path
 import psutil
 import pytest
 
+from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.tui.heatmap import visible
 
 from conftest import batch_cmd, copy_db, free_port, rows, stop_process, write_config
+
+
+@pytest.fixture(autouse=True)
+def check_threads(monkeypatch):
+    # The TUI processes inherit it: a connection read by two threads ends the TUI (store/browse.py), failing the test.
+    monkeypatch.setenv(CHECK_THREADS_ENV, "1")
+
 
 # The real_cache_db fixture's cache settings (so the batch finds the cache complete and goes straight to
 # explain and score), with test_batch's small explain/score settings for the 2 most frequent latents.

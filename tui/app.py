@@ -17,16 +17,16 @@ from pathlib import Path
 import click
 from rich.text import Text
 from textual import work
-from textual.worker import get_current_worker
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
-from textual.lazy import Lazy
 from textual.containers import Horizontal, Vertical
+from textual.lazy import Lazy
 from textual.message import Message
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
-from autointerp.store.browse import Browser, BrowseError, LatentDetail, MonitorSnapshot
+from autointerp.store.browse import BrowseError, Browser, LatentDetail, MonitorSnapshot
 from autointerp.store.db import StoreError, preflight
 from autointerp.store.text import printable
 
