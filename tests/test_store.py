@@ -3,7 +3,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from autointerp.store.db import ActivationStore, StoreError
+from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.schema import SCHEMA_VERSION
 from autointerp.store.queries import WindowQueries
 from autointerp.store.stats import compute_latent_stats
@@ -99,10 +99,24 @@ def test_latent_stats(filled_store):
 
 
 def test_readonly_open_while_writer_holds_db(filled_store):
-    store, _ = filled_store
+    store, truth = filled_store
     ro = ActivationStore.open(store.path, readonly=True)
-    assert ro.nnz() == store.nnz()
-    ro.close()
+    try:
+        # The reader sees every committed activation, exactly as the writer's own connection does.
+        assert ro.nnz() == store.nnz() == len(truth)
+        for latent in range(8):
+            (pos, vals), (wpos, wvals) = ro.latent_activations(latent), store.latent_activations(latent)
+            assert pos.tolist() == wpos.tolist() and vals.tolist() == wvals.tolist()
+        # It never writes, not even by mistake ...
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            ro.db.execute("delete from activations")
+        # ... and does not block the writer (WAL): a chunk committed meanwhile is visible to the reader.
+        store.write_chunk(ChunkInfo(2, 4, 2, 30, 1), np.ones((2, 16), np.int64), np.array([7], np.int32),
+                          np.array([3], np.uint16), np.array([9.5], np.float16), 0.0)  # fmt: skip
+        assert ro.db.execute("select count(*), sum(nnz) from chunks").fetchone() == (3, len(truth) + 1)
+    finally:
+        ro.close()
+    assert store.nnz() == len(truth) + 1
 
 
 
