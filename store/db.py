@@ -27,7 +27,7 @@ from .schema import (
     implied_stages,
     read_version,
 )
-from .errors import UserError
+from .errors import AutointerpError, CannotContinue, UserError
 
 # Fields that say which activations a database holds; reusing a database for another value
 # of any of them would mix incompatible activations.
@@ -48,19 +48,44 @@ def describe_database_error(path, e: sqlite3.DatabaseError) -> str:
     return f"{path}: {text}"
 
 
-def describe_write_error(path, e: sqlite3.Error) -> str:
-    """Why a write to the database failed, told apart: full disk, locked by another process, read-only."""
-    text = str(e)
-    low = text.lower()
-    if "locked" in low or "busy" in low:
-        why = "the database is locked by another process that holds a long write"
-    elif "readonly" in low or "read-only" in low:
-        why = "the database file (or its folder) is read-only"
-    elif "full" in low or "disk i/o" in low or "too large" in low:
-        why = "the disk is full (or a file-size limit was reached)"
-    else:
-        why = "the database refused the write"
-    return f"cannot write {path}: {why} ({text}); everything committed is kept"
+class DatabaseUnwritable(CannotContinue):
+    """The database cannot take a write now: locked by another process, read-only, or the disk is full. Nothing is
+    wrong with the file; everything committed is kept and a rerun resumes once that is fixed."""
+
+
+# Why SQLite refused, by its primary result code (the low byte of an extended one).
+_WHY_NOT = {
+    5: "the database is locked by another process that holds a long write",  # SQLITE_BUSY
+    6: "the database is locked by another process that holds a long write",  # SQLITE_LOCKED
+    8: "the database file (or its folder) is read-only",  # SQLITE_READONLY
+    13: "the disk is full (or a file-size limit was reached)",  # SQLITE_FULL
+    10: "the disk could not be written (a full disk, a file-size limit or a failing device)",  # SQLITE_IOERR
+}
+
+
+def why_not_written(e: sqlite3.Error, reading: bool = False) -> str | None:
+    """Why SQLite could not write (locked, read-only, disk full), or None when the error says something else.
+    `reading`: only a lock counts (an I/O error met while reading says something of the file itself)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        code &= 0xFF
+    else:  # an error made without a result code: its text is all there is
+        low = str(e).lower()
+        texts = {5: ("locked", "busy"), 8: ("readonly", "read-only"), 13: ("full",), 10: ("disk i/o",)}
+        code = next((c for c, words in texts.items() if any(w in low for w in words)), None)
+    if reading and code not in (5, 6):
+        return None
+    return _WHY_NOT.get(code)
+
+
+def write_failure(path, e: sqlite3.Error, doing: str = "write") -> AutointerpError:
+    """What a failed database operation is raised as: DatabaseUnwritable naming why (locked, read-only, disk full;
+    any other refusal of a write), or StoreError when the file itself is damaged (bad input)."""
+    why = why_not_written(e, reading=doing == "read")
+    if why is None and not isinstance(e, sqlite3.OperationalError):
+        return StoreError(describe_database_error(path, e))
+    return DatabaseUnwritable(f"cannot {doing} {path}: {why or f'the database refused the {doing}'} ({e}); "
+                              "everything committed is kept")  # fmt: skip
 
 
 def check_file(db: sqlite_utils.Database, path, *, empty_ok: bool, older_ok: bool) -> int:
@@ -107,7 +132,8 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
             raise StoreError(f"cannot create database {path}: {why}")
         return None
     if writing and not os.access(path, os.W_OK):
-        raise StoreError(f"database {path} is read-only")
+        raise DatabaseUnwritable(f"cannot write {path}: the database file is read-only; nothing was written, "
+                                 "rerun once it is writable")  # fmt: skip
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
@@ -123,6 +149,8 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
     except SchemaError as e:
         raise StoreError(f"{path}: {e}") from None
     except sqlite3.DatabaseError as e:
+        if why_not_written(e, reading=True):  # locked by a writer (a rollback journal): no damage, a stop
+            raise write_failure(path, e, "read") from None
         raise StoreError(describe_database_error(path, e)) from None
     finally:
         conn.close()
@@ -181,6 +209,8 @@ class ActivationStore:
             raise StoreError(f"{path}: {e}") from None
         except sqlite3.DatabaseError as e:
             conn.close()
+            if why_not_written(e, reading=readonly):  # locked, read-only, disk full: the file is fine
+                raise write_failure(path, e, "read" if readonly else "write") from None
             raise StoreError(describe_database_error(path, e)) from None
         return cls(db, path, readonly)
 

@@ -9,6 +9,7 @@ nothing duplicated or lost.
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -27,6 +28,8 @@ from .annotate import annotate
 from autointerp.engine.config import CacheConfig
 from .corpus import CorpusError, CorpusSpec, iter_documents, pack_sequences
 from .setup import CacheParts, chunk_seqs_for, prepare, provenance
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,7 +91,9 @@ class ChunkWriter:
                 return
             if self.error is None:
                 try:
+                    t = time.perf_counter()
                     self.store.write_chunk(*item)
+                    log.debug("chunk %d committed in %.2fs", item[0].id, time.perf_counter() - t)
                     kill_point("cache.chunk")
                 except BaseException as e:  # surfaced to the caller on the next submit/close
                     self.error = e
@@ -134,11 +139,14 @@ class CacheInputs:
 def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts | None = None) -> CacheInputs:
     """Everything a cache run needs, checked before the database is written: the model, hook, coder and corpus,
     and that the database (if any) holds a cache of the same identity. Writes nothing."""
+    t0 = time.perf_counter()
     parts = parts or prepare(cfg, precheck=lambda identity: check_identity(db_path, identity))
     prov = provenance(parts, cfg)
     committed = check_identity(db_path, prov)
     per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
     total_chunks = -(-cfg.n_sequences // per_chunk)
+    log.info("cache: model, coder and corpus checked in %.1fs; %d of %d chunks committed in %s",
+             time.perf_counter() - t0, committed, total_chunks, db_path)  # fmt: skip
     stream = None
     if committed < total_chunks:
         stream = sequence_stream(parts, cfg)
@@ -186,7 +194,7 @@ def check_identity(db_path: str | Path, identity: dict) -> int:
 
 
 def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, on_event=None) -> CacheResult:
-    def log(kind: str, message: str, data: dict | None = None) -> None:
+    def event(kind: str, message: str, data: dict | None = None) -> None:
         if on_event is not None:
             on_event(kind, message)
         else:
@@ -199,7 +207,10 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     done = store.chunks()
     tokens_total = n_seqs * seq_len
     tokens_seen = sum(c.n_seqs for c in done.values()) * seq_len
-    log("start", f"caching {tokens_total} tokens into {total_chunks} chunks", {"chunks_done": len(done)})
+    event("start", f"caching {tokens_total} tokens into {total_chunks} chunks", {"chunks_done": len(done)})
+    if done:
+        log.info("cache: resuming, %d of %d chunks already committed%s", len(done), total_chunks,
+                 "" if stream is not None else " (all of them: statistics and annotation only)")  # fmt: skip
     t0 = time.perf_counter()
     forward_s = 0.0
     new_tokens = 0
@@ -217,6 +228,7 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
                     if done[chunk_id].n_seqs != len(seqs):
                         raise StoreError(f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
                                          f"the corpus now gives {len(seqs)}: the corpus changed")
+                    log.debug("chunk %d: committed by an earlier run, its sequences skipped", chunk_id)
                     continue
                 tc = time.perf_counter()
                 flat_parts, lat_parts, val_parts = [], [], []
@@ -239,6 +251,8 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
                 values = np.concatenate(val_parts)
                 del flat_parts, lat_parts, val_parts
                 info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
+                log.debug("chunk %d of %d: %d sequences, %d activations in %.2fs", chunk_id + 1, total_chunks,
+                          len(seqs), len(values), time.perf_counter() - tc)  # fmt: skip
                 writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
             writer.close()
         except BaseException:
@@ -249,14 +263,19 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     seconds = time.perf_counter() - t0
     exhausted = n_read < n_seqs
     if exhausted:
-        log("warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
+        event("warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
+    log.info("cache: %d new tokens in %.1fs (%.1fs in forward passes); latent statistics next", new_tokens, seconds,
+             forward_s)  # fmt: skip
+    t = time.perf_counter()
     compute_latent_stats(store, cfg.window_len)
+    log.info("cache: latent statistics in %.1fs", time.perf_counter() - t)
     # Token text and what each decoder direction says, for readers without a model (the TUI).
-    annotated = annotate(store, parts.model, parts.coder, on_event=log)
-    log("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
+    annotated = annotate(store, parts.model, parts.coder, on_event=event)
+    event("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
+    log.info("cache: annotation in %.1fs", annotated.seconds)
     kill_point("cache.mark")
     with store.db.conn:  # the stage's explicit end, over exactly the chunks now committed
         store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": asdict(cfg), "exhausted": exhausted}, True)
-    log("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
+    event("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
         {"seconds": seconds, "new_tokens": new_tokens})
     return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

@@ -10,33 +10,49 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.text import Text
 
-from autointerp.store.db import ActivationStore, describe_write_error, now, preflight
+from autointerp.store.db import ActivationStore, now, preflight, write_failure
+from autointerp.store.errors import CannotContinue
 from autointerp.store.runs import RunLog
 from autointerp.store.text import printable
 
 from autointerp.engine.config import Config, ConfigError
-from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter, StageFailed, StageTally, select_latents
+from autointerp.engine.interpretation.interpret import Interpreter, StageTally, select_latents
 from autointerp.engine.interpretation.llm import check_backend_config
 from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
 from autointerp.engine.interpretation.selection import parse_selection
 
-REDO_CHOICES = ("explain", "score")
-
-# Exit statuses besides 0 (done) and 2 (bad input).
-EXIT_STOPPED = 3  # a clean stop (backend gone for too long, disk full): rerun the same command to resume
-EXIT_INTERRUPTED = 130
+log = logging.getLogger(__name__)
 
 
-class BatchStopped(Exception):
-    """The run stopped cleanly before the end; everything committed stays and the next run resumes."""
+class Interrupted(CannotContinue):
+    """Ctrl-C (or SIGINT) during a run: what is committed stays and the same command resumes."""
+
+    exit_code = 130
+
+
+def resumable(message: str) -> str:
+    """A stop's line says how to go on: everything committed is kept, so the same command resumes."""
+    return message if "rerun" in message else f"{message}; rerun the same command to resume"
+
+
+def stopped(e: BaseException, db) -> CannotContinue | None:
+    """A fault that stops a run cleanly, as the error the command line reports (its message is what the run log
+    records); None for anything else (bad input, a damaged file, a bug), which goes up as it is."""
+    if isinstance(e, KeyboardInterrupt):
+        return Interrupted(resumable("interrupted"))
+    if isinstance(e, sqlite3.DatabaseError):  # a write refused: locked, read-only, the disk full
+        e = write_failure(db, e)
+    if isinstance(e, CannotContinue):  # the backend gone too long, a stage with no usable answer, a full disk
+        return CannotContinue(resumable(str(e)))
+    return None
 
 
 @dataclass
@@ -74,7 +90,8 @@ class BatchRunner:
     # ---- the whole run -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run every configured stage; returns the exit status (0 done, 3 stopped, 130 interrupted).
+        """Run every configured stage and return 0, or raise: a stop (the backend gone too long, a full disk, a
+        locked database, an interrupt) as CannotContinue, after it is recorded in the run log.
 
         Every input is checked before the first write or the first model load that can be avoided: the config
         (when it was read), the latent selection's syntax, the database file (through a read-only connection),
@@ -102,8 +119,10 @@ class BatchRunner:
             self.latents = select_latents(cfg, selection)
             if needs_llm:
                 backend = self._backend()
-        status, message, code = "failed", "", 1
+        status, message = "failed", ""
         store = None
+        started = time.monotonic()
+        log.info("batch: stages %s over %s in %s", ",".join(cfg.batch.stages), selection.text, cfg.db)
         try:
             store = ActivationStore.open(cfg.db, create=True)
             self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection.text, config=dataclasses.asdict(cfg))
@@ -120,20 +139,15 @@ class BatchRunner:
                         self.latents = select_latents(cfg, selection)
                         backend = self._backend() if needs_llm else None
                     self._interpret(store, backend, interpret)
-            status, message, code = "done", self._closing_line(), 0
-        except BackendUnavailable as e:
-            status, message, code = "stopped", f"{e}; rerun the same command to resume", EXIT_STOPPED
-        except StageFailed as e:
-            status, message, code = "stopped", str(e), EXIT_STOPPED
-        except sqlite3.OperationalError as e:
-            status, code = "stopped", EXIT_STOPPED
-            message = f"{describe_write_error(cfg.db, e)}: rerun the same command to resume once that is fixed"
-        except KeyboardInterrupt:
-            status, message, code = "stopped", "interrupted; rerun the same command to resume", EXIT_INTERRUPTED
+            status, message = "done", self._closing_line()
         except BaseException as e:
-            status, message = "failed", f"{type(e).__name__}: {e}"
-            raise
+            stop = stopped(e, cfg.db)
+            status, message = ("stopped", str(stop)) if stop else ("failed", f"{type(e).__name__}: {e}")
+            if stop is None:
+                raise
+            raise stop from None  # the command line reports it (`stopped: ...`, exit 3 or 130)
         finally:
+            log.info("batch %s after %.1fs: %s", status, time.monotonic() - started, message)
             if self.run_log is not None:
                 self.run_log.finish(status, message)
             if store is not None:
@@ -141,12 +155,8 @@ class BatchRunner:
                     store.close()
                 except sqlite3.Error:
                     pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
-        if code == 0:
-            self._summary()
-        else:
-            # One line however long (a log file must not wrap it), and the text shown literally.
-            self.console.print(Text.assemble(("stopped:", "bold red"), " ", printable(message)), soft_wrap=True)
-        return code
+        self._summary()
+        return 0
 
     def _cache_done(self) -> bool:
         """The database already holds the whole cache this config asks for (read-only: nothing written)."""
@@ -178,12 +188,16 @@ class BatchRunner:
     def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, int]:
         clock = StageClock(stage, unit, total, started_at=now())
         task = self.progress.add_task(stage, total=total, unit=unit, info="")
+        log.info("%s: started (%s %s)", stage, f"{total:,}", unit)
         return clock, task
 
     def _report(self, clock: StageClock, task: int, done: int, info: str, tally: StageTally | None,
                 final: bool = False) -> None:  # fmt: skip
         self.progress.update(task, completed=done, info=info)
         now = time.monotonic()
+        if final:
+            log.info("%s: ended after %.1fs, %s/%s %s, %s", clock.stage, now - clock.started, f"{done:,}",
+                     f"{clock.total:,}", clock.unit, info)  # fmt: skip
         if final or now - clock.last_write >= self.cfg.batch.progress_interval_s:
             clock.last_write = now
             self.run_log.progress(clock.stage, clock.unit, clock.values(done, tally), started_at=clock.started_at,
@@ -194,6 +208,7 @@ class BatchRunner:
             self.console.print(f"{clock.stage}: {done:,}/{clock.total:,} {clock.unit} {info}", highlight=False)
 
     def _event(self, stage: str, kind: str, message: str) -> None:
+        log.log(logging.WARNING if kind in ("outage", "warning") else logging.INFO, "%s %s: %s", stage, kind, message)
         self.run_log.event(stage, kind, message)
         if kind in ("outage", "resumed", "skip", "warning"):
             self.console.print(f"{stage}: {printable(message)}", markup=False, highlight=False, soft_wrap=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import json
@@ -11,30 +10,20 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from autointerp.store.db import StoreError, describe_write_error, preflight, why_not_creatable
+from autointerp.store.db import preflight, why_not_creatable, write_failure
+from autointerp.store.errors import AutointerpError, CannotContinue, UserError
 from autointerp.store.text import printable
 
-from autointerp.engine.activations.coders.base import CoderError
-from autointerp.engine.config import CHOICES, Config, ConfigError, load_config
-from autointerp.engine.activations.corpus import CorpusError
-from autointerp.engine.defaults import MissingDefault
-from autointerp.engine.interpretation.embedding import EmbeddingError
-from .export import ExportError
-from autointerp.engine.interpretation.interpret import BackendUnavailable, InterpretError, StageFailed
-from autointerp.engine.interpretation.llm import LLMConfigError, check_backend_config
-from autointerp.engine.activations.model import ModelError
-from autointerp.engine.interpretation.prompts import PromptError
+from autointerp.engine.config import CHOICES, Config, ConfigError, resolve_config
+from autointerp.engine.interpretation.llm import check_backend_config
 from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
-from autointerp.engine.interpretation.selection import SelectionError, parse_selection
+from autointerp.engine.interpretation.selection import parse_selection
 
-# Bad input of any kind ends in one line naming the problem and exit status 2.
-USER_ERRORS = (
-    ConfigError, CorpusError, CoderError, ModelError, StoreError, MissingDefault, LLMConfigError, PromptError,
-    InterpretError, EmbeddingError, SelectionError, ExportError,
-)  # fmt: skip
+from .logs import log_options
 
 
 def say(kind: str, message: object) -> None:
@@ -42,39 +31,50 @@ def say(kind: str, message: object) -> None:
     click.echo(f"{kind}: {printable(message)}", err=True)
 
 
-def user_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            say("error", e)
-            sys.exit(2)
-        except BackendUnavailable as e:  # a clean stop: what is stored stays, the next run resumes
-            say("stopped", f"{e}; rerun the same command to resume")
-            sys.exit(3)
-        except StageFailed as e:
-            say("stopped", e)
-            sys.exit(3)
-        except sqlite3.OperationalError as e:
-            say("stopped", f"{describe_write_error(kwargs.get('db') or 'the database', e)}; rerun once that is fixed")
-            sys.exit(3)
-        except sqlite3.DatabaseError as e:  # met while reading: a damaged file is bad input
-            say("error", f"the database cannot be read ({e}); restore it from a copy")
-            sys.exit(2)
-        except OSError as e:  # a path the checks above did not foresee: still one line, never a traceback
-            where = f": {e.filename}" if e.filename else ""
-            if e.errno in OUT_OF_SPACE:
-                say("stopped", f"{e.strerror or e}{where}; everything committed is kept, rerun once that is fixed")
-                sys.exit(3)
-            say("error", f"{e.strerror or e}{where}")
-            sys.exit(2)
-
-    return wrapper
+def exit_with(error: AutointerpError) -> NoReturn:
+    """The one place a fault becomes a command's last line (`{kind}: {message}`) and its exit status."""
+    message = str(error)
+    if isinstance(error, CannotContinue) and "rerun" not in message:
+        message += "; rerun the same command to resume"  # a stop keeps what is committed: the same command resumes
+    say(error.kind, message)
+    sys.exit(error.exit_code)
 
 
 # A full disk or a failing device is no fault of the input: a clean stop (3), not bad input (2).
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
+def as_error(e: Exception, db) -> AutointerpError | None:
+    """Any fault as one of ours: ours as they are; SQLite's and the OS's told apart (a locked or read-only database
+    or a full disk is a stop, a damaged file bad input); None for a bug, whose traceback is shown."""
+    if isinstance(e, AutointerpError):
+        return e
+    if isinstance(e, sqlite3.DatabaseError):
+        return write_failure(db or "the database", e)
+    if isinstance(e, OSError):  # a path the checks did not foresee: still one line, never a traceback
+        where = f": {e.filename}" if e.filename else ""
+        if e.errno in OUT_OF_SPACE:
+            return CannotContinue(f"{e.strerror or e}{where}; everything committed is kept, rerun once that is fixed")
+        return UserError(f"{e.strerror or e}{where}")
+    return None
+
+
+def user_errors(fn):
+    """What every command carries: the logging options (logs.py), and any fault it meets ending in one line and
+    an exit status (`exit_with`)."""
+    fn = log_options(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            error = as_error(e, kwargs.get("db"))
+            if error is None:
+                raise
+            exit_with(error)
+
+    return wrapper
 
 
 def check_output_folder(path: str | None, option: str) -> None:
@@ -141,15 +141,6 @@ def cache_options(fn):
     return fn
 
 
-def resolve_config(config_path, db, **overrides) -> Config:
-    cfg = load_config(config_path)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    cfg.cache = dataclasses.replace(cfg.cache, **given)
-    if db:
-        cfg.db = db
-    return cfg
-
-
 @main.command()
 @cache_options
 @user_errors
@@ -159,7 +150,7 @@ def cache(config_path, db, **overrides) -> None:
 
     from autointerp.engine.activations.cache import check_cache_inputs, run_cache
 
-    cfg = resolve_config(config_path, db, **overrides)
+    cfg = resolve_config(config_path, db=db, **overrides)
     preflight(cfg.db, must_exist=False, writing=True)
     with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
         inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
@@ -208,19 +199,6 @@ def llm_options(fn):
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
-
-
-def resolve_llm_config(config_path, db, latents, backend, llm_model, base_urls, prompts_dir) -> tuple[Config, str]:
-    cfg = load_config(config_path)
-    if db:
-        cfg.db = db
-    llm = {k: v for k, v in (("backend", backend), ("model", llm_model)) if v}
-    if base_urls:
-        llm["base_urls"] = list(base_urls)
-    cfg.llm = dataclasses.replace(cfg.llm, **llm)
-    if prompts_dir:
-        cfg.prompts_dir = prompts_dir
-    return cfg, latents if latents is not None else "random:8"
 
 
 def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> None:
@@ -291,12 +269,10 @@ async def _run_and_close(interp, backend, stage, latents, redo, on_latent):
 @llm_options
 @click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])))
 @user_errors
-def explain(explainer, redo, latents, **opts) -> None:
+def explain(config_path, explainer, redo, latents, **opts) -> None:
     """Explain latents with the LLM from their explainer examples (held out from scoring)."""
-    cfg, selection = resolve_llm_config(latents=latents, **opts)
-    if explainer:
-        cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
-    run_interpret_stage(cfg, "explain", selection, redo)
+    cfg = resolve_config(config_path, explainer=explainer, **opts)
+    run_interpret_stage(cfg, "explain", latents if latents is not None else "random:8", redo)
 
 
 @main.command()
@@ -305,30 +281,17 @@ def explain(explainer, redo, latents, **opts) -> None:
               help="Whose explanations to score.")
 @click.option("--scorers", help="Comma-separated, from: " + ",".join(CHOICES["score.scorers"]) + ".")
 @user_errors
-def score(explainer, scorers, redo, latents, **opts) -> None:
+def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
     """Score explanations (and a random-explanation control) on held-out examples."""
-    from autointerp.engine.config import check_choices
-
-    cfg, selection = resolve_llm_config(latents=latents, **opts)
-    if explainer:
-        cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
-    if scorers:
-        cfg.score = dataclasses.replace(cfg.score, scorers=[s.strip() for s in scorers.split(",") if s.strip()])
-    check_choices(cfg)
-    run_interpret_stage(cfg, "score", selection, redo)
-
-
-def batch_config(config_path, db=None, latents=None) -> Config:
-    cfg = load_config(config_path)
-    if db:
-        cfg.db = db
-    if latents is not None:
-        cfg.batch = dataclasses.replace(cfg.batch, latents=latents)
-    return cfg
+    names = [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
+    cfg = resolve_config(config_path, explainer=explainer, scorers=names, **opts)
+    run_interpret_stage(cfg, "score", latents if latents is not None else "random:8", redo)
 
 
 @main.command()
 @click.argument("config_path", required=False, type=click.Path(dir_okay=False))
+@click.option("--config", "config_option", type=click.Path(dir_okay=False),
+              help="TOML config file (the same as giving it as CONFIG_PATH).")
 @click.option("--db", help="Database file (overrides the config's `db`).")
 @click.option("--latents", help="Which latents (overrides [batch] latents): 0-9,42 | random:N | top:N | live.")
 @click.option("--redo", type=click.Choice(["explain", "score"]),
@@ -336,20 +299,23 @@ def batch_config(config_path, db=None, latents=None) -> Config:
 @click.option("--dry-run", is_flag=True, help="Print the plan and an estimate of LLM calls and tokens; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON object.")
 @user_errors
-def batch(config_path, db, latents, redo, dry_run, as_json) -> None:
+def batch(config_path, config_option, db, latents, redo, dry_run, as_json) -> None:
     """Cache -> explain -> score for a selection of latents. Resumable: rerun the same command after a crash.
 
-    Without CONFIG_PATH it runs the embedded default (offline). `autointerp init` writes a commented config."""
-    from .batch import BatchRunner
-
-    cfg = batch_config(config_path, db, latents)
+    Without a config (CONFIG_PATH or --config) it runs the embedded default (offline). `autointerp init` writes a
+    commented config."""
+    if config_path and config_option:
+        raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
+    cfg = resolve_config(config_path or config_option, db=db, latents=latents)
     if dry_run:
         from .estimate import format_plan, plan
 
         p = plan(cfg)
         click.echo(json.dumps(p, sort_keys=True) if as_json else format_plan(p))
         return
-    sys.exit(BatchRunner(cfg, redo=redo, argv=sys.argv).run())
+    from .batch import BatchRunner
+
+    BatchRunner(cfg, redo=redo, argv=sys.argv).run()
 
 
 @main.command()
@@ -387,12 +353,12 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 
     from .report import batch_report, print_report
 
-    cfg = batch_config(config_path, db)
+    cfg = resolve_config(config_path, db=db, explainer=explainer)
     b = cfg.batch
     preflight(db, must_exist=True, writing=False)
     with ActivationStore.open(db, readonly=True) as store:
         result = batch_report(
-            store, explainer or cfg.explain.explainer, None,
+            store, cfg.explain.explainer, None,
             usd_per_mtok_prompt if usd_per_mtok_prompt is not None else b.usd_per_million_prompt_tokens,
             usd_per_mtok_output if usd_per_mtok_output is not None else b.usd_per_million_output_tokens,
         )  # fmt: skip
@@ -413,9 +379,7 @@ def export(db, fmt, out, explainer) -> None:
     """Export explanations and scores: delphi's results layout, or one flat JSON / CSV file."""
     from .export import export as run
 
-    cfg = Config(db=db)
-    cfg.explain = dataclasses.replace(cfg.explain, explainer=explainer)
-    result = run(cfg, fmt, out)
+    result = run(resolve_config(None, db=db, explainer=explainer), fmt, out)
     click.echo(f"exported {result['latents']} latents to {result['path']} ({result['files']} files)")
 
 
@@ -485,7 +449,7 @@ def upgrade(db) -> None:
 
     before = preflight(db, must_exist=True, writing=True)
     if before == 0:
-        raise StoreError(f"{db}: not an autointerp database (an empty file): nothing to upgrade")
+        raise UserError(f"{db}: not an autointerp database (an empty file): nothing to upgrade")
     with ActivationStore.open(db):  # read-write: opening migrates
         pass
     click.echo(f"{db}: schema v{SCHEMA_VERSION}")
@@ -540,14 +504,10 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
 def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers) -> None:
     """Explain + score throughput, prefix-cache hit ratio, overhead, and per scorer tokens and seconds per latent."""
     from .bench_llm import bench_llm as run
-    from autointerp.engine.config import check_choices
 
-    cfg = load_config(config_path)
-    if examples_per_prompt:
-        cfg.score = dataclasses.replace(cfg.score, examples_per_prompt=examples_per_prompt)
     names = list(CHOICES["score.scorers"]) if scorers == "all" else [s.strip() for s in scorers.split(",") if s.strip()]
-    cfg.score = dataclasses.replace(cfg.score, scorers=names)
-    check_choices(cfg)
+    # --db here is a cache to read, not the config's database: it goes to the benchmark as it is.
+    cfg = resolve_config(config_path, examples_per_prompt=examples_per_prompt or None, scorers=names)
     result = run(cfg, db=db, n_latents=n_latents, scorers=names)
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))

@@ -56,6 +56,14 @@ class LLMResponse:
     def ok(self) -> bool:
         return self.error is None
 
+    def summary(self) -> str:
+        """The call as a DEBUG log line tells it: latency and tokens, or why it failed (never the text)."""
+        if self.error is not None:
+            return f"failed after {self.latency_s:.2f}s{' (unavailable)' if self.unavailable else ''}: {self.error}"
+        cached = f" ({self.cached_tokens} cached)" if self.cached_tokens is not None else ""
+        return (f"{self.latency_s:.2f}s, {self.prompt_tokens} prompt tokens{cached}, {self.output_tokens} output "
+                f"tokens, finish {self.finish_reason}")  # fmt: skip
+
 
 # Answers are stored for inspection; past this many characters the rest is cut (a runaway or hostile server
 # must not grow the database by megabytes per call).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import os
 import time
@@ -22,6 +23,8 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogprob
+
+log = logging.getLogger(__name__)
 
 # Local servers (llama.cpp, vLLM) accept any key, but the client refuses to start without one.
 _NO_KEY = "unused"
@@ -37,15 +40,32 @@ class _Replica:
 
     def __init__(self, client: openai.AsyncOpenAI):
         self.client = client
+        self.url = str(client.base_url)  # for the log: a URL, never the key
         self.down_until = 0.0
         self.failures = 0  # consecutive transient failures
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float) -> float:
+        """Count a transient failure; returns how long the replica is now skipped."""
         self.failures += 1
-        self.down_until = now + min(_COOLDOWN_S * 2 ** (self.failures - 1), _COOLDOWN_MAX_S)
+        cooldown = min(_COOLDOWN_S * 2 ** (self.failures - 1), _COOLDOWN_MAX_S)
+        self.down_until = now + cooldown
+        return cooldown
 
     def answered(self) -> None:
         self.failures, self.down_until = 0, 0.0
+
+
+async def _log_retried(response) -> None:
+    """An answer the openai client retries by itself (408, 409, 429, 5xx), as a WARNING: the retries it makes are
+    otherwise told only by the client's own logger."""
+    if response.status_code in (408, 409, 429) or response.status_code >= 500:
+        log.warning("%s answered HTTP %d; the client retries it (up to llm.max_retries times)", response.request.url,
+                    response.status_code)  # fmt: skip
+
+
+def _http_client():
+    # The client's own default connection settings, with one hook that logs the answers it will retry.
+    return openai.DefaultAsyncHttpxClient(event_hooks={"response": [_log_retried]})
 
 
 class BadResponse(Exception):
@@ -80,7 +100,7 @@ class OpenAIBackend(LLMBackend):
         cfg = self._cfg
         replicas = [
             _Replica(openai.AsyncOpenAI(base_url=url, api_key=self._key, timeout=cfg.timeout_s,
-                                        max_retries=cfg.max_retries))
+                                        max_retries=cfg.max_retries, http_client=_http_client()))
             for url in cfg.base_urls
         ]  # fmt: skip
         return replicas, asyncio.Semaphore(cfg.max_concurrency)
@@ -152,6 +172,7 @@ class OpenAIBackend(LLMBackend):
             finally:
                 del self._sent[call]
             resp.latency_s = time.perf_counter() - start
+            log.debug("openai call: %s", resp.summary())
             return resp
 
     async def _try_replicas(self, first: int, req: LLMRequest) -> LLMResponse:
@@ -160,7 +181,10 @@ class OpenAIBackend(LLMBackend):
             try:
                 completion = await replica.client.chat.completions.create(**self._kwargs(req))
             except TRANSIENT as e:  # this server is down, overloaded or too slow: try the next one
-                replica.failed(time.monotonic())
+                cooldown = replica.failed(time.monotonic())
+                # After the client's own retries (the openai logger tells those): fail over, cool this one down.
+                log.warning("replica %s failed (%s); skipped for %.0fs, trying the next", replica.url,
+                            self._error_text(e), cooldown)  # fmt: skip
                 error = e
                 continue
             except Exception as e:  # the server's answer about this request (a 4xx): one failed call
@@ -171,9 +195,12 @@ class OpenAIBackend(LLMBackend):
                 return _parse(completion, req.top_logprobs)
             except Exception as e:  # a 200 that is not a chat completion: this call failed, the server is up
                 return LLMResponse(error=self._error_text(e))
+        log.warning("every replica failed for this call: it is unavailable and will be sent again")
         return LLMResponse(error=self._error_text(error), unavailable=True)
 
     def _heard(self, replica: _Replica) -> None:
+        if replica.failures:
+            log.warning("replica %s answers again after %d failed calls", replica.url, replica.failures)
         replica.answered()
         self._last_answer = time.monotonic()
 

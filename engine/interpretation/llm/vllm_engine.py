@@ -7,12 +7,15 @@ vLLM is imported only when this backend is made; the rest of autointerp never ne
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
 from typing import Sequence
 
 from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogprob
+
+log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 300
 
@@ -96,6 +99,10 @@ class VLLMBackend(LLMBackend):
                         resp = LLMResponse(error=_error_text(e))
                 resp.latency_s = share
                 responses[i] = resp
+            log.debug("vllm batch of %d requests in %.2fs%s", len(batch), share * len(batch),
+                      f": failed ({failure})" if failure else "")  # fmt: skip
+        for r in responses:
+            log.debug("vllm call: %s", r.summary())
         return responses
 
 
