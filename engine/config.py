@@ -276,3 +276,27 @@ def load_config(path: str | Path | None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML ({e})") from None
     return check_choices(_build(Config, data, ""))
+
+
+# Command-line options that override a config key: option name -> (section, key); "" is the top level.
+OVERRIDES = {
+    "db": ("", "db"), "prompts_dir": ("", "prompts_dir"), "latents": ("batch", "latents"),
+    "model": ("cache", "model"), "hook": ("cache", "hook"), "coder": ("cache", "coder"), "corpus": ("cache", "corpus"),
+    "n_tokens": ("cache", "n_tokens"), "seq_len": ("cache", "seq_len"), "batch_size": ("cache", "batch_size"),
+    "device": ("cache", "device"),
+    "backend": ("llm", "backend"), "llm_model": ("llm", "model"), "base_urls": ("llm", "base_urls"),
+    "explainer": ("explain", "explainer"), "scorers": ("score", "scorers"),
+    "examples_per_prompt": ("score", "examples_per_prompt"),
+}  # fmt: skip
+
+
+def resolve_config(path: str | Path | None, **given) -> Config:
+    """The config a command runs with: the file's (or the defaults when there is none), then each command-line
+    option that was given (None or an empty repeat: not given) in place of its key (see OVERRIDES)."""
+    cfg = load_config(path)
+    for option, value in given.items():
+        if value is None or value == ():
+            continue
+        section, key = OVERRIDES[option]
+        setattr(getattr(cfg, section) if section else cfg, key, list(value) if isinstance(value, tuple) else value)
+    return check_choices(cfg)
