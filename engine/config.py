@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import tomllib
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,6 +221,21 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
+class _ScorerNames(Sequence):
+    """The names in the scorer registry (engine/interpretation/scorers: SCORERS), looked up when a config is
+    checked. Every layer imports this module and it imports none of them (the registry's modules import it, and
+    activations/ must not depend on interpretation/), so the registry is found by name at that moment."""
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(importlib.import_module("autointerp.engine.interpretation.scorers").SCORERS)
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 # Keys whose value must be one of a few names (checked for files and command-line overrides alike).
 CHOICES = {
     "cache.coder_kind": ("auto", "sparsify", "saelens", "gemmascope", "neurons"),
@@ -228,8 +245,7 @@ CHOICES = {
     "sample.explain_strategy": ("top", "random", "stratified", "mix"),
     "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
     "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive", "intervention"),
-    "score.scorers": ("detection", "fuzzing", "embedding", "surprisal", "simulation", "intruder", "generation",
-                      "intervention"),
+    "score.scorers": _ScorerNames(),
     "batch.stages": ("cache", "explain", "score"),
 }
 

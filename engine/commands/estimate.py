@@ -16,8 +16,6 @@ figure, labelled as such.
 
 from __future__ import annotations
 
-import math
-
 from autointerp.store.db import ActivationStore, preflight
 from autointerp.store.text import printable
 
@@ -26,7 +24,8 @@ from autointerp.engine.config import Config, resolve_profile
 from autointerp.engine.interpretation.explainers import EXPLAINERS
 from autointerp.engine.interpretation.prompts import PromptLibrary
 from autointerp.engine.interpretation.sampling import sample_sizes
-from autointerp.engine.interpretation.scorers import WITHOUT_LLM
+from autointerp.engine.interpretation.scorers import SCORERS
+from autointerp.engine.interpretation.scorers.protocol import template_tokens as _template_tokens
 from autointerp.engine.interpretation.selection import parse_selection
 
 
@@ -41,48 +40,15 @@ def _embedded_on_cpu(cfg: Config) -> bool:
         return True
 
 
-def _template_tokens(prompts: PromptLibrary, name: str, **values) -> int:
-    messages = prompts.get(name).render(**values)
-    return sum(len(m["content"]) for m in messages) // 4
-
-
 def scorer_calls(cfg: Config, scorer: str, n_act: int, n_non: int) -> int:
-    """LLM calls one explanation costs a scorer, for a latent with these held-out example counts (as
-    Interpreter._score_state and the scorers build their prompts). Intervention: an upper bound."""
-    sc = cfg.score
-    if scorer in WITHOUT_LLM:
-        return 0
-    if scorer == "detection":
-        return math.ceil((n_act + n_non) / sc.examples_per_prompt)
-    if scorer == "fuzzing":
-        return math.ceil(n_act / sc.examples_per_prompt)
-    if scorer == "simulation":
-        k = min(-(-sc.simulation_examples // 2), n_act)
-        return k + min(sc.simulation_examples - k, n_non)
-    if scorer == "intruder":
-        return min(n_act // sc.intruder_group, n_non)
-    if scorer == "generation":
-        return 1
-    return len(sc.kl_targets) * sc.intervention_prompts  # intervention
+    """LLM calls one explanation costs a scorer, for a latent with these held-out example counts (as the
+    scorers build their prompts: each scorer's `calls`). Intervention: an upper bound."""
+    return SCORERS[scorer].calls(cfg, n_act, n_non)
 
 
 def _rough_tokens_per_call(cfg: Config, prompts: PromptLibrary, scorer: str) -> tuple[int, int]:
     """(prompt tokens, output token budget) of one call, from the prompt file and the excerpt sizes."""
-    sc, w = cfg.score, cfg.cache.window_len
-    expl = "x" * 60
-    if scorer in ("detection", "fuzzing"):
-        per = sc.examples_per_prompt
-        base = _template_tokens(prompts, scorer, explanation=expl, examples="", n=str(per))
-        return base + per * (w + 4), 8 + 4 * per
-    if scorer == "simulation":
-        return _template_tokens(prompts, scorer, explanation=expl, tokens="", n=str(w)) + 4 * w, 4 * w + 16
-    if scorer == "intruder":
-        base = _template_tokens(prompts, scorer, explanation=expl, examples="", n="")
-        return base + (sc.intruder_group + 1) * (w + 4), 16
-    if scorer == "generation":
-        return _template_tokens(prompts, scorer, explanation=expl, n=""), 24 + 60 * sc.generation_texts
-    base = _template_tokens(prompts, scorer, explanation=expl, prompt="", a="", b="")
-    return base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16
+    return SCORERS[scorer].rough_tokens(cfg, prompts)
 
 
 def plan(cfg: Config) -> dict:
@@ -120,12 +86,12 @@ def plan(cfg: Config) -> dict:
         if "score" in cfg.batch.stages:
             for scorer in cfg.score.scorers:
                 todo, calls = work["score"][scorer]
-                if scorer in WITHOUT_LLM:
+                if not SCORERS[scorer].needs.llm:
                     stages[f"score/{scorer}"] = _stage(todo, 0, None, 0, 0, True)
                     continue
                 rough, budget = _rough_tokens_per_call(cfg, prompts, scorer)
                 stages[f"score/{scorer}"] = _stage(todo, calls, measured.get(f"score/{scorer}"), rough, budget,
-                                                   work["exact"] and scorer != "intervention")  # fmt: skip
+                                                   work["exact"] and SCORERS[scorer].calls_exact)  # fmt: skip
         out["llm_stages"] = stages
         out["total"] = {k: sum(st[k] for st in stages.values() if st[k] is not None)
                         for k in ("calls", "prompt_tokens", "max_output_tokens")}  # fmt: skip

@@ -22,9 +22,12 @@ from autointerp.store.killpoints import kill_point
 
 from autointerp.engine.config import Config
 from autointerp.engine.interpretation.metrics import METRIC_NAMES
+from autointerp.engine.interpretation.scorers import SCORERS
 
 
-NOT_WINDOWS = frozenset({"intervention", "generation"})  # scorers whose outcomes are not cached windows
+def _outcomes_are_windows(scorer: str) -> bool:
+    """Whether a scorer's outcomes are cached windows (generation's texts and intervention's prompts are not)."""
+    return scorer not in SCORERS or SCORERS[scorer].outcomes_are_windows
 
 
 def _safe_name(text: str) -> str:
@@ -163,11 +166,12 @@ def _delphi_files(cfg: Config, store: ActivationStore, rows: list[dict], out: Pa
         for s in store.results.scores(explainer=cfg.explain.explainer):
             outcomes = s["outcomes"] or []
             # Intervention and generation items are prompts and generated texts, not cached windows.
-            windows = [] if s["scorer"] in NOT_WINDOWS else [o["window"] for o in outcomes if o["window"] >= 0]
+            on_windows = _outcomes_are_windows(s["scorer"])
+            windows = [o["window"] for o in outcomes if o["window"] >= 0] if on_windows else []
             examples = {e.window: e for e in interp.examples(s["latent"], windows)}
             records = []
             for o in outcomes:
-                ex = examples.get(o["window"]) if s["scorer"] not in NOT_WINDOWS else None
+                ex = examples.get(o["window"]) if on_windows else None
                 records.append({
                     "str_tokens": ex.tokens if ex else None, "activations": [float(a) for a in ex.acts] if ex else None,
                     "distance": o["decile"] if o["label"] else -1, "activating": bool(o["label"]),

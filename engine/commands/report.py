@@ -10,10 +10,12 @@ from autointerp.store.results import Results
 from autointerp.store.text import printable
 
 from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise
+from autointerp.engine.interpretation.scorers import primary_metric
 
 
 def score_summary(results: Results, explainer: str, latents: list[int] | None = None) -> dict:
-    """{scorer: {"real": summary, "control": summary}} over the given latents (default: all scored)."""
+    """{scorer: {"real": summary, "control": summary, "primary_metric": name}} over the given latents (default:
+    all scored)."""
     rows = results.scores(explainer=explainer)
     if latents is not None:
         keep = set(latents)
@@ -24,6 +26,9 @@ def score_summary(results: Results, explainer: str, latents: list[int] | None = 
             side: summarise([r for r in rows if r["scorer"] == scorer and r["control"] == c])
             for side, c in (("real", 0), ("control", 1))
         }
+        # a scorer not in the registry (a newer file's), as the TUI does: balanced accuracy if there is one, else AUROC
+        has_bal = out[scorer]["real"]["balanced_accuracy"]["mean"] is not None
+        out[scorer]["primary_metric"] = primary_metric(scorer, "balanced_accuracy" if has_bal else "auroc")
         if scorer == "intervention":  # the same metrics per KL target, from each row's details
             out[scorer]["per_target"] = per_target_summary([r for r in rows if r["scorer"] == scorer])
     return out

@@ -5,125 +5,47 @@ explanation and a random-explanation control (another latent's explanation) on t
 each scorer. One latent's prompts go to the backend together and in prefix order (instructions and
 explanation first, excerpts last), so the backend's prefix cache serves the shared part. Store and
 sampling work runs on one worker thread, off the event loop, while the backend answers another latent.
+
+This module is one latent's work. Beside it: stage.py runs a stage over many latents (tally.py counts it,
+outage.py waits out an unreachable backend, errors.py names its faults; all importable from here as before), and
+each scorer is one object in scorers/ (the SCORERS registry), seeing this Interpreter through scorer_context.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from autointerp.engine.activations.lens import LogitLens
+from autointerp.engine.config import CacheConfig, Config, resolve_profile
+from autointerp.engine.interpretation.llm.base import stored_answer
+from autointerp.engine.interpretation.scorers.base import Accounting, ScoredRun
 from autointerp.store.db import ActivationStore
 from autointerp.store.killpoints import kill_point
 from autointerp.store.queries import ActivatingWindows, WindowQueries
 from autointerp.store.results import SampleSet
 
-from autointerp.engine.config import CacheConfig, Config, resolve_profile
+from .errors import BackendUnavailable, InterpretError, StageFailed  # noqa: F401
 from .examples import Example, TokenText, plain
 from .explainers import EXPLAINERS, build_request, parse_explanation
-from autointerp.engine.activations.lens import LogitLens
 from .llm import LLMBackend, LLMRequest, LLMResponse
-from autointerp.engine.interpretation.llm.base import stored_answer
-from .metrics import ExampleOutcome, classification_metrics
+from .metrics import classification_metrics
+from .outage import Outage, complete_answered
 from .prompts import PromptLibrary
 from .sampling import ExampleSampler, NegativeSources
+from .scorer_context import InterpreterContext
+from .scorers import SCORERS, intervention
 from .selection import Selection, parse_selection
-from .scorers import generation, intervention, intruder
-from autointerp.engine.interpretation.scorers.base import Accounting, Item, ScoredRun, label_requests, outcomes_from
-from autointerp.engine.interpretation.scorers.detection import detection_items
-from autointerp.engine.interpretation.scorers.embedding import embedding_run
-from autointerp.engine.interpretation.scorers.fuzzing import fuzzing_items
+from .stage import first_error  # noqa: F401
+from .stage import run_stage as _run_stage
+from .tally import COPIED_DEMONSTRATION, StageTally
 
-# Each scorer's excerpt order is drawn from (seed, latent, this number): keyed by name, not by position in
-# the configured list, so `--scorers detection` alone reproduces the default run's detection prompts.
-# Detection, embedding and surprisal see the same plain excerpts.
-SCORER_STREAM = {"detection": 1, "fuzzing": 2, "embedding": 1, "surprisal": 1, "simulation": 3, "intruder": 4,
-                 "generation": 5, "intervention": 6}  # fmt: skip
 INTERVENTION_STREAM = 0x57EE  # the draw of a latent's intervention prompt pool
-
-
-COPIED_DEMONSTRATION = "copied a few-shot demonstration"  # an answer that parsed, and says nothing of this latent
-
-
-class InterpretError(Exception):
-    """A store or selection that explain/score cannot use, stated in one line."""
-
-
-class BackendUnavailable(Exception):
-    """Every call for a latent failed because the backend could not be reached: nothing was stored for it."""
-
-
-class StageFailed(Exception):
-    """A stage made LLM calls and not one of them gave a usable answer: it must not end as a success."""
-
-
-class Outage:
-    """Shared by a stage's latents: how long the backend has been unreachable, and the pause before a retry.
-
-    The clock starts at the first call left unanswered (its send time), not when its retries give up; any answer
-    ends the outage. Past `budget_s` of continuous outage the stage stops (a clean stop: what is stored stays,
-    the next run resumes) instead of waiting forever. A lone transient failure among answers is retried quietly;
-    an outage is announced (an event) once a retry after a pause has failed too."""
-
-    def __init__(self, budget_s: float, on_event: Callable[[str, str], None] | None = None):
-        self.budget_s, self.on_event = budget_s, on_event
-        self.since: float | None = None
-        self.attempt = 0
-        self.announced = False
-
-    def ok(self) -> None:
-        if self.announced and self.on_event:
-            self.on_event("resumed", "backend reachable again; resuming")
-        self.since, self.attempt, self.announced = None, 0, False
-
-    def give_up(self, why: str) -> BackendUnavailable:
-        waited = asyncio.get_running_loop().time() - (self.since if self.since is not None else 0.0)
-        return BackendUnavailable(f"the LLM backend was unavailable for {waited:.0f}s ({why})")
-
-    async def pause(self, error: str, since: float) -> None:
-        """Wait before sending again the calls that failed for a transient reason; raises past the budget."""
-        loop = asyncio.get_running_loop()
-        if self.since is None:
-            self.since = since
-        waited = loop.time() - self.since
-        if waited >= self.budget_s:
-            raise self.give_up(error)
-        self.attempt += 1
-        if self.attempt >= 2 and not self.announced and self.on_event:
-            self.announced = True
-            self.on_event("outage", f"backend unavailable ({error}); pausing and retrying "
-                                    f"for up to {self.budget_s:.0f}s")  # fmt: skip
-        await asyncio.sleep(min(0.5 * 2 ** min(self.attempt, 6), 30.0, self.budget_s - waited + 0.01))
-
-    async def watch(self, backend: LLMBackend) -> None:
-        """Stop the stage when calls have waited `budget_s` with no answer at all (a hanging server): without
-        this, a hang would be noticed only after every call's timeout and retries (hours with the defaults)."""
-        tick = min(1.0, max(self.budget_s / 8, 0.05))
-        while True:
-            await asyncio.sleep(tick)
-            silent = backend.silent_s()
-            if silent >= self.budget_s:
-                raise BackendUnavailable(f"the LLM backend answered nothing for {silent:.0f}s "
-                                         f"(calls waiting; outage_wait_s = {self.budget_s:g})")  # fmt: skip
-
-
-def first_error(eg: BaseExceptionGroup) -> BaseException:
-    """The first real error inside (possibly nested) task groups, past the cancellations it caused."""
-    for e in eg.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            inner = first_error(e)
-            if not isinstance(inner, asyncio.CancelledError):
-                return inner
-        elif not isinstance(e, asyncio.CancelledError):
-            return e
-    return eg.exceptions[0]
 
 
 def select_latents(cfg: Config, selection: Selection) -> list[int]:
@@ -138,38 +60,6 @@ def select_latents(cfg: Config, selection: Selection) -> list[int]:
     if not latents:
         raise InterpretError(f"latent selection {selection.text!r} matches no live latent")
     return latents
-
-
-@dataclass
-class StageTally:
-    """What a stage did, for progress bars and the final line."""
-
-    done: int = 0
-    skipped: int = 0  # already in the store, or too few windows
-    failed: int = 0  # explanations that failed / examples whose scoring call failed
-    prompts: int = 0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    backend_s: float = 0.0
-    answered: int = 0  # LLM answers that parsed (explanations, or examples labelled by an answer)
-    reasons: Counter = field(default_factory=Counter)  # why latents were skipped
-    errors: Counter = field(default_factory=Counter)  # why explanations / examples failed
-
-    @property
-    def all_failed(self) -> bool:
-        """LLM calls were made and not one answer was usable."""
-        return self.prompts > 0 and self.answered == 0
-
-    def failure_summary(self, n: int = 2) -> str:
-        return "; ".join(f"{k} ({v})" for k, v in self.errors.most_common(n)) or "no reason recorded"
-
-    def add_accounting(self, row: dict) -> None:
-        self.prompts += row["n_calls"]
-        self.prompt_tokens += row["prompt_tokens"]
-        self.cached_tokens += max(row["cached_tokens"], 0)
-        self.output_tokens += row["output_tokens"]
-        self.backend_s += row["llm_seconds"]
 
 
 class Interpreter:
@@ -191,9 +81,10 @@ class Interpreter:
             and getattr(backend, "n_gpu_layers", 0) == 0
         )  # fmt: skip
         self.cfg = cfg = resolve_profile(cfg, cpu_embedded)
-        lm = cfg.score.surprisal_model
-        if "surprisal" in cfg.score.scorers and lm not in ("subject", "embedded") and not Path(lm).expanduser().is_file():
-            raise InterpretError(f"score.surprisal_model {lm!r}: use subject, embedded or the path of a .gguf file")
+        for name in cfg.score.scorers:  # a setting that cannot work is refused before any latent
+            problem = SCORERS[name].check(cfg) if name in SCORERS else None
+            if problem:
+                raise InterpretError(problem)
         self.sample_cfg = cfg.sample
         self.json_output = not (backend is not None and backend.name == "openai" and cfg.llm.structured_output == "none")
         # One thread owns the SQLite connection's work and the numpy sampling, off the event loop.
@@ -202,6 +93,7 @@ class Interpreter:
         self._explained: np.ndarray | None = None  # latents with an explanation, for controls
         self._outage = Outage(cfg.batch.outage_wait_s)  # replaced by each run_stage with one that logs its events
         self._selection: list[int] = []  # the latents of the stage being run
+        self.context = InterpreterContext(self)  # what the scorers see of this
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
@@ -468,24 +360,8 @@ class Interpreter:
 
     def _score_state(self, scorer: str, latent: int, s: SampleSet, act: list[Example], non: list[Example]):
         """What a scorer needs besides the explanation, made once per latent (shared by the control)."""
-        sc = self.cfg.score
-        rng = np.random.default_rng([s.seed, latent, SCORER_STREAM[scorer]])
-        if scorer == "fuzzing":
-            return fuzzing_items(act, self.cfg.explain.threshold, sc.fuzz_incorrect_fraction, rng)
-        if scorer in ("detection", "embedding", "surprisal"):
-            return {"items": detection_items(act, non, rng), "cache": {}}
-        if scorer == "simulation":
-            # half activating (strongest first, spread over the deciles), half non-activating
-            k = min(-(-sc.simulation_examples // 2), len(act))
-            strong = sorted(act, key=lambda ex: -ex.max_act)
-            picked = [strong[int(i)] for i in np.unique(np.linspace(0, len(strong) - 1, k).round())] if k else []
-            return picked + non[: sc.simulation_examples - len(picked)]
-        if scorer == "intruder":
-            return intruder.intruder_groups(act, non, sc.intruder_group, rng)
-        if scorer == "intervention":
-            effects = self.steering_effects(latent, "score", sc.kl_targets)
-            return (effects, *intervention.pair_items(effects, rng))
-        return None  # generation: nothing but the explanation
+        rng = np.random.default_rng([s.seed, latent, SCORERS[scorer].stream])
+        return SCORERS[scorer].prepare(self.context, latent, s, act, non, rng)
 
     async def score_latent(self, latent: int, redo: bool = False) -> tuple[list[dict], str | None]:
         prepared, skipped = await self._off_loop(self._prepare_score, latent, redo)
@@ -494,150 +370,15 @@ class Interpreter:
         todo, state, seed, no_control = prepared
         rows = []
         for scorer, control, who, text in todo:  # real then control, scorer by scorer: prefix order
-            run, model, backend, sha, settings = await self._run_scorer(scorer, latent, text, state[scorer])
+            run, model, backend, sha, settings = await SCORERS[scorer].run(self.context, text, state[scorer])
             rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed, settings))
         await self._off_loop(self.results.write_scores, rows)
         kill_point("score")
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
 
-    async def _run_scorer(self, scorer: str, latent: int, text: str, state):
-        """-> (run, model, backend, prompt sha, settings) for one explanation."""
-        sc = self.cfg.score
-        if scorer == "embedding":
-            cache = state["cache"]
-            if "vectors" not in cache:  # the excerpts' embeddings, computed once for the explanation and its control
-                cache["vectors"] = await self._off_loop(self.embedder.encode, [it.text for it in state["items"]])
-            run = await self._off_loop(embedding_run, self.embedder, text, state["items"], cache["vectors"])
-            return run, self.embedder.name, "sentence-transformers", "", {"embedding_model": sc.embedding_model}
-        if scorer == "surprisal":
-            run = await self._off_loop(self._surprisal, text, state)
-            return (run, self.base_lm.name, "base-lm", self.prompts.get("surprisal").sha,
-                    {"surprisal_model": sc.surprisal_model})  # fmt: skip
-        sha = self.prompts.get(scorer).sha
-        if scorer in ("detection", "fuzzing"):
-            items = state if scorer == "fuzzing" else state["items"]
-            run = await self._llm_score(scorer, text, items)
-            settings = self._settings(examples_per_prompt=sc.examples_per_prompt,
-                                      fuzz_incorrect_fraction=sc.fuzz_incorrect_fraction)  # fmt: skip
-        elif scorer == "simulation":
-            run = await self._simulate(text, state)
-            settings = self._settings(simulation_examples=sc.simulation_examples)
-        elif scorer == "intruder":
-            run = await self._intruder(text, state)
-            settings = self._settings(intruder_group=sc.intruder_group)
-        elif scorer == "generation":
-            run = await self._generate(latent, text)
-            settings = self._settings(generation_texts=sc.generation_texts)
-        else:  # intervention
-            run = await self._intervene(text, state)
-            settings = self._settings(kl_targets=sc.kl_targets, intervention_prompts=sc.intervention_prompts,
-                                      prompt_tokens=sc.intervention_prompt_tokens,
-                                      new_tokens=sc.intervention_new_tokens)  # fmt: skip
-        return run, self.backend.model, self.backend.name, sha, settings
-
     async def _complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
-        """One response per request, none of them a transient failure: requests that found no server are sent
-        again after the stage's outage pause (only those; the others' answers are kept), until answered or the
-        outage outlasts its budget (BackendUnavailable: nothing of this latent is stored)."""
-        responses = list(await self.backend.complete_many(requests))
-        fresh = responses
-        while True:
-            if any(not r.unavailable for r in fresh):
-                self._outage.ok()  # a server answered: whatever failed beside it is no outage (yet)
-            waiting = [i for i, r in enumerate(responses) if r.unavailable]
-            if not waiting:
-                return responses
-            first = responses[waiting[0]]
-            await self._outage.pause(first.error or "unavailable", asyncio.get_running_loop().time() - first.latency_s)
-            fresh = await self.backend.complete_many([requests[i] for i in waiting])
-            for i, r in zip(waiting, fresh):
-                responses[i] = r
-
-    async def _llm_score(self, scorer: str, explanation: str, items: list[Item]) -> ScoredRun:
-        batches = label_requests(
-            self.prompts.get(scorer), explanation, items, self.cfg.score.examples_per_prompt, seed=self.cfg.llm.seed,
-            top_logprobs=self.cfg.llm.top_logprobs, json_output=self.json_output, temperature=self.cfg.llm.temperature,
-        )  # fmt: skip
-        return outcomes_from(batches, await self._complete([req for req, _ in batches]))
-
-    def _surprisal(self, explanation: str, state: dict) -> ScoredRun:
-        from .surprisal import surprisal_run
-
-        prefix = self.prompts.get("surprisal").render(explanation=explanation)[-1]["content"] + "\n"
-        run, state["cache"]["baseline"] = surprisal_run(self.base_lm, prefix, state["items"],
-                                                        state["cache"].get("baseline"))  # fmt: skip
-        run.details = {"base_model": self.base_lm.name}
-        return run
-
-    async def _simulate(self, explanation: str, examples: list[Example]) -> ScoredRun:
-        from autointerp.engine.interpretation.scorers.simulation import parse_simulation, simulation_correlations, simulation_request
-
-        template, llm = self.prompts.get("simulation"), self.cfg.llm
-        reqs = [simulation_request(template, explanation, ex.tokens, seed=llm.seed, top_logprobs=llm.top_logprobs,
-                                   json_output=self.json_output, temperature=llm.temperature)
-                for ex in examples]  # fmt: skip
-        responses = await self._complete(reqs)
-        run, predicted, n_expected = ScoredRun([], []), [], 0
-        for ex, r in zip(examples, responses):
-            run.accounting.add(r)
-            run.items.append(Item(ex.window, plain(ex), int(ex.decile > 0), ex.decile))
-            parsed = parse_simulation(r, len(ex.tokens))
-            values, expected, error = parsed.values, parsed.expected, parsed.error
-            if error is not None:
-                run.errors[error] += 1
-                run.outcomes.append(ExampleOutcome(int(ex.decile > 0), ex.decile, failed=True))
-                predicted.append(None)
-                continue
-            sim = expected if expected is not None else values
-            n_expected += parsed.n_expected
-            predicted.append(sim)
-            # As a classifier: "fires somewhere" when any token is predicted above 0; ranked by the peak.
-            run.outcomes.append(ExampleOutcome(int(ex.decile > 0), ex.decile, int(values.max() > 0), float(sim.max()) / 10))
-        run.details = simulation_correlations([ex.acts for ex in examples], predicted)
-        # tokens whose prediction is an expected value over the digit logprobs (the rest: the answer's integer)
-        run.details["n_expected_values"] = n_expected
-        return run
-
-    async def _intruder(self, explanation: str, groups) -> ScoredRun:
-        template, llm = self.prompts.get("intruder"), self.cfg.llm
-        reqs = [intruder.intruder_request(template, explanation, items, seed=llm.seed, top_logprobs=llm.top_logprobs,
-                                          json_output=self.json_output, temperature=llm.temperature)
-                for items, _ in groups]  # fmt: skip
-        run = ScoredRun([], [])
-        for (items, answer), r in zip(groups, await self._complete(reqs)):
-            run.accounting.add(r)
-            run.items.append(items[answer])
-            chosen, probs, error = intruder.parse_intruder(r, len(items))
-            if error is not None:
-                run.errors[error] += 1
-                run.outcomes.append(ExampleOutcome(1, 0, failed=True))
-            else:
-                run.outcomes.append(ExampleOutcome(1, 0, int(chosen == answer), probs[answer] if probs else None))
-        run.details = {"group": self.cfg.score.intruder_group + 1, "chance": 1 / (self.cfg.score.intruder_group + 1)}
-        return run
-
-    async def _generate(self, latent: int, explanation: str) -> ScoredRun:
-        n, llm = self.cfg.score.generation_texts, self.cfg.llm
-        req = generation.generation_request(self.prompts.get("generation"), explanation, n, seed=llm.seed,
-                                            json_output=self.json_output, temperature=llm.temperature)  # fmt: skip
-        (r,) = await self._complete([req])
-        texts, error = generation.parse_texts(r, n)
-        acts = await self._off_loop(self.probe.activations, texts, latent) if texts else []
-        run = generation.generation_run(texts, error, n, acts)
-        run.accounting.add(r)
-        run.details = {"texts": [{"text": stored_answer(t), "max_act": None if a is None else float(a.max(initial=0.0))}
-                                 for t, a in zip(texts or [], acts)]}  # fmt: skip
-        return run
-
-    async def _intervene(self, explanation: str, state) -> ScoredRun:
-        effects, items, identical = state
-        template, llm = self.prompts.get("intervention"), self.cfg.llm
-        reqs = [intervention.intervention_request(template, explanation, it, seed=llm.seed,
-                                                  top_logprobs=llm.top_logprobs, json_output=self.json_output,
-                                                  temperature=llm.temperature)
-                for it in items]  # fmt: skip
-        responses = await self._complete(reqs) if reqs else []
-        return intervention.intervention_run(effects, items, identical, responses, self.sample_cfg.n_deciles)
+        """One response per request; calls that found no server are retried through the stage's outage pause."""
+        return await complete_answered(self.backend, self._outage, requests)
 
     def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed,
                    settings) -> dict:  # fmt: skip
@@ -670,6 +411,11 @@ class Interpreter:
         # Over HTTP, many latents keep a server (or a fleet) busy.
         return 2 if self.backend is None or self.backend.name != "openai" else max(2, self.cfg.llm.max_concurrency)
 
+    def begin_stage(self, latents: list[int], outage: Outage) -> None:
+        """A stage over `latents` starts: controls are drawn from its selection, calls wait out its outage."""
+        self._explained, self._selection = None, list(latents)
+        self._outage = outage
+
     async def run_stage(self, stage: str, latents: list[int], redo: bool = False,
                         on_latent: Callable[[int, StageTally], None] | None = None,
                         on_event: Callable[[str, str], None] | None = None) -> StageTally:  # fmt: skip
@@ -677,70 +423,4 @@ class Interpreter:
         stored for their latent meanwhile); past `batch.outage_wait_s` of outage, or of calls waiting with no
         answer at all, the stage raises BackendUnavailable, keeping everything already stored. A stage whose
         calls all failed raises StageFailed after storing what it did (the failures, retried by the next run)."""
-        tally = StageTally()
-        self._explained, self._selection = None, list(latents)
-        gate = asyncio.Semaphore(self.latents_in_flight())
-
-        def log(kind: str, message: str, data: dict | None = None) -> None:
-            if on_event is not None:  # a caller with its own event log (the batch's RunLog)
-                on_event(kind, message)
-            else:  # on the store's own thread, in order with the results
-                self.worker.submit(self.store.log_event, stage, kind, message, data)
-
-        self._outage = Outage(self.cfg.batch.outage_wait_s, log)
-
-        async def one(latent: int) -> None:
-            async with gate:
-                if stage == "explain":
-                    row, why = await self.explain_latent(latent, redo)
-                    rows = [row] if row else []
-                else:
-                    rows, why = await self.score_latent(latent, redo)
-                if rows:
-                    tally.done += 1
-                else:
-                    tally.skipped += 1
-                for r in rows:
-                    tally.add_accounting(r)
-                    if stage == "explain":
-                        tally.failed += r["text"] is None
-                        tally.answered += r["text"] is not None or r["error"] == COPIED_DEMONSTRATION
-                        if r["text"] is None:
-                            tally.errors[r["error"]] += 1
-                    else:
-                        tally.failed += r["n_failed"]
-                        tally.answered += r["n_scored"] if r["n_calls"] else 0
-                        tally.errors.update(r["errors"])
-                if why:
-                    tally.reasons[why] += 1
-                if on_latent:
-                    on_latent(latent, tally)
-
-        async def all_latents() -> None:
-            async with asyncio.TaskGroup() as group:  # the first error cancels the other latents
-                for x in latents:
-                    group.create_task(one(x))
-
-        log("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
-        try:
-            async with asyncio.TaskGroup() as outer:
-                dog = outer.create_task(self._outage.watch(self.backend)) if self.backend is not None else None
-                await all_latents()
-                if dog is not None:
-                    dog.cancel()
-        except BaseExceptionGroup as eg:
-            error = first_error(eg)
-            if isinstance(error, BackendUnavailable):
-                log("stopped", f"{stage}: {error}")
-            raise error from None
-        finally:
-            await self._off_loop(lambda: None)  # the events queued on the store's thread are written
-        reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
-        log("end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
-                   + (f" ({reasons})" if reasons else ""),
-            {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
-        await self._off_loop(lambda: None)
-        if tally.all_failed:
-            raise StageFailed(f"every LLM call of the {stage} stage failed ({tally.failure_summary()}); what failed "
-                              "is stored and retried by the next run: check the LLM server, then rerun")  # fmt: skip
-        return tally
+        return await _run_stage(self, stage, latents, redo, on_latent, on_event)

@@ -4,11 +4,14 @@ correct, 2 of 7 not; incorrect marks cover as many tokens as correct marks do on
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from autointerp.engine.interpretation.examples import Example, marked_positions, with_marks
 
 from .base import Item
+from .protocol import LabelScorer
 
 
 def fuzzing_items(activating: list[Example], threshold: float, incorrect_fraction: float,
@@ -34,3 +37,14 @@ def fuzzing_items(activating: list[Example], threshold: float, incorrect_fractio
         else:
             items.append(Item(ex.window, with_marks(ex, mask), 1, ex.decile))
     return [items[i] for i in rng.permutation(len(items))]
+
+
+class Fuzzing(LabelScorer):
+    name = "fuzzing"
+    stream = 2
+
+    def prepare(self, ctx, latent, sample_set, act, non, rng) -> list[Item]:
+        return fuzzing_items(act, ctx.cfg.explain.threshold, ctx.cfg.score.fuzz_incorrect_fraction, rng)
+
+    def calls(self, cfg, n_act: int, n_non: int) -> int:
+        return math.ceil(n_act / cfg.score.examples_per_prompt)

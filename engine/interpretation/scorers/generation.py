@@ -4,15 +4,15 @@ recall is the fraction that fire. A text with no tokens is a counted failure, ne
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from autointerp.engine.interpretation.llm import LLMRequest, LLMResponse
-from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
+from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises, stored_answer
 from autointerp.engine.interpretation.metrics import ExampleOutcome
 from autointerp.engine.interpretation.prompts import PromptTemplate
 
 from .base import Item, ScoredRun
+from .protocol import ROUGH_EXPLANATION, Needs, Scored, Scorer, llm_scored, template_tokens
 
 MAX_TEXT_CHARS = 400
 
@@ -67,3 +67,34 @@ def generation_run(texts: list[str] | None, error: str | None, n: int, activatio
         run.items.append(Item(-1, "", 1, 0))
         run.outcomes.append(ExampleOutcome(1, 0, failed=True))
     return run
+
+
+class Generation(Scorer):
+    name = "generation"
+    stream = 5
+    needs = Needs(subject_model=True)
+    primary_metric = "recall"  # the fraction of written texts that fire the latent
+    outcomes_are_windows = False
+
+    def prepare(self, ctx, latent, sample_set, act, non, rng) -> int:
+        return latent  # nothing but the explanation, and which latent the texts should fire
+
+    async def run(self, ctx, explanation: str, latent: int) -> Scored:
+        n, llm = ctx.cfg.score.generation_texts, ctx.cfg.llm
+        req = generation_request(ctx.prompts.get(self.name), explanation, n, seed=llm.seed,
+                                 json_output=ctx.json_output, temperature=llm.temperature)  # fmt: skip
+        (r,) = await ctx.complete([req])
+        texts, error = parse_texts(r, n)
+        acts = await ctx.off_loop(ctx.probe.activations, texts, latent) if texts else []
+        run = generation_run(texts, error, n, acts)
+        run.accounting.add(r)
+        run.details = {"texts": [{"text": stored_answer(t), "max_act": None if a is None else float(a.max(initial=0.0))}
+                                 for t, a in zip(texts or [], acts)]}  # fmt: skip
+        return llm_scored(ctx, self.name, run, generation_texts=n)
+
+    def calls(self, cfg, n_act: int, n_non: int) -> int:
+        return 1
+
+    def rough_tokens(self, cfg, prompts) -> tuple[int, int]:
+        n = cfg.score.generation_texts
+        return template_tokens(prompts, self.name, explanation=ROUGH_EXPLANATION, n=""), 24 + 60 * n

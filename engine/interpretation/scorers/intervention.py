@@ -21,6 +21,7 @@ from autointerp.engine.interpretation.metrics import ExampleOutcome, classificat
 from autointerp.engine.interpretation.prompts import PromptTemplate
 
 from .base import Item, ScoredRun
+from .protocol import ROUGH_EXPLANATION, Needs, Scored, Scorer, llm_scored, template_tokens
 
 
 def _clean(text: str) -> str:
@@ -171,6 +172,37 @@ def intervention_run(effects: list[TargetEffects], items: list[PairItem], identi
                            "auroc": m["auroc"]})  # fmt: skip
     run.details = {"per_target": per_target, "identical": sum(identical.values())}
     return run
+
+
+class Intervention(Scorer):
+    name = "intervention"
+    stream = 6
+    needs = Needs(subject_model=True)
+    outcomes_are_windows = False  # outcome "windows" are the sequences the prompts were cut from
+    calls_exact = False  # an unreached target, or a steered continuation like the clean one, asks nothing
+
+    def prepare(self, ctx, latent, sample_set, act, non, rng) -> tuple[list[TargetEffects], list[PairItem], dict]:
+        effects = ctx.steering_effects(latent, "score", ctx.cfg.score.kl_targets)
+        return (effects, *pair_items(effects, rng))
+
+    async def run(self, ctx, explanation: str, state) -> Scored:
+        effects, items, identical = state
+        template, llm, sc = ctx.prompts.get(self.name), ctx.cfg.llm, ctx.cfg.score
+        reqs = [intervention_request(template, explanation, it, seed=llm.seed, top_logprobs=llm.top_logprobs,
+                                     json_output=ctx.json_output, temperature=llm.temperature)
+                for it in items]  # fmt: skip
+        responses = await ctx.complete(reqs) if reqs else []
+        run = intervention_run(effects, items, identical, responses, ctx.n_deciles)
+        return llm_scored(ctx, self.name, run, kl_targets=sc.kl_targets, intervention_prompts=sc.intervention_prompts,
+                          prompt_tokens=sc.intervention_prompt_tokens, new_tokens=sc.intervention_new_tokens)
+
+    def calls(self, cfg, n_act: int, n_non: int) -> int:
+        return len(cfg.score.kl_targets) * cfg.score.intervention_prompts  # an upper bound
+
+    def rough_tokens(self, cfg, prompts) -> tuple[int, int]:
+        sc = cfg.score
+        base = template_tokens(prompts, self.name, explanation=ROUGH_EXPLANATION, prompt="", a="", b="")
+        return base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16
 
 
 # ---- output-side explainer --------------------------------------------------------------------

@@ -12,9 +12,11 @@ from autointerp.engine.interpretation.examples import Example, plain
 from autointerp.engine.interpretation.explainers import numbered
 from autointerp.engine.interpretation.llm import LLMRequest, LLMResponse
 from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
+from autointerp.engine.interpretation.metrics import ExampleOutcome
 from autointerp.engine.interpretation.prompts import PromptTemplate
 
-from .base import Item
+from .base import Item, ScoredRun
+from .protocol import ROUGH_EXPLANATION, Scored, Scorer, llm_scored, template_tokens
 
 
 def intruder_groups(activating: list[Example], non_activating: list[Example], group: int,
@@ -80,3 +82,37 @@ def _choice_probabilities(r: LLMResponse, value: int, n: int) -> list[float] | N
             total = sum(probs)
             return [p / total for p in probs] if total > 0 else None
     return None
+
+
+class Intruder(Scorer):
+    name = "intruder"
+    stream = 4
+    primary_metric = "accuracy"  # the share of groups whose intruder was named
+
+    def prepare(self, ctx, latent, sample_set, act, non, rng) -> list[tuple[list[Item], int]]:
+        return intruder_groups(act, non, ctx.cfg.score.intruder_group, rng)
+
+    async def run(self, ctx, explanation: str, groups: list[tuple[list[Item], int]]) -> Scored:
+        template, llm, group = ctx.prompts.get(self.name), ctx.cfg.llm, ctx.cfg.score.intruder_group
+        reqs = [intruder_request(template, explanation, items, seed=llm.seed, top_logprobs=llm.top_logprobs,
+                                 json_output=ctx.json_output, temperature=llm.temperature)
+                for items, _ in groups]  # fmt: skip
+        run = ScoredRun([], [])
+        for (items, answer), r in zip(groups, await ctx.complete(reqs)):
+            run.accounting.add(r)
+            run.items.append(items[answer])
+            chosen, probs, error = parse_intruder(r, len(items))
+            if error is not None:
+                run.errors[error] += 1
+                run.outcomes.append(ExampleOutcome(1, 0, failed=True))
+            else:
+                run.outcomes.append(ExampleOutcome(1, 0, int(chosen == answer), probs[answer] if probs else None))
+        run.details = {"group": group + 1, "chance": 1 / (group + 1)}
+        return llm_scored(ctx, self.name, run, intruder_group=group)
+
+    def calls(self, cfg, n_act: int, n_non: int) -> int:
+        return min(n_act // cfg.score.intruder_group, n_non)
+
+    def rough_tokens(self, cfg, prompts) -> tuple[int, int]:
+        base = template_tokens(prompts, self.name, explanation=ROUGH_EXPLANATION, examples="", n="")
+        return base + (cfg.score.intruder_group + 1) * (cfg.cache.window_len + 4), 16

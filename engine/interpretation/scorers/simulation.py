@@ -22,9 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autointerp.engine.interpretation.examples import Example, plain
 from autointerp.engine.interpretation.llm import LLMRequest, LLMResponse
 from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
+from autointerp.engine.interpretation.metrics import ExampleOutcome
 from autointerp.engine.interpretation.prompts import PromptTemplate
+
+from .base import Item, ScoredRun
+from .protocol import ROUGH_EXPLANATION, Scored, Scorer, llm_scored, template_tokens
 
 MAX_ACTIVATION = 10
 
@@ -224,3 +229,55 @@ def simulation_correlations(true: list[np.ndarray], predicted: list[np.ndarray |
         "n_tokens": int(sum(len(t) for t, _ in pairs)),
         "n_example_correlations": len(per_example),
     }
+
+
+class Simulation(Scorer):
+    name = "simulation"
+    stream = 3
+    primary_metric = "correlation"
+
+    def prepare(self, ctx, latent, sample_set, act, non, rng) -> list[Example]:
+        # half activating (strongest first, spread over the deciles), half non-activating
+        n = ctx.cfg.score.simulation_examples
+        k = min(-(-n // 2), len(act))
+        strong = sorted(act, key=lambda ex: -ex.max_act)
+        picked = [strong[int(i)] for i in np.unique(np.linspace(0, len(strong) - 1, k).round())] if k else []
+        return picked + non[: n - len(picked)]
+
+    async def run(self, ctx, explanation: str, examples: list[Example]) -> Scored:
+        template, llm = ctx.prompts.get(self.name), ctx.cfg.llm
+        reqs = [simulation_request(template, explanation, ex.tokens, seed=llm.seed, top_logprobs=llm.top_logprobs,
+                                   json_output=ctx.json_output, temperature=llm.temperature)
+                for ex in examples]  # fmt: skip
+        responses = await ctx.complete(reqs)
+        run, predicted, n_expected = ScoredRun([], []), [], 0
+        for ex, r in zip(examples, responses):
+            run.accounting.add(r)
+            run.items.append(Item(ex.window, plain(ex), int(ex.decile > 0), ex.decile))
+            parsed = parse_simulation(r, len(ex.tokens))
+            values, expected, error = parsed.values, parsed.expected, parsed.error
+            if error is not None:
+                run.errors[error] += 1
+                run.outcomes.append(ExampleOutcome(int(ex.decile > 0), ex.decile, failed=True))
+                predicted.append(None)
+                continue
+            sim = expected if expected is not None else values
+            n_expected += parsed.n_expected
+            predicted.append(sim)
+            # As a classifier: "fires somewhere" when any token is predicted above 0; ranked by the peak.
+            label = int(ex.decile > 0)
+            run.outcomes.append(ExampleOutcome(label, ex.decile, int(values.max() > 0), float(sim.max()) / 10))
+        run.details = simulation_correlations([ex.acts for ex in examples], predicted)
+        # tokens whose prediction is an expected value over the digit logprobs (the rest: the answer's integer)
+        run.details["n_expected_values"] = n_expected
+        return llm_scored(ctx, self.name, run, simulation_examples=ctx.cfg.score.simulation_examples)
+
+    def calls(self, cfg, n_act: int, n_non: int) -> int:
+        n = cfg.score.simulation_examples
+        k = min(-(-n // 2), n_act)
+        return k + min(n - k, n_non)
+
+    def rough_tokens(self, cfg, prompts) -> tuple[int, int]:
+        w = cfg.cache.window_len
+        base = template_tokens(prompts, self.name, explanation=ROUGH_EXPLANATION, tokens="", n=str(w))
+        return base + 4 * w, 4 * w + 16

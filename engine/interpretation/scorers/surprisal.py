@@ -1,0 +1,41 @@
+"""Surprisal: how much the explanation, placed before an excerpt, lowers a base LM's loss on it (the model and
+the loss are in engine/interpretation/surprisal.py). No LLM call; the score is the AUROC of the loss decrease."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import ScoredRun
+from .detection import plain_items_state
+from .protocol import Needs, Scored, Scorer
+
+
+class SurprisalScorer(Scorer):
+    name = "surprisal"
+    stream = 1  # detection's excerpts
+    needs = Needs(llm=False, base_lm=True)
+    primary_metric = "auroc"
+
+    def check(self, cfg) -> str | None:
+        lm = cfg.score.surprisal_model
+        if lm not in ("subject", "embedded") and not Path(lm).expanduser().is_file():
+            return f"score.surprisal_model {lm!r}: use subject, embedded or the path of a .gguf file"
+        return None
+
+    def prepare(self, ctx, latent, sample_set, act, non, rng) -> dict:
+        return plain_items_state(act, non, rng)
+
+    async def run(self, ctx, explanation: str, state: dict) -> Scored:
+        run = await ctx.off_loop(self._losses, ctx, explanation, state)
+        return Scored(run, ctx.base_lm.name, "base-lm", ctx.prompts.get("surprisal").sha,
+                      {"surprisal_model": ctx.cfg.score.surprisal_model})  # fmt: skip
+
+    def _losses(self, ctx, explanation: str, state: dict) -> ScoredRun:
+        # imported here: that module imports this package's base (a cycle at import time)
+        from autointerp.engine.interpretation.surprisal import surprisal_run
+
+        prefix = ctx.prompts.get("surprisal").render(explanation=explanation)[-1]["content"] + "\n"
+        cache = state["cache"]  # the baseline losses (no prefix), computed once for the explanation and its control
+        run, cache["baseline"] = surprisal_run(ctx.base_lm, prefix, state["items"], cache.get("baseline"))
+        run.details = {"base_model": ctx.base_lm.name}
+        return run

@@ -1,0 +1,95 @@
+"""One stage (explain or score) over many latents: how many run at once, the events and the tally, the outage
+watch, and how the stage ends (a clean stop, a failed stage, or its tally). The work of one latent is the
+Interpreter's (interpret.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Callable
+
+from .errors import BackendUnavailable, StageFailed
+from .outage import Outage
+from .tally import StageTally
+
+if TYPE_CHECKING:
+    from .interpret import Interpreter
+
+log = logging.getLogger(__name__)
+
+
+def first_error(eg: BaseExceptionGroup) -> BaseException:
+    """The first real error inside (possibly nested) task groups, past the cancellations it caused."""
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            inner = first_error(e)
+            if not isinstance(inner, asyncio.CancelledError):
+                return inner
+        elif not isinstance(e, asyncio.CancelledError):
+            return e
+    return eg.exceptions[0]
+
+
+async def run_stage(interp: Interpreter, stage: str, latents: list[int], redo: bool = False,
+                    on_latent: Callable[[int, StageTally], None] | None = None,
+                    on_event: Callable[[str, str], None] | None = None) -> StageTally:  # fmt: skip
+    """Run one stage over `latents` (see Interpreter.run_stage)."""
+    tally = StageTally()
+    gate = asyncio.Semaphore(interp.latents_in_flight())
+    started = time.perf_counter()
+
+    def event(kind: str, message: str, data: dict | None = None) -> None:
+        if on_event is not None:  # a caller with its own event log (the batch's RunLog)
+            on_event(kind, message)
+        else:  # on the store's own thread, in order with the results
+            interp.worker.submit(interp.store.log_event, stage, kind, message, data)
+
+    outage = Outage(interp.cfg.batch.outage_wait_s, event)
+    interp.begin_stage(latents, outage)
+
+    async def one(latent: int) -> None:
+        async with gate:
+            t = time.perf_counter()
+            if stage == "explain":
+                row, why = await interp.explain_latent(latent, redo)
+                rows = [row] if row else []
+            else:
+                rows, why = await interp.score_latent(latent, redo)
+            log.debug("%s latent %d: %d row(s) in %.2fs%s", stage, latent, len(rows), time.perf_counter() - t,
+                      f" ({why})" if why else "")  # fmt: skip
+            tally.add_latent(stage, rows, why)
+            if on_latent:
+                on_latent(latent, tally)
+
+    async def all_latents() -> None:
+        async with asyncio.TaskGroup() as group:  # the first error cancels the other latents
+            for x in latents:
+                group.create_task(one(x))
+
+    event("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
+    log.info("%s: %d latents", stage, len(latents))
+    try:
+        async with asyncio.TaskGroup() as outer:
+            dog = outer.create_task(outage.watch(interp.backend)) if interp.backend is not None else None
+            await all_latents()
+            if dog is not None:
+                dog.cancel()
+    except BaseExceptionGroup as eg:
+        error = first_error(eg)
+        if isinstance(error, BackendUnavailable):
+            event("stopped", f"{stage}: {error}")
+        raise error from None
+    finally:
+        await interp._off_loop(lambda: None)  # the events queued on the store's thread are written
+    reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
+    event("end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
+                 + (f" ({reasons})" if reasons else ""),
+          {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
+    log.info("%s: %d latents (%d done, %d skipped, %d failed), %d LLM calls, %.1fs", stage, len(latents),
+             tally.done, tally.skipped, tally.failed, tally.prompts, time.perf_counter() - started)  # fmt: skip
+    await interp._off_loop(lambda: None)
+    if tally.all_failed:
+        raise StageFailed(f"every LLM call of the {stage} stage failed ({tally.failure_summary()}); what failed "
+                          "is stored and retried by the next run: check the LLM server, then rerun")  # fmt: skip
+    return tally
