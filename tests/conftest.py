@@ -62,15 +62,33 @@ def filled_store(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def real_cache_db(tmp_path_factory):
+def subject_model():
+    """The embedded SmolLM2 through TransformerLens (CPU, fp32), loaded once for every in-process test: each load
+    costs ~10 s (weights, then booting the bridge). Tests leave it as they found it (steering removes its hooks)."""
+    from autointerp.engine.activations.model import SubjectModel
+
+    return SubjectModel.load("embedded", "cpu", "float32")
+
+
+@pytest.fixture(scope="session")
+def real_cache_db(tmp_path_factory, subject_model):
     """A real cache: the embedded SmolLM2 + shipped SAE over 8,192 tokens of the embedded corpus.
     Tests copy the file (`copy_db`) before writing to it."""
     from autointerp.engine.activations.cache import run_cache
+    from autointerp.engine.activations.setup import prepare
     from autointerp.engine.config import CacheConfig
 
     path = tmp_path_factory.mktemp("realcache") / "cache.db"
-    run_cache(CacheConfig(n_tokens=8192, chunk_tokens=4096, batch_size=8), str(path))
+    cfg = CacheConfig(n_tokens=8192, chunk_tokens=4096, batch_size=8)
+    run_cache(cfg, str(path), parts=prepare(cfg, model=subject_model))
     return path
+
+
+def share_subject(interp, subject_model):
+    """An Interpreter using the session's subject model instead of loading its own (its lazily loaded
+    `subject` is a cached_property: setting it first is what the first use would have stored)."""
+    interp.subject = subject_model
+    return interp
 
 
 def write_stand_in_explanation(results, latent: int, text: str) -> None:
@@ -119,6 +137,35 @@ def run_llm_stage(cfg, stage: str, latents: list[int], redo: bool = False):
         store.close()
 
 
+def auroc_by_ranks(labels: list[int], scores: list[float]) -> float:
+    """AUROC as the share of (positive, negative) pairs that the scores order correctly, a tie counting half
+    (Mann-Whitney): written out here, independent of the scikit-learn call the engine makes."""
+    pos = [s for y, s in zip(labels, scores) if y == 1]
+    neg = [s for y, s in zip(labels, scores) if y == 0]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def assert_metrics_match_outcomes(r: dict) -> None:
+    """A stored score row's counts and metrics equal what its own stored outcomes give: failures are counted,
+    never scored as wrong answers, and every number in the row can be traced back to an example."""
+    from collections import Counter
+
+    out = r["outcomes"]
+    failed = [o for o in out if o["failed"]]
+    answered = [o for o in out if not o["failed"] and o["prediction"] is not None]
+    assert (r["n"], r["n_failed"], r["n_scored"]) == (len(out), len(failed), len(answered)), r["scorer"]
+    assert sum(r["errors"].values()) == r["n_failed"], (r["scorer"], r["errors"])
+    cm = Counter((o["label"], o["prediction"]) for o in answered)
+    assert (r["tp"], r["fp"], r["tn"], r["fn"]) == (cm[1, 1], cm[0, 1], cm[0, 0], cm[1, 0]), r["scorer"]
+    assert r["accuracy"] == (pytest.approx((cm[1, 1] + cm[0, 0]) / len(answered)) if answered else None)
+    ranked = [o for o in out if not o["failed"] and o["probability"] is not None and math.isfinite(o["probability"])]
+    if {o["label"] for o in ranked} == {0, 1}:
+        want = auroc_by_ranks([o["label"] for o in ranked], [o["probability"] for o in ranked])
+        assert r["auroc"] == pytest.approx(want, abs=1e-9), r["scorer"]
+    else:
+        assert r["auroc"] is None, r["scorer"]
+
+
 def copy_db(src, dst):
     import shutil
 
@@ -129,6 +176,20 @@ def copy_db(src, dst):
 def run_cli(*args, **kw) -> subprocess.CompletedProcess:
     """The real `autointerp` command line in a fresh process."""
     return subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", *args], capture_output=True, text=True, **kw)
+
+
+def invoke_cli(*args) -> subprocess.CompletedProcess:
+    """The `autointerp` command line run in this process through click's CliRunner: the same command, arguments,
+    stdout, stderr and exit status as `run_cli`, without a fresh interpreter's seconds of imports (torch...). For
+    tests about what a command does (report, info, export); kills, crashes and start-up need `run_cli`."""
+    from click.testing import CliRunner
+
+    from autointerp.engine.commands.cli import main
+
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception  # a command that raised: its traceback, not a bare exit status 1
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
 
 
 def complete_and_close(backend, requests):
@@ -258,7 +319,7 @@ def reference(tmp_path_factory):
     that compare a resumed or faulted run against it share this one run)."""
     d = tmp_path_factory.mktemp("ref")
     cfg = write_config(d / "c.toml", d / "ref.db")
-    plan = subprocess.run(batch_cmd(cfg, "--dry-run", "--json"), capture_output=True, text=True)
+    plan = invoke_cli("batch", cfg, "--dry-run", "--json")  # in this process: the plan reads, never writes
     assert plan.returncode == 0, plan.stderr
     run = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]

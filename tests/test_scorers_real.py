@@ -2,6 +2,7 @@
 real subject model and SAE, a real cache. What each stores is checked against independent recomputation."""
 
 import asyncio
+import dataclasses
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from autointerp.engine.activations.steering import Steerer, steering_site
 from autointerp.store.browse import Browser
 from autointerp.store.db import ActivationStore
 
-from conftest import copy_db
+from conftest import assert_metrics_match_outcomes, copy_db, share_subject
 
 NEW = ["surprisal", "simulation", "intruder", "generation", "intervention"]
 SCORE = ScoreConfig(scorers=NEW, simulation_examples=2, generation_texts=3, intervention_prompts=4,
@@ -30,11 +31,11 @@ def backend():
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory, real_cache_db, backend):
+def scored(tmp_path_factory, real_cache_db, backend, subject_model):
     """Two latents explained (stand-ins where the 135M model's answer failed), the first scored by all five."""
     db = copy_db(real_cache_db, tmp_path_factory.mktemp("scorers") / "run.db")
     store = ActivationStore.open(db)
-    interp = Interpreter(Config(db=str(db), sample=SAMPLE, score=SCORE), store, backend)
+    interp = share_subject(Interpreter(Config(db=str(db), sample=SAMPLE, score=SCORE), store, backend), subject_model)
     latents = interp.select("top:2")
     asyncio.run(interp.run_stage("explain", latents))
     for latent in latents:
@@ -42,7 +43,7 @@ def scored(tmp_path_factory, real_cache_db, backend):
         if row["text"] is None:  # a counted failure; scoring is what this test is about
             interp.results.write_explanation(dict(row, text=f"the word number {latent}", error=None, extras={}))
     tally = asyncio.run(interp.run_stage("score", latents[:1]))
-    yield interp, store, db, latents[0], tally
+    yield interp, store, db, latents, tally
     interp.close()
     store.close()
 
@@ -52,17 +53,29 @@ def rows_by(interp, latent):
 
 
 def test_every_new_scorer_stores_real_and_control_with_failures_accounted(scored):
-    interp, _, _, latent, tally = scored
+    interp, _, _, (latent, other), tally = scored
     rows = rows_by(interp, latent)
-    assert set(rows) == {(s, c) for s in NEW for c in (0, 1)}
-    assert tally.done == 1
+    assert set(rows) == {(s, c) for s in NEW for c in (0, 1)} and interp.results.scores(latent=other) == []
+    assert tally.done == 1 and tally.failed == sum(r["n_failed"] for r in rows.values())  # every failure counted
+    s = interp.results.sample_set(latent)
+    shown = {w for w, _, _ in s.role("explain")}
+    held_out = {w for w, _, _ in s.role("activating") + s.role("non_activating")}
+    assert len(shown) == 8 and len(held_out) == 20 and not shown & held_out
     for (scorer, control), r in rows.items():
-        assert r["n"] == len(r["outcomes"]) and sum(r["errors"].values()) == r["n_failed"], (scorer, r["errors"])
-        assert r["seed"] == interp.results.sample_set(latent).seed and r["settings"]
-        if control:
-            assert r["explanation_latent"] != latent
+        assert_metrics_match_outcomes(r)  # counts, failures, confusion matrix and AUROC from the outcomes
+        assert r["seed"] == s.seed and r["settings"]
+        # The only other explained latent is the control's; the real row uses the latent's own explanation.
+        assert r["explanation_latent"] == (other if control else latent), (scorer, control)
+        assert r["explanation"] == interp.results.explanation(r["explanation_latent"], "default")["text"]
+        if scorer in ("surprisal", "simulation", "intruder"):  # scored on held-out corpus examples only
+            assert {o["window"] for o in r["outcomes"]} <= held_out, scorer
         for m in ("accuracy", "balanced_accuracy", "auroc"):
             assert r[m] is None or 0.0 <= r[m] <= 1.0
+    assert {o["window"] for o in rows["surprisal", 0]["outcomes"]} == held_out  # each held-out example once
+    for scorer in NEW:  # the control is scored on the very examples (or prompts) of the real explanation
+        real, ctrl = rows[scorer, 0]["outcomes"], rows[scorer, 1]["outcomes"]
+        if scorer not in ("generation", "intervention"):  # these make their items from the explanation itself
+            assert [(o["window"], o["label"]) for o in ctrl] == [(o["window"], o["label"]) for o in real], scorer
     assert rows["surprisal", 0]["n_calls"] == 0 and rows["surprisal", 0]["n"] == 20
     assert rows["surprisal", 0]["details"]["base_model"]
     assert rows["surprisal", 0]["n_failed"] > 0 or rows["surprisal", 0]["auroc"] is not None
@@ -77,7 +90,7 @@ def test_every_new_scorer_stores_real_and_control_with_failures_accounted(scored
 
 
 def test_generation_counts_exactly_the_written_texts_that_fire_the_latent(scored):
-    interp, _, _, latent, _ = scored
+    interp, _, _, (latent, _), _ = scored
     for control in (0, 1):
         r = rows_by(interp, latent)["generation", control]
         texts = [t["text"] for t in r["details"]["texts"]]
@@ -88,7 +101,7 @@ def test_generation_counts_exactly_the_written_texts_that_fire_the_latent(scored
 
 
 def test_intervention_strengths_reach_their_kl_targets_on_prompts_the_explainer_never_sees(scored):
-    interp, store, _, latent, _ = scored
+    interp, store, _, (latent, _), _ = scored
     r = rows_by(interp, latent)["intervention", 0]
     pool = interp.intervention_prompts(latent)
     assert not set(pool["explain"][0]) & set(pool["score"][0]) and len(pool["score"][0]) == 4
@@ -108,7 +121,7 @@ def test_intervention_strengths_reach_their_kl_targets_on_prompts_the_explainer_
 def test_the_tui_detail_shows_each_scorers_metric_and_details(scored):
     from autointerp.tui.detail import scores_table
 
-    _, _, db, latent, _ = scored
+    _, _, db, (latent, _), _ = scored
     browser = Browser.open(db)
     try:
         assert set(browser.scorers()) >= set(NEW) and browser.scorers()["simulation"] == "correlation"
@@ -122,7 +135,7 @@ def test_the_tui_detail_shows_each_scorers_metric_and_details(scored):
 
 
 def test_the_output_side_explainer_explains_from_steered_continuations(scored, backend, tmp_path):
-    interp, store, db, latent, _ = scored
+    interp, store, db, (latent, _), _ = scored
     cfg = Config(db=str(db), sample=SAMPLE, score=SCORE, explain=ExplainConfig(explainer="intervention"))
     causal = Interpreter(cfg, store, backend)
     try:
@@ -143,3 +156,35 @@ def test_a_missing_surprisal_base_model_is_refused_before_any_latent(real_cache_
     cfg = Config(db=str(db), score=ScoreConfig(scorers=["surprisal"], surprisal_model=str(tmp_path / "no.gguf")))
     with ActivationStore.open(db) as store, pytest.raises(InterpretError, match="score.surprisal_model"):
         Interpreter(cfg, store, None)
+
+
+def test_scoring_again_from_scratch_reproduces_the_stored_rows(scored, backend, subject_model, tmp_path):
+    """Seeded draws, temperature 0 and a deterministic subject model: a redo of surprisal (subject model) and
+    intruder (LLM) on a copy of the database gives the same examples, answers, failures and metrics."""
+    import sqlite3
+
+    interp, _, db, (latent, _), _ = scored
+    copy = tmp_path / "again.db"
+    with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)  # the write-ahead log's pages too
+    redo = ["surprisal", "intruder"]
+    cfg = Config(db=str(copy), sample=SAMPLE, score=dataclasses.replace(SCORE, scorers=redo))
+    with ActivationStore.open(copy) as store:
+        again = share_subject(Interpreter(cfg, store, backend), subject_model)
+        try:
+            tally = asyncio.run(again.run_stage("score", [latent], redo=True))
+            after = rows_by(again, latent)
+        finally:
+            again.close()
+    before = rows_by(interp, latent)
+    assert tally.done == 1
+    counts = ("explanation_latent", "seed", "n", "n_scored", "n_failed", "tp", "fp", "tn", "fn", "n_calls")
+    for key in [(s, c) for s in redo for c in (0, 1)]:
+        a, b = after[key], before[key]
+        assert a["created_at"] != b["created_at"]  # really computed again
+        assert [a[k] for k in counts] == [b[k] for k in counts], key
+        assert [(o["window"], o["label"], o["prediction"], o["failed"]) for o in a["outcomes"]] == [
+            (o["window"], o["label"], o["prediction"], o["failed"]) for o in b["outcomes"]], key
+        for x, y in zip(a["outcomes"], b["outcomes"]):  # logprob-derived values may move in the last digits
+            assert (x["probability"] is None) == (y["probability"] is None), key
+            assert (x["probability"] or 0.0) == pytest.approx(y["probability"] or 0.0, abs=1e-3), key

@@ -25,12 +25,12 @@ TARGETS = (0.25, 1.0, 4.0)
 
 
 @pytest.fixture(scope="module")
-def parts():
+def parts(subject_model):
     # One torch thread: on a 2-core machine shared with other jobs, two spinning OpenMP threads made
     # forward passes 10-20x slower (0.5 s -> 10 s); one thread stays near 0.6 s.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield prepare(CacheConfig(device="cpu", dtype="float32"))
+    yield prepare(CacheConfig(device="cpu", dtype="float32"), model=subject_model)
     torch.set_num_threads(threads)
 
 
@@ -102,11 +102,42 @@ def test_steering_adds_the_direction_at_the_hook(parts, steerers, prompts):
     assert torch.allclose(steerer.next_token_logprobs(prompts, strength), ref, atol=1e-6)
 
 
-def test_large_strength_changes_the_continuation(steerers, prompts, clean_continuation):
-    clean = clean_continuation
-    steered = steerers[LATENTS[0]].generate(prompts, 4000.0, 8)
-    assert steered.shape == clean.shape == (3, 8)
-    assert not torch.equal(steered, clean)
+def coder_reading(parts, latent, prompts, delta) -> float:
+    """Mean activation of `latent`, as the coder reads the hook with `delta` added there (start token left out)."""
+    grabbed = {}
+
+    def add(act, hook):
+        return act + delta
+
+    def grab(act, hook):  # runs after `add` on the same hook point: sees the steered activation
+        grabbed["x"] = act.detach().clone()
+
+    with torch.inference_mode(), parts.model.bridge.hooks(fwd_hooks=[(parts.hook, add), (parts.hook, grab)]):
+        parts.model.bridge(prompts)
+    x = grabbed["x"][:, 1:].reshape(-1, grabbed["x"].shape[-1])
+    acts = parts.coder.encode(x)
+    return float(acts.values[acts.latents == latent].sum()) / x.shape[0]
+
+
+def test_searched_strengths_move_the_next_token_and_the_latent_in_order(parts, steerers, prompts, clean_continuation):
+    """In the regime the intervention scorer steers in (the strengths the KL search finds, not an arbitrary huge
+    one): a larger KL target takes a larger strength and takes more probability from the clean model's next token;
+    at 4 nats every prompt's next greedy token changes; and the coder reads the steered hook as its latent."""
+    for latent, steerer in steerers.items():
+        strengths = [steerer.find_strength(prompts, t, rel_tol=0.1, max_steps=40).strength for t in TARGETS]
+        assert None not in strengths and strengths == sorted(set(strengths)), strengths  # strictly increasing
+        clean = steerer.next_token_logprobs(prompts, 0.0)
+        top = clean.argmax(-1, keepdim=True)
+        lost = [float((clean.gather(1, top) - steerer.next_token_logprobs(prompts, s).gather(1, top)).mean())
+                for s in strengths]  # fmt: skip
+        assert lost == sorted(lost) and lost[0] > 0 and lost[-1] > 1.0, (latent, lost)  # nats of log-probability
+        steered = steerer.generate(prompts, strengths[-1], 8)
+        assert steered.shape == clean_continuation.shape == (3, 8)
+        assert (steered[:, 0] != clean_continuation[:, 0]).all(), (latent, steered[:, 0], clean_continuation[:, 0])
+        assert torch.equal(steered[:, 0], steerer.next_token_logprobs(prompts, strengths[-1]).argmax(-1))
+        # The coder reads the added direction as its latent, growing with the strength (measured: by ~0.65 per unit).
+        read = [coder_reading(parts, latent, prompts, s * steerer.site.direction) for s in (0.0, *strengths)]
+        assert read == sorted(read) and read[-1] - read[0] > 0.25 * strengths[-1], (latent, read)
 
 
 def test_unreachable_target_is_reported(steerers, prompts):
