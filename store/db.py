@@ -18,6 +18,7 @@ import sqlite_utils
 
 from .clock import now
 from .codec import decode_offsets, decode_values, encode_offsets, encode_values
+from .errors import AutointerpError, CannotContinue, UserError
 from .schema import (
     SchemaError,
     check_codec,
@@ -27,7 +28,6 @@ from .schema import (
     implied_stages,
     read_version,
 )
-from .errors import AutointerpError, CannotContinue, UserError
 
 # Fields that say which activations a database holds; reusing a database for another value
 # of any of them would mix incompatible activations.
