@@ -156,3 +156,11 @@ def test_each_scorer_names_a_metric_the_scores_table_has_and_what_it_needs():
         assert scorer.primary_metric in METRIC_NAMES
         assert isinstance(scorer.needs, Needs)
     assert not needs_llm(["embedding", "surprisal"]) and needs_llm(["embedding", "detection"])
+
+
+def test_the_tui_sorts_each_scorer_by_the_registrys_primary_metric():
+    # store/ (and so the TUI) cannot import the engine: its own table must agree with the registry
+    from autointerp.store.browse import PRIMARY_METRIC
+
+    for name, scorer in SCORERS.items():
+        assert PRIMARY_METRIC.get(name, "balanced_accuracy") == scorer.primary_metric, name
