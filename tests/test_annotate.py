@@ -23,10 +23,10 @@ LATENTS = [0, 1, 777, 2048, 3071]
 
 
 @pytest.fixture(scope="module")
-def parts(real_cache_db):
+def parts(real_cache_db, subject_model):
     with ActivationStore.open(real_cache_db, readonly=True) as store:
         cfg = CacheConfig(**json.loads(store.provenance["config"]))
-    return prepare(cfg)
+    return prepare(cfg, model=subject_model)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +182,7 @@ def test_v3_database_upgrades_and_annotates_through_the_cli(real_cache_db, tmp_p
 
 
 def test_batch_annotates_a_complete_cache_made_before_v4(real_cache_db, parts, tmp_path, monkeypatch):
-    from autointerp.engine import cache
+    from autointerp.engine.activations import cache
     from autointerp.engine.commands.batch import BatchRunner
 
     path = make_v3(real_cache_db, tmp_path / "old.db")
