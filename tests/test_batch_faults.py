@@ -104,8 +104,11 @@ def test_init_writes_every_key_with_its_default(tmp_path):
 def test_two_batches_on_disjoint_latents_share_one_database_while_a_reader_polls(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "shared.db")
     a, b = top_latents(db, 4)[:2], top_latents(db, 4)[2:]
-    procs = [subprocess.Popen(batch_cmd(cached_config(tmp_path, db, part, name=f"{i}.toml")), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for i, part in enumerate((a, b))]  # fmt: skip
+    # One llama.cpp thread each: two processes spinning two threads each on two cores slow every call many times over.
+    one_thread = "[llm]\nn_threads = 1\n"
+    procs = [subprocess.Popen(batch_cmd(cached_config(tmp_path, db, part, extra=one_thread, name=f"{i}.toml")),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for i, part in enumerate((a, b))]  # fmt: skip
     reader_errors, reads, stop = [], [0], threading.Event()
 
     def read_like_the_tui():  # a monitor in another connection, read-only, polling what the batches write
@@ -197,17 +200,19 @@ def test_a_backend_that_never_comes_back_stops_cleanly_and_stores_no_failures(tm
 
 def test_a_full_disk_stops_cleanly_and_the_rerun_completes(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "full.db")
-    cfg = cached_config(tmp_path, db, top_latents(db, 2))
+    one_thread = "[llm]\nn_threads = 1\n"  # the reference and the full-disk run go side by side, one core each
+    cfg = cached_config(tmp_path, db, top_latents(db, 2), extra=one_thread)
     ref_db = copy_db(real_cache_db, tmp_path / "ref.db")
-    ref = subprocess.run(batch_cmd(cached_config(tmp_path, ref_db, top_latents(db, 2), name="ref.toml")),
-                         capture_output=True, text=True)  # fmt: skip
-    assert ref.returncode == 0, ref.stderr[-2000:]
+    ref_cfg = cached_config(tmp_path, ref_db, top_latents(db, 2), extra=one_thread, name="ref.toml")
+    ref = subprocess.Popen(batch_cmd(ref_cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     limit = 96 * 1024  # no file may grow past this: the write-ahead log hits it after the first latent
 
     def small_disk():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     r = subprocess.run(batch_cmd(cfg), capture_output=True, text=True, preexec_fn=small_disk)
+    ref_err = ref.communicate(timeout=600)[1]
+    assert ref.returncode == 0, ref_err[-2000:]
     assert r.returncode == 3, r.stderr[-2000:]
     assert f"cannot write {db}" in r.stderr and "rerun the same command to resume" in r.stderr
     assert "Traceback" not in r.stderr

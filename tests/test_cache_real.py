@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from autointerp.engine.activations.cache import run_cache, sequence_stream
 from autointerp.engine.config import CacheConfig
 from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae
-from autointerp.engine.activations.model import SubjectModel, gguf_as_safetensors
+from autointerp.engine.activations.model import gguf_as_safetensors
 from autointerp.engine.defaults import smollm2_gguf
 from autointerp.engine.activations.setup import prepare
 from autointerp.store.db import ActivationStore
@@ -28,8 +28,8 @@ SMALL = dict(seq_len=64, n_tokens=64 * 6, chunk_tokens=128, batch_size=2)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return SubjectModel.load("embedded")
+def model(subject_model):
+    return subject_model
 
 
 def independent_dense(tokens: np.ndarray) -> torch.Tensor:
@@ -99,11 +99,14 @@ def dump(db):
     return out
 
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path):
+def test_resume_after_kill_equals_uninterrupted(tmp_path, model):
+    from autointerp.engine.config import load_config
+
     cfg = tmp_path / "c.toml"
     cfg.write_text("[cache]\nseq_len = 32\nn_tokens = 1920\nchunk_tokens = 64\nbatch_size = 2\n")
-    whole = run_cli("cache", "--config", str(cfg), "--db", str(tmp_path / "whole.db"))
-    assert whole.returncode == 0, whole.stderr
+    # The uninterrupted cache in this process (the module's model: no second load); the killed one is a real process.
+    whole = load_config(cfg).cache
+    run_cache(whole, str(tmp_path / "whole.db"), parts=prepare(whole, model=model))
     db = tmp_path / "killed.db"
     proc = subprocess.Popen([sys.executable, "-m", "autointerp.engine.commands.cli", "cache", "--config", str(cfg),
                              "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 
-from conftest import copy_db, rows
+from conftest import copy_db, invoke_cli, rows
 from test_llm_faults import completion, fake_server, reply
 
 SCORERS = ["detection", "fuzzing", "embedding", "simulation", "intruder", "generation"]
@@ -48,7 +48,7 @@ def test_the_dry_run_counts_every_call_the_run_makes(real_cache_db, tmp_path):
             "intruder_group = 3\ngeneration_texts = 2\n[sample]\nactivating_per_decile = 3\nn_non_activating = 7\n"
         )  # fmt: skip
         cmd = [sys.executable, "-m", "autointerp.engine.commands.cli", "batch", str(cfg)]
-        plan = json.loads(subprocess.run([*cmd, "--dry-run", "--json"], capture_output=True, text=True).stdout)
+        plan = json.loads(invoke_cli("batch", cfg, "--dry-run", "--json").stdout)  # in this process: it only reads
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert run.returncode == 0, run.stderr[-3000:]
         made = len(fake.seen)
@@ -62,5 +62,5 @@ def test_the_dry_run_counts_every_call_the_run_makes(real_cache_db, tmp_path):
         assert stages[f"score/{scorer}"]["latents"] == 3
     assert plan["total"]["calls"] == made  # every request the server saw was planned
     # A second plan, after the run, has nothing left: every score is whole.
-    again = json.loads(subprocess.run([*cmd, "--dry-run", "--json"], capture_output=True, text=True).stdout)
+    again = json.loads(invoke_cli("batch", cfg, "--dry-run", "--json").stdout)
     assert again["total"]["calls"] == 0
