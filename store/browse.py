@@ -291,7 +291,8 @@ class Browser:
         if sort not in columns:
             raise BrowseError(f"cannot sort by {sort!r}; known: {', '.join(sorted(columns))}")
         filters, words = parse_query(query, columns)
-        where, where_args = [], []
+        where: list[str] = []
+        where_args: list = []
         for f in filters:
             where.append(f"{self._column_sql(f.column, explainer, where_args)} {f.op} ?")
             where_args.append(f.value)
@@ -379,7 +380,9 @@ class Browser:
             entry["control" if r["control"] else "real"] = r
         vocab = self.vocab()
         has_vocab = len(vocab) > 0
-        promoted, suppressed, neighbours = [], [], []
+        promoted: list = []
+        suppressed: list = []
+        neighbours: list = []
         row = self._conn.execute("select promoted, suppressed, neighbours from directions where latent = ?",
                                 [latent]).fetchone()  # fmt: skip
         if row is not None:

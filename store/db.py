@@ -38,7 +38,7 @@ class StoreError(UserError):
     """A problem with the database file, stated in one line."""
 
 
-def describe_database_error(path, e: sqlite3.DatabaseError) -> str:
+def describe_database_error(path, e: sqlite3.Error) -> str:
     """One line for an SQLite error met while reading or opening a file."""
     text = str(e)
     if "not a database" in text or "file is encrypted" in text:
@@ -75,7 +75,7 @@ def why_not_written(e: sqlite3.Error, reading: bool = False) -> str | None:
         code = next((c for c, words in texts.items() if any(w in low for w in words)), None)
     if reading and code not in (5, 6):
         return None
-    return _WHY_NOT.get(code)
+    return _WHY_NOT.get(code) if code is not None else None
 
 
 def write_failure(path, e: sqlite3.Error, doing: str = "write") -> AutointerpError:

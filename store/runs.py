@@ -47,7 +47,8 @@ class RunLog:
                 [now(), now(), socket.gethostname(), os.getpid(), json.dumps(argv), selection,
                  json.dumps(config, sort_keys=True)],
             )  # fmt: skip
-        return int(cur.lastrowid)
+        assert cur.lastrowid is not None  # an insert always sets it
+        return cur.lastrowid
 
     def _write(self, sql_args: list[tuple[str, list]]) -> None:
         conn = self._connect()

@@ -91,7 +91,7 @@ def make_synthetic_db(
         _run(db, n_latents, len(ids))
         # A finished cache, as the cache stage marks one (window_len 32, as the statistics above count windows).
         store.set_stage("cache.stats", store.stats_fingerprint(32), {"next_latent": n_latents}, True)
-        store.set_stage("cache", store.chunk_fingerprint(), {"config": json.loads(prov["config"])}, True)
+        store.set_stage("cache", store.chunk_fingerprint(), {"config": json.loads(str(prov["config"]))}, True)
     store.close()
     return path
 

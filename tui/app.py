@@ -138,6 +138,7 @@ class AutointerpApp(App):
             yield Static(Text(f"autointerp-tui: {self.error}\n\npress q to quit"), id="error")
             yield Footer()
             return
+        assert self.browser is not None  # opened whenever there is no error
         initial = "monitor" if self._batch_running() else "latents"
         with TabbedContent(initial=initial):
             # Panes not shown first are mounted after the first frame (Lazy): the list paints sooner.
@@ -333,8 +334,8 @@ class AutointerpApp(App):
         elif tab == "latents":
             self.query_one(LatentList).focus()
         else:
-            for pane in self.query(MonitorPane):  # absent for the first frame (mounted lazily)
-                pane.focus()
+            for monitor in self.query(MonitorPane):  # absent for the first frame (mounted lazily)
+                monitor.focus()
         self.query_one(TabbedContent).active = tab
 
     def palette_commands(self):

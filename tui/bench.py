@@ -82,7 +82,7 @@ async def measure(db: Path, n_switches: int = 100, size=(160, 50)) -> dict:
 @click.option("--db", type=click.Path(dir_okay=False), help="Benchmark this database instead of a synthetic one.")
 @click.option("--switches", type=int, default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def main(n_latents: int, db: str | None, switches: int, as_json: bool) -> None:
+def main(n_latents: int, db: str | Path | None, switches: int, as_json: bool) -> None:
     from autointerp.store.synthetic import make_synthetic_db
 
     with tempfile.TemporaryDirectory() as tmp:

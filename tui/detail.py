@@ -210,7 +210,7 @@ class NeighbourPicker(ModalScreen[int | None]):
         yield picker
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(int(event.option.id))
+        self.dismiss(int(event.option.id or 0))  # every option is made with its latent as id
 
     def action_dismiss_none(self) -> None:
         self.dismiss(None)

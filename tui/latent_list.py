@@ -68,7 +68,7 @@ class LatentList(ScrollView, can_focus=True):
         self.ids, self.explainer, self.scorers = ids, explainer, scorers
         self.pages.clear()
         self.virtual_size = Size(self.scrollable_content_region.width, len(ids))
-        where = np.flatnonzero(ids == keep) if keep is not None else []
+        where = np.flatnonzero(ids == keep) if keep is not None else np.empty(0, np.int64)
         self.cursor = int(where[0]) if len(where) else 0
         self.refresh()
 

@@ -160,7 +160,7 @@ def gguf_as_safetensors(gguf: Path) -> tuple[Path, str]:
     except Exception as e:  # transformers raises many types for unreadable GGUF files
         raise ModelError(f"cannot load GGUF {gguf} ({type(e).__name__}: {e})") from None
     # Saved weights are plain fp32 now: drop the quantisation markers so reloads skip the GGUF path.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers' own attribute, unset on purpose
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     # A private temporary folder per process: two processes converting the same file at once (two batch

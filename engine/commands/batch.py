@@ -13,10 +13,13 @@ import dataclasses
 import logging
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 
 from autointerp.store.db import ActivationStore, now, preflight, write_failure
 from autointerp.store.errors import CannotContinue
@@ -185,13 +188,13 @@ class BatchRunner:
         )  # fmt: skip
         return Progress(*columns, console=self.console)
 
-    def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, int]:
+    def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, TaskID]:
         clock = StageClock(stage, unit, total, started_at=now())
         task = self.progress.add_task(stage, total=total, unit=unit, info="")
         log.info("%s: started (%s %s)", stage, f"{total:,}", unit)
         return clock, task
 
-    def _report(self, clock: StageClock, task: int, done: int, info: str, tally: StageTally | None,
+    def _report(self, clock: StageClock, task: TaskID, done: int, info: str, tally: StageTally | None,
                 final: bool = False) -> None:  # fmt: skip
         self.progress.update(task, completed=done, info=info)
         now = time.monotonic()
@@ -232,7 +235,7 @@ class BatchRunner:
                            on_event=lambda kind, msg: self._event("cache", kind, msg))  # fmt: skip
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
 
-    def _interpret(self, store: ActivationStore, backend, stages: list[str]) -> None:
+    def _interpret(self, store: ActivationStore, backend, stages: Sequence[str]) -> None:
         interp = Interpreter(self.cfg, store, backend)
         try:
             self.run_log.set_latents(len(self.latents))
@@ -240,7 +243,7 @@ class BatchRunner:
         finally:
             interp.close()
 
-    async def _stages(self, interp: Interpreter, backend, stages: list[str]) -> None:
+    async def _stages(self, interp: Interpreter, backend, stages: Sequence[str]) -> None:
         try:
             for stage in stages:
                 redo = self.redo == stage or (self.redo == "explain" and stage == "score")
@@ -253,8 +256,10 @@ class BatchRunner:
                             f"{tally.failed} failed")  # fmt: skip
                     self._report(clock, task, tally.done + tally.skipped, info, tally)
 
-                tally = await interp.run_stage(stage, self.latents, redo, on_latent,
-                                               lambda kind, msg, stage=stage: self._event(stage, kind, msg))
+                def on_event(kind: str, msg: str, stage: str = stage) -> None:
+                    self._event(stage, kind, msg)
+
+                tally = await interp.run_stage(stage, self.latents, redo, on_latent, on_event)
                 self.tallies[stage] = tally
                 self._report(clock, task, len(self.latents), f"{tally.failed} failed", tally, final=True)
         finally:

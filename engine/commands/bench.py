@@ -86,7 +86,7 @@ def _db_bytes(db: Path) -> int:
 def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: int = 0) -> None:
     """A store with the real schema and a realistic activation shape: top-32 of the real coder's
     width per token, latent frequencies Zipf-distributed. Used only for fetch latency at 1M tokens."""
-    prov = dict(template.provenance)
+    prov = dict(template.provenance or {})
     prov["corpus"], prov["corpus_hash"], prov["n_tokens_target"] = "synthetic", "synthetic", n_tokens
     store = ActivationStore.open(path, create=True)
     store.claim(prov)

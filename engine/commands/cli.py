@@ -161,10 +161,10 @@ def cache(config_path, db, **overrides) -> None:
     )  # fmt: skip
     progress = Progress(*columns, transient=False)
     task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
-    t0, first = time.perf_counter(), [None]
+    t0, first = time.perf_counter(), [-1]  # -1: no progress seen yet
 
     def on_progress(done: int, total: int) -> None:
-        if first[0] is None:  # the bar appears once the inputs are checked and work has begun
+        if first[0] < 0:  # the bar appears once the inputs are checked and work has begun
             first[0] = done
             progress.start()
         rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)

@@ -64,7 +64,7 @@ def plan(cfg: Config) -> dict:
         out["cache"] = {"tokens": cfg.cache.n_sequences * cfg.cache.seq_len, "complete": complete,
                         "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0}  # fmt: skip
         spec = EXPLAINERS[cfg.explain.explainer]
-        if complete:
+        if complete and store is not None:
             work = _work_from_cache(cfg, store, selection, spec.needs_negatives)
             measured = _measured(store, cfg)
         else:

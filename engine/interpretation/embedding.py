@@ -39,5 +39,5 @@ class Embedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length embeddings [len(texts), dim], so a dot product is the cosine similarity."""
         if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), np.float32)
+            return np.zeros((0, int(self.model.get_sentence_embedding_dimension() or 0)), np.float32)
         return self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)

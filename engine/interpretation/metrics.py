@@ -58,7 +58,7 @@ def classification_metrics(outcomes: Sequence[ExampleOutcome], n_deciles: int = 
     )
     per_decile = []
     for d in range(1, n_deciles + 1):
-        hits = [o.prediction for o in scored if o.label == 1 and o.decile == d]
+        hits = [int(o.prediction or 0) for o in scored if o.label == 1 and o.decile == d]  # never None in scored
         per_decile.append(sum(hits) / len(hits) if hits else None)
     return {
         "n": len(outcomes),
@@ -80,7 +80,7 @@ def summarise(per_latent: Iterable[dict], names: Sequence[str] = METRIC_NAMES) -
     """Mean, standard error and count of each metric over latents (latents where it is None are left
     out of that metric and show in its count)."""
     rows = list(per_latent)
-    out = {}
+    out: dict = {}
     for name in names:
         vals = np.array([r[name] for r in rows if r.get(name) is not None], dtype=float)
         out[name] = {

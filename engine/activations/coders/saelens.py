@@ -99,7 +99,7 @@ class SAELensCoder(_EncoderDecoderCoder):
             x = x - self.b_dec
         pre = x @ self.W_enc + self.b_enc
         if self.architecture == "topk":
-            return topk_sparse(pre, int(self.k))
+            return topk_sparse(pre, int(self.k or 0))  # k is checked at load for topk
         if self.architecture == "jumprelu":
             return nonzero_sparse(torch.relu(pre) * (pre > self.threshold))
         return nonzero_sparse(torch.relu(pre))

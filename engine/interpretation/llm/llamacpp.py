@@ -150,7 +150,7 @@ class LlamaCppBackend(LLMBackend):
         llm = self.llm
         before = np.array(llm.input_ids[: llm.n_tokens])  # what the KV cache holds now
         recorder = _LogprobRecorder(llm, req.top_logprobs) if req.top_logprobs > 0 else None
-        kwargs = {}
+        kwargs: dict = {}
         if req.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": req.json_schema}
         if recorder is not None:

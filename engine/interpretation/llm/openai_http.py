@@ -196,7 +196,7 @@ class OpenAIBackend(LLMBackend):
             except Exception as e:  # a 200 that is not a chat completion: this call failed, the server is up
                 return LLMResponse(error=self._error_text(e))
         log.warning("every replica failed for this call: it is unavailable and will be sent again")
-        return LLMResponse(error=self._error_text(error), unavailable=True)
+        return LLMResponse(error=self._error_text(error or RuntimeError("no replica")), unavailable=True)
 
     def _heard(self, replica: _Replica) -> None:
         if replica.failures:

@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+import typing
 from typing import Sequence
 
 from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogprob
@@ -103,7 +104,7 @@ class VLLMBackend(LLMBackend):
                       f": failed ({failure})" if failure else "")  # fmt: skip
         for r in responses:
             log.debug("vllm call: %s", r.summary())
-        return responses
+        return typing.cast(list[LLMResponse], responses)  # every slot is filled above
 
 
 def _schema_option():
