@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import batch_cmd, results, rows, run_cli, write_config
+from conftest import batch_cmd, invoke_cli, results, rows, write_config
 
 def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(reference):
     db, _, run = reference
@@ -42,7 +42,7 @@ def test_dry_run_counts_the_calls_the_run_makes(reference):
     for est, used in ((stages["explain"]["prompt_tokens"], prompt_tokens), (stages["score/detection"]["prompt_tokens"], score_tokens)):
         assert used / 2 <= est <= used * 2, (est, used)
     # Once the run is done, a dry run has nothing left to do.
-    again = json.loads(run_cli("batch", str(db.parent / "c.toml"), "--dry-run", "--json").stdout)
+    again = json.loads(invoke_cli("batch", str(db.parent / "c.toml"), "--dry-run", "--json").stdout)
     assert again["cache"]["complete"] and all(s["latents"] == 0 for s in again["llm_stages"].values())
 
 
@@ -51,16 +51,14 @@ STAGE_DONE = {
     "explain": "select count(*) from explanations",
     "score": "select count(*) from scores",
 }
+STAGES = ("cache", "explain", "score")
 
 
-@pytest.mark.parametrize("stage", ["cache", "explain", "score"])
-def test_kill_9_during_a_stage_then_resume_equals_the_uninterrupted_run(stage, reference, tmp_path):
-    ref_db = reference[0]
-    db = tmp_path / "k.db"
-    cfg = write_config(tmp_path / "c.toml", db)
+def kill_once_committed(cfg, db, stage: str) -> None:
+    """Start the batch and SIGKILL it from outside as soon as `stage` has committed its first unit of work."""
     proc = subprocess.Popen(batch_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
-    while True:  # kill as soon as the stage has committed its first unit of work
+    while True:
         assert proc.poll() is None, f"finished before the {stage} stage was seen: {proc.stderr.read()[-2000:]}"
         try:
             if rows(db, STAGE_DONE[stage])[0][0] >= 1:
@@ -71,16 +69,42 @@ def test_kill_9_during_a_stage_then_resume_equals_the_uninterrupted_run(stage, r
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = results(db)
+
+
+@pytest.fixture(scope="module")
+def killed_in_each_stage(tmp_path_factory):
+    """One batch killed during each stage in turn, as a user would (at whatever moment the polling sees a
+    commit), each run resuming what the last one left, then run to the end. One chain serves the three tests
+    below: each killed process is a real resume of the one before, and the cache and the models are loaded
+    once per process instead of once per test. -> (db, {stage: results() when killed there}, final run)"""
+    d = tmp_path_factory.mktemp("killed")
+    db = d / "k.db"
+    cfg = write_config(d / "c.toml", db)
+    partial = {}
+    for stage in STAGES:
+        kill_once_committed(cfg, db, stage)
+        partial[stage] = results(db)
     resumed = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
+    return db, partial, resumed
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_kill_9_during_a_stage_then_resume_equals_the_uninterrupted_run(stage, killed_in_each_stage, reference):
+    db, partial, resumed = killed_in_each_stage
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # The kill landed inside the stage: some of its work committed, not all of it, nothing of a later stage.
+    killed = partial[stage]
+    done = {"cache": len(killed["chunks"]), "explain": len(killed["explanations"]), "score": len(killed["scores"])}
+    most = {"cache": 4, "explain": 2, "score": 7}  # 4 chunks (then statistics...); 2 explanations; 8 score rows
+    assert 1 <= done[stage] <= most[stage], done
+    assert all(done[later] == 0 for later in STAGES[STAGES.index(stage) + 1:]), done
     final = results(db)
-    assert final == results(ref_db)
-    # What the killed run had committed was kept, not recomputed: same rows, and only one copy of each.
+    assert final == results(reference[0])
+    # What each killed run had committed was kept, not recomputed: same rows, and only one copy of each.
     for table in ("chunks", "explanations", "samples"):
-        assert set(partial[table]) <= set(final[table])
+        assert set(killed[table]) <= set(final[table])
     statuses = [r[0] for r in rows(db, "select status from runs order by id")]
-    assert statuses == ["running", "done"]  # the killed run never finished: a monitor sees a stale heartbeat
+    assert statuses == ["running"] * 3 + ["done"]  # the killed runs never finished: a monitor sees stale heartbeats
 
 
 def test_redo_score_recomputes_only_the_scores(reference, tmp_path):
@@ -101,7 +125,7 @@ def test_redo_score_recomputes_only_the_scores(reference, tmp_path):
 
 def test_report_and_exports(reference, tmp_path):
     db = reference[0]
-    r = run_cli("report", str(db), "--json", "--usd-per-mtok-prompt", "1.5", "--usd-per-mtok-output", "6")
+    r = invoke_cli("report", str(db), "--json", "--usd-per-mtok-prompt", "1.5", "--usd-per-mtok-output", "6")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert set(rep["scores"]) == {"detection", "embedding"}
@@ -111,13 +135,13 @@ def test_report_and_exports(reference, tmp_path):
     assert rep["tokens"]["explain"]["prompt_tokens"] == pt and rep["tokens"]["score/detection"]["prompt_tokens"] == spt
     assert rep["usd_per_million_latents"] == pytest.approx((pt + spt) / 2 * 1.5 + (ot + sot) / 2 * 6)
     assert set(rep["time"]) == {"cache", "explain", "score"} and all(t["wall_s"] > 0 for t in rep["time"].values())
-    text = run_cli("report", str(db))
+    text = invoke_cli("report", str(db))
     assert text.returncode == 0 and "random control" in text.stdout and "LLM use per stage" in text.stdout
-    info = run_cli("info", str(db)).stdout
+    info = invoke_cli("info", str(db)).stdout
     assert "run 1       done" in info and "explain 2/2, score 2/2" in info
 
     hook = rows(db, "select hook from provenance")[0][0]
-    r = run_cli("export", str(db), "--format", "delphi", "--out", str(tmp_path / "delphi"))
+    r = invoke_cli("export", str(db), "--format", "delphi", "--out", str(tmp_path / "delphi"))
     assert r.returncode == 0, r.stderr
     for latent, text_ in rows(db, "select latent, text from explanations where text is not null"):
         assert json.loads((tmp_path / "delphi" / "explanations" / f"{hook}_latent{latent}.txt").read_text()) == text_
@@ -127,11 +151,11 @@ def test_report_and_exports(reference, tmp_path):
         assert len(records) == n and sum(rec["prediction"] is None for rec in records) == n_failed
         assert all(len(rec["str_tokens"]) == len(rec["activations"]) for rec in records)
         assert all(rec["activating"] == (max(rec["activations"]) > 0) for rec in records if scorer == "detection")
-    r = run_cli("export", str(db), "--format", "json", "--out", str(tmp_path / "all.json"))
+    r = invoke_cli("export", str(db), "--format", "json", "--out", str(tmp_path / "all.json"))
     flat = json.loads((tmp_path / "all.json").read_text())
     assert r.returncode == 0 and len(flat) == 2 and set(flat[0]["scores"]) == {
         "detection", "detection_control", "embedding", "embedding_control"}
-    r = run_cli("export", str(db), "--format", "csv", "--out", str(tmp_path / "all.csv"))
+    r = invoke_cli("export", str(db), "--format", "csv", "--out", str(tmp_path / "all.csv"))
     lines = (tmp_path / "all.csv").read_text().splitlines()
     assert r.returncode == 0 and len(lines) == 3 and "detection_control.auroc" in lines[0]
 

@@ -22,12 +22,11 @@ from autointerp.engine.activations.cache import run_cache
 from autointerp.engine.config import CacheConfig, Config, SampleConfig, ScoreConfig
 from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
-from autointerp.engine.activations.model import SubjectModel
 from autointerp.engine.activations.probe import MAX_PROBE_TOKENS
 from autointerp.engine.activations.setup import prepare
 from autointerp.store.db import ActivationStore
 
-from conftest import write_stand_in_explanation
+from conftest import share_subject, write_stand_in_explanation
 
 HOOK = "blocks.0.hook_resid_pre"
 WORDS = {0: "king", 1: "money"}  # latent -> the word it fires on
@@ -57,8 +56,8 @@ def separator(emb: torch.Tensor, positive: set[int]) -> tuple[torch.Tensor, floa
 
 
 @pytest.fixture(scope="module")
-def subject():
-    return SubjectModel.load("embedded", "cpu", "float32")
+def subject(subject_model):
+    return subject_model
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +117,13 @@ def test_the_cache_holds_exactly_the_planted_tokens(cached, planted):
 
 
 @pytest.fixture(scope="module")
-def scored(cached):
+def scored(cached, subject_model):
     db, cache_cfg = cached
     cfg = Config(db=str(db), cache=cache_cfg, sample=SampleConfig(n_explain=2, activating_per_decile=1, n_deciles=2,
                  n_non_activating=4, min_windows=2), score=ScoreConfig(scorers=["generation"], generation_texts=N_TEXTS))  # fmt: skip
     backend = make_backend(cfg.llm)
     with ActivationStore.open(db) as store:
-        interp = Interpreter(cfg, store, backend)
+        interp = share_subject(Interpreter(cfg, store, backend), subject_model)
         try:
             tally = asyncio.run(interp.run_stage("score", sorted(WORDS)))
             rows = {(r["latent"], r["control"]): r for r in interp.results.scores()}

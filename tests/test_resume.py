@@ -23,7 +23,7 @@ from autointerp.engine.interpretation.interpret import InterpretError, Interpret
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.stats import compute_latent_stats, latent_stats
 
-from conftest import assert_same_database, batch_cmd, copy_db, fill_store, rows, run_cli, write_config
+from conftest import assert_same_database, batch_cmd, copy_db, fill_store, invoke_cli, rows, run_cli, write_config
 
 # One run, killed in turn at each place below, each resumed run going on from where the last died. The comment
 # says what the resumed run finds committed when it starts.
@@ -66,7 +66,7 @@ def test_kill_9_after_any_commit_of_any_stage_resumes_to_the_uninterrupted_datab
 def test_kill_9_inside_an_export_leaves_no_partial_output_and_the_rerun_writes_it_whole(reference, tmp_path):
     db = reference[0]
     whole = tmp_path / "whole"
-    r = run_cli("export", str(db), "--format", "delphi", "--out", str(whole))
+    r = invoke_cli("export", str(db), "--format", "delphi", "--out", str(whole))
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     env = dict(os.environ, AUTOINTERP_KILL_AT="export:2")
@@ -74,7 +74,7 @@ def test_kill_9_inside_an_export_leaves_no_partial_output_and_the_rerun_writes_i
                              "--out", str(out)], capture_output=True, text=True, env=env)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists()  # the folder appears whole or not at all (its partial twin is hidden beside it)
-    again = run_cli("export", str(db), "--format", "delphi", "--out", str(out))
+    again = invoke_cli("export", str(db), "--format", "delphi", "--out", str(out))
     assert again.returncode == 0, again.stderr
 
     def tree(folder):
@@ -82,7 +82,7 @@ def test_kill_9_inside_an_export_leaves_no_partial_output_and_the_rerun_writes_i
 
     assert tree(out) == tree(whole) and len(tree(out)) > 4
     # Exporting again over it replaces it whole: same content, no leftovers beside it.
-    assert run_cli("export", str(db), "--format", "delphi", "--out", str(out)).returncode == 0
+    assert invoke_cli("export", str(db), "--format", "delphi", "--out", str(out)).returncode == 0
     assert tree(out) == tree(whole)
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["out", "whole"]
 

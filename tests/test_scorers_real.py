@@ -159,15 +159,15 @@ def test_a_missing_surprisal_base_model_is_refused_before_any_latent(real_cache_
 
 
 def test_scoring_again_from_scratch_reproduces_the_stored_rows(scored, backend, subject_model, tmp_path):
-    """Seeded draws, temperature 0 and a deterministic subject model: a redo of surprisal (subject model) and
-    intruder (LLM) on a copy of the database gives the same examples, answers, failures and metrics."""
+    """Seeded draws and temperature 0: a redo of the intruder scorer (its groups drawn from the seed, answered by
+    the LLM) on a copy of the database gives the same groups, answers, failures and metrics."""
     import sqlite3
 
     interp, _, db, (latent, _), _ = scored
     copy = tmp_path / "again.db"
     with sqlite3.connect(db) as src, sqlite3.connect(copy) as dst:
         src.backup(dst)  # the write-ahead log's pages too
-    redo = ["surprisal", "intruder"]
+    redo = ["intruder"]
     cfg = Config(db=str(copy), sample=SAMPLE, score=dataclasses.replace(SCORE, scorers=redo))
     with ActivationStore.open(copy) as store:
         again = share_subject(Interpreter(cfg, store, backend), subject_model)

@@ -51,12 +51,12 @@ ITEMS = [Item(i, t, 1, 10) for i, t in enumerate(CHEESE)] + [Item(100 + i, t, 0,
 
 
 @pytest.fixture(scope="module")
-def subject() -> SubjectModel:
+def subject(subject_model) -> SubjectModel:
     # One torch thread, like llama.cpp below: with the 2 cores shared with other work, two threads
     # ranged from 2x faster to 2x slower here; one is steady. Restored after the module.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield SubjectModel.load("embedded", "cpu", "float32")
+    yield subject_model
     torch.set_num_threads(threads)
 
 
