@@ -378,6 +378,7 @@ class Interpreter:
 
     async def _complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         """One response per request; calls that found no server are retried through the stage's outage pause."""
+        assert self.backend is not None, "LLM calls need a backend"
         return await complete_answered(self.backend, self._outage, requests)
 
     def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed,

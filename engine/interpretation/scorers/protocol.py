@@ -46,14 +46,22 @@ class Scored(NamedTuple):
 class ScorerContext(Protocol):
     """What a scorer may use of the Interpreter (engine/interpretation/scorer_context.py gives one)."""
 
-    cfg: Config
-    prompts: PromptLibrary
-    backend: LLMBackend | None
-    json_output: bool  # ask for JSON answers (a schema), or free text
-    n_deciles: int
-    embedder: Embedder
-    base_lm: Any  # surprisal.BaseLM
-    probe: Any  # activations.probe.LatentProbe
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def prompts(self) -> PromptLibrary: ...
+    @property
+    def backend(self) -> LLMBackend: ...  # the LLM scorers' (the stage has one whenever a scorer needs it)
+    @property
+    def json_output(self) -> bool: ...  # ask for JSON answers (a schema), or free text
+    @property
+    def n_deciles(self) -> int: ...
+    @property
+    def embedder(self) -> Embedder: ...
+    @property
+    def base_lm(self) -> Any: ...  # surprisal.BaseLM
+    @property
+    def probe(self) -> Any: ...  # activations.probe.LatentProbe
 
     def steering_effects(self, latent: int, role: str, targets: list[float]) -> list: ...
 

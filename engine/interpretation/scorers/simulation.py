@@ -141,8 +141,9 @@ def parse_simulation(r: LLMResponse, n: int) -> SimulationAnswer:
         raw = [float(x) for x in _NUMBER.findall(m.group(1))] if m else None
     if raw is None:
         return SimulationAnswer(error="unparseable answer")
-    ints = [_as_int(x) for x in raw]
-    if any(v is None for v in ints):
+    as_ints = [_as_int(x) for x in raw]
+    ints = [v for v in as_ints if v is not None]
+    if len(ints) != len(as_ints):
         return SimulationAnswer(error="unparseable answer")
     if len(ints) != n:
         return SimulationAnswer(error=f"wrong number of activations ({len(ints)} for {n} tokens)")
@@ -250,7 +251,8 @@ class Simulation(Scorer):
                                    json_output=ctx.json_output, temperature=llm.temperature)
                 for ex in examples]  # fmt: skip
         responses = await ctx.complete(reqs)
-        run, predicted, n_expected = ScoredRun([], []), [], 0
+        run, n_expected = ScoredRun([], []), 0
+        predicted: list[np.ndarray | None] = []
         for ex, r in zip(examples, responses):
             run.accounting.add(r)
             run.items.append(Item(ex.window, plain(ex), int(ex.decile > 0), ex.decile))
