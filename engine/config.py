@@ -150,15 +150,29 @@ class BatchConfig:
 # ~90% of every prompt, served from llama.cpp's KV cache; a small model also labels one at a time
 # more reliably). "auto": "cpu" for the embedded model on llama.cpp without a GPU, else "paper".
 PROFILES = {
-    "paper": {"sample.n_explain": 40, "sample.activating_per_decile": 10, "sample.n_non_activating": 100,
-              "score.examples_per_prompt": 5, "score.simulation_examples": 10, "score.generation_texts": 10,
-              "score.intervention_prompts": 30, "score.intervention_explain_prompts": 10,
-              "score.intervention_prompt_tokens": 64},
-    "cpu": {"sample.n_explain": 20, "sample.activating_per_decile": 2, "sample.n_non_activating": 20,
-            "score.examples_per_prompt": 1, "score.simulation_examples": 4, "score.generation_texts": 5,
-            "score.intervention_prompts": 8, "score.intervention_explain_prompts": 4,
-            "score.intervention_prompt_tokens": 32},
-}  # fmt: skip
+    "paper": {
+        "sample.n_explain": 40,
+        "sample.activating_per_decile": 10,
+        "sample.n_non_activating": 100,
+        "score.examples_per_prompt": 5,
+        "score.simulation_examples": 10,
+        "score.generation_texts": 10,
+        "score.intervention_prompts": 30,
+        "score.intervention_explain_prompts": 10,
+        "score.intervention_prompt_tokens": 64,
+    },
+    "cpu": {
+        "sample.n_explain": 20,
+        "sample.activating_per_decile": 2,
+        "sample.n_non_activating": 20,
+        "score.examples_per_prompt": 1,
+        "score.simulation_examples": 4,
+        "score.generation_texts": 5,
+        "score.intervention_prompts": 8,
+        "score.intervention_explain_prompts": 4,
+        "score.intervention_prompt_tokens": 32,
+    },
+}
 
 
 @dataclass
@@ -260,8 +274,15 @@ def check_choices(cfg: Config) -> Config:
     sc = cfg.score
     if not sc.kl_targets or not all(math.isfinite(t) and t > 0 for t in sc.kl_targets):
         raise ConfigError(f"config key 'score.kl_targets': {sc.kl_targets!r} must be positive numbers (nats)")
-    for key in ("intruder_group", "intervention_new_tokens", "simulation_examples", "generation_texts",
-                "intervention_prompts", "intervention_explain_prompts", "intervention_prompt_tokens"):  # fmt: skip
+    for key in (
+        "intruder_group",
+        "intervention_new_tokens",
+        "simulation_examples",
+        "generation_texts",
+        "intervention_prompts",
+        "intervention_explain_prompts",
+        "intervention_prompt_tokens",
+    ):
         value = getattr(sc, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key 'score.{key}': {value!r} must be at least 1")
@@ -274,8 +295,9 @@ def resolve_profile(cfg: Config, cpu_embedded: bool) -> Config:
     Those fields are typed `int` with a None default (type: ignore): None means "from the profile" only until
     this runs, and every stage works on a resolved config, so their readers are checked as ints."""
     name = cfg.profile if cfg.profile != "auto" else ("cpu" if cpu_embedded else "paper")
-    out = dataclasses.replace(cfg, profile=name, sample=dataclasses.replace(cfg.sample),
-                              score=dataclasses.replace(cfg.score))  # fmt: skip
+    out = dataclasses.replace(
+        cfg, profile=name, sample=dataclasses.replace(cfg.sample), score=dataclasses.replace(cfg.score)
+    )
     for key, value in PROFILES[name].items():
         section, field_name = key.split(".")
         part = getattr(out, section)
@@ -299,14 +321,24 @@ def load_config(path: str | Path | None) -> Config:
 
 # Command-line options that override a config key: option name -> (section, key); "" is the top level.
 OVERRIDES = {
-    "db": ("", "db"), "prompts_dir": ("", "prompts_dir"), "latents": ("batch", "latents"),
-    "model": ("cache", "model"), "hook": ("cache", "hook"), "coder": ("cache", "coder"), "corpus": ("cache", "corpus"),
-    "n_tokens": ("cache", "n_tokens"), "seq_len": ("cache", "seq_len"), "batch_size": ("cache", "batch_size"),
+    "db": ("", "db"),
+    "prompts_dir": ("", "prompts_dir"),
+    "latents": ("batch", "latents"),
+    "model": ("cache", "model"),
+    "hook": ("cache", "hook"),
+    "coder": ("cache", "coder"),
+    "corpus": ("cache", "corpus"),
+    "n_tokens": ("cache", "n_tokens"),
+    "seq_len": ("cache", "seq_len"),
+    "batch_size": ("cache", "batch_size"),
     "device": ("cache", "device"),
-    "backend": ("llm", "backend"), "llm_model": ("llm", "model"), "base_urls": ("llm", "base_urls"),
-    "explainer": ("explain", "explainer"), "scorers": ("score", "scorers"),
+    "backend": ("llm", "backend"),
+    "llm_model": ("llm", "model"),
+    "base_urls": ("llm", "base_urls"),
+    "explainer": ("explain", "explainer"),
+    "scorers": ("score", "scorers"),
     "examples_per_prompt": ("score", "examples_per_prompt"),
-}  # fmt: skip
+}
 
 
 def resolve_config(path: str | Path | None, **given) -> Config:

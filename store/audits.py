@@ -53,36 +53,55 @@ def write_audit(path: str | Path, latent: int, explainer: str, explanation_seen:
 
 def rated_count(conn: sqlite3.Connection, explainer: str) -> int:
     """How many of this explainer's explanations have a rating."""
-    return conn.execute("select count(*) from audits where explainer = ? and rating is not null",
-                        [explainer]).fetchone()[0]  # fmt: skip
+    return conn.execute(
+        "select count(*) from audits where explainer = ? and rating is not null", [explainer]
+    ).fetchone()[0]
 
 
 def explanation_text(conn: sqlite3.Connection, latent: int, explainer: str) -> str | None:
     """The explanation an auditor is shown for a latent (None when it has none or it failed)."""
-    row = conn.execute("select text from explanations where latent = ? and explainer = ?",
-                       [latent, explainer]).fetchone()  # fmt: skip
+    row = conn.execute(
+        "select text from explanations where latent = ? and explainer = ?", [latent, explainer]
+    ).fetchone()
     return row[0] if row else None
 
 
-def audit_queue(conn: sqlite3.Connection, mode: str, explainer: str, *, scorer: str | None = None,
-                metric: str = "balanced_accuracy", filtered=None, seed: int = 0) -> list[int]:  # fmt: skip
+def audit_queue(
+    conn: sqlite3.Connection,
+    mode: str,
+    explainer: str,
+    *,
+    scorer: str | None = None,
+    metric: str = "balanced_accuracy",
+    filtered=None,
+    seed: int = 0,
+) -> list[int]:
     """Explained latents to audit, not yet rated first within each mode's order.
 
     random: a seeded shuffle; lowest: by the scorer's metric, lowest first (unscored last);
     filtered: the given latent order (e.g. the browser's current filter).
     """
-    explained = [r[0] for r in conn.execute(
-        "select latent from explanations where explainer = ? and text is not null order by latent", [explainer])]
-    rated = {r[0] for r in conn.execute(
-        "select latent from audits where explainer = ? and rating is not null", [explainer])}  # fmt: skip
+    explained = [
+        r[0]
+        for r in conn.execute(
+            "select latent from explanations where explainer = ? and text is not null order by latent", [explainer]
+        )
+    ]
+    rated = {
+        r[0] for r in conn.execute("select latent from audits where explainer = ? and rating is not null", [explainer])
+    }
     if mode == "random":
         order = [explained[i] for i in np.random.default_rng(seed).permutation(len(explained))]
     elif mode == "lowest":
         if scorer is None:
             raise ValueError("the 'lowest' queue needs a scorer")
-        score = dict(conn.execute(
-            f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 0"
-            f" and {metric} is not null", [explainer, scorer]).fetchall())  # fmt: skip
+        score = dict(
+            conn.execute(
+                f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 0"
+                f" and {metric} is not null",
+                [explainer, scorer],
+            ).fetchall()
+        )
         order = sorted(explained, key=lambda x: (x not in score, score.get(x, 0.0), x))
     elif mode == "filtered":
         keep = set(explained)
@@ -103,8 +122,9 @@ def agreement(conn: sqlite3.Connection, explainer: str, scorers: dict[str, str])
         pairs = conn.execute(
             f"select a.rating, s.{metric} from audits a join scores s on s.latent = a.latent"
             f" and s.explainer = a.explainer and s.scorer = ? and s.control = 0"
-            f" where a.explainer = ? and a.rating is not null and s.{metric} is not null", [scorer, explainer]
-        ).fetchall()  # fmt: skip
+            f" where a.explainer = ? and a.rating is not null and s.{metric} is not null",
+            [scorer, explainer],
+        ).fetchall()
         by_rating = {r: [v for rr, v in pairs if rr == r] for r in RATINGS}
         rho = None
         if len(pairs) >= 3:
@@ -114,7 +134,14 @@ def agreement(conn: sqlite3.Connection, explainer: str, scorers: dict[str, str])
                 from scipy.stats import spearmanr  # lazily: only the audit view needs scipy
 
                 rho = float(spearmanr(x, y).statistic)
-        out.append({"scorer": scorer, "metric": metric, "n": len(pairs), "spearman": rho,
-                    "mean_by_rating": {r: (float(np.mean(v)) if v else None) for r, v in by_rating.items()},
-                    "n_by_rating": {r: len(v) for r, v in by_rating.items()}})  # fmt: skip
+        out.append(
+            {
+                "scorer": scorer,
+                "metric": metric,
+                "n": len(pairs),
+                "spearman": rho,
+                "mean_by_rating": {r: (float(np.mean(v)) if v else None) for r, v in by_rating.items()},
+                "n_by_rating": {r: len(v) for r, v in by_rating.items()},
+            }
+        )
     return out

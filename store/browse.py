@@ -34,8 +34,13 @@ from .runs import latest_heartbeat, run_rows
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
 # have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
 # intruder's accuracy is the share of groups whose intruder was named.
-PRIMARY_METRIC = {"embedding": "auroc", "surprisal": "auroc", "simulation": "correlation", "generation": "recall",
-                  "intruder": "accuracy"}  # fmt: skip
+PRIMARY_METRIC = {
+    "embedding": "auroc",
+    "surprisal": "auroc",
+    "simulation": "correlation",
+    "generation": "recall",
+    "intruder": "accuracy",
+}
 METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
 CHECK_THREADS_ENV = "AUTOINTERP_CHECK_THREADS"
@@ -232,7 +237,9 @@ class Browser:
                     continue
                 has_bal = self._conn.execute(
                     "select balanced_accuracy is not null from scores where explainer = ? and scorer = ?"
-                    " and control = 0 limit 1", [explainer, scorer]).fetchone()  # fmt: skip
+                    " and control = 0 limit 1",
+                    [explainer, scorer],
+                ).fetchone()
                 out[scorer] = PRIMARY_METRIC.get(scorer, "balanced_accuracy" if has_bal and has_bal[0] else "auroc")
             self._scorers = out
         return self._scorers
@@ -246,10 +253,12 @@ class Browser:
             scorer = self._conn.execute("select min(scorer) from scores where explainer = ?", [explainer]).fetchone()[0]
             while scorer is not None:
                 pairs.append((explainer, scorer))
-                scorer = self._conn.execute("select min(scorer) from scores where explainer = ? and scorer > ?",
-                                           [explainer, scorer]).fetchone()[0]  # fmt: skip
-            explainer = self._conn.execute("select min(explainer) from scores where explainer > ?",
-                                          [explainer]).fetchone()[0]  # fmt: skip
+                scorer = self._conn.execute(
+                    "select min(scorer) from scores where explainer = ? and scorer > ?", [explainer, scorer]
+                ).fetchone()[0]
+            explainer = self._conn.execute(
+                "select min(explainer) from scores where explainer > ?", [explainer]
+            ).fetchone()[0]
         return sorted(pairs, key=lambda p: p[1])
 
     @_read
@@ -280,12 +289,15 @@ class Browser:
         if metric not in METRICS:
             raise BrowseError(f"unknown metric {metric!r}")
         args += [explainer, scorer]
-        return (f"(select s.{metric} from scores s where s.latent = l.latent and s.explainer = ?"
-                f" and s.scorer = ? and s.control = 0)")  # fmt: skip
+        return (
+            f"(select s.{metric} from scores s where s.latent = l.latent and s.explainer = ?"
+            f" and s.scorer = ? and s.control = 0)"
+        )
 
     @_read
-    def order(self, sort: str = "latent", descending: bool = False, query: str = "", explainer: str = "default"
-              ) -> np.ndarray:  # fmt: skip
+    def order(
+        self, sort: str = "latent", descending: bool = False, query: str = "", explainer: str = "default"
+    ) -> np.ndarray:
         """Latent ids in display order after filters and full-text search (int64 array)."""
         columns = self.columns()
         if sort not in columns:
@@ -297,8 +309,10 @@ class Browser:
             where.append(f"{self._column_sql(f.column, explainer, where_args)} {f.op} ?")
             where_args.append(f.value)
         if words:
-            where.append("l.latent in (select e.latent from explanations_fts f join explanations e"
-                         " on e.rowid = f.rowid where explanations_fts match ? and e.explainer = ?)")  # fmt: skip
+            where.append(
+                "l.latent in (select e.latent from explanations_fts f join explanations e"
+                " on e.rowid = f.rowid where explanations_fts match ? and e.explainer = ?)"
+            )
             where_args += [fts_query(words), explainer]
         key_args: list = []
         key = self._column_sql(sort, explainer, key_args)
@@ -333,8 +347,9 @@ class Browser:
         scorers = self.scorers()
         for latent, scorer, *values in self._conn.execute(
             f"select latent, scorer, {', '.join(METRICS)} from scores where explainer = ? and control = 0"
-            f" and latent in ({marks})", [explainer, *ids]
-        ):  # fmt: skip
+            f" and latent in ({marks})",
+            [explainer, *ids],
+        ):
             if latent in out and scorer in scorers:
                 out[latent].metrics[scorer] = dict(zip(METRICS, values))[scorers[scorer]]
         return out
@@ -364,17 +379,23 @@ class Browser:
         t0 = time.perf_counter()
         latent = int(latent)
         stats = self._store.latent_stats(latent)
-        explanations = [dict(r) for r in self._dict_rows(
-            "select explainer, text, error, model, n_examples, extras, created_at from explanations"
-            " where latent = ? order by explainer", [latent])]  # fmt: skip
+        explanations = [
+            dict(r)
+            for r in self._dict_rows(
+                "select explainer, text, error, model, n_examples, extras, created_at from explanations"
+                " where latent = ? order by explainer",
+                [latent],
+            )
+        ]
         scores: dict[tuple[str, str], dict] = {}
         for r in self._dict_rows(
             f"select explainer, scorer, control, n, n_scored, n_auroc, n_failed, recall_per_decile, explanation_latent,"
             f" details, {', '.join(METRICS)} from scores where latent = ? order by explainer, scorer, control",
             [latent],
-        ):  # fmt: skip
-            entry = scores.setdefault((r["explainer"], r["scorer"]), {"explainer": r["explainer"],
-                                                                       "scorer": r["scorer"]})  # fmt: skip
+        ):
+            entry = scores.setdefault(
+                (r["explainer"], r["scorer"]), {"explainer": r["explainer"], "scorer": r["scorer"]}
+            )
             r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
             r["details"] = json.loads(r["details"]) if r["details"] else {}
             entry["control" if r["control"] else "real"] = r
@@ -383,21 +404,40 @@ class Browser:
         promoted: list = []
         suppressed: list = []
         neighbours: list = []
-        row = self._conn.execute("select promoted, suppressed, neighbours from directions where latent = ?",
-                                [latent]).fetchone()  # fmt: skip
+        row = self._conn.execute(
+            "select promoted, suppressed, neighbours from directions where latent = ?", [latent]
+        ).fetchone()
         if row is not None:
             for src, dst in ((row[0], promoted), (row[1], suppressed)):
                 pairs = json.loads(src or "[]")
                 dst.extend(zip(self.token_text([p[0] for p in pairs]), [p[1] for p in pairs]))
             pairs = json.loads(row[2] or "[]")
-            texts = dict(self._conn.execute(
-                f"select latent, text from explanations where latent in ({','.join('?' * len(pairs))})"
-                " order by explainer desc", [p[0] for p in pairs]).fetchall()) if pairs else {}  # fmt: skip
+            texts = (
+                dict(
+                    self._conn.execute(
+                        f"select latent, text from explanations where latent in ({','.join('?' * len(pairs))})"
+                        " order by explainer desc",
+                        [p[0] for p in pairs],
+                    ).fetchall()
+                )
+                if pairs
+                else {}
+            )
             neighbours = [(int(p[0]), float(p[1]), texts.get(p[0])) for p in pairs]
         audit = self._dict_rows("select * from audits where latent = ? order by explainer", [latent])
-        detail = LatentDetail(latent, stats, explanations, list(scores.values()), promoted, suppressed, neighbours,
-                              self._groups(latent, per_decile) if self.provenance else [], audit[0] if audit else None,
-                              has_vocab, vocab=vocab)  # fmt: skip
+        detail = LatentDetail(
+            latent,
+            stats,
+            explanations,
+            list(scores.values()),
+            promoted,
+            suppressed,
+            neighbours,
+            self._groups(latent, per_decile) if self.provenance else [],
+            audit[0] if audit else None,
+            has_vocab,
+            vocab=vocab,
+        )
         detail.load_ms = (time.perf_counter() - t0) * 1000
         return detail
 
@@ -420,8 +460,9 @@ class Browser:
             vals = np.array([strength[int(w)] for w in ids])
             pick = ids[np.argsort(-vals, kind="stable")[:per_decile]]
             windows = q.fetch(aw, pick)
-            groups.append(ExampleGroup(d, float(vals.min()), float(vals.max()), windows,
-                                       [roles.get(int(w), "") for w in pick]))  # fmt: skip
+            groups.append(
+                ExampleGroup(d, float(vals.min()), float(vals.max()), windows, [roles.get(int(w), "") for w in pick])
+            )
         return groups
 
     def _dict_rows(self, sql: str, args: list) -> list[dict]:
@@ -450,24 +491,34 @@ class Browser:
         (they scan the results tables, so a monitor polling every second passes the last ones most times)."""
         runs = run_rows(self._conn, limit=10)
         now = datetime.now(timezone.utc)
-        events = self._dict_rows("select id, at, run, stage, kind, message from events order by id desc limit ?",
-                                 [n_events])  # fmt: skip
-        cache = dict(zip(("chunks", "tokens"), self._conn.execute(
-            "select count(*), coalesce(sum(n_tokens), 0) from chunks").fetchone()))  # fmt: skip
+        events = self._dict_rows(
+            "select id, at, run, stage, kind, message from events order by id desc limit ?", [n_events]
+        )
+        cache = dict(
+            zip(
+                ("chunks", "tokens"),
+                self._conn.execute("select count(*), coalesce(sum(n_tokens), 0) from chunks").fetchone(),
+            )
+        )
         cache["latents"] = self.n_latents()
         prov = self.provenance
         cache["target_tokens"] = prov["n_tokens_target"] if prov else None
         if counts is None:
-            counts = dict(zip(("explained", "failed"), self._conn.execute(
-                "select count(text), count(*) - count(text) from explanations").fetchone()))  # fmt: skip
+            counts = dict(
+                zip(
+                    ("explained", "failed"),
+                    self._conn.execute("select count(text), count(*) - count(text) from explanations").fetchone(),
+                )
+            )
             counts["scored"] = self._conn.execute("select count(distinct latent) from scores").fetchone()[0]
         return MonitorSnapshot(runs, events, cache, counts, now)
 
     # ---- audits ---------------------------------------------------------------------------------------
 
     @_read
-    def audit_queue(self, mode: str, explainer: str, *, scorer: str | None = None, metric: str = "balanced_accuracy",
-                    filtered=None) -> list[int]:  # fmt: skip
+    def audit_queue(
+        self, mode: str, explainer: str, *, scorer: str | None = None, metric: str = "balanced_accuracy", filtered=None
+    ) -> list[int]:
         """Explained latents to audit in `mode`'s order (store/audits.py `audit_queue`)."""
         return audits.audit_queue(self._conn, mode, explainer, scorer=scorer, metric=metric, filtered=filtered)
 

@@ -84,8 +84,9 @@ def write_failure(path, e: sqlite3.Error, doing: str = "write") -> AutointerpErr
     why = why_not_written(e, reading=doing == "read")
     if why is None and not isinstance(e, sqlite3.OperationalError):
         return StoreError(describe_database_error(path, e))
-    return DatabaseUnwritable(f"cannot {doing} {path}: {why or f'the database refused the {doing}'} ({e}); "
-                              "everything committed is kept")  # fmt: skip
+    return DatabaseUnwritable(
+        f"cannot {doing} {path}: {why or f'the database refused the {doing}'} ({e}); everything committed is kept"
+    )
 
 
 def check_file(db: sqlite_utils.Database, path, *, empty_ok: bool, older_ok: bool) -> int:
@@ -132,8 +133,9 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
             raise StoreError(f"cannot create database {path}: {why}")
         return None
     if writing and not os.access(path, os.W_OK):
-        raise DatabaseUnwritable(f"cannot write {path}: the database file is read-only; nothing was written, "
-                                 "rerun once it is writable")  # fmt: skip
+        raise DatabaseUnwritable(
+            f"cannot write {path}: the database file is read-only; nothing was written, rerun once it is writable"
+        )
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
@@ -271,9 +273,7 @@ class ActivationStore:
         if self._chunks is None:
             self._chunks = {
                 r[0]: ChunkInfo(*r)
-                for r in self.db.execute(
-                    "select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id"
-                )
+                for r in self.db.execute("select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id")
             }
         return self._chunks
 
@@ -322,9 +322,7 @@ class ActivationStore:
         )
         conn = self.db.conn
         with conn:
-            conn.executemany(
-                "insert into activations (latent, chunk, offsets, acts) values (?, ?, ?, ?)", rows
-            )
+            conn.executemany("insert into activations (latent, chunk, offsets, acts) values (?, ?, ?, ?)", rows)
             conn.executemany("insert into sequences (id, chunk, tokens) values (?, ?, ?)", seq_rows)
             conn.execute(
                 "insert into chunks (id, first_seq, n_seqs, n_tokens, nnz, seconds, committed_at)"

@@ -38,10 +38,13 @@ def write_directions(db: sqlite_utils.Database, rows: list[dict]) -> None:
     One transaction: a batch of latents is either wholly written or not at all."""
     stamp = now()
     records = [
-        {"latent": int(r["latent"]), "created_at": stamp,
-         **{key: json.dumps(r[key]) for key in ("promoted", "suppressed", "neighbours")}}
+        {
+            "latent": int(r["latent"]),
+            "created_at": stamp,
+            **{key: json.dumps(r[key]) for key in ("promoted", "suppressed", "neighbours")},
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
     with db.conn:
         db["directions"].upsert_all(records, pk="latent")
 

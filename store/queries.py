@@ -117,9 +117,7 @@ class WindowQueries:
             out.append(rng.choice(ids, size=min(per_bin, len(ids)), replace=False) if len(ids) else ids)
         return out
 
-    def non_activating(
-        self, aw: ActivatingWindows, n: int, rng: np.random.Generator, exclude=()
-    ) -> np.ndarray:
+    def non_activating(self, aw: ActivatingWindows, n: int, rng: np.random.Generator, exclude=()) -> np.ndarray:
         """`min(n, available)` random windows in which the latent never fires, exactly: rejection sampling,
         which is quick unless the latent fires almost everywhere; then a draw from the complement."""
         total = self.n_windows()
@@ -139,7 +137,9 @@ class WindowQueries:
                     if len(chosen) >= n:
                         break
         if len(chosen) < n:  # a dense latent: draw the rest from every window left (memory: one int per window)
-            rest = np.setdiff1d(np.arange(total, dtype=np.int64), np.fromiter(taken | seen, np.int64), assume_unique=True)
+            rest = np.setdiff1d(
+                np.arange(total, dtype=np.int64), np.fromiter(taken | seen, np.int64), assume_unique=True
+            )
             chosen += [int(w) for w in rng.choice(rest, size=n - len(chosen), replace=False)]
         return np.asarray(chosen, dtype=np.int64)
 

@@ -49,10 +49,16 @@ class Results:
             self.db.execute("delete from samples where latent = ?", [s.latent])
             self.db["samples"].insert_all(rows)  # a window in two roles violates the primary key
             self.db["sample_sets"].upsert(
-                {"latent": s.latent, "seed": s.seed, "n_windows": s.n_windows,
-                 "config": json.dumps(s.config, sort_keys=True), "skipped": s.skipped, "created_at": now()},
+                {
+                    "latent": s.latent,
+                    "seed": s.seed,
+                    "n_windows": s.n_windows,
+                    "config": json.dumps(s.config, sort_keys=True),
+                    "skipped": s.skipped,
+                    "created_at": now(),
+                },
                 pk="latent",
-            )  # fmt: skip
+            )
 
     def sample_set(self, latent: int) -> SampleSet | None:
         row = self.db.execute(

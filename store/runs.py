@@ -19,8 +19,18 @@ from .clock import now
 
 STALE_HEARTBEAT_S = 60  # a `running` run whose heartbeat is older than this was most likely killed
 
-PROGRESS_FIELDS = ("total", "done", "skipped", "failed", "prompts", "prompt_tokens", "cached_tokens",
-                   "output_tokens", "backend_s", "wall_s")  # fmt: skip
+PROGRESS_FIELDS = (
+    "total",
+    "done",
+    "skipped",
+    "failed",
+    "prompts",
+    "prompt_tokens",
+    "cached_tokens",
+    "output_tokens",
+    "backend_s",
+    "wall_s",
+)
 
 
 class RunLog:
@@ -44,9 +54,16 @@ class RunLog:
             cur = conn.execute(
                 "insert into runs (started_at, updated_at, status, host, pid, argv, selection, config)"
                 " values (?, ?, 'running', ?, ?, ?, ?, ?)",
-                [now(), now(), socket.gethostname(), os.getpid(), json.dumps(argv), selection,
-                 json.dumps(config, sort_keys=True)],
-            )  # fmt: skip
+                [
+                    now(),
+                    now(),
+                    socket.gethostname(),
+                    os.getpid(),
+                    json.dumps(argv),
+                    selection,
+                    json.dumps(config, sort_keys=True),
+                ],
+            )
         assert cur.lastrowid is not None  # an insert always sets it
         return cur.lastrowid
 
@@ -76,15 +93,18 @@ class RunLog:
         self.submit((f"insert or replace into progress ({cols}) values ({', '.join('?' * len(args))})", args))
 
     def event(self, stage: str, kind: str, message: str, data: dict | None = None) -> None:
-        self.submit((
-            "insert into events (at, stage, kind, message, data, run) values (?, ?, ?, ?, ?, ?)",
-            [now(), stage, kind, message, json.dumps(data or {}, sort_keys=True), self.id],
-        ))  # fmt: skip
+        self.submit(
+            (
+                "insert into events (at, stage, kind, message, data, run) values (?, ?, ?, ?, ?, ?)",
+                [now(), stage, kind, message, json.dumps(data or {}, sort_keys=True), self.id],
+            )
+        )
 
     def finish(self, status: str, message: str) -> None:
         """Record how the run ended and wait until every queued write is in the file."""
-        self.submit(("update runs set status = ?, message = ?, ended_at = ? where id = ?",
-                     [status, message, now(), self.id]))  # fmt: skip
+        self.submit(
+            ("update runs set status = ?, message = ?, ended_at = ? where id = ?", [status, message, now(), self.id])
+        )
         self._pool.shutdown(wait=True)
         if self._conn is not None:
             self._conn.close()
@@ -95,8 +115,9 @@ def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
     heartbeat (`silent_s`) and `probably_killed` (still `running`, silent for over STALE_HEARTBEAT_S)."""
     conn_rows = conn.execute(
         "select id, started_at, updated_at, ended_at, status, message, host, pid, selection, n_latents"
-        " from runs order by id desc limit ?", [limit]
-    ).fetchall()  # fmt: skip
+        " from runs order by id desc limit ?",
+        [limit],
+    ).fetchall()
     keys = ("id", "started_at", "updated_at", "ended_at", "status", "message", "host", "pid", "selection", "n_latents")
     out = []
     now_utc = datetime.now(timezone.utc)
@@ -104,8 +125,9 @@ def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
         run = dict(zip(keys, r))
         cur = conn.execute(
             f"select stage, unit, {', '.join(PROGRESS_FIELDS)}, started_at, updated_at, ended_at"
-            " from progress where run = ? order by started_at", [run["id"]]
-        )  # fmt: skip
+            " from progress where run = ? order by started_at",
+            [run["id"]],
+        )
         names = [d[0] for d in cur.description]
         run["stages"] = [dict(zip(names, row)) for row in cur.fetchall()]
         run["silent_s"] = _age_s(run["updated_at"], now_utc)

@@ -295,9 +295,7 @@ def _create_v4(db: sqlite_utils.Database) -> None:
     )
     # FTS5 over explanation text, kept in step by triggers (sqlite-utils' enable_fts runs executescript,
     # which would commit the migration's transaction half way, so the statements are spelled out here).
-    db.execute(
-        "create virtual table explanations_fts using fts5(text, content='explanations', content_rowid='rowid')"
-    )
+    db.execute("create virtual table explanations_fts using fts5(text, content='explanations', content_rowid='rowid')")
     db.execute(
         "create trigger explanations_ai after insert on explanations begin"
         " insert into explanations_fts(rowid, text) values (new.rowid, new.text); end"
@@ -341,7 +339,9 @@ def _create_v6(db: sqlite_utils.Database) -> None:
 
 def chunk_fingerprint(db: sqlite_utils.Database) -> str:
     """What a stage computed over the cache was computed from: the committed chunks, tokens and activations."""
-    n, tokens, nnz = db.execute("select count(*), coalesce(sum(n_tokens), 0), coalesce(sum(nnz), 0) from chunks").fetchone()
+    n, tokens, nnz = db.execute(
+        "select count(*), coalesce(sum(n_tokens), 0), coalesce(sum(nnz), 0) from chunks"
+    ).fetchone()
     return f"chunks={n};tokens={tokens};nnz={nnz}"
 
 

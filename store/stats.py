@@ -34,8 +34,14 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
         # Chunks hold whole sequences, so a window never spans two rows.
         seq, pos = np.divmod(offsets, seq_len)
         n_windows += len(np.unique(seq * windows_per_seq + pos // window_len))
-    row = {"latent": latent, "count": count, "frequency": count / max(n_tokens, 1), "max_act": vmax,
-           "mean_act": total / count if count else 0.0, "n_windows": n_windows}  # fmt: skip
+    row = {
+        "latent": latent,
+        "count": count,
+        "frequency": count / max(n_tokens, 1),
+        "max_act": vmax,
+        "mean_act": total / count if count else 0.0,
+        "n_windows": n_windows,
+    }
     if count == 0:
         return dict(row, deciles="[]", hist_edges="[]", hist_counts="[]")
     top = vmax if vmax > 0 else 1.0
@@ -46,8 +52,12 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
     cum = np.cumsum(fine)
     deciles = fine_edges[np.searchsorted(cum, np.arange(1, 10) / 10 * count) + 1]
     coarse = fine.reshape(HIST_BINS, -1).sum(1)
-    return dict(row, deciles=_round(deciles), hist_edges=_round(np.linspace(0.0, top, HIST_BINS + 1)),
-                hist_counts=json.dumps(coarse.tolist()))  # fmt: skip
+    return dict(
+        row,
+        deciles=_round(deciles),
+        hist_edges=_round(np.linspace(0.0, top, HIST_BINS + 1)),
+        hist_counts=json.dumps(coarse.tolist()),
+    )
 
 
 def compute_latent_stats(store: ActivationStore, window_len: int, progress=None, batch: int = 1000) -> int:

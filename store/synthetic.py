@@ -47,12 +47,26 @@ def make_synthetic_db(
     rng = np.random.default_rng(seed)
     vocab = _vocab(vocab_size)
     prov = {
-        "model": "synthetic", "model_hash": "0", "hook": "blocks.0.hook_resid_post", "coder_kind": "synthetic",
-        "coder_path": "-", "coder_hash": "0", "num_latents": n_latents, "d_in": 16, "corpus": "synthetic",
-        "corpus_hash": str(seed), "seq_len": seq_len, "n_tokens_target": n_chunks * chunk_seqs * seq_len,
-        "chunk_seqs": chunk_seqs, "token_dtype": "uint16", "vocab_size": vocab_size, "bos_token_id": 0,
-        "seed": seed, "versions": "{}", "config": json.dumps({"window_len": 32, "seq_len": seq_len}),
-    }  # fmt: skip
+        "model": "synthetic",
+        "model_hash": "0",
+        "hook": "blocks.0.hook_resid_post",
+        "coder_kind": "synthetic",
+        "coder_path": "-",
+        "coder_hash": "0",
+        "num_latents": n_latents,
+        "d_in": 16,
+        "corpus": "synthetic",
+        "corpus_hash": str(seed),
+        "seq_len": seq_len,
+        "n_tokens_target": n_chunks * chunk_seqs * seq_len,
+        "chunk_seqs": chunk_seqs,
+        "token_dtype": "uint16",
+        "vocab_size": vocab_size,
+        "bos_token_id": 0,
+        "seed": seed,
+        "versions": "{}",
+        "config": json.dumps({"window_len": 32, "seq_len": seq_len}),
+    }
     store = ActivationStore.open(path, create=True)
     store.claim(prov)
     tokens_per_chunk = chunk_seqs * seq_len
@@ -73,8 +87,14 @@ def make_synthetic_db(
         key = lat.astype(np.int64) * tokens_per_chunk + off
         _, first = np.unique(key, return_index=True)
         lat, off, val = lat[first], off[first], val[first]
-        store.write_chunk(ChunkInfo(c, c * chunk_seqs, chunk_seqs, chunk_seqs * (seq_len - 1), len(val)), seqs,
-                          lat, off.astype(np.uint16), val, 0.0)  # fmt: skip
+        store.write_chunk(
+            ChunkInfo(c, c * chunk_seqs, chunk_seqs, chunk_seqs * (seq_len - 1), len(val)),
+            seqs,
+            lat,
+            off.astype(np.uint16),
+            val,
+            0.0,
+        )
         all_lat.append(lat)
         all_pos.append(off + c * tokens_per_chunk)
         all_val.append(val.astype(np.float32))
@@ -106,23 +126,35 @@ def _stats(lat, pos, val, n_latents, n_tokens, seq_len):
         if len(v) == 0:
             continue
         counts, edges = np.histogram(v, bins=10, range=(0, float(v.max())))
-        yield {"latent": latent, "count": len(v), "frequency": len(v) / n_tokens, "max_act": float(v.max()),
-               "mean_act": float(v.mean()), "n_windows": len(np.unique(p // 32)),
-               "deciles": json.dumps(np.round(np.quantile(v, np.linspace(0.1, 0.9, 9)), 4).tolist()),
-               "hist_edges": json.dumps(np.round(edges, 4).tolist()), "hist_counts": json.dumps(counts.tolist())}  # fmt: skip
+        yield {
+            "latent": latent,
+            "count": len(v),
+            "frequency": len(v) / n_tokens,
+            "max_act": float(v.max()),
+            "mean_act": float(v.mean()),
+            "n_windows": len(np.unique(p // 32)),
+            "deciles": json.dumps(np.round(np.quantile(v, np.linspace(0.1, 0.9, 9)), 4).tolist()),
+            "hist_edges": json.dumps(np.round(edges, 4).tolist()),
+            "hist_counts": json.dumps(counts.tolist()),
+        }
 
 
 def _directions(rng, n_latents, vocab_size):
     for latent in range(n_latents):
-        promoted = [[home_token(latent, vocab_size), 3.0]] + [[int(t), round(2.0 - 0.1 * i, 4)]
-                                                             for i, t in enumerate(rng.integers(1, vocab_size, 9))]
+        promoted = [[home_token(latent, vocab_size), 3.0]] + [
+            [int(t), round(2.0 - 0.1 * i, 4)] for i, t in enumerate(rng.integers(1, vocab_size, 9))
+        ]
         suppressed = [[int(t), round(-1.0 - 0.1 * i, 4)] for i, t in enumerate(rng.integers(1, vocab_size, 10))]
         others = rng.choice(n_latents - 1, size=min(10, n_latents - 1), replace=False)
         others = others + (others >= latent)
         cos = np.sort(rng.uniform(0.1, 0.9, len(others)))[::-1]
-        yield {"latent": latent, "promoted": json.dumps(promoted), "suppressed": json.dumps(suppressed),
-               "neighbours": json.dumps([[int(o), round(float(c), 4)] for o, c in zip(others, cos)]),
-               "created_at": STAMP}  # fmt: skip
+        yield {
+            "latent": latent,
+            "promoted": json.dumps(promoted),
+            "suppressed": json.dumps(suppressed),
+            "neighbours": json.dumps([[int(o), round(float(c), 4)] for o, c in zip(others, cos)]),
+            "created_at": STAMP,
+        }
 
 
 def _explanations(rng, ids, vocab, vocab_size):
@@ -130,10 +162,27 @@ def _explanations(rng, ids, vocab, vocab_size):
     for latent in ids:
         word = vocab[home_token(int(latent), vocab_size)].strip() or "space"
         text = f'the token "{word}" in {topics[int(latent) % len(topics)]}'
-        yield {"latent": int(latent), "explainer": "default", "text": text, "error": None, "raw": text,
-               "model": "synthetic", "backend": "synthetic", "prompt_sha": "0", "seed": 0, "settings": "{}",
-               "n_examples": 20, "extras": "{}", "n_calls": 1, "n_failed_calls": 0, "prompt_tokens": 900,
-               "cached_tokens": 0, "output_tokens": 20, "llm_seconds": 0.5, "created_at": STAMP}  # fmt: skip
+        yield {
+            "latent": int(latent),
+            "explainer": "default",
+            "text": text,
+            "error": None,
+            "raw": text,
+            "model": "synthetic",
+            "backend": "synthetic",
+            "prompt_sha": "0",
+            "seed": 0,
+            "settings": "{}",
+            "n_examples": 20,
+            "extras": "{}",
+            "n_calls": 1,
+            "n_failed_calls": 0,
+            "prompt_tokens": 900,
+            "cached_tokens": 0,
+            "output_tokens": 20,
+            "llm_seconds": 0.5,
+            "created_at": STAMP,
+        }
 
 
 def _scores(rng, ids):
@@ -143,26 +192,75 @@ def _scores(rng, ids):
                 centre = 0.5 if control else rng.uniform(0.45, 0.95)
                 bal = None if scorer == "embedding" else float(np.clip(rng.normal(centre, 0.05), 0, 1))
                 recall = [round(float(x), 3) for x in np.clip(rng.normal(centre, 0.2, 10), 0, 1)]
-                yield {"latent": int(latent), "explainer": "default", "scorer": scorer, "control": control,
-                       "explanation_latent": int(latent), "explanation": "", "n": 20, "n_scored": 20, "n_failed": 0,
-                       "balanced_accuracy": bal, "accuracy": bal,
-                       "auroc": float(np.clip(rng.normal(centre, 0.05), 0, 1)),
-                       "recall_per_decile": json.dumps(None if scorer == "embedding" else recall),
-                       "outcomes": "[]", "errors": "{}", "n_calls": 2, "n_failed_calls": 0, "prompt_tokens": 2000,
-                       "cached_tokens": 1500, "output_tokens": 40, "llm_seconds": 1.0, "model": "synthetic",
-                       "backend": "synthetic", "prompt_sha": "0", "seed": 0, "settings": "{}",
-                       "created_at": STAMP}  # fmt: skip
+                yield {
+                    "latent": int(latent),
+                    "explainer": "default",
+                    "scorer": scorer,
+                    "control": control,
+                    "explanation_latent": int(latent),
+                    "explanation": "",
+                    "n": 20,
+                    "n_scored": 20,
+                    "n_failed": 0,
+                    "balanced_accuracy": bal,
+                    "accuracy": bal,
+                    "auroc": float(np.clip(rng.normal(centre, 0.05), 0, 1)),
+                    "recall_per_decile": json.dumps(None if scorer == "embedding" else recall),
+                    "outcomes": "[]",
+                    "errors": "{}",
+                    "n_calls": 2,
+                    "n_failed_calls": 0,
+                    "prompt_tokens": 2000,
+                    "cached_tokens": 1500,
+                    "output_tokens": 40,
+                    "llm_seconds": 1.0,
+                    "model": "synthetic",
+                    "backend": "synthetic",
+                    "prompt_sha": "0",
+                    "seed": 0,
+                    "settings": "{}",
+                    "created_at": STAMP,
+                }
 
 
 def _run(db: sqlite_utils.Database, n_latents: int, n_explained: int) -> None:
-    db["runs"].insert({"id": 1, "started_at": STAMP, "updated_at": STAMP, "ended_at": STAMP, "status": "done",
-                       "message": "done", "host": "synthetic", "pid": 1, "argv": "[]", "selection": "all",
-                       "n_latents": n_latents, "config": "{}"})  # fmt: skip
+    db["runs"].insert(
+        {
+            "id": 1,
+            "started_at": STAMP,
+            "updated_at": STAMP,
+            "ended_at": STAMP,
+            "status": "done",
+            "message": "done",
+            "host": "synthetic",
+            "pid": 1,
+            "argv": "[]",
+            "selection": "all",
+            "n_latents": n_latents,
+            "config": "{}",
+        }
+    )
     for stage, unit, total in (("explain", "latents", n_latents), ("score", "latents", n_explained)):
-        db["progress"].insert({"run": 1, "stage": stage, "unit": unit, "total": total, "done": total, "skipped": 0,
-                               "failed": n_latents - n_explained if stage == "explain" else 0, "prompts": total,
-                               "prompt_tokens": 900 * total, "cached_tokens": 0, "output_tokens": 20 * total,
-                               "backend_s": 0.5 * total, "wall_s": 0.6 * total, "started_at": STAMP,
-                               "updated_at": STAMP, "ended_at": STAMP})  # fmt: skip
-        db["events"].insert({"at": STAMP, "stage": stage, "kind": "end", "message": f"{stage}: {total} latents",
-                             "data": "{}", "run": 1})  # fmt: skip
+        db["progress"].insert(
+            {
+                "run": 1,
+                "stage": stage,
+                "unit": unit,
+                "total": total,
+                "done": total,
+                "skipped": 0,
+                "failed": n_latents - n_explained if stage == "explain" else 0,
+                "prompts": total,
+                "prompt_tokens": 900 * total,
+                "cached_tokens": 0,
+                "output_tokens": 20 * total,
+                "backend_s": 0.5 * total,
+                "wall_s": 0.6 * total,
+                "started_at": STAMP,
+                "updated_at": STAMP,
+                "ended_at": STAMP,
+            }
+        )
+        db["events"].insert(
+            {"at": STAMP, "stage": stage, "kind": "end", "message": f"{stage}: {total} latents", "data": "{}", "run": 1}
+        )

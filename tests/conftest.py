@@ -18,12 +18,26 @@ from autointerp.store.db import ActivationStore, ChunkInfo
 
 def base_provenance(**over) -> dict:
     prov = {
-        "model": "test-model", "model_hash": "m0", "hook": "blocks.0.hook_resid_post",
-        "coder_kind": "sparsify", "coder_path": "/x", "coder_hash": "c0", "num_latents": 8, "d_in": 4,
-        "corpus": "test", "corpus_hash": "h0", "seq_len": 16, "n_tokens_target": 64, "chunk_seqs": 2,
-        "token_dtype": "uint16", "vocab_size": 100, "bos_token_id": 1, "seed": 0,
-        "versions": {}, "config": {},
-    }  # fmt: skip
+        "model": "test-model",
+        "model_hash": "m0",
+        "hook": "blocks.0.hook_resid_post",
+        "coder_kind": "sparsify",
+        "coder_path": "/x",
+        "coder_hash": "c0",
+        "num_latents": 8,
+        "d_in": 4,
+        "corpus": "test",
+        "corpus_hash": "h0",
+        "seq_len": 16,
+        "n_tokens_target": 64,
+        "chunk_seqs": 2,
+        "token_dtype": "uint16",
+        "vocab_size": 100,
+        "bos_token_id": 1,
+        "seed": 0,
+        "versions": {},
+        "config": {},
+    }
     prov.update(over)
     return prov
 
@@ -48,9 +62,13 @@ def fill_store(path, n_chunks=2, seed=0, **prov_over) -> tuple[ActivationStore, 
                 lat.append(latent), off.append(o), val.append(v)
                 truth[(int(latent), c * per_chunk * seq_len + o)] = float(v)
         store.write_chunk(
-            ChunkInfo(c, c * per_chunk, per_chunk, per_chunk * (seq_len - 1), len(val)), seqs,
-            np.array(lat, np.int32), np.array(off, np.uint16), np.array(val, np.float16), 0.0,
-        )  # fmt: skip
+            ChunkInfo(c, c * per_chunk, per_chunk, per_chunk * (seq_len - 1), len(val)),
+            seqs,
+            np.array(lat, np.int32),
+            np.array(off, np.uint16),
+            np.array(val, np.float16),
+            0.0,
+        )
     return store, truth
 
 
@@ -93,9 +111,19 @@ def share_subject(interp, subject_model):
 
 def write_stand_in_explanation(results, latent: int, text: str) -> None:
     """An explanation written directly (no LLM call): for tests about scoring, not explaining."""
-    results.write_explanation({"latent": latent, "explainer": "default", "text": text, "n_calls": 0,
-                               "n_failed_calls": 0, "prompt_tokens": 0, "cached_tokens": 0, "output_tokens": 0,
-                               "llm_seconds": 0.0})  # fmt: skip
+    results.write_explanation(
+        {
+            "latent": latent,
+            "explainer": "default",
+            "text": text,
+            "n_calls": 0,
+            "n_failed_calls": 0,
+            "prompt_tokens": 0,
+            "cached_tokens": 0,
+            "output_tokens": 0,
+            "llm_seconds": 0.0,
+        }
+    )
 
 
 # ---- explain / score against a scripted OpenAI-compatible server (test_llm_faults.fake_server) ----------------------
@@ -107,12 +135,23 @@ def llm_stage_config(db, urls, *, wait: float = 5.0, scorers=("detection",), **l
     """A config for explain/score over HTTP with few examples, one excerpt per prompt and no client retries."""
     from autointerp.engine.config import BatchConfig, Config, LLMConfig, SampleConfig, ScoreConfig
 
-    kw = dict(backend="openai", model="fake", base_urls=list(urls), max_retries=0, timeout_s=5.0, max_concurrency=2,
-              top_logprobs=0)  # fmt: skip
+    kw = dict(
+        backend="openai",
+        model="fake",
+        base_urls=list(urls),
+        max_retries=0,
+        timeout_s=5.0,
+        max_concurrency=2,
+        top_logprobs=0,
+    )
     kw.update(llm)
-    return Config(db=str(db), sample=SampleConfig(**FAULT_SAMPLE_SIZES),
-                  score=ScoreConfig(scorers=list(scorers), examples_per_prompt=1), llm=LLMConfig(**kw),
-                  batch=BatchConfig(outage_wait_s=wait))  # fmt: skip
+    return Config(
+        db=str(db),
+        sample=SampleConfig(**FAULT_SAMPLE_SIZES),
+        score=ScoreConfig(scorers=list(scorers), examples_per_prompt=1),
+        llm=LLMConfig(**kw),
+        batch=BatchConfig(outage_wait_s=wait),
+    )
 
 
 def run_llm_stage(cfg, stage: str, latents: list[int], redo: bool = False):
@@ -175,7 +214,9 @@ def copy_db(src, dst):
 
 def run_cli(*args, **kw) -> subprocess.CompletedProcess:
     """The real `autointerp` command line in a fresh process."""
-    return subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "autointerp.engine.commands.cli", *args], capture_output=True, text=True, **kw
+    )
 
 
 def invoke_cli(*args) -> subprocess.CompletedProcess:
@@ -224,10 +265,26 @@ def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess
 
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "autointerp.engine.interpretation.llm.serve", "--model", str(smollm2_gguf()), "--host", "127.0.0.1",
-             "--port", str(port), "--n_threads", "1", "--n_threads_batch", "1", "--n_ctx", "4096"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "autointerp.engine.interpretation.llm.serve",
+                "--model",
+                str(smollm2_gguf()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_threads",
+                "1",
+                "--n_threads_batch",
+                "1",
+                "--n_ctx",
+                "4096",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + timeout
     while True:
@@ -277,10 +334,12 @@ examples_per_prompt = 5
 """
 
 
-def write_config(path: Path, db: Path, latents="top:2", extra="", chunk_tokens=2048,
-                 stages=("cache", "explain", "score")) -> Path:  # fmt: skip
-    path.write_text(SMALL.format(db=db, latents=latents, chunk_tokens=chunk_tokens, stages=json.dumps(list(stages)))
-                    + extra)  # fmt: skip
+def write_config(
+    path: Path, db: Path, latents="top:2", extra="", chunk_tokens=2048, stages=("cache", "explain", "score")
+) -> Path:
+    path.write_text(
+        SMALL.format(db=db, latents=latents, chunk_tokens=chunk_tokens, stages=json.dumps(list(stages))) + extra
+    )
     return path
 
 
@@ -296,9 +355,12 @@ def rows(db: Path, sql: str) -> list[tuple]:
 def results(db: Path) -> dict:
     """Everything a run computes, without times, cache-hit counts or timestamps (which differ run to run)."""
     scores = []
-    for r in rows(db, "select latent, explainer, scorer, control, explanation_latent, explanation, n, n_scored,"
-                      " n_failed, tp, fp, tn, fn, auroc, outcomes, n_calls, prompt_tokens, output_tokens, seed"
-                      " from scores order by latent, scorer, control"):  # fmt: skip
+    for r in rows(
+        db,
+        "select latent, explainer, scorer, control, explanation_latent, explanation, n, n_scored,"
+        " n_failed, tp, fp, tn, fn, auroc, outcomes, n_calls, prompt_tokens, output_tokens, seed"
+        " from scores order by latent, scorer, control",
+    ):
         outcomes = [(o["window"], o["label"], o["prediction"], o["failed"]) for o in json.loads(r[14])]
         scores.append((*r[:13], None if r[13] is None else round(r[13], 3), outcomes, *r[15:]))
     return {
@@ -307,8 +369,11 @@ def results(db: Path) -> dict:
         "latents": rows(db, "select latent, count, max_act, n_windows, deciles from latents order by latent"),
         "sample_sets": rows(db, "select latent, seed, n_windows, config, skipped from sample_sets order by latent"),
         "samples": rows(db, "select latent, window, role, decile, source, idx from samples order by latent, window"),
-        "explanations": rows(db, "select latent, explainer, text, error, raw, n_examples, seed, prompt_sha, n_calls,"
-                                 " prompt_tokens, output_tokens from explanations order by latent"),  # fmt: skip
+        "explanations": rows(
+            db,
+            "select latent, explainer, text, error, raw, n_examples, seed, prompt_sha, n_calls,"
+            " prompt_tokens, output_tokens from explanations order by latent",
+        ),
         "scores": scores,
     }
 
@@ -333,8 +398,23 @@ VOLATILE_COLUMNS = {"created_at", "updated_at", "done_at", "committed_at", "seco
 # Run bookkeeping (one row per process, so a resumed run has more), and the full-text index's own tables (rowids
 # follow insertion order, which two concurrent latents may swap).
 SKIPPED_TABLES = {"runs", "progress", "events"}
-JSON_COLUMNS = {"outcomes", "errors", "settings", "details", "recall_per_decile", "extras", "config", "detail",
-                "deciles", "hist_edges", "hist_counts", "promoted", "suppressed", "neighbours", "versions"}
+JSON_COLUMNS = {
+    "outcomes",
+    "errors",
+    "settings",
+    "details",
+    "recall_per_decile",
+    "extras",
+    "config",
+    "detail",
+    "deciles",
+    "hist_edges",
+    "hist_counts",
+    "promoted",
+    "suppressed",
+    "neighbours",
+    "versions",
+}
 
 
 def database_tables(db: Path) -> dict[str, list[dict]]:

@@ -4,20 +4,19 @@ import json
 import sqlite3
 
 import pytest
+from conftest import copy_db, fill_store, run_cli
 from safetensors.torch import load_file
 
 from autointerp.engine.activations.annotate import annotate, needs_annotation
 from autointerp.engine.activations.coders.neurons import NeuronCoder
-from autointerp.engine.config import BatchConfig, CacheConfig, Config
-from autointerp.engine.defaults import embedded_sae, smollm2_gguf
 from autointerp.engine.activations.lens import LogitLens
 from autointerp.engine.activations.model import gguf_as_safetensors
 from autointerp.engine.activations.setup import prepare
+from autointerp.engine.config import BatchConfig, CacheConfig, Config
+from autointerp.engine.defaults import embedded_sae, smollm2_gguf
 from autointerp.store.db import ActivationStore
 from autointerp.store.directions import missing_directions, read_vocab
 from autointerp.store.schema import SCHEMA_VERSION
-
-from conftest import copy_db, fill_store, run_cli
 
 LATENTS = [0, 1, 777, 2048, 3071]
 
@@ -43,8 +42,11 @@ def directions(path, latents=None) -> dict[int, dict]:
     conn = sqlite3.connect(path)
     rows = conn.execute("select latent, promoted, suppressed, neighbours from directions").fetchall()
     conn.close()
-    return {r[0]: {"promoted": json.loads(r[1]), "suppressed": json.loads(r[2]), "neighbours": json.loads(r[3])}
-            for r in rows if latents is None or r[0] in latents}  # fmt: skip
+    return {
+        r[0]: {"promoted": json.loads(r[1]), "suppressed": json.loads(r[2]), "neighbours": json.loads(r[3])}
+        for r in rows
+        if latents is None or r[0] in latents
+    }
 
 
 def make_v3(src, dst, explanations=()):
@@ -59,8 +61,9 @@ def make_v3(src, dst, explanations=()):
     for column in ("correlation", "details", "n_retry"):  # v5's and v6's columns
         conn.execute(f"alter table scores drop column {column}")
     conn.execute("drop table stages")  # v6
-    conn.executemany("insert into explanations (latent, explainer, text, created_at) values (?, 'default', ?, 't')",
-                     explanations)  # fmt: skip
+    conn.executemany(
+        "insert into explanations (latent, explainer, text, created_at) values (?, 'default', ?, 't')", explanations
+    )
     conn.execute("update meta set value = '3' where key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -145,8 +148,12 @@ def test_coder_without_decoder_gets_vocab_and_a_warning(tmp_path, parts):
     store, _ = fill_store(tmp_path / "n.db", vocab_size=300, coder_kind="neurons")
     events = []
     with store:
-        result = annotate(store, parts.model, NeuronCoder(8, "blocks.0.mlp.hook_post", 4),
-                          on_event=lambda kind, msg: events.append((kind, msg)))  # fmt: skip
+        result = annotate(
+            store,
+            parts.model,
+            NeuronCoder(8, "blocks.0.mlp.hook_post", 4),
+            on_event=lambda kind, msg: events.append((kind, msg)),
+        )
         assert (result.vocab_written, result.latents_written) == (300, 0)
         assert read_vocab(store.db)[:3] == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
         assert store.db.execute("select count(*) from directions").fetchone()[0] == 0
@@ -155,14 +162,16 @@ def test_coder_without_decoder_gets_vocab_and_a_warning(tmp_path, parts):
 
 
 def test_v3_database_upgrades_and_annotates_through_the_cli(real_cache_db, tmp_path):
-    path = make_v3(real_cache_db, tmp_path / "v3.db",
-                   [(5, "dates and times in news reports"), (7, "names of biblical kings")])  # fmt: skip
+    path = make_v3(
+        real_cache_db, tmp_path / "v3.db", [(5, "dates and times in news reports"), (7, "names of biblical kings")]
+    )
     res = run_cli("upgrade", str(path))
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"{path}: schema v{SCHEMA_VERSION}\n"
     with ActivationStore.open(path, readonly=True) as store:  # readonly refuses any other version
-        hits = store.db.execute("select rowid, text from explanations_fts where explanations_fts match ?",
-                                ["biblical"]).fetchall()  # fmt: skip
+        hits = store.db.execute(
+            "select rowid, text from explanations_fts where explanations_fts match ?", ["biblical"]
+        ).fetchall()
         latent = store.db.execute("select latent from explanations where rowid = ?", [hits[0][0]]).fetchone()[0]
         assert len(hits) == 1 and latent == 7
         assert store.n_tokens() > 0 and store.db.execute("select count(*) from explanations").fetchone()[0] == 2

@@ -20,6 +20,10 @@ def test_tui_imports_only_the_store():
     from pathlib import Path
 
     tui = Path(__file__).parents[1] / "tui"
-    offenders = [f"{f.name}: {line.strip()}" for f in sorted(tui.glob("*.py"))
-                 for line in f.read_text().splitlines() if "autointerp.engine" in line and "import" in line]  # fmt: skip
+    offenders = [
+        f"{f.name}: {line.strip()}"
+        for f in sorted(tui.glob("*.py"))
+        for line in f.read_text().splitlines()
+        if "autointerp.engine" in line and "import" in line
+    ]
     assert offenders == []

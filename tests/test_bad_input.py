@@ -20,12 +20,11 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import copy_db, write_stand_in_explanation
 from safetensors.torch import save_file
 
 from autointerp.engine.commands.cli import main
 from autointerp.store.schema import SCHEMA_VERSION
-
-from conftest import copy_db, write_stand_in_explanation
 
 TINY = ["--seq-len", "32", "--n-tokens", "64", "--batch-size", "2"]
 # The real_cache_db fixture's settings: a batch with these finds its cache complete.
@@ -87,8 +86,12 @@ def make_db(kind: str, good: Path, path: Path) -> Path:
         path.unlink()
         modify(path, "create table customers (id integer primary key, name text)")
     elif kind == "unfinished":  # a cache killed inside its statistics pass
-        modify(path, "update stages set done_at = null, detail = '{\"next_latent\": 1000}' where name = 'cache.stats'",
-               "delete from stages where name = 'cache'", "delete from latents where latent >= 1000")
+        modify(
+            path,
+            "update stages set done_at = null, detail = '{\"next_latent\": 1000}' where name = 'cache.stats'",
+            "delete from stages where name = 'cache'",
+            "delete from latents where latent >= 1000",
+        )
     elif kind == "no_cache":  # an autointerp database with no cache in it yet
         path.unlink()
         from autointerp.store.db import ActivationStore
@@ -181,8 +184,13 @@ def test_every_command_refuses_every_damaged_database(command, kind, good, tmp_p
 def test_the_tui_refuses_every_damaged_database_before_taking_the_screen(kind, good, tmp_path):
     db = make_db(kind, good, tmp_path / "db.sqlite")
     before = digest(db)
-    r = subprocess.run([sys.executable, "-m", "autointerp.tui", str(db)], capture_output=True, text=True, timeout=60,
-                       stdin=subprocess.DEVNULL)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "autointerp.tui", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert r.returncode == 2, (kind, r.stdout[-500:], r.stderr[-2000:])
     assert r.stderr.splitlines() == [r.stderr.strip()] and r.stderr.startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr and digest(db) == before
@@ -190,10 +198,18 @@ def test_the_tui_refuses_every_damaged_database_before_taking_the_screen(kind, g
 
 def test_an_older_database_is_refused_by_readers_with_the_way_to_upgrade_it(good, tmp_path):
     db = copy_db(good, tmp_path / "old.db")
-    modify(db, "drop table stages", "alter table scores drop column n_retry",
-           "update meta set value = '5' where key = 'schema_version'")
-    for args in (["info", str(db)], ["report", str(db)], ["export", str(db), "--out", str(tmp_path / "o.json")],
-                 ["batch", str(config(tmp_path, db, CACHE_TOML)), "--dry-run"]):  # fmt: skip
+    modify(
+        db,
+        "drop table stages",
+        "alter table scores drop column n_retry",
+        "update meta set value = '5' where key = 'schema_version'",
+    )
+    for args in (
+        ["info", str(db)],
+        ["report", str(db)],
+        ["export", str(db), "--out", str(tmp_path / "o.json")],
+        ["batch", str(config(tmp_path, db, CACHE_TOML)), "--dry-run"],
+    ):
         assert_refused(args, [db], "older", f"autointerp upgrade {db}")
     r = subprocess.run([sys.executable, "-m", "autointerp.tui", str(db)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "autointerp upgrade" in r.stderr
@@ -215,9 +231,12 @@ BAD_CONFIGS = {
 
 
 BATCH_ONLY = {"empty stages", "bad list"}  # [batch] settings: only the batch reads them
-CONFIG_CASES = [(command, case) for case in sorted(BAD_CONFIGS)
-                for command in ("batch", "batch --dry-run", "cache", "explain", "score", "report")
-                if command == "batch" or case not in BATCH_ONLY]  # fmt: skip
+CONFIG_CASES = [
+    (command, case)
+    for case in sorted(BAD_CONFIGS)
+    for command in ("batch", "batch --dry-run", "cache", "explain", "score", "report")
+    if command == "batch" or case not in BATCH_ONLY
+]
 
 
 @pytest.mark.parametrize(("command", "case"), CONFIG_CASES)
@@ -228,10 +247,13 @@ def test_bad_configs_name_the_key(command, case, good, tmp_path):
     if isinstance(text, bytes):
         cfg.write_bytes(cfg.read_bytes() + text)
     args = {
-        "batch": ["batch", str(cfg)], "batch --dry-run": ["batch", str(cfg), "--dry-run"],
-        "cache": ["cache", "--config", str(cfg)], "explain": ["explain", "--config", str(cfg)],
-        "score": ["score", "--config", str(cfg)], "report": ["report", str(db), "--config", str(cfg)],
-    }[command]  # fmt: skip
+        "batch": ["batch", str(cfg)],
+        "batch --dry-run": ["batch", str(cfg), "--dry-run"],
+        "cache": ["cache", "--config", str(cfg)],
+        "explain": ["explain", "--config", str(cfg)],
+        "score": ["score", "--config", str(cfg)],
+        "report": ["report", str(db), "--config", str(cfg)],
+    }[command]
     assert_refused(args, [db], needle)
 
 
@@ -248,8 +270,15 @@ def test_config_files_that_cannot_be_read(good, tmp_path):
         assert_refused(args, [db, latin], needle)
 
 
-BAD_SELECTIONS = {"abc": "not a latent id", "5-2": "reversed", "random:x": "random:N", "top:": "top:N",
-                  "99999": "does not exist", "": "not a latent id", "1,,2": "not a latent id"}  # fmt: skip
+BAD_SELECTIONS = {
+    "abc": "not a latent id",
+    "5-2": "reversed",
+    "random:x": "random:N",
+    "top:": "top:N",
+    "99999": "does not exist",
+    "": "not a latent id",
+    "1,,2": "not a latent id",
+}
 
 
 @pytest.mark.parametrize("selection", sorted(BAD_SELECTIONS))
@@ -257,9 +286,12 @@ def test_bad_selections_are_refused_before_anything_loads_or_writes(selection, g
     db = copy_db(good, tmp_path / "db.sqlite")
     needle = BAD_SELECTIONS[selection]
     cfg = config(tmp_path, db, CACHE_TOML)
-    for args in (["batch", str(cfg), "--latents", selection], ["batch", str(cfg), "--latents", selection, "--dry-run"],
-                 ["explain", "--db", str(db), "--latents", selection],
-                 ["score", "--db", str(db), "--latents", selection, "--scorers", "embedding"]):  # fmt: skip
+    for args in (
+        ["batch", str(cfg), "--latents", selection],
+        ["batch", str(cfg), "--latents", selection, "--dry-run"],
+        ["explain", "--db", str(db), "--latents", selection],
+        ["score", "--db", str(db), "--latents", selection, "--scorers", "embedding"],
+    ):
         assert_refused(args, [db], needle)
     # On a fresh path the cache stage is not run first: nothing is created.
     fresh = tmp_path / "fresh.db"
@@ -279,8 +311,11 @@ def test_bad_database_paths(good, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     under = afile / "db.sqlite"
-    for args in (["cache", "--db", str(under), *TINY], ["batch", str(config(tmp_path, under))],
-                 ["cache", "--db", str(tmp_path), *TINY]):  # fmt: skip
+    for args in (
+        ["cache", "--db", str(under), *TINY],
+        ["batch", str(config(tmp_path, under))],
+        ["cache", "--db", str(tmp_path), *TINY],
+    ):
         assert_refused(args, [afile])
     assert afile.read_text() == "x"
 
@@ -339,8 +374,15 @@ def bad_coders(tmp_path_factory):
     root = tmp_path_factory.mktemp("coders")
     wide = root / "wide" / "layers.3"
     wide.mkdir(parents=True)
-    save_file({"encoder.weight": torch.zeros(16, 100), "encoder.bias": torch.zeros(16), "W_dec": torch.zeros(16, 100),
-               "b_dec": torch.zeros(100)}, str(wide / "sae.safetensors"))  # fmt: skip
+    save_file(
+        {
+            "encoder.weight": torch.zeros(16, 100),
+            "encoder.bias": torch.zeros(16),
+            "W_dec": torch.zeros(16, 100),
+            "b_dec": torch.zeros(100),
+        },
+        str(wide / "sae.safetensors"),
+    )
     (wide / "cfg.json").write_text(json.dumps({"k": 4, "d_in": 100}))
     broken = root / "broken" / "layers.2"
     broken.mkdir(parents=True)
@@ -362,9 +404,14 @@ def corpora(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     odd.write_bytes(b"PK\x03\x04")
     bad_jsonl = tmp_path / "bad.jsonl"
     bad_jsonl.write_text('{"text": "fine"}\nnot json\n')
-    return {"empty": (empty, "no text"), "latin": (latin, "not UTF-8"), "short": (short, "fewer tokens than one"),
-            "odd": (odd, "unsupported file type"), "missing": (tmp_path / "gone.jsonl", "does not exist"),
-            "bad_jsonl": (bad_jsonl, "line 2 is not JSON")}  # fmt: skip
+    return {
+        "empty": (empty, "no text"),
+        "latin": (latin, "not UTF-8"),
+        "short": (short, "fewer tokens than one"),
+        "odd": (odd, "unsupported file type"),
+        "missing": (tmp_path / "gone.jsonl", "does not exist"),
+        "bad_jsonl": (bad_jsonl, "line 2 is not JSON"),
+    }
 
 
 @pytest.mark.parametrize("command", ["cache", "batch"])
@@ -377,7 +424,8 @@ def test_unusable_model_hook_coder_or_corpus(command, good, bad_coders, tmp_path
             flags = [f"--{k.replace('_', '-')}={v}" for k, v in cache.items()]
             return ["cache", "--db", str(db_path), *TINY, *flags]
         body = "[cache]\nseq_len = 32\nn_tokens = 64\nbatch_size = 2\n" + "".join(
-            f'{k} = "{v}"\n' for k, v in cache.items())
+            f'{k} = "{v}"\n' for k, v in cache.items()
+        )
         return ["batch", str(config(tmp_path, db_path, body, name=f"{len(cache)}{sorted(cache)}.toml"))]
 
     cases = [
@@ -390,10 +438,12 @@ def test_unusable_model_hook_coder_or_corpus(command, good, bad_coders, tmp_path
         ({"coder": str(bad_coders["broken"])}, "safetensors"),
         ({"coder": str(bad_coders["unknown"])}, "cannot tell the checkpoint format"),
         ({"coder": "neurons", "hook": "blocks.3.hook_resid_post"}, "mlp.hook_post"),
-        ({"device": "cuda:7"} if not torch.cuda.is_available() else {"dtype": "float8"}, "cuda" if not
-         torch.cuda.is_available() else "dtype"),
+        (
+            {"device": "cuda:7"} if not torch.cuda.is_available() else {"dtype": "float8"},
+            "cuda" if not torch.cuda.is_available() else "dtype",
+        ),
     ]
-    for corpus, (path, needle) in corpora(tmp_path).items():
+    for _name, (path, needle) in corpora(tmp_path).items():
         cases.append(({"corpus": str(path)}, needle))
     for cache, needle in cases:
         assert_refused(args_for(fresh, **cache), [fresh], needle)
@@ -428,8 +478,22 @@ def test_unusable_llm_settings_are_refused_before_anything_loads_or_writes(good,
 def test_the_first_dequantisation_prints_only_the_error(tmp_path):
     """A fresh machine converts the embedded GGUF once; an error after that is still the only line on stderr."""
     env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path / "cache"))
-    r = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "cache", "--db", str(tmp_path / "x.db"),
-                        "--hook", "blocks.99.hook_resid_post", *TINY], capture_output=True, text=True, env=env)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autointerp.engine.commands.cli",
+            "cache",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--hook",
+            "blocks.99.hook_resid_post",
+            *TINY,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
     assert "only 30 blocks" in r.stderr and "Converting" not in r.stderr
     assert (tmp_path / "cache" / "models").is_dir() and not (tmp_path / "x.db").exists()

@@ -10,17 +10,18 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import batch_cmd, invoke_cli, results, rows, write_config
+
 
 def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(reference):
     db, _, run = reference
     out = results(db)
     assert len(out["chunks"]) == 4 and len(out["explanations"]) == 2
     assert {(s[0], s[2], s[3]) for s in out["scores"]} == {
-        (x[0], scorer, c) for x in out["explanations"] for scorer in ("detection", "embedding") for c in (0, 1)}
+        (x[0], scorer, c) for x in out["explanations"] for scorer in ("detection", "embedding") for c in (0, 1)
+    }
     assert "browse the results" in run.stderr and f"autointerp report {db}" in run.stderr
-    (status, n_latents), = rows(db, "select status, n_latents from runs")
+    ((status, n_latents),) = rows(db, "select status, n_latents from runs")
     assert status == "done" and n_latents == 2
     stages = {r[0]: r[1:] for r in rows(db, "select stage, done, total, ended_at from progress")}
     assert stages["cache"][:2] == (8192, 8192) and stages["explain"][:2] == (2, 2) and stages["score"][:2] == (2, 2)
@@ -33,13 +34,18 @@ def test_dry_run_counts_the_calls_the_run_makes(reference):
     db, plan, _ = reference
     stages = plan["llm_stages"]
     assert plan["cache"]["complete"] is False and plan["latents"] == 2
-    (calls, prompt_tokens), = rows(db, "select sum(n_calls), sum(prompt_tokens) from explanations")
+    ((calls, prompt_tokens),) = rows(db, "select sum(n_calls), sum(prompt_tokens) from explanations")
     assert stages["explain"]["calls"] == calls == 2
-    (score_calls, score_tokens), = rows(db, "select sum(n_calls), sum(prompt_tokens) from scores where scorer='detection'")
+    ((score_calls, score_tokens),) = rows(
+        db, "select sum(n_calls), sum(prompt_tokens) from scores where scorer='detection'"
+    )
     assert stages["score/detection"]["calls"] == score_calls == 2 * 2 * 3  # 2 latents x (real, control) x 14/5
     assert stages["score/embedding"]["calls"] == 0
     # Before anything ran the token figure is a rough estimate: within a factor of two of what was used.
-    for est, used in ((stages["explain"]["prompt_tokens"], prompt_tokens), (stages["score/detection"]["prompt_tokens"], score_tokens)):
+    for est, used in (
+        (stages["explain"]["prompt_tokens"], prompt_tokens),
+        (stages["score/detection"]["prompt_tokens"], score_tokens),
+    ):
         assert used / 2 <= est <= used * 2, (est, used)
     # Once the run is done, a dry run has nothing left to do.
     again = json.loads(invoke_cli("batch", str(db.parent / "c.toml"), "--dry-run", "--json").stdout)
@@ -97,7 +103,7 @@ def test_kill_9_during_a_stage_then_resume_equals_the_uninterrupted_run(stage, k
     done = {"cache": len(killed["chunks"]), "explain": len(killed["explanations"]), "score": len(killed["scores"])}
     most = {"cache": 4, "explain": 2, "score": 7}  # 4 chunks (then statistics...); 2 explanations; 8 score rows
     assert 1 <= done[stage] <= most[stage], done
-    assert all(done[later] == 0 for later in STAGES[STAGES.index(stage) + 1:]), done
+    assert all(done[later] == 0 for later in STAGES[STAGES.index(stage) + 1 :]), done
     final = results(db)
     assert final == results(reference[0])
     # What each killed run had committed was kept, not recomputed: same rows, and only one copy of each.
@@ -130,8 +136,8 @@ def test_report_and_exports(reference, tmp_path):
     rep = json.loads(r.stdout)
     assert set(rep["scores"]) == {"detection", "embedding"}
     assert rep["scores"]["detection"]["real"]["n_latents"] == rep["scores"]["detection"]["control"]["n_latents"] == 2
-    (pt, ot), = rows(db, "select sum(prompt_tokens), sum(output_tokens) from explanations")
-    (spt, sot), = rows(db, "select sum(prompt_tokens), sum(output_tokens) from scores")
+    ((pt, ot),) = rows(db, "select sum(prompt_tokens), sum(output_tokens) from explanations")
+    ((spt, sot),) = rows(db, "select sum(prompt_tokens), sum(output_tokens) from scores")
     assert rep["tokens"]["explain"]["prompt_tokens"] == pt and rep["tokens"]["score/detection"]["prompt_tokens"] == spt
     assert rep["usd_per_million_latents"] == pytest.approx((pt + spt) / 2 * 1.5 + (ot + sot) / 2 * 6)
     assert set(rep["time"]) == {"cache", "explain", "score"} and all(t["wall_s"] > 0 for t in rep["time"].values())
@@ -153,8 +159,11 @@ def test_report_and_exports(reference, tmp_path):
         assert all(rec["activating"] == (max(rec["activations"]) > 0) for rec in records if scorer == "detection")
     r = invoke_cli("export", str(db), "--format", "json", "--out", str(tmp_path / "all.json"))
     flat = json.loads((tmp_path / "all.json").read_text())
-    assert r.returncode == 0 and len(flat) == 2 and set(flat[0]["scores"]) == {
-        "detection", "detection_control", "embedding", "embedding_control"}
+    assert (
+        r.returncode == 0
+        and len(flat) == 2
+        and set(flat[0]["scores"]) == {"detection", "detection_control", "embedding", "embedding_control"}
+    )
     r = invoke_cli("export", str(db), "--format", "csv", "--out", str(tmp_path / "all.csv"))
     lines = (tmp_path / "all.csv").read_text().splitlines()
     assert r.returncode == 0 and len(lines) == 3 and "detection_control.auroc" in lines[0]
@@ -170,6 +179,7 @@ def test_embedded_default_end_to_end_on_a_small_slice(tmp_path):
     assert rows(db, "select count(*) from explanations") == [(2,)]
     scorers = rows(db, "select scorer, control, n from scores order by 1, 2")
     assert len(scorers) == 12 and sorted({s[:2] for s in scorers}) == [
-        (s, c) for s in ("detection", "embedding", "fuzzing") for c in (0, 1)]
+        (s, c) for s in ("detection", "embedding", "fuzzing") for c in (0, 1)
+    ]
     assert {s[0]: s[2] for s in scorers} == {"detection": 40, "embedding": 40, "fuzzing": 20}  # the cpu profile
     assert "browse the results" in r.stderr

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import batch_cmd, copy_db, free_port, results, rows, start_llama_server, stop_process
 
 from autointerp.engine.commands.cli import main
 from autointerp.store.db import ActivationStore
-
-from conftest import batch_cmd, copy_db, free_port, results, rows, start_llama_server, stop_process
 
 # The real_cache_db fixture's cache settings, so the batch finds the cache complete and skips that stage.
 CACHED = """
@@ -96,9 +95,18 @@ def test_init_writes_every_key_with_its_default(tmp_path):
         part = getattr(Config(), section) if section else Config()
         body = text.split(f"[{section}]\n")[1].split("\n[")[0] if section else text.split("\n[")[0]
         for f in dataclasses.fields(part):
-            if not dataclasses.is_dataclass(f.type) and f.name not in ("cache", "llm", "sample", "explain", "score", "batch"):
+            if not dataclasses.is_dataclass(f.type) and f.name not in (
+                "cache",
+                "llm",
+                "sample",
+                "explain",
+                "score",
+                "batch",
+            ):
                 assert f"{f.name} = " in body, f"{section}.{f.name} is not documented in the init file"
-    assert one_error_line(runner.invoke(main, ["init", str(path)])).endswith("already exists (use --force to overwrite)")
+    assert one_error_line(runner.invoke(main, ["init", str(path)])).endswith(
+        "already exists (use --force to overwrite)"
+    )
 
 
 def test_two_batches_on_disjoint_latents_share_one_database_while_a_reader_polls(tmp_path, real_cache_db):
@@ -106,9 +114,15 @@ def test_two_batches_on_disjoint_latents_share_one_database_while_a_reader_polls
     a, b = top_latents(db, 4)[:2], top_latents(db, 4)[2:]
     # One llama.cpp thread each: two processes spinning two threads each on two cores slow every call many times over.
     one_thread = "[llm]\nn_threads = 1\n"
-    procs = [subprocess.Popen(batch_cmd(cached_config(tmp_path, db, part, extra=one_thread, name=f"{i}.toml")),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i, part in enumerate((a, b))]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            batch_cmd(cached_config(tmp_path, db, part, extra=one_thread, name=f"{i}.toml")),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, part in enumerate((a, b))
+    ]
     reader_errors, reads, stop = [], [0], threading.Event()
 
     def read_like_the_tui():  # a monitor in another connection, read-only, polling what the batches write
@@ -145,8 +159,10 @@ def test_backend_outage_mid_run_pauses_and_resumes_with_nothing_lost(tmp_path, r
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
     db = copy_db(real_cache_db, tmp_path / "outage.db")
     port = free_port()
-    llm = (f'[llm]\nbackend = "openai"\nmodel = "smollm2"\nbase_urls = ["http://127.0.0.1:{port}/v1"]\n'
-           'structured_output = "json_object"\nmax_retries = 1\ntimeout_s = 60\nmax_concurrency = 2\ntop_logprobs = 5\n')
+    llm = (
+        f'[llm]\nbackend = "openai"\nmodel = "smollm2"\nbase_urls = ["http://127.0.0.1:{port}/v1"]\n'
+        'structured_output = "json_object"\nmax_retries = 1\ntimeout_s = 60\nmax_concurrency = 2\ntop_logprobs = 5\n'
+    )
     cfg = cached_config(tmp_path, db, top_latents(db, 2), wait=120, extra=llm)
     server = start_llama_server(port, tmp_path / "server.log")
     proc = subprocess.Popen(batch_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -181,8 +197,10 @@ def rows_or_none(db, sql):
 
 def test_a_backend_that_never_comes_back_stops_cleanly_and_stores_no_failures(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "gone.db")
-    llm = (f'[llm]\nbackend = "openai"\nmodel = "x"\nbase_urls = ["http://127.0.0.1:{free_port()}/v1"]\n'
-           "max_retries = 0\ntimeout_s = 2\n")
+    llm = (
+        f'[llm]\nbackend = "openai"\nmodel = "x"\nbase_urls = ["http://127.0.0.1:{free_port()}/v1"]\n'
+        "max_retries = 0\ntimeout_s = 2\n"
+    )
     cfg = cached_config(tmp_path, db, top_latents(db, 2), wait=2, extra=llm)
     before = results(db)
     t0 = time.monotonic()
@@ -194,7 +212,7 @@ def test_a_backend_that_never_comes_back_stops_cleanly_and_stores_no_failures(tm
     for table in ("chunks", "activations", "latents", "explanations", "scores"):
         assert after[table] == before[table], table  # no failure stored for calls that never reached a model
     assert after["explanations"] == [] and len(after["sample_sets"]) <= 2  # examples drawn (seeded) may stay
-    (status, message), = rows(db, "select status, message from runs")
+    ((status, message),) = rows(db, "select status, message from runs")
     assert status == "stopped" and "unavailable" in message
 
 

@@ -11,18 +11,16 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from safetensors.torch import load_file
 
 from autointerp.engine.activations.cache import run_cache, sequence_stream
-from autointerp.engine.config import CacheConfig
-from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae
 from autointerp.engine.activations.model import gguf_as_safetensors
-from autointerp.engine.defaults import smollm2_gguf
 from autointerp.engine.activations.setup import prepare
+from autointerp.engine.config import CacheConfig
+from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae, smollm2_gguf
 from autointerp.store.db import ActivationStore
 from autointerp.store.queries import WindowQueries
-
-from conftest import run_cli
 
 SMALL = dict(seq_len=64, n_tokens=64 * 6, chunk_tokens=128, batch_size=2)
 
@@ -41,7 +39,9 @@ def independent_dense(tokens: np.ndarray) -> torch.Tensor:
     hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     layer = int(EMBEDDED_HOOKPOINT.split(".")[1])
     grabbed = {}
-    hf.model.layers[layer].register_forward_hook(lambda m, i, o: grabbed.__setitem__("x", o[0] if isinstance(o, tuple) else o))
+    hf.model.layers[layer].register_forward_hook(
+        lambda m, i, o: grabbed.__setitem__("x", o[0] if isinstance(o, tuple) else o)
+    )
     with torch.inference_mode():
         hf(torch.from_numpy(tokens))
     x = grabbed["x"]
@@ -108,8 +108,11 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, model):
     whole = load_config(cfg).cache
     run_cache(whole, str(tmp_path / "whole.db"), parts=prepare(whole, model=model))
     db = tmp_path / "killed.db"
-    proc = subprocess.Popen([sys.executable, "-m", "autointerp.engine.commands.cli", "cache", "--config", str(cfg),
-                             "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autointerp.engine.commands.cli", "cache", "--config", str(cfg), "--db", str(db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     committed = 0
     while time.time() < deadline and proc.poll() is None:

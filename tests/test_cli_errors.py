@@ -40,16 +40,27 @@ def cached_db(tmp_path_factory):
 
 def test_unknown_hook(tmp_path, cached_db):
     before = digest(cached_db)
-    assert_one_error(run("cache", "--db", str(cached_db), "--hook", "blocks.3.hook_nonsense", *TINY), "unknown hook point")
-    assert_one_error(run("cache", "--db", str(cached_db), "--hook", "blocks.99.hook_resid_post", *TINY), "only 30 blocks")
+    assert_one_error(
+        run("cache", "--db", str(cached_db), "--hook", "blocks.3.hook_nonsense", *TINY), "unknown hook point"
+    )
+    assert_one_error(
+        run("cache", "--db", str(cached_db), "--hook", "blocks.99.hook_resid_post", *TINY), "only 30 blocks"
+    )
     assert digest(cached_db) == before
 
 
 def test_coder_width_mismatch(tmp_path, cached_db):
     folder = tmp_path / "sae" / "layers.3"
     folder.mkdir(parents=True)
-    save_file({"encoder.weight": torch.zeros(16, 100), "encoder.bias": torch.zeros(16), "W_dec": torch.zeros(16, 100),
-               "b_dec": torch.zeros(100)}, str(folder / "sae.safetensors"))
+    save_file(
+        {
+            "encoder.weight": torch.zeros(16, 100),
+            "encoder.bias": torch.zeros(16),
+            "W_dec": torch.zeros(16, 100),
+            "b_dec": torch.zeros(100),
+        },
+        str(folder / "sae.safetensors"),
+    )
     (folder / "cfg.json").write_text(json.dumps({"k": 4, "d_in": 100}))
     before = digest(cached_db)
     assert_one_error(run("cache", "--db", str(cached_db), "--coder", str(folder), *TINY), "d_in 100", "width 576")
@@ -81,8 +92,9 @@ def test_bad_corpora_leave_no_database(tmp_path):
 
 def test_database_of_another_coder_or_corpus(tmp_path, cached_db):
     before = digest(cached_db)
-    assert_one_error(run("cache", "--db", str(cached_db), "--coder", "neurons", "--hook", "blocks.3.mlp.hook_post",
-                         *TINY), "hook=")
+    assert_one_error(
+        run("cache", "--db", str(cached_db), "--coder", "neurons", "--hook", "blocks.3.mlp.hook_post", *TINY), "hook="
+    )
     other = tmp_path / "other.txt"
     other.write_text("A different corpus entirely. " * 50)
     assert_one_error(run("cache", "--db", str(cached_db), "--corpus", str(other), *TINY), "corpus_hash")

@@ -35,8 +35,9 @@ def write_sparsify(folder, transcode=False, activation="topk"):
     folder.mkdir(parents=True)
     w = {"encoder.weight": rand(M, D), "encoder.bias": rand(M), "W_dec": rand(M, D), "b_dec": rand(D)}
     save_file(w, str(folder / "sae.safetensors"))
-    (folder / "cfg.json").write_text(json.dumps(
-        {"num_latents": M, "k": K, "activation": activation, "transcode": transcode, "d_in": D}))
+    (folder / "cfg.json").write_text(
+        json.dumps({"num_latents": M, "k": K, "activation": activation, "transcode": transcode, "d_in": D})
+    )
     return w
 
 
@@ -61,7 +62,7 @@ def test_sparsify_groupmax(tmp_path):
     expected = torch.zeros_like(pre)
     for r in range(7):
         for grp in range(K):
-            block = pre[r, grp * (M // K):(grp + 1) * (M // K)]
+            block = pre[r, grp * (M // K) : (grp + 1) * (M // K)]
             j = int(block.argmax())
             expected[r, grp * (M // K) + j] = block[j]
     torch.testing.assert_close(dense(coder.encode(x), 7), expected)
@@ -78,9 +79,16 @@ def write_saelens(folder, cfg, threshold=True):
 
 
 def test_saelens_standard_with_b_dec_and_norm(tmp_path):
-    w = write_saelens(tmp_path / "s", {"architecture": "standard", "apply_b_dec_to_input": True,
-                                        "normalize_activations": "constant_norm_rescale",
-                                        "hook_name": "blocks.2.hook_resid_pre"}, threshold=False)
+    w = write_saelens(
+        tmp_path / "s",
+        {
+            "architecture": "standard",
+            "apply_b_dec_to_input": True,
+            "normalize_activations": "constant_norm_rescale",
+            "hook_name": "blocks.2.hook_resid_pre",
+        },
+        threshold=False,
+    )
     coder = load_coder(tmp_path / "s")
     assert coder.hook == "blocks.2.hook_resid_pre"
     x = rand(9, D) * 7
@@ -90,8 +98,10 @@ def test_saelens_standard_with_b_dec_and_norm(tmp_path):
 
 
 def test_saelens_jumprelu_no_b_dec(tmp_path):
-    w = write_saelens(tmp_path / "j", {"architecture": "jumprelu", "apply_b_dec_to_input": False,
-                                        "metadata": {"hook_name": "blocks.1.hook_mlp_out"}})
+    w = write_saelens(
+        tmp_path / "j",
+        {"architecture": "jumprelu", "apply_b_dec_to_input": False, "metadata": {"hook_name": "blocks.1.hook_mlp_out"}},
+    )
     coder = load_coder(tmp_path / "j")
     assert coder.hook == "blocks.1.hook_mlp_out"
     x = rand(9, D)
@@ -101,9 +111,16 @@ def test_saelens_jumprelu_no_b_dec(tmp_path):
 
 
 def test_saelens_flat_topk(tmp_path):
-    w = write_saelens(tmp_path / "t", {"activation_fn_str": "topk", "activation_fn_kwargs": {"k": K},
-                                        "apply_b_dec_to_input": True, "hook_name": "blocks.0.hook_resid_post"},
-                      threshold=False)
+    w = write_saelens(
+        tmp_path / "t",
+        {
+            "activation_fn_str": "topk",
+            "activation_fn_kwargs": {"k": K},
+            "apply_b_dec_to_input": True,
+            "hook_name": "blocks.0.hook_resid_post",
+        },
+        threshold=False,
+    )
     coder = load_coder(tmp_path / "t")
     x = rand(6, D)
     expected = topk_dense((x - w["b_dec"]) @ w["W_enc"] + w["b_enc"], K)
@@ -111,8 +128,10 @@ def test_saelens_flat_topk(tmp_path):
 
 
 def test_gemmascope_npz(tmp_path):
-    w = {k: rand(*s).numpy() for k, s in
-         {"W_enc": (D, M), "W_dec": (M, D), "b_enc": (M,), "b_dec": (D,), "threshold": (M,)}.items()}
+    w = {
+        k: rand(*s).numpy()
+        for k, s in {"W_enc": (D, M), "W_dec": (M, D), "b_enc": (M,), "b_dec": (D,), "threshold": (M,)}.items()
+    }
     w["threshold"] = np.abs(w["threshold"])
     np.savez(tmp_path / "params.npz", **w)
     coder = load_coder(tmp_path / "params.npz", hookpoint="blocks.4.hook_resid_post")
@@ -152,8 +171,10 @@ def test_bad_checkpoints(tmp_path):
         load_coder(tmp_path / "badcfg")
     folder = tmp_path / "shape"
     folder.mkdir()
-    save_file({"encoder.weight": rand(M, D), "encoder.bias": rand(M), "W_dec": rand(M, D + 1), "b_dec": rand(D)},
-              str(folder / "sae.safetensors"))
+    save_file(
+        {"encoder.weight": rand(M, D), "encoder.bias": rand(M), "W_dec": rand(M, D + 1), "b_dec": rand(D)},
+        str(folder / "sae.safetensors"),
+    )
     (folder / "cfg.json").write_text(json.dumps({"k": K}))
     with pytest.raises(CoderError, match="W_dec"):
         load_coder(folder)

@@ -81,9 +81,14 @@ def test_hf_hash_covers_everything_that_picks_the_text():
     """Split, configuration, revision, text field and seed each give another hash (no cache reuse across
     them); a spec without configuration or revision keeps the hash it had before they existed."""
     base = CorpusSpec("hf:owner/data")
-    variants = [CorpusSpec("hf:owner/data:validation"), CorpusSpec("hf:owner/data", hf_config="en"),
-                CorpusSpec("hf:owner/data", hf_revision="v1.0"), CorpusSpec("hf:owner/data", text_field="body"),
-                CorpusSpec("hf:owner/data", seed=1), CorpusSpec("hf:owner/data", hf_config="en", hf_revision="v1.0")]  # fmt: skip
+    variants = [
+        CorpusSpec("hf:owner/data:validation"),
+        CorpusSpec("hf:owner/data", hf_config="en"),
+        CorpusSpec("hf:owner/data", hf_revision="v1.0"),
+        CorpusSpec("hf:owner/data", text_field="body"),
+        CorpusSpec("hf:owner/data", seed=1),
+        CorpusSpec("hf:owner/data", hf_config="en", hf_revision="v1.0"),
+    ]
     hashes = {corpus_hash(s) for s in [base, *variants]}
     assert len(hashes) == 1 + len(variants)
     import hashlib

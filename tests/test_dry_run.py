@@ -42,11 +42,11 @@ def test_the_dry_run_counts_every_call_the_run_makes(real_cache_db, tmp_path):
         cfg = tmp_path / "c.toml"
         cfg.write_text(
             f'db = "{db}"\nprofile = "cpu"\n[llm]\nbackend = "openai"\nmodel = "fake"\nbase_urls = ["{fake.url}"]\n'
-            "max_retries = 0\ntop_logprobs = 0\n[batch]\nlatents = \"top:3\"\nstages = [\"explain\", \"score\"]\n"
+            'max_retries = 0\ntop_logprobs = 0\n[batch]\nlatents = "top:3"\nstages = ["explain", "score"]\n'
             "[cache]\nn_tokens = 8192\nchunk_tokens = 4096\nbatch_size = 8\n"
             f"[score]\nscorers = {json.dumps(SCORERS)}\nexamples_per_prompt = 3\nsimulation_examples = 5\n"
             "intruder_group = 3\ngeneration_texts = 2\n[sample]\nactivating_per_decile = 3\nn_non_activating = 7\n"
-        )  # fmt: skip
+        )
         cmd = [sys.executable, "-m", "autointerp.engine.commands.cli", "batch", str(cfg)]
         plan = json.loads(invoke_cli("batch", cfg, "--dry-run", "--json").stdout)  # in this process: it only reads
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -54,10 +54,10 @@ def test_the_dry_run_counts_every_call_the_run_makes(real_cache_db, tmp_path):
         made = len(fake.seen)
     stages = plan["llm_stages"]
     assert plan["cache"]["complete"] and plan["total"]["exact"] and plan["latents"] == 3
-    (explain_calls,), = rows(db, "select sum(n_calls) from explanations")
+    ((explain_calls,),) = rows(db, "select sum(n_calls) from explanations")
     assert stages["explain"]["calls"] == explain_calls == 3
     for scorer in SCORERS:
-        (calls,), = rows(db, f"select coalesce(sum(n_calls), 0) from scores where scorer = '{scorer}'")
+        ((calls,),) = rows(db, f"select coalesce(sum(n_calls), 0) from scores where scorer = '{scorer}'")
         assert stages[f"score/{scorer}"]["calls"] == calls, scorer
         assert stages[f"score/{scorer}"]["latents"] == 3
     assert plan["total"]["calls"] == made  # every request the server saw was planned

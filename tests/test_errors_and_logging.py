@@ -19,11 +19,10 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import assert_same_database, copy_db
 
 from autointerp.engine.commands.cli import main, user_errors
 from autointerp.store.errors import CannotContinue, UserError
-
-from conftest import assert_same_database, copy_db
 
 TINY = ["--seq-len", "32", "--n-tokens", "64", "--batch-size", "2"]
 # The real_cache_db fixture's settings: a batch with these finds its cache complete and runs nothing.
@@ -129,8 +128,11 @@ def read_only_db(real_cache_db, tmp_path):
 
 def test_a_read_only_database_file_is_reported_as_read_only(read_only_db, tmp_path):
     before = digest(read_only_db)
-    for args in (["cache", "--db", read_only_db, *TINY], ["batch", config(tmp_path, read_only_db)],
-                 ["batch", "--config", config(tmp_path, read_only_db, name="d.toml"), "--latents", "top:1"]):  # fmt: skip
+    for args in (
+        ["cache", "--db", read_only_db, *TINY],
+        ["batch", config(tmp_path, read_only_db)],
+        ["batch", "--config", config(tmp_path, read_only_db, name="d.toml"), "--latents", "top:1"],
+    ):
         line = one_line(run(*args), "stopped", 3)
         assert "read-only" in line and str(read_only_db) in line, (args, line)
         assert "full" not in line and "locked" not in line, (args, line)

@@ -16,17 +16,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import share_subject, write_stand_in_explanation
 from safetensors.torch import save_file
 
 from autointerp.engine.activations.cache import run_cache
+from autointerp.engine.activations.probe import MAX_PROBE_TOKENS
+from autointerp.engine.activations.setup import prepare
 from autointerp.engine.config import CacheConfig, Config, SampleConfig, ScoreConfig
 from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
-from autointerp.engine.activations.probe import MAX_PROBE_TOKENS
-from autointerp.engine.activations.setup import prepare
 from autointerp.store.db import ActivationStore
-
-from conftest import share_subject, write_stand_in_explanation
 
 HOOK = "blocks.0.hook_resid_pre"
 WORDS = {0: "king", 1: "money"}  # latent -> the word it fires on
@@ -66,8 +65,12 @@ def planted(subject, tmp_path_factory):
     tok = subject.tokenizer
     ids = torch.arange(len(tok))
     # Each token after the start token, read at the hook the way the cache reads it.
-    emb = torch.cat([subject.hook_activations(torch.stack([torch.full_like(part, subject.start_id), part], 1), HOOK)[:, 1]
-                     for part in ids.split(8192)])  # fmt: skip
+    emb = torch.cat(
+        [
+            subject.hook_activations(torch.stack([torch.full_like(part, subject.start_id), part], 1), HOOK)[:, 1]
+            for part in ids.split(8192)
+        ]
+    )
     enc = torch.zeros(N_LATENTS, emb.shape[1])
     bias = torch.full((N_LATENTS,), -1.0)
     fires = {}
@@ -82,10 +85,20 @@ def planted(subject, tmp_path_factory):
     dec[: len(WORDS)] = enc[: len(WORDS)]
     folder = tmp_path_factory.mktemp("planted") / HOOK
     folder.mkdir()
-    (folder / "cfg.json").write_text(json.dumps({"num_latents": N_LATENTS, "k": N_LATENTS, "activation": "topk",
-                                                 "d_in": emb.shape[1], "transcode": False}))  # fmt: skip
-    save_file({"encoder.weight": enc.contiguous(), "encoder.bias": bias, "b_dec": torch.zeros(emb.shape[1]),
-               "W_dec": (dec / dec.norm(dim=1, keepdim=True)).contiguous()}, str(folder / "sae.safetensors"))  # fmt: skip
+    (folder / "cfg.json").write_text(
+        json.dumps(
+            {"num_latents": N_LATENTS, "k": N_LATENTS, "activation": "topk", "d_in": emb.shape[1], "transcode": False}
+        )
+    )
+    save_file(
+        {
+            "encoder.weight": enc.contiguous(),
+            "encoder.bias": bias,
+            "b_dec": torch.zeros(emb.shape[1]),
+            "W_dec": (dec / dec.norm(dim=1, keepdim=True)).contiguous(),
+        },
+        str(folder / "sae.safetensors"),
+    )
     return folder, fires
 
 
@@ -119,8 +132,12 @@ def test_the_cache_holds_exactly_the_planted_tokens(cached, planted):
 @pytest.fixture(scope="module")
 def scored(cached, subject_model):
     db, cache_cfg = cached
-    cfg = Config(db=str(db), cache=cache_cfg, sample=SampleConfig(n_explain=2, activating_per_decile=1, n_deciles=2,
-                 n_non_activating=4, min_windows=2), score=ScoreConfig(scorers=["generation"], generation_texts=N_TEXTS))  # fmt: skip
+    cfg = Config(
+        db=str(db),
+        cache=cache_cfg,
+        sample=SampleConfig(n_explain=2, activating_per_decile=1, n_deciles=2, n_non_activating=4, min_windows=2),
+        score=ScoreConfig(scorers=["generation"], generation_texts=N_TEXTS),
+    )
     backend = make_backend(cfg.llm)
     with ActivationStore.open(db) as store:
         interp = share_subject(Interpreter(cfg, store, backend), subject_model)

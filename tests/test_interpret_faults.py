@@ -7,13 +7,12 @@ the store is a real cache made by the embedded model.
 import sqlite3
 
 import pytest
+from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage
+from test_llm_faults import completion, cycling, fake_server, reply
 
 from autointerp.engine.config import Config, SampleConfig
 from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter
 from autointerp.store.db import ActivationStore
-
-from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage
-from test_llm_faults import cycling, completion, fake_server, reply
 
 SAMPLE = SampleConfig(**FAULT_SAMPLE_SIZES)
 
@@ -31,8 +30,11 @@ def test_bad_explanations_are_recorded_as_failures_and_retried_on_the_next_run(t
     with ActivationStore.open(db) as store:
         latents = Interpreter(Config(db=str(db), sample=SAMPLE), store, None).select("top:3")
     # A 4xx is the server's answer about this request (a 5xx or no answer would pause the stage instead).
-    garbage = cycling(reply(body=completion('{"explanation": "words about ')), reply(status=400, body={"error": "boom"}),
-                      reply(body=completion('{"explanation": "the word the"}')))  # fmt: skip
+    garbage = cycling(
+        reply(body=completion('{"explanation": "words about ')),
+        reply(status=400, body={"error": "boom"}),
+        reply(body=completion('{"explanation": "the word the"}')),
+    )
     with fake_server(garbage) as fake:
         tally, _, rows = run_stage(db, fake.url, "explain", latents)
     assert tally.done == 3 and tally.failed == 2
@@ -56,10 +58,14 @@ def test_wrong_unparseable_and_failed_answers_are_counted_not_scored(tmp_path, r
     # A 4xx is the server's answer about one request: a counted failure. A 5xx is transient: sent again (here it
     # meets the script's next answer), never stored as an example's outcome.
     script = cycling(
-        good, reply(body=completion('{"labels": [1, 0]}')), reply(body=completion("I think it matches")),
-        reply(status=500, body={"error": "down"}), reply(body=completion('{"labels": [')), good,
+        good,
+        reply(body=completion('{"labels": [1, 0]}')),
+        reply(body=completion("I think it matches")),
+        reply(status=500, body={"error": "down"}),
+        reply(body=completion('{"labels": [')),
+        good,
         reply(status=400, body={"error": "bad request"}),
-    )  # fmt: skip
+    )
     with fake_server(script) as fake:
         tally, rows, expl = run_stage(db, fake.url, "score", latents)
     assert tally.done == 2 and len(rows) == 4  # two latents, real + control

@@ -4,13 +4,12 @@ import asyncio
 import json
 
 import pytest
+from conftest import assert_metrics_match_outcomes, copy_db, run_cli, share_subject
 
 from autointerp.engine.config import Config, SampleConfig, ScoreConfig
 from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
 from autointerp.store.db import ActivationStore
-
-from conftest import assert_metrics_match_outcomes, copy_db, run_cli, share_subject
 
 SMALL_SAMPLE = SampleConfig(n_explain=8, activating_per_decile=1, n_non_activating=10, min_windows=20)
 
@@ -77,7 +76,8 @@ def test_explain_then_score_stores_disjoint_examples_accounting_and_controls(tmp
             assert r["explanation"] == interp.results.explanation(r["explanation_latent"], "default")["text"]
             real = by_key[r["latent"], r["scorer"], 0]
             assert [(o["window"], o["label"]) for o in r["outcomes"]] == [
-                (o["window"], o["label"]) for o in real["outcomes"]]
+                (o["window"], o["label"]) for o in real["outcomes"]
+            ]
         else:
             assert r["explanation_latent"] == r["latent"]
             assert r["explanation"] == interp.results.explanation(r["latent"], "default")["text"]
@@ -97,12 +97,31 @@ def test_explain_then_score_stores_disjoint_examples_accounting_and_controls(tmp
     assert again.done == 0 and again.reasons["already scored"] == 2 and again.prompts == 0
     redone = asyncio.run(interp.run_stage("score", latents, redo=True))
     assert redone.done == 2 and redone.prompts == scored.prompts == sum(r["n_calls"] for r in rows)
-    counts = ("explanation", "explanation_latent", "seed", "n", "n_scored", "n_failed", "tp", "fp", "tn", "fn",
-              "n_calls")
+    counts = (
+        "explanation",
+        "explanation_latent",
+        "seed",
+        "n",
+        "n_scored",
+        "n_failed",
+        "tp",
+        "fp",
+        "tn",
+        "fn",
+        "n_calls",
+    )
 
     def strip(rs):
-        return [(r["latent"], r["scorer"], r["control"], [r[k] for k in counts],
-                 [(o["window"], o["label"], o["prediction"], o["failed"]) for o in r["outcomes"]]) for r in rs]
+        return [
+            (
+                r["latent"],
+                r["scorer"],
+                r["control"],
+                [r[k] for k in counts],
+                [(o["window"], o["label"], o["prediction"], o["failed"]) for o in r["outcomes"]],
+            )
+            for r in rs
+        ]
 
     again_rows = interp.results.scores()
     assert strip(again_rows) == strip(rows)

@@ -16,11 +16,11 @@ import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from conftest import complete_and_close
+
 from autointerp.engine.config import LLMConfig
 from autointerp.engine.interpretation.llm.base import LLMRequest
 from autointerp.engine.interpretation.llm.openai_http import OpenAIBackend
-
-from conftest import complete_and_close
 
 FAST_RETRY = {"retry-after-ms": "10"}
 
@@ -31,8 +31,14 @@ def completion(text="ok", cached=None, logprobs=None) -> dict:
         usage["prompt_tokens_details"] = {"cached_tokens": cached}
     message = {"role": "assistant", "content": text}
     choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": logprobs}
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "fake",
-            "choices": [choice], "usage": usage}  # fmt: skip
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "fake",
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 def reply(status=200, body=None, headers=None, raw: bytes | None = None, content_type="application/json", sleep=0.0):
@@ -124,8 +130,15 @@ def fake_server(respond):
 
 
 def backend(*urls, **over) -> OpenAIBackend:
-    kw = dict(backend="openai", model="fake", base_urls=list(urls), structured_output="json_schema",
-              max_retries=0, timeout_s=5.0, api_key_env="AUTOINTERP_TEST_NO_SUCH_KEY")  # fmt: skip
+    kw = dict(
+        backend="openai",
+        model="fake",
+        base_urls=list(urls),
+        structured_output="json_schema",
+        max_retries=0,
+        timeout_s=5.0,
+        api_key_env="AUTOINTERP_TEST_NO_SUCH_KEY",
+    )
     kw.update(over)
     return OpenAIBackend(LLMConfig(**kw))
 
@@ -288,20 +301,29 @@ def test_request_mapping_on_the_wire():
     assert (sent["max_tokens"], sent["temperature"], sent["seed"]) == (7, 0.5, 11)
     assert (sent["logprobs"], sent["top_logprobs"]) == (True, 3)
     assert sent["response_format"] == {
-        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True},
-    }  # fmt: skip
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema, "strict": True},
+    }
     assert bodies["json_object"]["response_format"] == {"type": "json_object", "schema": schema}
     assert "response_format" not in bodies["none"]
 
 
 def test_logprobs_are_parsed_and_capped_at_k():
     def entry(token, lp, alts):
-        return {"token": token, "logprob": lp, "bytes": None,
-                "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in alts]}  # fmt: skip
+        return {
+            "token": token,
+            "logprob": lp,
+            "bytes": None,
+            "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in alts],
+        }
 
     # Like llama.cpp: the chosen token is appended when it is outside the top k (here k=2).
-    lps = {"content": [entry("1", -0.1, [("1", -0.1), ("0", -2.5)]),
-                       entry("x", -9.0, [("a", -0.5), ("b", -1.0), ("x", -9.0)])]}  # fmt: skip
+    lps = {
+        "content": [
+            entry("1", -0.1, [("1", -0.1), ("0", -2.5)]),
+            entry("x", -9.0, [("a", -0.5), ("b", -1.0), ("x", -9.0)]),
+        ]
+    }
     with fake_server(scripted(reply(body=completion(text="1x", logprobs=lps)))) as fake:
         with_lp, without = run(backend(fake.url), [ask(top_logprobs=2), ask()])
     assert [(t.token, t.logprob) for t in with_lp.logprobs] == [("1", -0.1), ("x", -9.0)]

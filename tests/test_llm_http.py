@@ -7,12 +7,11 @@ import asyncio
 import json
 
 import pytest
+from conftest import complete_and_close, free_port, start_llama_server, stop_process
 
 from autointerp.engine.config import LLMConfig
 from autointerp.engine.interpretation.llm.base import LLMRequest
 from autointerp.engine.interpretation.llm.openai_http import OpenAIBackend
-
-from conftest import complete_and_close, free_port, start_llama_server, stop_process
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
 
@@ -36,8 +35,15 @@ def server_url(tmp_path_factory):
 
 
 def complete_many(url: str, requests: list[LLMRequest], **over):
-    cfg = LLMConfig(backend="openai", model="smollm2", base_urls=[url], structured_output="json_object",
-                    max_retries=0, timeout_s=60.0, **over)  # fmt: skip
+    cfg = LLMConfig(
+        backend="openai",
+        model="smollm2",
+        base_urls=[url],
+        structured_output="json_object",
+        max_retries=0,
+        timeout_s=60.0,
+        **over,
+    )
     return complete_and_close(OpenAIBackend(cfg), requests)
 
 
@@ -56,8 +62,9 @@ def test_chat_returns_text_and_accounting(server_url):
 
 
 def test_json_schema_answer_parses_and_follows_the_schema(server_url):
-    req = LLMRequest(user("Label these three sentences 0 or 1: 'cat', 'dog', 'car'."), max_tokens=40,
-                     json_schema=LABELS_SCHEMA)  # fmt: skip
+    req = LLMRequest(
+        user("Label these three sentences 0 or 1: 'cat', 'dog', 'car'."), max_tokens=40, json_schema=LABELS_SCHEMA
+    )
     (r,) = complete_many(server_url, [req])
     assert r.ok, r.error
     labels = json.loads(r.text)["labels"]  # the grammar forces the object, whatever the model "wants"
@@ -106,11 +113,19 @@ def test_score_stage_end_to_end_through_the_real_server(server_url, tmp_path, re
     db = copy_db(real_cache_db, tmp_path / "http.db")
     cfg = Config(
         db=str(db),
-        llm=LLMConfig(backend="openai", model="smollm2", base_urls=[server_url], structured_output="json_object",
-                      max_retries=0, timeout_s=60, max_concurrency=1, top_logprobs=5),
+        llm=LLMConfig(
+            backend="openai",
+            model="smollm2",
+            base_urls=[server_url],
+            structured_output="json_object",
+            max_retries=0,
+            timeout_s=60,
+            max_concurrency=1,
+            top_logprobs=5,
+        ),
         sample=SampleConfig(n_explain=6, activating_per_decile=1, n_non_activating=5, min_windows=20),
         score=ScoreConfig(scorers=["detection"], examples_per_prompt=5),
-    )  # fmt: skip
+    )
     store = ActivationStore.open(db)
     backend = make_backend(cfg.llm)
     interp = Interpreter(cfg, store, backend)

@@ -17,11 +17,6 @@ import threading
 import time
 
 import pytest
-
-from autointerp.engine.config import Config, SampleConfig
-from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter, StageFailed
-from autointerp.store.db import ActivationStore
-
 from conftest import (
     FAULT_SAMPLE_SIZES,
     copy_db,
@@ -31,7 +26,11 @@ from conftest import (
     run_llm_stage,
     write_stand_in_explanation,
 )
-from test_llm_faults import cycling, FAST_RETRY, completion, fake_server, reply
+from test_llm_faults import FAST_RETRY, completion, cycling, fake_server, reply
+
+from autointerp.engine.config import Config, SampleConfig
+from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter, StageFailed
+from autointerp.store.db import ActivationStore
 
 SAMPLE = SampleConfig(**FAULT_SAMPLE_SIZES)
 LABEL = reply(body=completion('{"labels": [1]}'))
@@ -63,7 +62,9 @@ def test_an_answer_with_a_huge_number_is_a_counted_failure_not_a_crash(explained
     assert tally.done == 2
     rows_ = scores(db)
     assert len(rows_) == 4 and all(r["n_failed"] > 0 and r["n_scored"] > 0 for r in rows_)
-    assert all(set(r["errors"]) <= {"unparseable answer", "labels other than 0 and 1"} for r in rows_), rows_[0]["errors"]
+    assert all(set(r["errors"]) <= {"unparseable answer", "labels other than 0 and 1"} for r in rows_), rows_[0][
+        "errors"
+    ]
     # explanations too
     fresh = copy_db(real_cache_db, tmp_path / "e.db")
     with fake_server(cycling(reply(body=completion('{"explanation": ' + huge + "}")), EXPLANATION)) as fake:
@@ -85,7 +86,8 @@ def test_a_fleet_with_one_dead_replica_answers_every_example(explained):
 def test_a_burst_of_429_and_5xx_is_retried_and_never_stored(explained):
     db, latents = explained
     refuse = [reply(429, {"error": {"message": "slow down"}}, FAST_RETRY)] * 3 + [
-        reply(503, {"error": {"message": "overloaded"}}, FAST_RETRY)] * 3  # fmt: skip
+        reply(503, {"error": {"message": "overloaded"}}, FAST_RETRY)
+    ] * 3
     script = iter(refuse)
     lock = threading.Lock()
 
@@ -148,19 +150,36 @@ def test_standalone_score_writes_outage_and_stop_events_and_exits_3_with_one_lin
 
     with fake_server(respond) as fake:
         cfg = tmp_path / "c.toml"
-        cfg.write_text(f'db = "{db}"\n[llm]\nbackend = "openai"\nmodel = "fake"\nbase_urls = ["{fake.url}"]\n'
-                       "max_retries = 0\ntop_logprobs = 0\n[batch]\noutage_wait_s = 3\n"
-                       "[sample]\nn_explain = 6\nactivating_per_decile = 1\nn_non_activating = 10\n")  # fmt: skip
-        r = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "score", "--config", str(cfg), "--latents",
-                            ",".join(map(str, latents)), "--scorers", "detection"], capture_output=True, text=True,
-                           env=dict(os.environ, COLUMNS="80"), timeout=120)  # fmt: skip
+        cfg.write_text(
+            f'db = "{db}"\n[llm]\nbackend = "openai"\nmodel = "fake"\nbase_urls = ["{fake.url}"]\n'
+            "max_retries = 0\ntop_logprobs = 0\n[batch]\noutage_wait_s = 3\n"
+            "[sample]\nn_explain = 6\nactivating_per_decile = 1\nn_non_activating = 10\n"
+        )
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "autointerp.engine.commands.cli",
+                "score",
+                "--config",
+                str(cfg),
+                "--latents",
+                ",".join(map(str, latents)),
+                "--scorers",
+                "detection",
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, COLUMNS="80"),
+            timeout=120,
+        )
     assert r.returncode == 3, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("stopped: the LLM backend was unavailable") and last.endswith("to resume"), last
     kinds = [k for (k,) in rows(db, "select kind from events where stage = 'score' order by id")]
     assert kinds[0] == "start" and "outage" in kinds and kinds[-1] == "stopped", kinds
     assert scores(db) == []  # nothing of an unfinished latent was stored
-    (message,), = rows(db, "select message from events where kind = 'stopped'")
+    ((message,),) = rows(db, "select message from events where kind = 'stopped'")
     assert "\n" not in message and len(message) < 600  # the server's error is folded and cut to one short line
 
 
@@ -168,16 +187,22 @@ def test_batch_with_a_garbage_server_stops_with_status_3_and_no_report(explained
     db, latents = explained
     with fake_server(cycling(reply(body=completion("\x1b[31mnot json at all")))) as fake:
         cfg = tmp_path / "c.toml"
-        cfg.write_text(f'db = "{db}"\n[llm]\nbackend = "openai"\nmodel = "fake"\nbase_urls = ["{fake.url}"]\n'
-                       f"max_retries = 0\ntop_logprobs = 0\n[batch]\nlatents = {json.dumps(latents)}\n"
-                       'stages = ["score"]\n[score]\nscorers = ["detection"]\n'
-                       "[sample]\nn_explain = 6\nactivating_per_decile = 1\nn_non_activating = 10\n")  # fmt: skip
-        r = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "batch", str(cfg)], capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+        cfg.write_text(
+            f'db = "{db}"\n[llm]\nbackend = "openai"\nmodel = "fake"\nbase_urls = ["{fake.url}"]\n'
+            f"max_retries = 0\ntop_logprobs = 0\n[batch]\nlatents = {json.dumps(latents)}\n"
+            'stages = ["score"]\n[score]\nscorers = ["detection"]\n'
+            "[sample]\nn_explain = 6\nactivating_per_decile = 1\nn_non_activating = 10\n"
+        )
+        r = subprocess.run(
+            [sys.executable, "-m", "autointerp.engine.commands.cli", "batch", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert r.returncode == 3, r.stderr[-2000:]
     assert "every LLM call of the score stage failed" in r.stderr and "random control" not in r.stderr + r.stdout
     assert "\x1b" not in r.stderr  # the server's escape sequence is shown, not sent to the terminal
-    (status, message), = rows(db, "select status, message from runs")
+    ((status, message),) = rows(db, "select status, message from runs")
     assert status == "stopped" and "score stage failed" in message
 
 
@@ -190,7 +215,7 @@ def test_a_megabyte_answer_is_stored_capped(real_cache_db, tmp_path):
     big = '{"explanation": "' + "a" * 1_000_000 + '"}'
     with fake_server(cycling(reply(body=completion(big)))) as fake:
         run_llm_stage(llm_stage_config(db, [fake.url]), "explain", latents)
-    (raw, text), = rows(db, "select raw, text from explanations")
+    ((raw, text),) = rows(db, "select raw, text from explanations")
     assert len(raw) < MAX_STORED_ANSWER_CHARS + 100 and "more characters not stored" in raw
     assert len(text) == 200  # the explanation itself is cut to 200 characters, as always
     with sqlite3.connect(db) as c:

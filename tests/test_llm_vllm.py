@@ -115,12 +115,19 @@ def install_fake_vllm(monkeypatch, *, structured_outputs=True, chat_error=None):
                 ids = [5, 6, 7]
                 logprobs = None
                 if p.kw["logprobs"]:  # k likeliest plus the sampled token: here id 7 is sampled outside them
-                    logprobs = [{i: Logprob(-0.1, 1, f"t{i}"), 100: Logprob(-2.0, 2, "alt"), 101: Logprob(-3.0, 3, "alt")}
-                                for i in ids[:2]]  # fmt: skip
-                    logprobs.append({100: Logprob(-0.2, 1, "alt"), 101: Logprob(-1.0, 2, "b"), 7: Logprob(-9.0, 50, "t7")})
+                    logprobs = [
+                        {i: Logprob(-0.1, 1, f"t{i}"), 100: Logprob(-2.0, 2, "alt"), 101: Logprob(-3.0, 3, "alt")}
+                        for i in ids[:2]
+                    ]
+                    logprobs.append(
+                        {100: Logprob(-0.2, 1, "alt"), 101: Logprob(-1.0, 2, "b"), 7: Logprob(-9.0, 50, "t7")}
+                    )
                 comp = types.SimpleNamespace(text=text, token_ids=ids, logprobs=logprobs, finish_reason="stop")
-                outs.append(types.SimpleNamespace(prompt_token_ids=list(range(4 * len(messages))),
-                                                  num_cached_tokens=4, outputs=[comp]))  # fmt: skip
+                outs.append(
+                    types.SimpleNamespace(
+                        prompt_token_ids=list(range(4 * len(messages))), num_cached_tokens=4, outputs=[comp]
+                    )
+                )
             return outs
 
     class StructuredOutputsParams:
@@ -145,18 +152,24 @@ def install_fake_vllm(monkeypatch, *, structured_outputs=True, chat_error=None):
 def test_one_batched_chat_call_and_parsed_outputs(monkeypatch):
     calls = install_fake_vllm(monkeypatch)
     backend = VLLMBackend(LLMConfig(backend="vllm", model="some/model", gpu_memory_utilization=0.5, seed=3))
-    assert calls[0] == ("LLM", {"model": "some/model", "enable_prefix_caching": True,
-                                "gpu_memory_utilization": 0.5, "seed": 3})  # fmt: skip
+    assert calls[0] == (
+        "LLM",
+        {"model": "some/model", "enable_prefix_caching": True, "gpu_memory_utilization": 0.5, "seed": 3},
+    )
     reqs = [
         LLMRequest([{"role": "user", "content": "a"}], max_tokens=9, json_schema=LABELS_SCHEMA, seed=1),
         LLMRequest([{"role": "system", "content": "s"}, {"role": "user", "content": "b"}], top_logprobs=2),
     ]
     schema_r, lp_r = run(backend, reqs)
-    (_, conversations, params, use_tqdm), = calls[1:]
+    ((_, conversations, params, use_tqdm),) = calls[1:]
     assert conversations == [r.messages for r in reqs] and use_tqdm is False
     assert params[0].kw["structured_outputs"].json == LABELS_SCHEMA
-    assert {k: params[0].kw[k] for k in ("max_tokens", "temperature", "seed", "logprobs")} == \
-        {"max_tokens": 9, "temperature": 0.0, "seed": 1, "logprobs": None}  # fmt: skip
+    assert {k: params[0].kw[k] for k in ("max_tokens", "temperature", "seed", "logprobs")} == {
+        "max_tokens": 9,
+        "temperature": 0.0,
+        "seed": 1,
+        "logprobs": None,
+    }
     assert params[1].kw["logprobs"] == 2 and "structured_outputs" not in params[1].kw
 
     assert json.loads(schema_r.text) == {"labels": [0, 1, 0]} and schema_r.logprobs is None

@@ -11,10 +11,19 @@ from autointerp.engine.interpretation.metrics import classification_metrics, sum
 def test_metrics_match_a_hand_computed_confusion_matrix():
     # 6 activating (deciles 1..3), 4 non-activating; tp=4, fn=2, fp=1, tn=3; plus 2 failures.
     outcomes = [
-        O(1, 1, 1), O(1, 1, 0), O(1, 2, 1), O(1, 2, 1), O(1, 3, 1), O(1, 3, 0),
-        O(0, 0, 1), O(0, 0, 0), O(0, 0, 0), O(0, 0, 0),
-        O(1, 3, None, None, failed=True), O(0, 0, None, None, failed=True),
-    ]  # fmt: skip
+        O(1, 1, 1),
+        O(1, 1, 0),
+        O(1, 2, 1),
+        O(1, 2, 1),
+        O(1, 3, 1),
+        O(1, 3, 0),
+        O(0, 0, 1),
+        O(0, 0, 0),
+        O(0, 0, 0),
+        O(0, 0, 0),
+        O(1, 3, None, None, failed=True),
+        O(0, 0, None, None, failed=True),
+    ]
     m = classification_metrics(outcomes, n_deciles=3)
     assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (4, 2, 1, 3)
     assert (m["n"], m["n_scored"], m["n_failed"]) == (12, 10, 2)
@@ -51,8 +60,11 @@ def test_undefined_metrics_are_none_not_zero():
 
 
 def test_summary_mean_and_standard_error_over_latents():
-    rows = [{"accuracy": 0.5, "auroc": None, "n_failed": 1, "n": 10}, {"accuracy": 0.7, "auroc": 0.9, "n_failed": 0, "n": 10},
-            {"accuracy": 0.9, "auroc": 0.7, "n_failed": 2, "n": 10}]  # fmt: skip
+    rows = [
+        {"accuracy": 0.5, "auroc": None, "n_failed": 1, "n": 10},
+        {"accuracy": 0.7, "auroc": 0.9, "n_failed": 0, "n": 10},
+        {"accuracy": 0.9, "auroc": 0.7, "n_failed": 2, "n": 10},
+    ]
     s = summarise(rows, ["accuracy", "auroc"])
     assert s["accuracy"]["mean"] == pytest.approx(0.7) and s["accuracy"]["n"] == 3
     assert s["accuracy"]["sem"] == pytest.approx(0.2 / math.sqrt(3))

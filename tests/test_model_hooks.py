@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from autointerp.engine.defaults import smollm2_gguf
 from autointerp.engine.activations.model import ModelError, SubjectModel, gguf_as_safetensors, hook_from_module_path
+from autointerp.engine.defaults import smollm2_gguf
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,9 @@ def hf_reference(folder):
     hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     layer = hf.model.layers[2]
     got = {}
-    layer.register_forward_pre_hook(lambda m, a, kw: got.__setitem__("resid_pre", (a[0] if a else kw["hidden_states"])), with_kwargs=True)
+    layer.register_forward_pre_hook(
+        lambda m, a, kw: got.__setitem__("resid_pre", (a[0] if a else kw["hidden_states"])), with_kwargs=True
+    )
     layer.register_forward_hook(lambda m, i, o: got.__setitem__("resid_post", o[0] if isinstance(o, tuple) else o))
     layer.self_attn.register_forward_hook(lambda m, i, o: got.__setitem__("attn_out", o[0]))
     layer.mlp.register_forward_hook(lambda m, i, o: got.__setitem__("mlp_out", o))
@@ -80,10 +82,16 @@ def test_two_processes_converting_the_same_gguf_at_once_both_succeed(folder, tmp
     from safetensors.torch import load_file
 
     env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
-    code = ("from autointerp.engine.defaults import smollm2_gguf; from autointerp.engine.activations.model import gguf_as_safetensors;"
-            "print(gguf_as_safetensors(smollm2_gguf())[0])")  # fmt: skip
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]  # fmt: skip
+    code = (
+        "from autointerp.engine.defaults import smollm2_gguf; from autointerp.engine.activations.model import gguf_as_safetensors;"
+        "print(gguf_as_safetensors(smollm2_gguf())[0])"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
     made = tmp_path / "models" / folder.name

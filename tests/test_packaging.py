@@ -16,29 +16,53 @@ def test_wheel_installs_and_finds_its_data(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=SKIP)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "w"), str(src)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path / "w"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = (tmp_path / "w").glob("autointerp-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for pkg in ("engine", "engine/activations", "engine/activations/coders", "engine/interpretation",
-                "engine/interpretation/llm", "engine/interpretation/scorers", "engine/commands", "store", "tui", "prompts"):
+    for pkg in (
+        "engine",
+        "engine/activations",
+        "engine/activations/coders",
+        "engine/interpretation",
+        "engine/interpretation/llm",
+        "engine/interpretation/scorers",
+        "engine/commands",
+        "store",
+        "tui",
+        "prompts",
+    ):
         assert f"autointerp/{pkg}/__init__.py" in names
     assert "autointerp/engine/data/smollm2-135m-topk-sae/layers.15/sae.safetensors" in names
     assert "autointerp/engine/data/smollm2-135m-topk-sae/layers.15/cfg.json" in names
     assert "autointerp/prompts/README.md" in names
     assert {"autointerp/prompts/detection.txt", "autointerp/prompts/explain_default.txt"} <= names
     assert not any(n.startswith(("tests/", "autointerp/tests")) for n in names)
-    entry = zipfile.ZipFile(wheel).read(
-        next(n for n in names if n.endswith("entry_points.txt"))
-    ).decode()
-    assert "autointerp = autointerp.engine.commands.cli:main" in entry and "autointerp-tui = autointerp.tui.launch:main" in entry
+    entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    assert (
+        "autointerp = autointerp.engine.commands.cli:main" in entry
+        and "autointerp-tui = autointerp.tui.launch:main" in entry
+    )
 
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     probe = (
         "import os, autointerp.engine.defaults as d, autointerp.store.db, autointerp.engine.commands.cli;"
         "from autointerp.engine.interpretation.prompts import PromptLibrary; PromptLibrary().get('fuzzing');"

@@ -38,16 +38,21 @@ def test_every_packaged_template_renders_and_a_user_folder_replaces_one(tmp_path
     (tmp_path / "detection.txt").write_text("# mine\n=== system ===\nS $$5\n=== user ===\n$explanation|$examples\n")
     mine = PromptLibrary(tmp_path)
     assert mine.get("detection").render(explanation="a", examples="b") == [
-        {"role": "system", "content": "S $5"}, {"role": "user", "content": "a|b"}]  # fmt: skip
+        {"role": "system", "content": "S $5"},
+        {"role": "user", "content": "a|b"},
+    ]
     assert mine.get("detection").sha != lib.get("detection").sha
     assert mine.get("fuzzing").sha == lib.get("fuzzing").sha  # not replaced: the packaged one
 
 
-@pytest.mark.parametrize("text, message", [
-    ("no headers at all", "no '=== system|user|assistant ===' section"),
-    ("=== user ===\nhi\n=== assistant ===\nyo", "the last section must be"),
-    ("=== user ===\n$nope", "placeholder $nope has no value"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("no headers at all", "no '=== system|user|assistant ===' section"),
+        ("=== user ===\nhi\n=== assistant ===\nyo", "the last section must be"),
+        ("=== user ===\n$nope", "placeholder $nope has no value"),
+    ],
+)
 def test_bad_templates_fail_in_one_line_naming_the_file(tmp_path, text, message):
     (tmp_path / "detection.txt").write_text(text)
     with pytest.raises(PromptError) as e:
@@ -59,13 +64,25 @@ def test_bad_templates_fail_in_one_line_naming_the_file(tmp_path, text, message)
 
 def test_explainer_request_shows_activations_and_asks_for_schema_json():
     spec = EXPLAINERS["activations"]
-    req = build_request(spec, PromptLibrary(), [ex([" a", " cat"], [0, 2.0])], threshold=0.3, scale=4.0,
-                        max_tokens=50, seed=3, json_output=True)  # fmt: skip
+    req = build_request(
+        spec,
+        PromptLibrary(),
+        [ex([" a", " cat"], [0, 2.0])],
+        threshold=0.3,
+        scale=4.0,
+        max_tokens=50,
+        seed=3,
+        json_output=True,
+    )
     user = req.messages[-1]["content"]
     assert "Excerpt 1:  a<< cat>>" in user and "Activations: cat (5)" in user
     assert req.json_schema["required"] == ["explanation"] and req.seed == 3
-    assert build_request(EXPLAINERS["cot"], PromptLibrary(), [], threshold=0.3, scale=1, max_tokens=50, seed=0,
-                         json_output=False).max_tokens == 200  # fmt: skip
+    assert (
+        build_request(
+            EXPLAINERS["cot"], PromptLibrary(), [], threshold=0.3, scale=1, max_tokens=50, seed=0, json_output=False
+        ).max_tokens
+        == 200
+    )
 
 
 def test_explanations_parse_or_fail_with_a_reason():
@@ -96,10 +113,16 @@ def test_labels_parse_count_and_failures():
 
 
 def test_label_probabilities_come_from_the_label_tokens_logprobs():
-    lp = [TokenLogprob('{"', 0.0), TokenLogprob("labels", 0.0), TokenLogprob('":', 0.0), TokenLogprob(" [", 0.0),
-          TokenLogprob("1", math.log(0.6), {"1": math.log(0.6), "0": math.log(0.2), "2": math.log(0.2)}),
-          TokenLogprob(",", 0.0), TokenLogprob(" 0", math.log(0.5), {" 0": math.log(0.5), "0": math.log(0.3)}),
-          TokenLogprob("]}", 0.0)]  # fmt: skip
+    lp = [
+        TokenLogprob('{"', 0.0),
+        TokenLogprob("labels", 0.0),
+        TokenLogprob('":', 0.0),
+        TokenLogprob(" [", 0.0),
+        TokenLogprob("1", math.log(0.6), {"1": math.log(0.6), "0": math.log(0.2), "2": math.log(0.2)}),
+        TokenLogprob(",", 0.0),
+        TokenLogprob(" 0", math.log(0.5), {" 0": math.log(0.5), "0": math.log(0.3)}),
+        TokenLogprob("]}", 0.0),
+    ]
     labels, probs, err = parse_labels(resp('{"labels": [1, 0]}', lp), 2)
     assert err is None and labels == [1, 0]
     assert probs[0] == pytest.approx(0.6 / 0.8)  # renormalised over "0" and "1"
@@ -110,17 +133,24 @@ def test_label_probabilities_come_from_the_label_tokens_logprobs():
 
 def test_label_requests_chunk_items_and_constrain_the_count():
     items = [Item(i, f"text {i}", i % 2, 1) for i in range(7)]
-    batches = label_requests(PromptLibrary().get("detection"), "expl", items, 3, seed=0, top_logprobs=5, json_output=True)
+    batches = label_requests(
+        PromptLibrary().get("detection"), "expl", items, 3, seed=0, top_logprobs=5, json_output=True
+    )
     assert [len(chunk) for _, chunk in batches] == [3, 3, 1]
     req = batches[2][0]
-    assert req.json_schema["properties"]["labels"]["minItems"] == 1 == req.json_schema["properties"]["labels"]["maxItems"]
+    assert (
+        req.json_schema["properties"]["labels"]["minItems"] == 1 == req.json_schema["properties"]["labels"]["maxItems"]
+    )
     assert "Excerpt 1: text 6" in req.messages[-1]["content"] and req.top_logprobs == 5
 
 
 def test_fuzzing_marks_wrong_tokens_on_a_share_spread_over_deciles():
     rng = np.random.default_rng(0)
-    acts = [ex([" a", " b", " c", " d", " e"], [0, 0, 4.0, 0, 0], decile=d, window=10 * d + k)
-            for d in range(1, 8) for k in range(1)]  # fmt: skip
+    acts = [
+        ex([" a", " b", " c", " d", " e"], [0, 0, 4.0, 0, 0], decile=d, window=10 * d + k)
+        for d in range(1, 8)
+        for k in range(1)
+    ]
     items = fuzzing_items(acts, 0.3, 2 / 7, rng)
     wrong = [it for it in items if it.label == 0]
     assert len(items) == 7 and len(wrong) == 2  # round(2/7 x 7), even with one example per decile

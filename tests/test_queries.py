@@ -14,7 +14,7 @@ def test_windows_match_truth(filled_store):
     seqs = store.sequences(range(store.n_sequences()))
     for w in wins:
         assert len(w.tokens) == 4
-        np.testing.assert_array_equal(w.tokens, seqs[w.seq][w.start:w.start + 4])
+        np.testing.assert_array_equal(w.tokens, seqs[w.seq][w.start : w.start + 4])
         for i, a in enumerate(w.acts):
             g = w.seq * 16 + w.start + i
             assert a == np.float32(truth.get((latent, g), 0.0))

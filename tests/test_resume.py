@@ -16,14 +16,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_same_database, batch_cmd, copy_db, fill_store, invoke_cli, rows, run_cli, write_config
 
 from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import CacheConfig, Config
-from autointerp.engine.interpretation.interpret import InterpretError, Interpreter
+from autointerp.engine.interpretation.interpret import Interpreter, InterpretError
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.stats import compute_latent_stats, latent_stats
-
-from conftest import assert_same_database, batch_cmd, copy_db, fill_store, invoke_cli, rows, run_cli, write_config
 
 # One run, killed in turn at each place below, each resumed run going on from where the last died. The comment
 # says what the resumed run finds committed when it starts.
@@ -52,8 +51,9 @@ def test_kill_9_after_any_commit_of_any_stage_resumes_to_the_uninterrupted_datab
         assert rows(db, count_sql)[0][0] == expected, where
         if where.startswith("cache.stats"):  # a partial statistics table is never taken for a finished one
             with ActivationStore.open(db, readonly=True) as store:
-                assert not store.stats_done(32) and not cache_is_complete(store, CacheConfig(
-                    n_tokens=8192, chunk_tokens=2048, batch_size=8))  # fmt: skip
+                assert not store.stats_done(32) and not cache_is_complete(
+                    store, CacheConfig(n_tokens=8192, chunk_tokens=2048, batch_size=8)
+                )
                 with pytest.raises(InterpretError, match="not finished"):
                     Interpreter(Config(db=str(db)), store, None)
     done = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
@@ -70,8 +70,22 @@ def test_kill_9_inside_an_export_leaves_no_partial_output_and_the_rerun_writes_i
     assert r.returncode == 0, r.stderr
     out = tmp_path / "out"
     env = dict(os.environ, AUTOINTERP_KILL_AT="export:2")
-    killed = subprocess.run([sys.executable, "-m", "autointerp.engine.commands.cli", "export", str(db), "--format", "delphi",
-                             "--out", str(out)], capture_output=True, text=True, env=env)  # fmt: skip
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autointerp.engine.commands.cli",
+            "export",
+            str(db),
+            "--format",
+            "delphi",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert killed.returncode == -signal.SIGKILL
     assert not out.exists()  # the folder appears whole or not at all (its partial twin is hidden beside it)
     again = invoke_cli("export", str(db), "--format", "delphi", "--out", str(out))
@@ -106,8 +120,14 @@ def test_statistics_resume_from_their_last_commit_and_are_redone_when_the_chunks
         assert compute_latent_stats(store, window_len=4) == 0  # done: nothing to do
         # One more chunk committed: the finished statistics no longer describe the file, and are redone whole.
         seqs = np.ones((2, 16), np.int64)
-        store.write_chunk(ChunkInfo(2, 4, 2, 30, 1), seqs, np.array([7], np.int32), np.array([3], np.uint16),
-                          np.array([9.5], np.float16), 0.0)  # fmt: skip
+        store.write_chunk(
+            ChunkInfo(2, 4, 2, 30, 1),
+            seqs,
+            np.array([7], np.int32),
+            np.array([3], np.uint16),
+            np.array([9.5], np.float16),
+            0.0,
+        )
         assert not store.stats_done(4)
         assert compute_latent_stats(store, window_len=4) == 2500
         assert store.latent_stats(7)["max_act"] == 9.5
@@ -129,8 +149,10 @@ def test_an_old_database_killed_inside_its_statistics_is_recomputed_not_kept(rea
         c.execute("delete from latents where latent >= 1000")
         c.execute("update meta set value = '5' where key = 'schema_version'")
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f'db = "{db}"\nprofile = "cpu"\n[batch]\nstages = ["cache"]\n'
-                   "[cache]\nn_tokens = 8192\nchunk_tokens = 4096\nbatch_size = 8\n")  # fmt: skip
+    cfg.write_text(
+        f'db = "{db}"\nprofile = "cpu"\n[batch]\nstages = ["cache"]\n'
+        "[cache]\nn_tokens = 8192\nchunk_tokens = 4096\nbatch_size = 8\n"
+    )
     r = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "cache already complete" not in r.stderr
@@ -143,8 +165,19 @@ def test_a_corpus_that_ran_out_is_a_complete_cache_and_is_not_read_again(tmp_pat
     corpus = tmp_path / "c.txt"
     corpus.write_text(" ".join(f"word{i % 97}" for i in range(3000)))  # a few thousand tokens, less than asked
     db = tmp_path / "x.db"
-    args = ["cache", "--db", str(db), "--corpus", str(corpus), "--n-tokens", "65536", "--seq-len", "128",
-            "--batch-size", "8"]  # fmt: skip
+    args = [
+        "cache",
+        "--db",
+        str(db),
+        "--corpus",
+        str(corpus),
+        "--n-tokens",
+        "65536",
+        "--seq-len",
+        "128",
+        "--batch-size",
+        "8",
+    ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     assert "corpus ran out" in first.stderr
@@ -154,8 +187,10 @@ def test_a_corpus_that_ran_out_is_a_complete_cache_and_is_not_read_again(tmp_pat
         n_chunks, fingerprint = len(store.chunks()), store.chunk_fingerprint()
     corpus.unlink()  # complete: the batch needs the corpus no more, and does not read it again
     cfg = tmp_path / "b.toml"
-    cfg.write_text(f'db = "{db}"\n[batch]\nstages = ["cache"]\n[cache]\ncorpus = "{corpus}"\nn_tokens = 65536\n'
-                   "seq_len = 128\nbatch_size = 8\n")  # fmt: skip
+    cfg.write_text(
+        f'db = "{db}"\n[batch]\nstages = ["cache"]\n[cache]\ncorpus = "{corpus}"\nn_tokens = 65536\n'
+        "seq_len = 128\nbatch_size = 8\n"
+    )
     again = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
     assert again.returncode == 0 and "cache already complete" in again.stderr, again.stderr[-2000:]
     with ActivationStore.open(db, readonly=True) as store:

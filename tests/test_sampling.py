@@ -4,15 +4,13 @@ import sqlite3
 
 import pytest
 import torch
+from conftest import fill_store
 
-from autointerp.engine.config import SampleConfig
 from autointerp.engine.activations.neighbours import CoactivationIndex, DecoderNeighbours
-from autointerp.engine.config import Config, resolve_profile
+from autointerp.engine.config import Config, SampleConfig, resolve_profile
 from autointerp.engine.interpretation.sampling import ExampleSampler, NegativeSources
 from autointerp.store.queries import WindowQueries
 from autointerp.store.results import SampleSet
-
-from conftest import fill_store
 
 N_LATENTS = 64
 
@@ -20,8 +18,14 @@ N_LATENTS = 64
 @pytest.fixture(scope="module")
 def queries(tmp_path_factory):
     # 64 sequences of 64 tokens, windows of 8: 512 windows; each latent fires in ~100 of them.
-    store, _ = fill_store(tmp_path_factory.mktemp("s") / "s.db", n_chunks=4, seq_len=64, chunk_seqs=16,
-                          num_latents=N_LATENTS, n_tokens_target=4096)  # fmt: skip
+    store, _ = fill_store(
+        tmp_path_factory.mktemp("s") / "s.db",
+        n_chunks=4,
+        seq_len=64,
+        chunk_seqs=16,
+        num_latents=N_LATENTS,
+        n_tokens_target=4096,
+    )
     yield WindowQueries(store, window_len=8)
     store.close()
 

@@ -33,7 +33,9 @@ class WordOverlap(Scorer):
     primary_metric = "f1"
 
     def prepare(self, ctx, latent, sample_set, act, non, rng) -> list[Item]:
-        items = [Item(ex.window, plain(ex), 1, ex.decile) for ex in act] + [Item(ex.window, plain(ex), 0, 0) for ex in non]
+        items = [Item(ex.window, plain(ex), 1, ex.decile) for ex in act] + [
+            Item(ex.window, plain(ex), 0, 0) for ex in non
+        ]
         return [items[i] for i in rng.permutation(len(items))]
 
     async def run(self, ctx, explanation, items) -> Scored:
@@ -82,12 +84,15 @@ def test_a_registered_scorer_runs_through_the_score_stage_and_the_report(toy, re
                     texts = {e.window: plain(e) for e in interp.examples(latent, held_out)}
                     wanted = words(r["explanation"])
                     assert [o["prediction"] for o in r["outcomes"]] == [
-                        int(bool(wanted & words(texts[o["window"]]))) for o in r["outcomes"]]
+                        int(bool(wanted & words(texts[o["window"]]))) for o in r["outcomes"]
+                    ]
                     tp = sum(o["label"] and o["prediction"] for o in r["outcomes"])
                     fp = sum(not o["label"] and o["prediction"] for o in r["outcomes"])
                     fn = sum(o["label"] and not o["prediction"] for o in r["outcomes"])
                     assert (r["tp"], r["fp"], r["fn"]) == (tp, fp, fn)
-                    assert r["f1"] == (None if not tp + fp or not tp + fn else pytest.approx(2 * tp / (2 * tp + fp + fn)))
+                    assert r["f1"] == (
+                        None if not tp + fp or not tp + fn else pytest.approx(2 * tp / (2 * tp + fp + fn))
+                    )
                     hits += tp if not r["control"] else 0
                     assert r["settings"] == {"words": sorted(wanted)}
                 assert rows[0]["n"] == len(held_out) > 0
@@ -104,7 +109,13 @@ def test_a_registered_scorer_runs_through_the_score_stage_and_the_report(toy, re
     cfg.batch.stages, cfg.batch.latents = ["score"], "top:2"
     dry = plan(cfg)
     assert dry["cache"]["complete"] and dry["llm_stages"][f"score/{toy}"] == {
-        "latents": 0, "calls": 0, "prompt_tokens": 0, "max_output_tokens": 0, "basis": "no LLM", "exact": True}
+        "latents": 0,
+        "calls": 0,
+        "prompt_tokens": 0,
+        "max_output_tokens": 0,
+        "basis": "no LLM",
+        "exact": True,
+    }
 
 
 def test_the_config_accepts_exactly_the_registrys_scorer_names(toy, tmp_path):
@@ -127,8 +138,16 @@ def test_an_unregistered_scorer_is_refused_by_the_config(tmp_path):
 
 
 # The seed stream of each scorer that has stored results: changing one changes which excerpts it shows.
-PINNED_STREAMS = {"detection": 1, "fuzzing": 2, "embedding": 1, "surprisal": 1, "simulation": 3, "intruder": 4,
-                  "generation": 5, "intervention": 6}  # fmt: skip
+PINNED_STREAMS = {
+    "detection": 1,
+    "fuzzing": 2,
+    "embedding": 1,
+    "surprisal": 1,
+    "simulation": 3,
+    "intruder": 4,
+    "generation": 5,
+    "intervention": 6,
+}
 SAME_EXCERPTS = {"detection", "embedding", "surprisal"}  # share a stream on purpose: the same plain excerpts
 
 
@@ -143,8 +162,10 @@ def test_every_scorer_declares_its_own_stream_and_the_stored_ones_are_pinned():
     # those that share a stream prepare the same excerpts from it
     act = [Example(10 + i, ["a", f" w{i}"], np.array([0.0, 1.0 + i], np.float32), 1 + i % 3) for i in range(6)]
     non = [Example(50 + i, ["b", f" n{i}"], np.zeros(2, np.float32), 0) for i in range(5)]
-    drawn = {name: SCORERS[name].prepare(None, 3, None, act, non, np.random.default_rng([0, 3, 1]))["items"]
-             for name in SAME_EXCERPTS}  # fmt: skip
+    drawn = {
+        name: SCORERS[name].prepare(None, 3, None, act, non, np.random.default_rng([0, 3, 1]))["items"]
+        for name in SAME_EXCERPTS
+    }
     first = drawn["detection"]
     assert len(first) == 11 and all(d == first for d in drawn.values())
 

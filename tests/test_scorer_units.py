@@ -36,7 +36,10 @@ def test_intruder_answers_parse_with_probabilities_and_failures_say_why():
     idx, probs, err = intruder.parse_intruder(LLMResponse(text='{"intruder": 3}', logprobs=lp), 5)
     assert (idx, err) == (2, None) and probs[2] == pytest.approx(0.75) and probs[1] == pytest.approx(0.25)
     assert intruder.parse_intruder(LLMResponse(text="I think excerpt 2 is odd"), 5)[:1] == (1,)
-    assert intruder.parse_intruder(LLMResponse(text='{"intruder": 9}'), 5)[2] == "intruder 9 is not an excerpt number (1-5)"
+    assert (
+        intruder.parse_intruder(LLMResponse(text='{"intruder": 9}'), 5)[2]
+        == "intruder 9 is not an excerpt number (1-5)"
+    )
     assert intruder.parse_intruder(LLMResponse(text="no idea"), 5)[2] == "unparseable answer"
     assert intruder.parse_intruder(LLMResponse(error="timeout"), 5)[2] == "timeout"
 
@@ -95,26 +98,37 @@ def test_the_explainer_sees_the_median_target_and_every_pair():
 
 
 def test_the_dry_run_plans_each_scorers_llm_calls(tmp_path):
-    from autointerp.engine.config import CHOICES, Config, ScoreConfig
     from autointerp.engine.commands.estimate import plan
+    from autointerp.engine.config import CHOICES, Config, ScoreConfig
 
     cfg = Config(db=str(tmp_path / "none.db"), score=ScoreConfig(scorers=list(CHOICES["score.scorers"])))
     stages = plan(cfg)["llm_stages"]
     calls = {name: st["calls"] for name, st in stages.items()}
     # the cpu profile, 8 latents, real + control: 20 + 20 excerpts one per prompt, 4 simulated excerpts,
     # 20 // 4 intruder groups, one generation call, 3 KL targets x 8 prompts
-    assert calls == {"explain": 8, "score/detection": 8 * 2 * 40, "score/fuzzing": 8 * 2 * 20, "score/embedding": 0,
-                     "score/surprisal": 0, "score/simulation": 8 * 2 * 4, "score/intruder": 8 * 2 * 5,
-                     "score/generation": 8 * 2, "score/intervention": 8 * 2 * 24}  # fmt: skip
+    assert calls == {
+        "explain": 8,
+        "score/detection": 8 * 2 * 40,
+        "score/fuzzing": 8 * 2 * 20,
+        "score/embedding": 0,
+        "score/surprisal": 0,
+        "score/simulation": 8 * 2 * 4,
+        "score/intruder": 8 * 2 * 5,
+        "score/generation": 8 * 2,
+        "score/intervention": 8 * 2 * 24,
+    }
     assert stages["score/surprisal"]["basis"] == "no LLM" and stages["score/intervention"]["prompt_tokens"] > 0
 
 
-@pytest.mark.parametrize("line, message", [
-    ("kl_targets = [1.0, -2.0]", "'score.kl_targets': [1.0, -2.0] must be positive numbers"),
-    ("kl_targets = []", "'score.kl_targets'"),
-    ("intruder_group = 0", "'score.intruder_group': 0 must be at least 1"),
-    ('scorers = ["simulation", "telepathy"]', "'telepathy' is not one of"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("kl_targets = [1.0, -2.0]", "'score.kl_targets': [1.0, -2.0] must be positive numbers"),
+        ("kl_targets = []", "'score.kl_targets'"),
+        ("intruder_group = 0", "'score.intruder_group': 0 must be at least 1"),
+        ('scorers = ["simulation", "telepathy"]', "'telepathy' is not one of"),
+    ],
+)
 def test_bad_scorer_settings_are_one_clear_error(tmp_path, line, message):
     from autointerp.engine.config import ConfigError, load_config
 

@@ -6,20 +6,26 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import assert_metrics_match_outcomes, copy_db, share_subject
 
+from autointerp.engine.activations.steering import Steerer, steering_site
 from autointerp.engine.config import Config, ExplainConfig, SampleConfig, ScoreConfig
 from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
-from autointerp.engine.activations.steering import Steerer, steering_site
 from autointerp.store.browse import Browser
 from autointerp.store.db import ActivationStore
 
-from conftest import assert_metrics_match_outcomes, copy_db, share_subject
-
 NEW = ["surprisal", "simulation", "intruder", "generation", "intervention"]
-SCORE = ScoreConfig(scorers=NEW, simulation_examples=2, generation_texts=3, intervention_prompts=4,
-                    intervention_explain_prompts=2, intervention_prompt_tokens=24, intervention_new_tokens=6,
-                    kl_targets=[0.5, 2.0])  # fmt: skip
+SCORE = ScoreConfig(
+    scorers=NEW,
+    simulation_examples=2,
+    generation_texts=3,
+    intervention_prompts=4,
+    intervention_explain_prompts=2,
+    intervention_prompt_tokens=24,
+    intervention_new_tokens=6,
+    kl_targets=[0.5, 2.0],
+)
 SAMPLE = SampleConfig(n_explain=8, activating_per_decile=1, n_non_activating=10, min_windows=20)
 
 
@@ -184,7 +190,8 @@ def test_scoring_again_from_scratch_reproduces_the_stored_rows(scored, backend, 
         assert a["created_at"] != b["created_at"]  # really computed again
         assert [a[k] for k in counts] == [b[k] for k in counts], key
         assert [(o["window"], o["label"], o["prediction"], o["failed"]) for o in a["outcomes"]] == [
-            (o["window"], o["label"], o["prediction"], o["failed"]) for o in b["outcomes"]], key
+            (o["window"], o["label"], o["prediction"], o["failed"]) for o in b["outcomes"]
+        ], key
         for x, y in zip(a["outcomes"], b["outcomes"]):  # logprob-derived values may move in the last digits
             assert (x["probability"] is None) == (y["probability"] is None), key
             assert (x["probability"] or 0.0) == pytest.approx(y["probability"] or 0.0, abs=1e-3), key

@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import complete_and_close
 
 from autointerp.engine.config import LLMConfig
 from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob, make_backend
@@ -16,8 +17,6 @@ from autointerp.engine.interpretation.scorers.simulation import (
     simulation_request,
     simulation_schema,
 )
-
-from conftest import complete_and_close
 
 ERRORS = ("unparseable answer", "activation outside 0-10")  # plus "wrong number of activations (...)"
 
@@ -62,8 +61,13 @@ def test_correlations_constant_sides_give_none():
     assert out["correlation"] is None and out["mean_example_correlation"] is None
     assert (out["n_examples"], out["n_tokens"], out["n_example_correlations"]) == (2, 4, 0)
     none = simulation_correlations([np.array([1.0, 2.0])], [None])
-    assert none == {"correlation": None, "mean_example_correlation": None, "n_examples": 0, "n_tokens": 0,
-                    "n_example_correlations": 0}  # fmt: skip
+    assert none == {
+        "correlation": None,
+        "mean_example_correlation": None,
+        "n_examples": 0,
+        "n_tokens": 0,
+        "n_example_correlations": 0,
+    }
     with pytest.raises(ValueError):
         simulation_correlations([np.array([1.0, 2.0])], [np.array([1.0, 2.0, 3.0])])
 
@@ -73,14 +77,29 @@ def test_correlations_constant_sides_give_none():
 
 def test_expected_values_single_tokens_and_two_token_ten():
     text = '{"activations": [3, 10, 0, 9]}'
-    r = LLMResponse(text=text, logprobs=spelled(
-        '{"', "activ", "ations", '":', " [",
-        tok("3", {"3": 0.7, "4": 0.3}), ",", " ",                # E = 0.7*3 + 0.3*4 = 3.3
-        tok("1", {"1": 0.6, "2": 0.4}), "0", ",", " ",           # "10" is two tokens: keep 10
-        tok("0", {"0": 0.5, " 2": 0.25, "x": 0.25}), ",", " ",   # renormalised over digits: 2*0.25/0.75
-        tok("9", {"9": 0.5, "10": 0.5}),                         # a single-token "10" counts as 10: 9.5
-        "]}", "<|im_end|>",                                      # trailing end-of-turn text is allowed
-    ))  # fmt: skip
+    r = LLMResponse(
+        text=text,
+        logprobs=spelled(
+            '{"',
+            "activ",
+            "ations",
+            '":',
+            " [",
+            tok("3", {"3": 0.7, "4": 0.3}),
+            ",",
+            " ",  # E = 0.7*3 + 0.3*4 = 3.3
+            tok("1", {"1": 0.6, "2": 0.4}),
+            "0",
+            ",",
+            " ",  # "10" is two tokens: keep 10
+            tok("0", {"0": 0.5, " 2": 0.25, "x": 0.25}),
+            ",",
+            " ",  # renormalised over digits: 2*0.25/0.75
+            tok("9", {"9": 0.5, "10": 0.5}),  # a single-token "10" counts as 10: 9.5
+            "]}",
+            "<|im_end|>",  # trailing end-of-turn text is allowed
+        ),
+    )
     a = parse_simulation(r, 4)
     values, expected, error = a
     assert error is None
@@ -93,8 +112,12 @@ def test_expected_values_single_tokens_and_two_token_ten():
 def test_expected_values_fall_back_to_integers_when_misaligned():
     text = '{"activations": [3, 1]}'
     # logprobs that spell another answer (here "[4, 1]"): no position can be trusted
-    wrong = LLMResponse(text=text, logprobs=spelled('{"activations": [', tok("4", {"4": 0.5, "5": 0.5}), ", ",
-                                                    tok("1", {"1": 0.5, "2": 0.5}), "]}"))  # fmt: skip
+    wrong = LLMResponse(
+        text=text,
+        logprobs=spelled(
+            '{"activations": [', tok("4", {"4": 0.5, "5": 0.5}), ", ", tok("1", {"1": 0.5, "2": 0.5}), "]}"
+        ),
+    )
     a = parse_simulation(wrong, 2)
     assert a.error is None and a.expected.tolist() == [3.0, 1.0] and a.n_expected == 0
     # logprobs missing their tail (fewer tokens than the answer)
@@ -102,8 +125,12 @@ def test_expected_values_fall_back_to_integers_when_misaligned():
     a = parse_simulation(short, 2)
     assert a.expected.tolist() == [3.0, 1.0] and a.n_expected == 0
     # a token holding a number and more ("3,"): that position keeps its integer, the others align
-    merged = LLMResponse(text=text, logprobs=spelled('{"activations": [', tok("3,", {"3,": 0.5, "5,": 0.5}), " ",
-                                                     tok("1", {"1": 0.5, "2": 0.5}), "]}"))  # fmt: skip
+    merged = LLMResponse(
+        text=text,
+        logprobs=spelled(
+            '{"activations": [', tok("3,", {"3,": 0.5, "5,": 0.5}), " ", tok("1", {"1": 0.5, "2": 0.5}), "]}"
+        ),
+    )
     a = parse_simulation(merged, 2)
     assert a.expected.tolist() == [3.0, 1.5] and a.n_expected == 1
     # no logprobs at all: integers only, expected values None
@@ -162,19 +189,25 @@ def test_whitespace_tokens_are_visible_and_explanation_comes_first(template):
 # --- a real run -------------------------------------------------------------------------------------
 
 EXCERPTS = [
-    (["The", " cat", " sat", " on", " the", " mat", ".", "\n", "A", " cat", " purred", " softly"],
-     np.array([0, 9, 1, 0, 0, 0, 0, 0, 0, 10, 3, 0], float)),
-    (["Stock", " prices", " fell", " on", " Monday", " as", " investors", "  ", "worried", " about", " rates", "."],
-     np.zeros(12)),
-]  # fmt: skip
+    (
+        ["The", " cat", " sat", " on", " the", " mat", ".", "\n", "A", " cat", " purred", " softly"],
+        np.array([0, 9, 1, 0, 0, 0, 0, 0, 0, 10, 3, 0], float),
+    ),
+    (
+        ["Stock", " prices", " fell", " on", " Monday", " as", " investors", "  ", "worried", " about", " rates", "."],
+        np.zeros(12),
+    ),
+]
 
 
 def test_real_llamacpp_run_parses_with_expected_values(template):
     # One thread: on the shared 2-core machine llama.cpp's spinning thread barriers can turn a 2 s call
     # into 30+ s when another process holds a core.
     backend = make_backend(LLMConfig(n_threads=1))
-    requests = [simulation_request(template, "the word cat", toks, seed=0, top_logprobs=10, json_output=True)
-                for toks, _ in EXCERPTS]  # fmt: skip
+    requests = [
+        simulation_request(template, "the word cat", toks, seed=0, top_logprobs=10, json_output=True)
+        for toks, _ in EXCERPTS
+    ]
     t0 = time.perf_counter()
     responses = complete_and_close(backend, requests)
     seconds = time.perf_counter() - t0
@@ -189,8 +222,10 @@ def test_real_llamacpp_run_parses_with_expected_values(template):
             assert a.n_expected == int((a.values < 10).sum())
         else:
             assert a.error in ERRORS or a.error.startswith("wrong number of activations"), a.error
-        print(f"simulation real run: prompt {r.prompt_tokens} tok (cached {r.cached_tokens}), "
-              f"output {r.output_tokens} tok, {r.latency_s:.2f} s, answer {r.text!r}, error {a.error}")  # fmt: skip
+        print(
+            f"simulation real run: prompt {r.prompt_tokens} tok (cached {r.cached_tokens}), "
+            f"output {r.output_tokens} tok, {r.latency_s:.2f} s, answer {r.text!r}, error {a.error}"
+        )
     print(f"simulation real run: {parsed}/2 parsed in {seconds:.1f} s")
     # The schema constrains the format: both answers parse (SmolLM2's content is still weak).
     assert parsed == 2, [a.error for a in answers]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from autointerp.engine.activations.coders import NeuronCoder
-from autointerp.engine.config import CacheConfig
 from autointerp.engine.activations.setup import prepare
 from autointerp.engine.activations.steering import Steerer, SteeringError, SteeringSite, steering_site
+from autointerp.engine.config import CacheConfig
 
 TEXT = (
     "The village sat at the edge of a wide river, and every morning the fishermen pushed their boats into the "
@@ -128,8 +128,10 @@ def test_searched_strengths_move_the_next_token_and_the_latent_in_order(parts, s
         assert None not in strengths and strengths == sorted(set(strengths)), strengths  # strictly increasing
         clean = steerer.next_token_logprobs(prompts, 0.0)
         top = clean.argmax(-1, keepdim=True)
-        lost = [float((clean.gather(1, top) - steerer.next_token_logprobs(prompts, s).gather(1, top)).mean())
-                for s in strengths]  # fmt: skip
+        lost = [
+            float((clean.gather(1, top) - steerer.next_token_logprobs(prompts, s).gather(1, top)).mean())
+            for s in strengths
+        ]
         assert lost == sorted(lost) and lost[0] > 0 and lost[-1] > 1.0, (latent, lost)  # nats of log-probability
         steered = steerer.generate(prompts, strengths[-1], 8)
         assert steered.shape == clean_continuation.shape == (3, 8)

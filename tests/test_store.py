@@ -2,13 +2,12 @@ import sqlite3
 
 import numpy as np
 import pytest
+from conftest import base_provenance, fill_store
 
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
-from autointerp.store.schema import SCHEMA_VERSION
 from autointerp.store.queries import WindowQueries
+from autointerp.store.schema import SCHEMA_VERSION
 from autointerp.store.stats import compute_latent_stats
-
-from conftest import base_provenance, fill_store
 
 
 def test_roundtrip_latent_major(filled_store):
@@ -111,13 +110,18 @@ def test_readonly_open_while_writer_holds_db(filled_store):
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             ro.db.execute("delete from activations")
         # ... and does not block the writer (WAL): a chunk committed meanwhile is visible to the reader.
-        store.write_chunk(ChunkInfo(2, 4, 2, 30, 1), np.ones((2, 16), np.int64), np.array([7], np.int32),
-                          np.array([3], np.uint16), np.array([9.5], np.float16), 0.0)  # fmt: skip
+        store.write_chunk(
+            ChunkInfo(2, 4, 2, 30, 1),
+            np.ones((2, 16), np.int64),
+            np.array([7], np.int32),
+            np.array([3], np.uint16),
+            np.array([9.5], np.float16),
+            0.0,
+        )
         assert ro.db.execute("select count(*), sum(nnz) from chunks").fetchone() == (3, len(truth) + 1)
     finally:
         ro.close()
     assert store.nnz() == len(truth) + 1
-
 
 
 def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
@@ -136,6 +140,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
         assert int(v) == SCHEMA_VERSION == 6
         assert {"samples", "sample_sets", "explanations", "scores", "runs", "progress", "stages"} <= set(
-            store.db.table_names())
+            store.db.table_names()
+        )
         event = store.events()[0]
         assert event["message"] == "done" and event["run"] is None  # v3 added the column, kept the row

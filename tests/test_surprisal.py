@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autointerp.engine.activations.model import SubjectModel
 from autointerp.engine.interpretation.llm.llamacpp import resolve_gguf
 from autointerp.engine.interpretation.metrics import classification_metrics
-from autointerp.engine.activations.model import SubjectModel
 from autointerp.engine.interpretation.scorers.base import Item
 from autointerp.engine.interpretation.surprisal import (
     EMPTY_TEXT,

@@ -90,8 +90,12 @@ def test_list_and_detail_follow_the_cursor(db):
         await until(pilot, lambda: app.shown_latent == 2)
         text = detail_text(app)
         expl = sql(db, "select text from explanations where latent = 2")[0][0]
-        bal, ctrl = (r[0] for r in sql(db, "select balanced_accuracy from scores where latent = 2 and"
-                                           " scorer = 'detection' order by control"))  # fmt: skip
+        bal, ctrl = (
+            r[0]
+            for r in sql(
+                db, "select balanced_accuracy from scores where latent = 2 and scorer = 'detection' order by control"
+            )
+        )
         assert expl in text
         assert re.search(rf"detection\s+balanced_accuracy\s+{bal:.3f}\s+{ctrl:.3f}", text), text
         # Examples by decile, strongest first, and the logit lens through the vocab table.
@@ -113,23 +117,38 @@ def test_sort_filter_and_search_match_sql(db):
         while app.sort != "detection":
             await pilot.press("s")
         await until(pilot, lambda: app.order_settled)  # orders are read on a worker thread
-        want = [r[0] for r in sql(db, "select l.latent from latents l left join scores s on s.latent = l.latent and"
-                                      " s.scorer = 'detection' and s.control = 0 order by s.balanced_accuracy is null,"
-                                      " s.balanced_accuracy desc, l.latent")]  # fmt: skip
+        want = [
+            r[0]
+            for r in sql(
+                db,
+                "select l.latent from latents l left join scores s on s.latent = l.latent and"
+                " s.scorer = 'detection' and s.control = 0 order by s.balanced_accuracy is null,"
+                " s.balanced_accuracy desc, l.latent",
+            )
+        ]
         assert lst.ids.tolist() == want
         await pilot.press("r")
         await until(pilot, lambda: app.order_settled)
-        assert lst.ids.tolist()[: len(want) // 2] == sorted(
-            want[: sum(1 for r in sql(db, "select 1 from scores where scorer='detection' and control=0"))],
-            key=lambda x: dict(sql(db, "select latent, balanced_accuracy from scores where scorer='detection'"
-                                       " and control=0"))[x])[: len(want) // 2]  # fmt: skip
+        assert (
+            lst.ids.tolist()[: len(want) // 2]
+            == sorted(
+                want[: sum(1 for r in sql(db, "select 1 from scores where scorer='detection' and control=0"))],
+                key=lambda x: dict(
+                    sql(db, "select latent, balanced_accuracy from scores where scorer='detection' and control=0")
+                )[x],
+            )[: len(want) // 2]
+        )
         # Score-range filter plus full-text search (prefix match on the last word).
         await pilot.press("slash")
         await pilot.press(*"detection<0.7 w12", "enter")
         await until(pilot, lambda: app.order_settled)
         got = set(lst.ids.tolist())
-        low = {r[0] for r in sql(db, "select latent from scores where scorer='detection' and control=0"
-                                     " and balanced_accuracy < 0.7")}  # fmt: skip
+        low = {
+            r[0]
+            for r in sql(
+                db, "select latent from scores where scorer='detection' and control=0 and balanced_accuracy < 0.7"
+            )
+        }
         named = {r[0] for r in sql(db, "select latent, text from explanations") if re.search(r'"w12\d*"', r[1])}
         assert got == low & named and len(got) > 0
         # An unknown column is reported and changes nothing.
@@ -154,8 +173,11 @@ def test_palette_jumps_to_a_latent_and_neighbours_jump(db):
         await pilot.press("enter")
         await until(pilot, lambda: app.shown_latent == 123)
         assert app.query_one(LatentList).latent == 123
-        first = int(np.asarray(__import__("json").loads(sql(db, "select neighbours from directions where latent = 123")
-                                                         [0][0]))[0][0])  # fmt: skip
+        first = int(
+            np.asarray(__import__("json").loads(sql(db, "select neighbours from directions where latent = 123")[0][0]))[
+                0
+            ][0]
+        )
         app.query_one("#detail", LatentDetailView).focus()
         await pilot.press("n")
         await pilot.pause(0.2)
@@ -193,11 +215,16 @@ def test_terminal_escapes_in_the_database_are_shown_not_obeyed(db):
     red, title, bidi = "\x1b[31mRED", "\x1b]0;pwned\x07", "abc\u202edef"
     with sqlite3.connect(db) as c:
         c.execute("update explanations set text = ? where latent = ?", [f"fires on {red} {bidi}", latent])
-        c.execute("insert or replace into audits (latent, explainer, rating, explanation, note, flagged, explanation_seen,"
-                  " created_at, updated_at) values (?, 'default', 'wrong', ?, ?, 0, '', 't', 't')",
-                  [latent, f"mine {title}", f"note {red}"])  # fmt: skip
-        c.execute("insert into events (at, stage, kind, message, data) values ('2026-01-01T00:00:00', 'score', "
-                  "'warning', ?, '{}')", [f"server said {red}"])  # fmt: skip
+        c.execute(
+            "insert or replace into audits (latent, explainer, rating, explanation, note, flagged, explanation_seen,"
+            " created_at, updated_at) values (?, 'default', 'wrong', ?, ?, 0, '', 't', 't')",
+            [latent, f"mine {title}", f"note {red}"],
+        )
+        c.execute(
+            "insert into events (at, stage, kind, message, data) values ('2026-01-01T00:00:00', 'score', "
+            "'warning', ?, '{}')",
+            [f"server said {red}"],
+        )
     app = AutointerpApp(db, poll_s=3600)
     seen = {}
 
@@ -253,8 +280,9 @@ def test_monitor_follows_a_run_written_by_another_process(db):
         await until(pilot, lambda: pane.snapshot.runs[0]["status"] == "done")
         # A run that stopped writing its heartbeat long ago reads as probably killed.
         with sqlite3.connect(db) as c:
-            c.execute("update runs set status = 'running', updated_at = '2026-01-01T00:00:00+00:00' where id = ?",
-                      [log.id])  # fmt: skip
+            c.execute(
+                "update runs set status = 'running', updated_at = '2026-01-01T00:00:00+00:00' where id = ?", [log.id]
+            )
         await until(pilot, lambda: "probably killed" in str(pane.query_one(".m-head").render()))
 
     drive(app, steps)
@@ -277,8 +305,14 @@ def test_audit_ratings_are_stored_with_time_stamps(db):
         await pilot.press("o", *"my own words", "enter")
         await pilot.press("n", *"odd one", "enter", "f", "w")
         await pilot.pause()
-        rows = {r[0]: r[1:] for r in sql(db, "select latent, rating, explanation, note, flagged, created_at,"
-                                             " updated_at, explanation_seen from audits")}  # fmt: skip
+        rows = {
+            r[0]: r[1:]
+            for r in sql(
+                db,
+                "select latent, rating, explanation, note, flagged, created_at,"
+                " updated_at, explanation_seen from audits",
+            )
+        }
         assert rows[first][0] == "correct"
         assert rows[second][:4] == ("wrong", "my own words", "odd one", 1)
         assert rows[second][4] <= rows[second][5] and rows[second][6]
@@ -300,8 +334,11 @@ def test_audit_ratings_are_stored_with_time_stamps(db):
 def test_agreement_between_ratings_and_scores(db):
     from autointerp.store.audits import agreement, write_audit
 
-    scores = sql(db, "select latent, balanced_accuracy from scores where scorer='detection' and control=0"
-                     " order by balanced_accuracy")  # fmt: skip
+    scores = sql(
+        db,
+        "select latent, balanced_accuracy from scores where scorer='detection' and control=0"
+        " order by balanced_accuracy",
+    )
     # Rate the 10 lowest wrong and the 10 highest correct: a perfect rank agreement.
     for latent, _ in scores[:10]:
         write_audit(db, latent, "default", None, rating="wrong")

@@ -8,8 +8,11 @@ import re
 from pathlib import Path
 
 TUI = Path(__file__).parents[1] / "tui"
-SQL = re.compile(r"\bselect\b.+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b"
-                 r"|\bpragma\b|\bcreate\s+(table|index|view)\b|\bmax\(\w+\)|\bcount\(\*\)", re.I | re.S)  # fmt: skip
+SQL = re.compile(
+    r"\bselect\b.+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b"
+    r"|\bpragma\b|\bcreate\s+(table|index|view)\b|\bmax\(\w+\)|\bcount\(\*\)",
+    re.I | re.S,
+)
 EXECUTE = {"execute", "executemany", "executescript"}
 DB_MODULES = {"sqlite3", "sqlite_utils", "apsw"}
 

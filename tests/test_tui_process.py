@@ -17,11 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import batch_cmd, copy_db, free_port, rows, stop_process, write_config
 
 from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.tui.heatmap import visible
-
-from conftest import batch_cmd, copy_db, free_port, rows, stop_process, write_config
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +51,13 @@ class Tmux:
         self.screen = ""  # the last capture, for failure messages
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run(["tmux", "-L", self.socket, "-f", "/dev/null", *args], capture_output=True, text=True,
-                           env=self.env, timeout=30)  # fmt: skip
+        r = subprocess.run(
+            ["tmux", "-L", self.socket, "-f", "/dev/null", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=30,
+        )
         if check:
             assert r.returncode == 0, f"tmux {' '.join(args)}: {r.stderr}"
         return r
@@ -118,8 +122,9 @@ def test_tui_in_tmux_while_a_batch_writes(real_cache_db, tmp_path):
         tmux.wait_for(
             "a running explain/score stage",
             lambda s: re.search(r"run \d+: running", s) and re.search(r"(explain|score)\s+\d+/2 latents", s),
-            timeout=90, proc=batch,
-        )  # fmt: skip
+            timeout=90,
+            proc=batch,
+        )
         try:
             code = batch.wait(240)
         except subprocess.TimeoutExpired:
@@ -152,8 +157,9 @@ def test_tui_in_tmux_while_a_batch_writes(real_cache_db, tmp_path):
             tmux("send-keys", "-t", "tui", "s")
             time.sleep(0.5)
         tmux("send-keys", "-t", "tui", "g")  # the cursor stayed on latent 0 wherever it went: back to the top
-        screen = tmux.wait_for("an explanation from the database",
-                               lambda s: "sort: frequency ↓" in s and all(p in s for p in prefixes), 10)  # fmt: skip
+        screen = tmux.wait_for(
+            "an explanation from the database", lambda s: "sort: frequency ↓" in s and all(p in s for p in prefixes), 10
+        )
         assert "Traceback" not in screen
 
         # `q` quits: the TUI exits with status 0 and the tmux session ends with it.
@@ -185,8 +191,12 @@ def test_serve_binds_loopback_only(tmp_path):
     port = free_port()
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([tui_script(), str(db), "--serve", "--port", str(port)], stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            [tui_script(), str(db), "--serve", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     server = psutil.Process(proc.pid)
 
     def server_log() -> str:

@@ -59,21 +59,22 @@ def showing(latent: int, *keys: str):
 
 
 def test_latent_browser(snap_compare, db):
-    assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=SIZE,
-                        run_before=showing(2, "down", "down"))  # fmt: skip
+    assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=SIZE, run_before=showing(2, "down", "down"))
 
 
 def test_markup_in_corpus_is_literal(snap_compare, db):
     with sqlite3.connect(db) as c:
         c.execute("update vocab set token = '[bold red]x[/]' where id = ?", [home_token(3, 4096)])
         c.execute("update explanations set text = ? where latent = 3", ['"[/]" and [b]tags[/b]'])
-    assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=SIZE,
-                        run_before=showing(3, "down", "down", "down"))  # fmt: skip
+    assert snap_compare(
+        AutointerpApp(db, poll_s=3600), terminal_size=SIZE, run_before=showing(3, "down", "down", "down")
+    )
 
 
 def test_no_color_keeps_strength(snap_compare, db):
-    assert snap_compare(AutointerpApp(db, poll_s=3600, mono=True), terminal_size=SIZE,
-                        run_before=showing(2, "down", "down"))  # fmt: skip
+    assert snap_compare(
+        AutointerpApp(db, poll_s=3600, mono=True), terminal_size=SIZE, run_before=showing(2, "down", "down")
+    )
 
 
 def test_monitor_of_a_finished_run(snap_compare, db):

@@ -147,8 +147,9 @@ class AutointerpApp(App):
             with TabPane("Latents [2]", id="latents"):
                 with Horizontal():
                     with Vertical(id="browse-left"):
-                        yield Input(placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3",
-                                    id="query")  # fmt: skip
+                        yield Input(
+                            placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3", id="query"
+                        )
                         yield Static("", id="list-status")
                         yield Static("", id="list-header")
                         yield LatentList(self.browser, id="list")
@@ -227,14 +228,16 @@ class AutointerpApp(App):
             lst.set_order(message.ids, explainer, message.scorers, keep=keep)
             self.query_one("#list-header", Static).update(Text(lst.header()))
             ids, total = message.ids, message.total
-        status = Text(f"{len(ids):,} of {total:,} latents   sort: {sort} {'↓' if descending else '↑'}"
-                      f"   explainer: {explainer}")  # fmt: skip
+        status = Text(
+            f"{len(ids):,} of {total:,} latents   sort: {sort} {'↓' if descending else '↑'}   explainer: {explainer}"
+        )
         if query:
             status.append(f"   query: {query}")
         self.query_one("#list-status", Static).update(status)
         if not len(ids):
             self.query_one("#detail", LatentDetailView).show_message(
-                "no latents match" if total else "this database holds no latents yet (the cache has not finished)")
+                "no latents match" if total else "this database holds no latents yet (the cache has not finished)"
+            )
 
     def on_latent_list_highlighted(self, message: LatentList.Highlighted) -> None:
         if message.latent is not None:
@@ -383,8 +386,11 @@ class AutointerpApp(App):
         if panes.first().ready:  # not before its lazy mount ends; it asks for a poll then
             panes.first().show(message.snapshot)
         # New latents, explanations or scores since the last look: refresh the list's rows (keep the order).
-        seen = (message.snapshot.cache["latents"], message.snapshot.counts["explained"],
-                message.snapshot.counts["scored"])  # fmt: skip
+        seen = (
+            message.snapshot.cache["latents"],
+            message.snapshot.counts["explained"],
+            message.snapshot.counts["scored"],
+        )
         if self._seen_results is not None and seen != self._seen_results:
             for browser in (self.browser, self._order_db, self._detail_db):
                 browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...

@@ -31,8 +31,15 @@ def agreement_table(rows: list[dict]) -> Table | Text:
     for r in rows:
         m = r["mean_by_rating"]
         cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        table.add_row(Text(printable(r["scorer"])), r["metric"], str(r["n"]), cell(m["correct"]), cell(m["partly"]), cell(m["wrong"]),
-                      cell(r["spearman"]))  # fmt: skip
+        table.add_row(
+            Text(printable(r["scorer"])),
+            r["metric"],
+            str(r["n"]),
+            cell(m["correct"]),
+            cell(m["partly"]),
+            cell(m["wrong"]),
+            cell(r["spearman"]),
+        )
     return table
 
 
@@ -80,9 +87,13 @@ class AuditPane(Vertical, can_focus=True):
         scorers = self.browser.scorers()
         scorer = next(iter(scorers), None)
         mode = self.mode if (self.mode != "lowest" or scorer) else "random"
-        self.queue = self.browser.audit_queue(mode, explainer, scorer=scorer,
-                                              metric=scorers.get(scorer, "balanced_accuracy"),
-                                              filtered=self.filtered() if mode == "filtered" else None)  # fmt: skip
+        self.queue = self.browser.audit_queue(
+            mode,
+            explainer,
+            scorer=scorer,
+            metric=scorers.get(scorer, "balanced_accuracy"),
+            filtered=self.filtered() if mode == "filtered" else None,
+        )
         self.pos = 0
         self.show_current()
 
@@ -95,14 +106,19 @@ class AuditPane(Vertical, can_focus=True):
         n_rated = self.browser.rated_count(self.explainer)
         head = Text()
         head.append("audit ", "bold")
-        head.append(f"queue: {self.mode}   {self.pos + 1 if self.queue else 0}/{len(self.queue)}   rated: {n_rated}"
-                    f"   explainer: {self.explainer}\n")  # fmt: skip
+        head.append(
+            f"queue: {self.mode}   {self.pos + 1 if self.queue else 0}/{len(self.queue)}   rated: {n_rated}"
+            f"   explainer: {self.explainer}\n"
+        )
         head.append("c correct · p partly · w wrong · f flag · o your explanation · n note · ←/→ move · m queue", "dim")
         self.query_one(".a-head", Static).update(head)
         self.query_one(".a-agree", Static).update(agreement_table(self.browser.agreement(self.explainer)))
         if self.latent is None:
-            view.show_message("nothing to audit: no latent has an explanation yet" if self.mode != "filtered"
-                              else "nothing to audit: the latent browser's filter holds no explained latent")  # fmt: skip
+            view.show_message(
+                "nothing to audit: no latent has an explanation yet"
+                if self.mode != "filtered"
+                else "nothing to audit: the latent browser's filter holds no explained latent"
+            )
             return
         view.show(self.browser.detail(self.latent))
 
@@ -130,8 +146,10 @@ class AuditPane(Vertical, can_focus=True):
         box = self.query_one(Input)
         detail = self.query_one(LatentDetailView).detail
         box.value = (detail.audit or {}).get(field) or "" if detail else ""
-        box.placeholder = f"{'your explanation' if field == 'explanation' else 'note'} for latent {self.latent}" \
-                          " (enter saves, escape cancels)"
+        box.placeholder = (
+            f"{'your explanation' if field == 'explanation' else 'note'} for latent {self.latent}"
+            " (enter saves, escape cancels)"
+        )
         box.add_class("editing")
         box.focus()
 

@@ -94,8 +94,9 @@ def main(n_latents: int, db: str | Path | None, switches: int, as_json: bool) ->
         figures = asyncio.run(measure(Path(db), switches))
         # What a user waits for before the app starts: a fresh interpreter importing the TUI.
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import sys; sys.modules['pandas'] = None; import autointerp.tui.app"],
-                       check=True)  # as autointerp.tui.launch starts it
+        subprocess.run(
+            [sys.executable, "-c", "import sys; sys.modules['pandas'] = None; import autointerp.tui.app"], check=True
+        )  # as autointerp.tui.launch starts it
         figures["process_import_ms"] = (time.perf_counter() - t) * 1000
         figures["db_mb"] = Path(db).stat().st_size / 1e6
         figures["build_s"] = build_s

@@ -49,8 +49,11 @@ def scores_table(detail: LatentDetail) -> Text:
     if not detail.scores:
         return Text("not scored yet\n", style="italic")
     text = Text()
-    text.append(f"{'explainer':<10} {'scorer':<12} {'metric':<17} {'score':>6} {'control':>7} {'n':>4} {'failed':>6}"
-                "  recall by decile (1→10)\n", "bold")  # fmt: skip
+    text.append(
+        f"{'explainer':<10} {'scorer':<12} {'metric':<17} {'score':>6} {'control':>7} {'n':>4} {'failed':>6}"
+        "  recall by decile (1→10)\n",
+        "bold",
+    )
     for entry in detail.scores:
         real, control = entry.get("real") or {}, entry.get("control") or {}
         metric = PRIMARY_METRIC.get(entry["scorer"], "balanced_accuracy")
@@ -61,10 +64,12 @@ def scores_table(detail: LatentDetail) -> Text:
             if real.get(m) is None and control.get(m) is None:
                 continue
             rec = real.get("recall_per_decile") if first else None
-            text.append(f"{lit(entry['explainer']) if first else '':<10.10} {lit(entry['scorer']) if first else '':<12.12} {m:<17}"
-                        f" {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>7}"
-                        f" {(str(real.get('n_scored') or real.get('n_auroc') or 0) if real else '-') if first else '':>4}"
-                        f" {str(real.get('n_failed', '-')) if first else '':>6}  {bars(rec, 1.0) if rec else ''}\n")  # fmt: skip
+            text.append(
+                f"{lit(entry['explainer']) if first else '':<10.10} {lit(entry['scorer']) if first else '':<12.12} {m:<17}"
+                f" {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>7}"
+                f" {(str(real.get('n_scored') or real.get('n_auroc') or 0) if real else '-') if first else '':>4}"
+                f" {str(real.get('n_failed', '-')) if first else '':>6}  {bars(rec, 1.0) if rec else ''}\n"
+            )
             first = False
         for line in details_lines(entry["scorer"], real.get("details") or {}):
             text.append(f"{'':<23} {lit(line)}\n", "dim")
@@ -79,13 +84,17 @@ def details_lines(scorer: str, d: dict) -> list[str]:
             if t.get("strength") is None:
                 lines.append(f"KL {t['target']:g}: not reached ({t.get('error') or 'no strength found'})")
             else:
-                lines.append(f"KL {t['target']:g}: strength {t['strength']:.3g}, accuracy {_fmt(t.get('accuracy'))},"
-                             f" AUROC {_fmt(t.get('auroc'))}, n {t.get('n', 0) - t.get('n_failed', 0)},"
-                             f" identical pairs {t.get('identical', 0)}")  # fmt: skip
+                lines.append(
+                    f"KL {t['target']:g}: strength {t['strength']:.3g}, accuracy {_fmt(t.get('accuracy'))},"
+                    f" AUROC {_fmt(t.get('auroc'))}, n {t.get('n', 0) - t.get('n_failed', 0)},"
+                    f" identical pairs {t.get('identical', 0)}"
+                )
         return lines
     if scorer == "simulation" and d:
-        return [f"per-example r {_fmt(d.get('mean_example_correlation'))} over {d.get('n_example_correlations', 0)}"
-                f" excerpts, pooled over {d.get('n_tokens', 0)} tokens"]  # fmt: skip
+        return [
+            f"per-example r {_fmt(d.get('mean_example_correlation'))} over {d.get('n_example_correlations', 0)}"
+            f" excerpts, pooled over {d.get('n_tokens', 0)} tokens"
+        ]
     if scorer == "intruder" and d.get("chance"):
         return [f"chance {d['chance']:.2f} ({d.get('group', '?')} excerpts per group)"]
     if scorer == "generation" and d.get("texts") is not None:
@@ -128,8 +137,10 @@ def stats_text(detail: LatentDetail) -> Text:
     if s is None:
         text.append("   no statistics (not in the cache)")
         return text
-    text.append(f"   fires on {s['count']} tokens (frequency {s['frequency']:.2e}), {s['n_windows']} windows,"
-                f" max {s['max_act']:.2f}, mean {s['mean_act']:.2f}")  # fmt: skip
+    text.append(
+        f"   fires on {s['count']} tokens (frequency {s['frequency']:.2e}), {s['n_windows']} windows,"
+        f" max {s['max_act']:.2f}, mean {s['mean_act']:.2f}"
+    )
     counts = s.get("hist_counts") or []
     edges = s.get("hist_edges") or []
     if counts:
@@ -182,8 +193,16 @@ def neighbours_text(detail: LatentDetail) -> Text:
 
 
 def detail_renderable(detail: LatentDetail, mono: bool) -> Group:
-    return Group(stats_text(detail), Text(), explanations_text(detail), scores_table(detail), Text(),
-                 lens_text(detail), neighbours_text(detail), examples_renderable(detail, mono))  # fmt: skip
+    return Group(
+        stats_text(detail),
+        Text(),
+        explanations_text(detail),
+        scores_table(detail),
+        Text(),
+        lens_text(detail),
+        neighbours_text(detail),
+        examples_renderable(detail, mono),
+    )
 
 
 class NeighbourPicker(ModalScreen[int | None]):

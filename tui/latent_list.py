@@ -121,8 +121,11 @@ class LatentList(ScrollView, can_focus=True):
         if index == self.cursor:
             style = style + Style(reverse=True, bold=self.has_focus)
         # One plain Segment: explanation text is never parsed as markup (and `visible` removed newlines).
-        return Strip([Segment(self.row_text(index), style)]).crop(scroll_x, scroll_x + width).extend_cell_length(
-            width, style)
+        return (
+            Strip([Segment(self.row_text(index), style)])
+            .crop(scroll_x, scroll_x + width)
+            .extend_cell_length(width, style)
+        )
 
     # ---- cursor -------------------------------------------------------------------------------
 

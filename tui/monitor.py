@@ -44,11 +44,17 @@ def run_header(snap: MonitorSnapshot) -> Text:
         text.append("no batch has run on this database yet (start one: autointerp batch --db FILE)", "italic")
         return text
     run = snap.runs[0]
-    status = "probably killed (no heartbeat for " + _dur(run["silent_s"]) + ")" if run["probably_killed"] else run["status"]
+    status = (
+        "probably killed (no heartbeat for " + _dur(run["silent_s"]) + ")" if run["probably_killed"] else run["status"]
+    )
     text.append(f"run {run['id']}: ", "bold")
-    text.append(printable(status), STATUS_STYLE.get(run["status"], "bold") if not run["probably_killed"] else "bold red")
-    text.append(f"   {printable(run['selection'] or '')}, {run['n_latents'] or '?'} latents, pid {run['pid']} on "
-                f"{printable(run['host'])}, started {printable(run['started_at'])}")  # fmt: skip
+    text.append(
+        printable(status), STATUS_STYLE.get(run["status"], "bold") if not run["probably_killed"] else "bold red"
+    )
+    text.append(
+        f"   {printable(run['selection'] or '')}, {run['n_latents'] or '?'} latents, pid {run['pid']} on "
+        f"{printable(run['host'])}, started {printable(run['started_at'])}"
+    )
     if run["message"]:
         text.append("\n")
         # A message may quote corpus text or a server's error: shown literally, never parsed as markup.
@@ -65,8 +71,10 @@ def stage_line(row: dict, rate: float | None) -> Text:
         text.append(f" ({row['skipped']:,} already done)")
     text.append(f"  failed {row['failed']:,}", "bold red" if row["failed"] else "")
     if row["prompts"]:
-        text.append(f"  {row['prompts']:,} prompts, {row['prompt_tokens']:,} prompt tok"
-                    f" ({max(row['cached_tokens'], 0):,} cached), {row['output_tokens']:,} output tok")  # fmt: skip
+        text.append(
+            f"  {row['prompts']:,} prompts, {row['prompt_tokens']:,} prompt tok"
+            f" ({max(row['cached_tokens'], 0):,} cached), {row['output_tokens']:,} output tok"
+        )
     text.append(f"  elapsed {_dur(row['wall_s'])}")
     if row["ended_at"]:
         text.append("  finished", "green")
@@ -81,8 +89,13 @@ def events_table(snap: MonitorSnapshot) -> Table:
         table.add_column(col, **kw)
     for e in snap.events:
         style = "red" if e["kind"] in ("error", "failed", "outage") else "yellow" if e["kind"] == "warning" else ""
-        table.add_row(Text(printable((e["at"] or "")[11:19])), str(e["run"] or ""), Text(printable(e["stage"] or "")),
-                      Text(printable(e["kind"] or ""), style), Text(printable(e["message"] or "")))  # fmt: skip
+        table.add_row(
+            Text(printable((e["at"] or "")[11:19])),
+            str(e["run"] or ""),
+            Text(printable(e["stage"] or "")),
+            Text(printable(e["kind"] or ""), style),
+            Text(printable(e["message"] or "")),
+        )
     return table
 
 

@@ -36,8 +36,10 @@ class AnnotateResult:
         if not (self.vocab_written or self.latents_written):
             return "nothing to annotate: already done"
         vocab = f", vocabulary of {self.vocab_written:,} tokens" if self.vocab_written else ""
-        return (f"annotated {self.latents_written:,} latents (logit lens, decoder neighbours){vocab} "
-                f"in {self.seconds:.1f} s")  # fmt: skip
+        return (
+            f"annotated {self.latents_written:,} latents (logit lens, decoder neighbours){vocab} "
+            f"in {self.seconds:.1f} s"
+        )
 
 
 def vocab_text(tokenizer, size: int) -> list[str]:
@@ -71,8 +73,16 @@ def _pairs(values: torch.Tensor, indices: torch.Tensor) -> list[list[list]]:
     return [[[int(i), round(float(v), 4)] for i, v in zip(ri, rv)] for ri, rv in zip(idx, vals)]
 
 
-def annotate(store: ActivationStore, model, coder, *, k: int = 10, n_neighbours: int = 10, batch: int = 512,
-             on_event: Callable[[str, str], None] | None = None) -> AnnotateResult:  # fmt: skip
+def annotate(
+    store: ActivationStore,
+    model,
+    coder,
+    *,
+    k: int = 10,
+    n_neighbours: int = 10,
+    batch: int = 512,
+    on_event: Callable[[str, str], None] | None = None,
+) -> AnnotateResult:
     """Fill what `store` lacks of `vocab` and `directions` from the loaded SubjectModel and SparseCoder."""
     t0 = time.perf_counter()
     prov = store.provenance
@@ -101,8 +111,9 @@ def annotate(store: ActivationStore, model, coder, *, k: int = 10, n_neighbours:
                 top, bottom = lens.extremes(ids, k)
                 nb = near.nearest(ids)
                 rows = zip(ids.tolist(), _pairs(*top), _pairs(*bottom), _pairs(*nb))
-                write_directions(store.db, [{"latent": i, "promoted": p, "suppressed": s, "neighbours": n}
-                                            for i, p, s, n in rows])  # fmt: skip
+                write_directions(
+                    store.db, [{"latent": i, "promoted": p, "suppressed": s, "neighbours": n} for i, p, s, n in rows]
+                )
                 written += len(ids)
                 kill_point("cache.directions")
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
@@ -117,8 +128,9 @@ def annotate_db(path: str, on_event: Callable[[str, str], None] | None = None) -
     machine). A cache whose chunks and statistics are complete is marked complete once annotated."""
     import dataclasses
 
-    from .cache import CACHE_STAGE, check_identity
     from autointerp.engine.config import CacheConfig
+
+    from .cache import CACHE_STAGE, check_identity
     from .setup import chunk_seqs_for, prepare, provenance
 
     with ActivationStore.open(path, readonly=True, allow_older=True) as store:

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autointerp.engine.config import CacheConfig
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.killpoints import kill_point
 from autointerp.store.stats import compute_latent_stats
 
 from .annotate import annotate
-from autointerp.engine.config import CacheConfig
 from .corpus import CorpusError, CorpusSpec, iter_documents, pack_sequences
 from .setup import CacheParts, chunk_seqs_for, prepare, provenance
 
@@ -70,8 +70,12 @@ def cache_is_complete(store: ActivationStore, cfg: CacheConfig) -> bool:
     if store.provenance is None:
         return False
     mark = store.stage(CACHE_STAGE)
-    return (mark is not None and mark["done_at"] is not None and mark["fingerprint"] == store.chunk_fingerprint()
-            and same_settings(mark["detail"].get("config", {}), cfg))  # fmt: skip
+    return (
+        mark is not None
+        and mark["done_at"] is not None
+        and mark["fingerprint"] == store.chunk_fingerprint()
+        and same_settings(mark["detail"].get("config", {}), cfg)
+    )
 
 
 class ChunkWriter:
@@ -145,8 +149,13 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
     committed = check_identity(db_path, prov)
     per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
     total_chunks = -(-cfg.n_sequences // per_chunk)
-    log.info("cache: model, coder and corpus checked in %.1fs; %d of %d chunks committed in %s",
-             time.perf_counter() - t0, committed, total_chunks, db_path)  # fmt: skip
+    log.info(
+        "cache: model, coder and corpus checked in %.1fs; %d of %d chunks committed in %s",
+        time.perf_counter() - t0,
+        committed,
+        total_chunks,
+        db_path,
+    )
     stream = None
     if committed < total_chunks:
         stream = sequence_stream(parts, cfg)
@@ -154,8 +163,10 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
         # corpus fails here with the file left as it was.
         first = next(stream, None)
         if first is None:
-            raise CorpusError(f"the corpus holds fewer tokens than one sequence (seq_len = {cfg.seq_len}); "
-                              "use a bigger corpus or a smaller seq_len")  # fmt: skip
+            raise CorpusError(
+                f"the corpus holds fewer tokens than one sequence (seq_len = {cfg.seq_len}); "
+                "use a bigger corpus or a smaller seq_len"
+            )
         stream = itertools.chain([first], stream)
     return CacheInputs(parts, prov, stream)
 
@@ -209,8 +220,12 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     tokens_seen = sum(c.n_seqs for c in done.values()) * seq_len
     event("start", f"caching {tokens_total} tokens into {total_chunks} chunks", {"chunks_done": len(done)})
     if done:
-        log.info("cache: resuming, %d of %d chunks already committed%s", len(done), total_chunks,
-                 "" if stream is not None else " (all of them: statistics and annotation only)")  # fmt: skip
+        log.info(
+            "cache: resuming, %d of %d chunks already committed%s",
+            len(done),
+            total_chunks,
+            "" if stream is not None else " (all of them: statistics and annotation only)",
+        )
     t0 = time.perf_counter()
     forward_s = 0.0
     new_tokens = 0
@@ -226,8 +241,10 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
                     break
                 if chunk_id in done:
                     if done[chunk_id].n_seqs != len(seqs):
-                        raise StoreError(f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
-                                         f"the corpus now gives {len(seqs)}: the corpus changed")
+                        raise StoreError(
+                            f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
+                            f"the corpus now gives {len(seqs)}: the corpus changed"
+                        )
                     log.debug("chunk %d: committed by an earlier run, its sequences skipped", chunk_id)
                     continue
                 tc = time.perf_counter()
@@ -251,8 +268,14 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
                 values = np.concatenate(val_parts)
                 del flat_parts, lat_parts, val_parts
                 info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
-                log.debug("chunk %d of %d: %d sequences, %d activations in %.2fs", chunk_id + 1, total_chunks,
-                          len(seqs), len(values), time.perf_counter() - tc)  # fmt: skip
+                log.debug(
+                    "chunk %d of %d: %d sequences, %d activations in %.2fs",
+                    chunk_id + 1,
+                    total_chunks,
+                    len(seqs),
+                    len(values),
+                    time.perf_counter() - tc,
+                )
                 writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
             writer.close()
         except BaseException:
@@ -264,8 +287,12 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     exhausted = n_read < n_seqs
     if exhausted:
         event("warning", f"the corpus ran out after {n_read * seq_len} of {tokens_total} tokens")
-    log.info("cache: %d new tokens in %.1fs (%.1fs in forward passes); latent statistics next", new_tokens, seconds,
-             forward_s)  # fmt: skip
+    log.info(
+        "cache: %d new tokens in %.1fs (%.1fs in forward passes); latent statistics next",
+        new_tokens,
+        seconds,
+        forward_s,
+    )
     t = time.perf_counter()
     compute_latent_stats(store, cfg.window_len)
     log.info("cache: latent statistics in %.1fs", time.perf_counter() - t)
@@ -276,6 +303,9 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     kill_point("cache.mark")
     with store.db.conn:  # the stage's explicit end, over exactly the chunks now committed
         store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": asdict(cfg), "exhausted": exhausted}, True)
-    event("end", f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
-        {"seconds": seconds, "new_tokens": new_tokens})
+    event(
+        "end",
+        f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
+        {"seconds": seconds, "new_tokens": new_tokens},
+    )
     return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)

@@ -200,8 +200,9 @@ def _hf_by_name(name: str, field: str, config: str = "", revision: str = "") -> 
 
     name, _, split = name.partition(":")
     try:
-        ds = datasets.load_dataset(name, config or None, split=split or "train", revision=revision or None,
-                                   streaming=True)  # fmt: skip
+        ds = datasets.load_dataset(
+            name, config or None, split=split or "train", revision=revision or None, streaming=True
+        )
     except Exception as e:  # the hub client raises many types; one line is what the user needs
         raise CorpusError(f"cannot load Hugging Face dataset {name!r} ({type(e).__name__}: {e})") from None
     yield from _rows(ds, field, name)

@@ -7,8 +7,14 @@ class LogitLens:
     """Tokens a latent promotes: the unembedding times its decoder direction (through the final norm's
     gain where the model has one), the path expansion W_U W_dec[f]."""
 
-    def __init__(self, unembed: torch.Tensor, decoder: torch.Tensor, norm_gain: torch.Tensor | None, tokenizer,
-                 device: str | torch.device = "cpu"):  # fmt: skip
+    def __init__(
+        self,
+        unembed: torch.Tensor,
+        decoder: torch.Tensor,
+        norm_gain: torch.Tensor | None,
+        tokenizer,
+        device: str | torch.device = "cpu",
+    ):
         self.w_u = unembed.detach().float().to(device)  # [d, vocab]
         self.w_dec = decoder.detach().float().to(device)  # [latents, d]
         self.gain = norm_gain.detach().float().to(device) if norm_gain is not None else None

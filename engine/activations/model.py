@@ -16,7 +16,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Any
 
 import torch
@@ -89,8 +88,11 @@ def model_shape(spec: str) -> ModelShape | None:
     try:
         folder, _, _ = resolve_model_folder(spec)
         cfg = AutoConfig.from_pretrained(folder)
-        return ModelShape(int(cfg.num_hidden_layers), int(cfg.hidden_size),
-                          int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)))  # fmt: skip
+        return ModelShape(
+            int(cfg.num_hidden_layers),
+            int(cfg.hidden_size),
+            int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)),
+        )
     except ModelError:
         raise
     except Exception:  # noqa: BLE001 - any reason to fail is reported by the model load that follows
@@ -210,7 +212,9 @@ def load_tokenizer(spec: str):
     try:
         return AutoTokenizer.from_pretrained(folder)
     except Exception as e:  # OSError, ValueError, hub errors...: one line names the model
-        raise ModelError(f"cannot load the tokenizer of {spec!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise ModelError(
+            f"cannot load the tokenizer of {spec!r} ({type(e).__name__}: {str(e).splitlines()[0]})"
+        ) from None
 
 
 @dataclass

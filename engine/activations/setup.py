@@ -6,11 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .coders import NeuronCoder, SparseCoder, load_coder
 from autointerp.engine.activations.coders.base import CoderError
 from autointerp.engine.config import CacheConfig
-from .corpus import CorpusSpec, corpus_hash
 from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae
+
+from .coders import NeuronCoder, SparseCoder, load_coder
+from .corpus import CorpusSpec, corpus_hash
 from .model import (
     ModelError,
     SubjectModel,
@@ -38,7 +39,9 @@ def load_configured_coder(cfg: CacheConfig, model: SubjectModel | None) -> Spars
             raise ValueError("neurons need the subject model")
         hook = cfg.hook or f"blocks.{model.n_layers // 2}.mlp.hook_post"
         if not hook.endswith("mlp.hook_post"):
-            raise ModelError(f"neurons read an MLP's hidden activations: use a blocks.N.mlp.hook_post hook, not {hook!r}")
+            raise ModelError(
+                f"neurons read an MLP's hidden activations: use a blocks.N.mlp.hook_post hook, not {hook!r}"
+            )
         return NeuronCoder(model.d_mlp, hook, cfg.neurons_k or None)
     if cfg.coder == "embedded":
         return load_coder(embedded_sae(), "sparsify")
@@ -72,8 +75,9 @@ def check_cache_settings(cfg: CacheConfig) -> None:
         raise ModelError("window_len and chunk_tokens must be at least 1")
 
 
-def prepare(cfg: CacheConfig, model: SubjectModel | None = None,
-            precheck: Callable[[dict], object] | None = None) -> CacheParts:  # fmt: skip
+def prepare(
+    cfg: CacheConfig, model: SubjectModel | None = None, precheck: Callable[[dict], object] | None = None
+) -> CacheParts:
     """Load and check the model, coder and hook of a cache config, cheapest checks first.
 
     `precheck(identity)` is called with what is known of the cache's identity before the subject model loads
@@ -93,8 +97,12 @@ def prepare(cfg: CacheConfig, model: SubjectModel | None = None,
             check_hook_layer(hook, shape.n_layers)
             check_width(coder, hook, hook_width_of(hook, shape.d_model, shape.d_mlp))
     if precheck is not None:
-        identity = {"model": model_display_name(cfg.model), "corpus_hash": digest, "seq_len": cfg.seq_len,
-                    "chunk_seqs": chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)}  # fmt: skip
+        identity = {
+            "model": model_display_name(cfg.model),
+            "corpus_hash": digest,
+            "seq_len": cfg.seq_len,
+            "chunk_seqs": chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens),
+        }
         if coder is not None:
             identity.update(coder_kind=coder.kind, coder_hash=coder.content_hash, hook=resolve_hook(cfg, coder))
         precheck(identity)

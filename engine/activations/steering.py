@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .model import SubjectModel
-
 from autointerp.store.errors import UserError
+
+from .model import SubjectModel
 
 
 class SteeringError(UserError):
@@ -39,7 +39,9 @@ def steering_site(coder, hook: str, latent: int) -> SteeringSite:
     if dirs is None:
         # Neurons: the "decoder" of neuron i is the unit vector e_i in the MLP's hidden space.
         if not hook.endswith("mlp.hook_post"):
-            raise SteeringError(f"coder {coder.kind!r} has no decoder directions and hook {hook!r} is not an MLP's hook_post")
+            raise SteeringError(
+                f"coder {coder.kind!r} has no decoder directions and hook {hook!r} is not an MLP's hook_post"
+            )
         direction = torch.zeros(n, dtype=torch.float32)
         direction[latent] = 1.0
         site_hook = hook
@@ -50,7 +52,9 @@ def steering_site(coder, hook: str, latent: int) -> SteeringSite:
             # A transcoder reads the MLP input but its decoder writes (predicts) the MLP output.
             m = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_in", hook)
             if not m:
-                raise SteeringError(f"transcoder hook {hook!r} is not blocks.N.mlp.hook_in: cannot tell where its decoder writes")
+                raise SteeringError(
+                    f"transcoder hook {hook!r} is not blocks.N.mlp.hook_in: cannot tell where its decoder writes"
+                )
             site_hook = f"blocks.{m.group(1)}.hook_mlp_out"
     if not bool(torch.isfinite(direction).all()):
         raise SteeringError(f"decoder direction of latent {latent} has non-finite values (nan/inf)")
@@ -83,7 +87,9 @@ class Steerer:
         model.check_hook(site.hook)
         width = model.hook_width(site.hook)
         if site.direction.shape != (width,):
-            raise SteeringError(f"steering direction has shape {tuple(site.direction.shape)}, hook {site.hook!r} has width {width}")
+            raise SteeringError(
+                f"steering direction has shape {tuple(site.direction.shape)}, hook {site.hook!r} has width {width}"
+            )
         self.model = model
         self.site = site
         self.direction = site.direction.detach().to(model.device, torch.float32)
@@ -142,7 +148,9 @@ class Steerer:
 
     # ---- strength search ----------------------------------------------------------------------
 
-    def find_strength(self, prompts: torch.Tensor, target: float, *, rel_tol: float = 0.1, max_steps: int = 40) -> StrengthSearch:
+    def find_strength(
+        self, prompts: torch.Tensor, target: float, *, rel_tol: float = 0.1, max_steps: int = 40
+    ) -> StrengthSearch:
         """The strength whose mean next-token KL is within rel_tol * target of `target`.
 
         Starts where the added vector's norm equals the median activation norm at the hook on these
@@ -173,11 +181,18 @@ class Steerer:
                 below = [k for s, k in evals if s <= lo / 8 * (1 + 1e-9)]
                 if (below and klo <= max(below) * 1.01) or lo > start * 2.0**40:
                     kmax, smax = max((k, s) for s, k in evals)
-                    return StrengthSearch(target, None, None, steps,
-                                          f"KL target {target:g} unreachable: at most {kmax:.3g} at strength {smax:.3g}")  # fmt: skip
+                    return StrengthSearch(
+                        target,
+                        None,
+                        None,
+                        steps,
+                        f"KL target {target:g} unreachable: at most {kmax:.3g} at strength {smax:.3g}",
+                    )
             if steps >= max_steps:
                 tried = f" (last {last[1]:.3g} at strength {last[0]:.3g})" if last else ""
-                return StrengthSearch(target, None, None, steps, f"KL target {target:g} not reached in {max_steps} forward passes{tried}")
+                return StrengthSearch(
+                    target, None, None, steps, f"KL target {target:g} not reached in {max_steps} forward passes{tried}"
+                )
             if hi == math.inf:
                 s = 2 * lo if lo > 0 else start
             elif lo == 0:
@@ -204,7 +219,7 @@ class Steerer:
             for _ in range(n_new):
                 nxt = self.model.bridge(tokens)[:, -1].argmax(-1, keepdim=True)
                 tokens = torch.cat([tokens, nxt], dim=1)
-        return tokens[:, prompts.shape[1]:]
+        return tokens[:, prompts.shape[1] :]
 
 
 def _interpolate(lo: float, klo: float, hi: float, khi: float, target: float) -> float:

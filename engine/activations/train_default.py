@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .corpus import embedded_documents, pack_sequences
 from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, EMBEDDED_SAE_DIR, smollm2_gguf
+
+from .corpus import embedded_documents, pack_sequences
 from .model import gguf_as_safetensors
 
 NUM_LATENTS = 3072  # fp16 encoder + decoder of 3072 x 576 fit the 8 MB package budget
@@ -39,7 +40,7 @@ def _sequences(tokenizer, n_tokens: int, start_id: int, sep_id: int) -> np.ndarr
 def train(out: str | None, tokens: int) -> dict:
     os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
     from datasets import Dataset
-    from sparsify import SparseCoderConfig, Trainer, TrainConfig
+    from sparsify import SparseCoderConfig, TrainConfig, Trainer
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     random.seed(0)
@@ -87,8 +88,13 @@ def train(out: str | None, tokens: int) -> dict:
     (target / "cfg.json").write_text(json.dumps(sae_cfg, indent=1, sort_keys=True) + "\n")
 
     report = evaluate(model, target, held, start)
-    report.update(train_tokens=int(n_train * SEQ_LEN), train_seconds=round(train_s, 1),
-                  num_latents=NUM_LATENTS, k=K, hookpoint=EMBEDDED_HOOKPOINT)
+    report.update(
+        train_tokens=int(n_train * SEQ_LEN),
+        train_seconds=round(train_s, 1),
+        num_latents=NUM_LATENTS,
+        k=K,
+        hookpoint=EMBEDDED_HOOKPOINT,
+    )
     (dest / "REPORT.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
     return report
 

@@ -18,19 +18,24 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
 )
-
-from autointerp.store.db import ActivationStore, now, preflight, write_failure
-from autointerp.store.errors import CannotContinue
-from autointerp.store.runs import RunLog
-from autointerp.store.text import printable
 
 from autointerp.engine.config import Config, ConfigError
 from autointerp.engine.interpretation.interpret import Interpreter, StageTally, select_latents
 from autointerp.engine.interpretation.llm import check_backend_config
 from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
 from autointerp.engine.interpretation.selection import parse_selection
+from autointerp.store.db import ActivationStore, now, preflight, write_failure
+from autointerp.store.errors import CannotContinue
+from autointerp.store.runs import RunLog
+from autointerp.store.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +78,22 @@ class StageClock:
     def values(self, done: int, tally: StageTally | None) -> dict:
         v = {"total": self.total, "done": done, "wall_s": time.monotonic() - self.started}
         if tally is not None:
-            v.update(skipped=tally.skipped, failed=tally.failed, prompts=tally.prompts,
-                     prompt_tokens=tally.prompt_tokens, cached_tokens=tally.cached_tokens,
-                     output_tokens=tally.output_tokens, backend_s=tally.backend_s)  # fmt: skip
+            v.update(
+                skipped=tally.skipped,
+                failed=tally.failed,
+                prompts=tally.prompts,
+                prompt_tokens=tally.prompt_tokens,
+                cached_tokens=tally.cached_tokens,
+                output_tokens=tally.output_tokens,
+                backend_s=tally.backend_s,
+            )
         return v
 
 
 class BatchRunner:
-    def __init__(self, cfg: Config, *, redo: str | None = None, console: Console | None = None,
-                 argv: list[str] | None = None):  # fmt: skip
+    def __init__(
+        self, cfg: Config, *, redo: str | None = None, console: Console | None = None, argv: list[str] | None = None
+    ):
         self.cfg, self.redo, self.argv = cfg, redo, argv or []
         self.console = console or Console(stderr=True)
         if not self.console.is_terminal:  # a log file: wide enough for the report's tables
@@ -182,10 +194,15 @@ class BatchRunner:
 
     def _progress(self) -> Progress:
         columns = (
-            TextColumn("[bold]{task.description:8s}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(),
-        )  # fmt: skip
+            TextColumn("[bold]{task.description:8s}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         return Progress(*columns, console=self.console)
 
     def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, TaskID]:
@@ -194,17 +211,26 @@ class BatchRunner:
         log.info("%s: started (%s %s)", stage, f"{total:,}", unit)
         return clock, task
 
-    def _report(self, clock: StageClock, task: TaskID, done: int, info: str, tally: StageTally | None,
-                final: bool = False) -> None:  # fmt: skip
+    def _report(
+        self, clock: StageClock, task: TaskID, done: int, info: str, tally: StageTally | None, final: bool = False
+    ) -> None:
         self.progress.update(task, completed=done, info=info)
         now = time.monotonic()
         if final:
-            log.info("%s: ended after %.1fs, %s/%s %s, %s", clock.stage, now - clock.started, f"{done:,}",
-                     f"{clock.total:,}", clock.unit, info)  # fmt: skip
+            log.info(
+                "%s: ended after %.1fs, %s/%s %s, %s",
+                clock.stage,
+                now - clock.started,
+                f"{done:,}",
+                f"{clock.total:,}",
+                clock.unit,
+                info,
+            )
         if final or now - clock.last_write >= self.cfg.batch.progress_interval_s:
             clock.last_write = now
-            self.run_log.progress(clock.stage, clock.unit, clock.values(done, tally), started_at=clock.started_at,
-                                  ended=final)  # fmt: skip
+            self.run_log.progress(
+                clock.stage, clock.unit, clock.values(done, tally), started_at=clock.started_at, ended=final
+            )
         # Under nohup or in a log file the bars do not redraw: a plain line every 30 s instead.
         if not self.console.is_terminal and (final or now - clock.last_line >= 30):
             clock.last_line = now
@@ -231,8 +257,13 @@ class BatchRunner:
             rate = (done - first[0]) / max(time.monotonic() - clock.started, 1e-9)
             self._report(clock, task, done, f"{rate:,.0f} tok/s", None)
 
-        result = run_cache(self.cfg.cache, self.cfg.db, on_progress, inputs=inputs,
-                           on_event=lambda kind, msg: self._event("cache", kind, msg))  # fmt: skip
+        result = run_cache(
+            self.cfg.cache,
+            self.cfg.db,
+            on_progress,
+            inputs=inputs,
+            on_event=lambda kind, msg: self._event("cache", kind, msg),
+        )
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
 
     def _interpret(self, store: ActivationStore, backend, stages: Sequence[str]) -> None:
@@ -252,8 +283,7 @@ class BatchRunner:
                 def on_latent(latent: int, tally: StageTally, clock=clock, task=task) -> None:
                     minutes = max(time.monotonic() - clock.started, 1e-9) / 60
                     rate = tally.prompt_tokens / max(tally.backend_s, 1e-9)
-                    info = (f"{tally.done / minutes:,.1f} latents/min, {rate:,.0f} prompt tok/s, "
-                            f"{tally.failed} failed")  # fmt: skip
+                    info = f"{tally.done / minutes:,.1f} latents/min, {rate:,.0f} prompt tok/s, {tally.failed} failed"
                     self._report(clock, task, tally.done + tally.skipped, info, tally)
 
                 def on_event(kind: str, msg: str, stage: str = stage) -> None:
@@ -276,9 +306,13 @@ class BatchRunner:
         from .report import batch_report, print_report
 
         with ActivationStore.open(self.cfg.db, readonly=True) as store:
-            report = batch_report(store, self.cfg.explain.explainer, self.latents or None,
-                                  self.cfg.batch.usd_per_million_prompt_tokens,
-                                  self.cfg.batch.usd_per_million_output_tokens)  # fmt: skip
+            report = batch_report(
+                store,
+                self.cfg.explain.explainer,
+                self.latents or None,
+                self.cfg.batch.usd_per_million_prompt_tokens,
+                self.cfg.batch.usd_per_million_output_tokens,
+            )
         print_report(report, self.console)
         db = self.cfg.db
         self.console.print(

@@ -24,14 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autointerp.engine.activations.cache import run_cache, sequence_stream
+from autointerp.engine.activations.model import hook_layer
+from autointerp.engine.activations.setup import chunk_seqs_for, prepare
+from autointerp.engine.config import CacheConfig
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
-
-from autointerp.engine.activations.cache import run_cache, sequence_stream
-from autointerp.engine.activations.setup import chunk_seqs_for
-from autointerp.engine.config import CacheConfig
-from autointerp.engine.activations.model import hook_layer
-from autointerp.engine.activations.setup import prepare
 
 
 def _child(n_tokens: int, db: str, reference: bool) -> None:
@@ -62,17 +60,27 @@ def _child(n_tokens: int, db: str, reference: bool) -> None:
     tokens = len(seqs) * cfg.seq_len
     fwd = (fwd1 + fwd2) / 2
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "tokens": tokens, "forward_s": fwd, "cache_s": result.seconds, "finalise_s": total_s - result.seconds,
-        "rss_mb": rss_mb, "nnz": result.nnz,
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "tokens": tokens,
+                "forward_s": fwd,
+                "cache_s": result.seconds,
+                "finalise_s": total_s - result.seconds,
+                "rss_mb": rss_mb,
+                "nnz": result.nnz,
+            }
+        )
+    )
 
 
 def _run_child(n_tokens: int, db: Path, reference: bool) -> dict:
     out = subprocess.run(
         [sys.executable, "-m", "autointerp.engine.commands.bench", str(n_tokens), str(db), str(int(reference))],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -105,8 +113,9 @@ def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: 
         off = np.repeat(np.arange(n_tok), k).astype(np.uint16)
         keep = (off % seq_len) != 0
         vals = rng.exponential(2.0, size=n_tok * k).astype(np.float16)
-        store.write_chunk(ChunkInfo(c, first, ns, ns * (seq_len - 1), int(keep.sum())), seqs,
-                          lat[keep], off[keep], vals[keep], 0.0)
+        store.write_chunk(
+            ChunkInfo(c, first, ns, ns * (seq_len - 1), int(keep.sum())), seqs, lat[keep], off[keep], vals[keep], 0.0
+        )
     store.close()
 
 
@@ -162,5 +171,3 @@ def bench_cache(n_tokens: int = 32_768, fetch_tokens: int = 1_000_000, workdir: 
 if __name__ == "__main__":
     _child(int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
     os._exit(0)
-
-

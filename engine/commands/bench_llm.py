@@ -21,11 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from autointerp.store.db import ActivationStore
-
 from autointerp.engine.config import CacheConfig, Config
 from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
+from autointerp.store.db import ActivationStore
 
 
 def _stage_figures(rows: list[dict]) -> dict:
@@ -33,15 +32,19 @@ def _stage_figures(rows: list[dict]) -> dict:
     total = sum(r["prompt_tokens"] for r in rows)
     cached = sum(max(r["cached_tokens"], 0) for r in rows)
     return {
-        "prompts": prompts, "prompt_tokens": total, "prompt_tokens_cached": cached,
+        "prompts": prompts,
+        "prompt_tokens": total,
+        "prompt_tokens_cached": cached,
         "cache_hit_ratio": cached / total if total else None,
-        "output_tokens": sum(r["output_tokens"] for r in rows), "backend_s": sum(r["llm_seconds"] for r in rows),
+        "output_tokens": sum(r["output_tokens"] for r in rows),
+        "backend_s": sum(r["llm_seconds"] for r in rows),
         "prompt_tokens_per_latent": total / max(len({r["latent"] for r in rows}), 1),
-    }  # fmt: skip
+    }
 
 
-def bench_llm(cfg: Config, db: str | None = None, n_latents: int = 4, cache_tokens: int = 16_384,
-              scorers: list[str] | None = None) -> dict:  # fmt: skip
+def bench_llm(
+    cfg: Config, db: str | None = None, n_latents: int = 4, cache_tokens: int = 16_384, scorers: list[str] | None = None
+) -> dict:
     """Explain once, then score with each scorer in its own timed stage (so seconds per latent are each
     scorer's own, steering and base-model passes included)."""
     scorers = list(scorers or ["detection", "fuzzing"])
@@ -91,13 +94,21 @@ def bench_llm(cfg: Config, db: str | None = None, n_latents: int = 4, cache_toke
     wall = sum(walls.values())
     everything = _stage_figures([e for e in explanations if e] + scores)
     return {
-        "backend": backend.name, "model": backend.model, "profile": interp.cfg.profile,
-        "examples_per_prompt": interp.cfg.score.examples_per_prompt, "latents": len(latents), "scorers": scorers,
-        "prompts_per_s": everything["prompts"] / wall, "prompt_tokens_total": everything["prompt_tokens"],
-        "prompt_tokens_cached": everything["prompt_tokens_cached"], "cache_hit_ratio": everything["cache_hit_ratio"],
-        "output_tokens_total": everything["output_tokens"], "backend_s": everything["backend_s"], "wall_s": wall,
+        "backend": backend.name,
+        "model": backend.model,
+        "profile": interp.cfg.profile,
+        "examples_per_prompt": interp.cfg.score.examples_per_prompt,
+        "latents": len(latents),
+        "scorers": scorers,
+        "prompts_per_s": everything["prompts"] / wall,
+        "prompt_tokens_total": everything["prompt_tokens"],
+        "prompt_tokens_cached": everything["prompt_tokens_cached"],
+        "cache_hit_ratio": everything["cache_hit_ratio"],
+        "output_tokens_total": everything["output_tokens"],
+        "backend_s": everything["backend_s"],
+        "wall_s": wall,
         "overhead": wall / everything["backend_s"] - 1 if everything["backend_s"] else None,
         "failed_explanations": sum(1 for e in explanations if e and e["text"] is None),
         "failed_examples": sum(r["n_failed"] for r in scores),
         "stages": stages,
-    }  # fmt: skip
+    }

@@ -14,14 +14,13 @@ from typing import NoReturn
 
 import click
 
-from autointerp.store.db import preflight, why_not_creatable, write_failure
-from autointerp.store.errors import AutointerpError, CannotContinue, UserError
-from autointerp.store.text import printable
-
 from autointerp.engine.config import CHOICES, Config, ConfigError, resolve_config
 from autointerp.engine.interpretation.llm import check_backend_config
 from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
 from autointerp.engine.interpretation.selection import parse_selection
+from autointerp.store.db import preflight, why_not_creatable, write_failure
+from autointerp.store.errors import AutointerpError, CannotContinue, UserError
+from autointerp.store.text import printable
 
 from .logs import log_options
 
@@ -156,9 +155,14 @@ def cache(config_path, db, **overrides) -> None:
         inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
     parts = inputs.parts
     columns = (
-        TextColumn("[bold]cache"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-    )  # fmt: skip
+        TextColumn("[bold]cache"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
     progress = Progress(*columns, transient=False)
     task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
     t0, first = time.perf_counter(), [-1]  # -1: no progress seen yet
@@ -192,7 +196,9 @@ def llm_options(fn):
         click.option("--latents", help="Which latents: 0-9,42 | random:N | top:N | live (default random:8)."),
         click.option("--redo", is_flag=True, help="Recompute results already in the database."),
         click.option("--backend", type=click.Choice(["llamacpp", "openai", "vllm"]), help="LLM backend."),
-        click.option("--llm-model", help="GGUF path or 'embedded' (llamacpp), served model name (openai), HF id (vllm)."),
+        click.option(
+            "--llm-model", help="GGUF path or 'embedded' (llamacpp), served model name (openai), HF id (vllm)."
+        ),
         click.option("--base-url", "base_urls", multiple=True, help="OpenAI-compatible endpoint; repeat for a fleet."),
         click.option("--prompts-dir", type=click.Path(file_okay=False), help="Folder of prompt files replacing ours."),
     ]
@@ -207,12 +213,19 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
     import asyncio
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from autointerp.store.db import ActivationStore
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from autointerp.engine.interpretation.interpret import Interpreter, select_latents
     from autointerp.engine.interpretation.llm import make_backend
+    from autointerp.store.db import ActivationStore
+
     from .report import score_summary, summary_table
 
     chosen = parse_selection(selection)
@@ -229,16 +242,24 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
         interp = Interpreter(cfg, store, backend)
         try:
             columns = (
-                TextColumn(f"[bold]{stage}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            )  # fmt: skip
+                TextColumn(f"[bold]{stage}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
             with Progress(*columns, console=console) as progress:
                 task = progress.add_task(stage, total=len(latents), info="")
 
                 def on_latent(latent, tally):
                     rate = tally.prompt_tokens / max(tally.backend_s, 1e-9)
-                    progress.update(task, advance=1, info=(
-                        f"{tally.failed} failed, {tally.prompts} prompts, {rate:,.0f} prompt tok/s in backend"))
+                    progress.update(
+                        task,
+                        advance=1,
+                        info=(f"{tally.failed} failed, {tally.prompts} prompts, {rate:,.0f} prompt tok/s in backend"),
+                    )
 
                 tally = asyncio.run(_run_and_close(interp, backend, stage, latents, redo, on_latent))
         finally:
@@ -277,8 +298,7 @@ def explain(config_path, explainer, redo, latents, **opts) -> None:
 
 @main.command()
 @llm_options
-@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])),
-              help="Whose explanations to score.")
+@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), help="Whose explanations to score.")
 @click.option("--scorers", help="Comma-separated, from: " + ",".join(CHOICES["score.scorers"]) + ".")
 @user_errors
 def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
@@ -290,12 +310,19 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
 
 @main.command()
 @click.argument("config_path", required=False, type=click.Path(dir_okay=False))
-@click.option("--config", "config_option", type=click.Path(dir_okay=False),
-              help="TOML config file (the same as giving it as CONFIG_PATH).")
+@click.option(
+    "--config",
+    "config_option",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (the same as giving it as CONFIG_PATH).",
+)
 @click.option("--db", help="Database file (overrides the config's `db`).")
 @click.option("--latents", help="Which latents (overrides [batch] latents): 0-9,42 | random:N | top:N | live.")
-@click.option("--redo", type=click.Choice(["explain", "score"]),
-              help="Recompute stored results of this stage (explain also rescores).")
+@click.option(
+    "--redo",
+    type=click.Choice(["explain", "score"]),
+    help="Recompute stored results of this stage (explain also rescores).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan and an estimate of LLM calls and tokens; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON object.")
 @user_errors
@@ -358,10 +385,12 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
     preflight(db, must_exist=True, writing=False)
     with ActivationStore.open(db, readonly=True) as store:
         result = batch_report(
-            store, cfg.explain.explainer, None,
+            store,
+            cfg.explain.explainer,
+            None,
             usd_per_mtok_prompt if usd_per_mtok_prompt is not None else b.usd_per_million_prompt_tokens,
             usd_per_mtok_output if usd_per_mtok_output is not None else b.usd_per_million_output_tokens,
-        )  # fmt: skip
+        )
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
@@ -372,8 +401,9 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["delphi", "json", "csv"]), default="json", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (delphi) or a file (json, csv).")
-@click.option("--explainer", type=click.Choice(list(CHOICES["explain.explainer"])),
-              default="default", show_default=True)
+@click.option(
+    "--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), default="default", show_default=True
+)
 @user_errors
 def export(db, fmt, out, explainer) -> None:
     """Export explanations and scores: delphi's results layout, or one flat JSON / CSV file."""
@@ -402,13 +432,18 @@ def info(db, top) -> None:
         nnz = store.nnz()
         click.echo(f"model       {p['model']}  ({p['model_hash']})")
         click.echo(f"hook        {p['hook']}")
-        click.echo(f"coder       {p['coder_kind']} {p['coder_path']}  ({p['coder_hash']}), "
-                   f"{p['num_latents']} latents, d_in {p['d_in']}")
+        click.echo(
+            f"coder       {p['coder_kind']} {p['coder_path']}  ({p['coder_hash']}), "
+            f"{p['num_latents']} latents, d_in {p['d_in']}"
+        )
         click.echo(f"corpus      {p['corpus']}  ({p['corpus_hash']}), seq_len {p['seq_len']}, seed {p['seed']}")
-        click.echo(f"cached      {len(store.chunks())} chunks, {store.n_tokens():,} tokens, {nnz:,} activations, "
-                   f"{size / 1e6:.1f} MB ({size / max(nnz, 1):.2f} bytes/activation)")
-        rows = list(store.db.execute(
-            "select latent, count, frequency, max_act from latents order by count desc limit ?", [top]))
+        click.echo(
+            f"cached      {len(store.chunks())} chunks, {store.n_tokens():,} tokens, {nnz:,} activations, "
+            f"{size / 1e6:.1f} MB ({size / max(nnz, 1):.2f} bytes/activation)"
+        )
+        rows = list(
+            store.db.execute("select latent, count, frequency, max_act from latents order by count desc limit ?", [top])
+        )
         dead = store.db.execute("select count(*) from latents where count = 0").fetchone()[0]
         click.echo(f"latents     {dead} never fired")
         for latent, count, freq, mx in rows:
@@ -419,7 +454,9 @@ def info(db, top) -> None:
             scored = store.db.execute(
                 "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
             ).fetchone()[0]
-            click.echo(f"explainer   {printable(explainer)}: {ok} explanations ({failed} failed), {scored} latents scored")
+            click.echo(
+                f"explainer   {printable(explainer)}: {ok} explanations ({failed} failed), {scored} latents scored"
+            )
         _print_runs(store)
 
 
@@ -464,8 +501,10 @@ def _print_runs(store, limit: int = 5) -> None:
         if run["probably_killed"]:
             state = f"running? (no heartbeat for {run['silent_s']:.0f}s: killed, or on a stalled machine)"
         stages = ", ".join(f"{printable(p['stage'])} {p['done']:,}/{p['total']:,}" for p in run["stages"])
-        click.echo(f"run {run['id']:<7d} {state}, started {printable(run['started_at'])} on {printable(run['host'])} "
-                   f"(pid {run['pid']}), latents {printable(run['selection'])}" + (f"; {stages}" if stages else ""))  # fmt: skip
+        click.echo(
+            f"run {run['id']:<7d} {state}, started {printable(run['started_at'])} on {printable(run['host'])} "
+            f"(pid {run['pid']}), latents {printable(run['selection'])}" + (f"; {stages}" if stages else "")
+        )
 
 
 @main.group()
@@ -498,8 +537,9 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
 @click.option("--db", help="An existing cache to read (results go to a copy); default: a fresh 16k-token cache.")
 @click.option("--latents", "n_latents", default=4, help="How many of the most frequent latents.")
 @click.option("--examples-per-prompt", type=int, help="Excerpts per scorer prompt (default: the profile's).")
-@click.option("--scorers", default="detection,fuzzing",
-              help="Comma-separated scorers, each timed as its own stage, or 'all'.")  # fmt: skip
+@click.option(
+    "--scorers", default="detection,fuzzing", help="Comma-separated scorers, each timed as its own stage, or 'all'."
+)
 @user_errors
 def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers) -> None:
     """Explain + score throughput, prefix-cache hit ratio, overhead, and per scorer tokens and seconds per latent."""

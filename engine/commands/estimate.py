@@ -16,9 +16,6 @@ figure, labelled as such.
 
 from __future__ import annotations
 
-from autointerp.store.db import ActivationStore, preflight
-from autointerp.store.text import printable
-
 from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import Config, resolve_profile
 from autointerp.engine.interpretation.explainers import EXPLAINERS
@@ -27,6 +24,8 @@ from autointerp.engine.interpretation.sampling import sample_sizes
 from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.engine.interpretation.scorers.protocol import template_tokens as _template_tokens
 from autointerp.engine.interpretation.selection import parse_selection
+from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.text import printable
 
 
 def _embedded_on_cpu(cfg: Config) -> bool:
@@ -55,14 +54,22 @@ def plan(cfg: Config) -> dict:
     """The run's plan as a dict: stages, latents to do, LLM calls and prompt tokens per stage. Reads only."""
     cfg = resolve_profile(cfg, _embedded_on_cpu(cfg))
     selection = parse_selection(cfg.batch.latents)
-    out: dict = {"db": cfg.db, "profile": cfg.profile, "stages": list(cfg.batch.stages),
-                 "llm": f"{cfg.llm.backend} ({cfg.llm.model})", "selection": selection.text}  # fmt: skip
+    out: dict = {
+        "db": cfg.db,
+        "profile": cfg.profile,
+        "stages": list(cfg.batch.stages),
+        "llm": f"{cfg.llm.backend} ({cfg.llm.model})",
+        "selection": selection.text,
+    }
     exists = preflight(cfg.db, must_exist=False, writing=False) not in (None, 0)
     store = ActivationStore.open(cfg.db, readonly=True) if exists else None  # writes nothing
     try:
         complete = store is not None and cache_is_complete(store, cfg.cache)
-        out["cache"] = {"tokens": cfg.cache.n_sequences * cfg.cache.seq_len, "complete": complete,
-                        "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0}  # fmt: skip
+        out["cache"] = {
+            "tokens": cfg.cache.n_sequences * cfg.cache.seq_len,
+            "complete": complete,
+            "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0,
+        }
         spec = EXPLAINERS[cfg.explain.explainer]
         if complete and store is not None:
             work = _work_from_cache(cfg, store, selection, spec.needs_negatives)
@@ -76,13 +83,21 @@ def plan(cfg: Config) -> dict:
         prompts = PromptLibrary(cfg.prompts_dir or None)
         stages = {}
         if "explain" in cfg.batch.stages:
-            shown = (cfg.score.intervention_explain_prompts * (cfg.score.intervention_prompt_tokens
-                                                               + 2 * cfg.score.intervention_new_tokens + 8)
-                     if spec.needs_steering else cfg.sample.n_explain * (cfg.cache.window_len + 2))  # fmt: skip
+            shown = (
+                cfg.score.intervention_explain_prompts
+                * (cfg.score.intervention_prompt_tokens + 2 * cfg.score.intervention_new_tokens + 8)
+                if spec.needs_steering
+                else cfg.sample.n_explain * (cfg.cache.window_len + 2)
+            )
             rough = _template_tokens(prompts, spec.template, examples="", promoted="", negatives="") + shown
-            stages["explain"] = _stage(work["explain"], work["explain"], measured.get("explain"), rough,
-                                       int(cfg.explain.max_tokens * spec.token_budget),
-                                       work["exact"] and not spec.needs_steering)  # fmt: skip
+            stages["explain"] = _stage(
+                work["explain"],
+                work["explain"],
+                measured.get("explain"),
+                rough,
+                int(cfg.explain.max_tokens * spec.token_budget),
+                work["exact"] and not spec.needs_steering,
+            )
         if "score" in cfg.batch.stages:
             for scorer in cfg.score.scorers:
                 todo, calls = work["score"][scorer]
@@ -90,11 +105,19 @@ def plan(cfg: Config) -> dict:
                     stages[f"score/{scorer}"] = _stage(todo, 0, None, 0, 0, True)
                     continue
                 rough, budget = _rough_tokens_per_call(cfg, prompts, scorer)
-                stages[f"score/{scorer}"] = _stage(todo, calls, measured.get(f"score/{scorer}"), rough, budget,
-                                                   work["exact"] and SCORERS[scorer].calls_exact)  # fmt: skip
+                stages[f"score/{scorer}"] = _stage(
+                    todo,
+                    calls,
+                    measured.get(f"score/{scorer}"),
+                    rough,
+                    budget,
+                    work["exact"] and SCORERS[scorer].calls_exact,
+                )
         out["llm_stages"] = stages
-        out["total"] = {k: sum(st[k] for st in stages.values() if st[k] is not None)
-                        for k in ("calls", "prompt_tokens", "max_output_tokens")}  # fmt: skip
+        out["total"] = {
+            k: sum(st[k] for st in stages.values() if st[k] is not None)
+            for k in ("calls", "prompt_tokens", "max_output_tokens")
+        }
         out["total"]["exact"] = all(st["exact"] for st in stages.values() if st["calls"])
         return out
     finally:
@@ -105,8 +128,10 @@ def plan(cfg: Config) -> dict:
 def _work_before_cache(cfg: Config, selection) -> dict:
     """No cache yet: the nominal sample sizes for as many latents as the selection names (None for "live")."""
     n = selection.count()
-    sizes = {"activating": cfg.sample.activating_per_decile * cfg.sample.n_deciles,
-             "non_activating": cfg.sample.n_non_activating}  # fmt: skip
+    sizes = {
+        "activating": cfg.sample.activating_per_decile * cfg.sample.n_deciles,
+        "non_activating": cfg.sample.n_non_activating,
+    }
     sides = 2 if cfg.score.control and (n or 0) > 1 else 1
     score = {}
     for scorer in cfg.score.scorers:
@@ -143,13 +168,22 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
                 f"select latent, role, count(*) from samples where {where} group by latent, role", span
             ):
                 stored.setdefault(latent, {})[role] = n
-            skipped = {r[0] for r in db.execute(f"select latent from sample_sets where {where} and skipped is not null",
-                                                span)}  # fmt: skip
-            explained = {r[0] for r in db.execute(
-                f"select latent from explanations where explainer = ? and text is not null and {where}",
-                [explainer, *span])}  # fmt: skip
-            sizes = {x: None if x in skipped else stored.get(x) or sample_sizes(
-                cfg.sample, n_windows.get(x, 0), total_windows, explainer_negatives) for x in part}  # fmt: skip
+            skipped = {
+                r[0] for r in db.execute(f"select latent from sample_sets where {where} and skipped is not null", span)
+            }
+            explained = {
+                r[0]
+                for r in db.execute(
+                    f"select latent from explanations where explainer = ? and text is not null and {where}",
+                    [explainer, *span],
+                )
+            }
+            sizes = {
+                x: None
+                if x in skipped
+                else stored.get(x) or sample_sizes(cfg.sample, n_windows.get(x, 0), total_windows, explainer_negatives)
+                for x in part
+            }
             yield part, span, sizes, explained
 
     # Pass 1: which selected latents will have an explanation (assuming every explanation succeeds).
@@ -157,18 +191,24 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
     for part, _, sizes, explained in blocks():
         to_explain += sum(1 for x in part if sizes[x] is not None and x not in explained)
         mine += sum(1 for x in part if x in explained or sizes[x] is not None)
-    n_explained = db.execute("select count(*) from explanations where explainer = ? and text is not null",
-                             [explainer]).fetchone()[0]  # fmt: skip
+    n_explained = db.execute(
+        "select count(*) from explanations where explainer = ? and text is not null", [explainer]
+    ).fetchone()[0]
     # As Interpreter.control_for draws a control: from this selection's explained latents when it has two, else from
     # every explained latent; a scored latent has a control when that pool holds another latent than itself.
     pool = mine if mine >= 2 else n_explained + to_explain
     sides = [0, 1] if cfg.score.control and pool >= 2 else [0]
     # Pass 2: the calls still to make.
     score = {scorer: [0, 0] for scorer in cfg.score.scorers}
-    for part, span, sizes, explained in blocks():
-        done = {(r[0], r[1], r[2]) for r in db.execute(
-            "select latent, scorer, control from scores where explainer = ? and latent between ? and ?"
-            " and coalesce(n_retry, n_failed) = 0", [explainer, *span])}  # fmt: skip
+    for part, span, sizes, _explained in blocks():
+        done = {
+            (r[0], r[1], r[2])
+            for r in db.execute(
+                "select latent, scorer, control from scores where explainer = ? and latent between ? and ?"
+                " and coalesce(n_retry, n_failed) = 0",
+                [explainer, *span],
+            )
+        }
         for x in part:
             sz = sizes[x]
             if sz is None:
@@ -178,31 +218,49 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
                 if todo:
                     tally[0] += 1
                     tally[1] += todo * scorer_calls(cfg, scorer, sz.get("activating", 0), sz.get("non_activating", 0))
-    return {"latents": len(latents), "explain": to_explain, "score": {k: tuple(v) for k, v in score.items()},
-            "exact": True}  # fmt: skip
+    return {
+        "latents": len(latents),
+        "explain": to_explain,
+        "score": {k: tuple(v) for k, v in score.items()},
+        "exact": True,
+    }
 
 
 def _stage(todo, calls, measured, rough_per_call, max_output_per_call, exact: bool) -> dict:
     if todo is None:
-        return {"latents": None, "calls": None, "prompt_tokens": None, "max_output_tokens": None, "basis": "-",
-                "exact": False}  # fmt: skip
+        return {
+            "latents": None,
+            "calls": None,
+            "prompt_tokens": None,
+            "max_output_tokens": None,
+            "basis": "-",
+            "exact": False,
+        }
     if measured and measured["calls"]:
         per_call = measured["prompt_tokens"] / measured["calls"]
         basis = f"tokens measured on {measured['calls']:,} calls"
     else:
         per_call, basis = rough_per_call, "tokens rough: prompt files at 4 chars/token + excerpts"
-    return {"latents": todo, "calls": calls, "prompt_tokens": int(calls * per_call),
-            "max_output_tokens": int(calls * max_output_per_call), "basis": basis if calls else "no LLM",
-            "exact": exact}  # fmt: skip
+    return {
+        "latents": todo,
+        "calls": calls,
+        "prompt_tokens": int(calls * per_call),
+        "max_output_tokens": int(calls * max_output_per_call),
+        "basis": basis if calls else "no LLM",
+        "exact": exact,
+    }
 
 
 def _measured(store: ActivationStore, cfg: Config) -> dict:
     from .report import sum_accounting
 
-    out = {"explain": sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])}
+    out = {
+        "explain": sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])
+    }
     for scorer in cfg.score.scorers:
-        out[f"score/{scorer}"] = sum_accounting(store.db, "scores", "explainer = ? and scorer = ? and n_calls > 0",
-                                                 [cfg.explain.explainer, scorer])  # fmt: skip
+        out[f"score/{scorer}"] = sum_accounting(
+            store.db, "scores", "explainer = ? and scorer = ? and n_calls > 0", [cfg.explain.explainer, scorer]
+        )
     return out
 
 
@@ -213,22 +271,32 @@ def format_plan(p: dict) -> str:
         state = "already complete" if c["complete"] else f"{c['chunks_committed']} chunks committed so far"
         lines.append(f"  cache    {c['tokens']:,} tokens ({state})")
     n = p["latents"]
-    lines.append(f"  latents  {printable(p['selection'])} -> "
-                 f"{n if n is not None else 'every live latent (known after the cache)'}")  # fmt: skip
+    lines.append(
+        f"  latents  {printable(p['selection'])} -> "
+        f"{n if n is not None else 'every live latent (known after the cache)'}"
+    )
     for stage, st in p["llm_stages"].items():
         if st["latents"] is None:
             lines.append(f"  {stage:20s} latents known after the cache")
             continue
         calls = f"{st['calls']:,} LLM calls" if st["exact"] else f"at most {st['calls']:,} LLM calls"
-        lines.append(f"  {stage:20s} {st['latents']:,} latents to do, {calls}, "
-                     f"~{st['prompt_tokens']:,} prompt tokens ({st['basis']})")  # fmt: skip
+        lines.append(
+            f"  {stage:20s} {st['latents']:,} latents to do, {calls}, "
+            f"~{st['prompt_tokens']:,} prompt tokens ({st['basis']})"
+        )
     t = p["total"]
-    lines.append(f"  total                {t['calls']:,} LLM calls{'' if t['exact'] else ' at most'}, "
-                 f"~{t['prompt_tokens']:,} prompt tokens, at most {t['max_output_tokens']:,} output tokens")  # fmt: skip
+    lines.append(
+        f"  total                {t['calls']:,} LLM calls{'' if t['exact'] else ' at most'}, "
+        f"~{t['prompt_tokens']:,} prompt tokens, at most {t['max_output_tokens']:,} output tokens"
+    )
     if c["complete"]:
-        lines.append("  (exact if every explanation succeeds: a failed explanation is not scored; intervention "
-                     "calls are an upper bound: an unreachable target or identical continuations ask nothing)")
+        lines.append(
+            "  (exact if every explanation succeeds: a failed explanation is not scored; intervention "
+            "calls are an upper bound: an unreachable target or identical continuations ask nothing)"
+        )
     else:
-        lines.append("  (before the cache: upper bounds from the nominal sample sizes; run the dry run again once "
-                     "the cache is complete for exact counts)")
+        lines.append(
+            "  (before the cache: upper bounds from the nominal sample sizes; run the dry run again once "
+            "the cache is complete for exact counts)"
+        )
     return "\n".join(lines)

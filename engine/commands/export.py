@@ -16,13 +16,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from autointerp.store.db import ActivationStore, preflight, why_not_creatable
-from autointerp.store.errors import UserError
-from autointerp.store.killpoints import kill_point
-
 from autointerp.engine.config import Config
 from autointerp.engine.interpretation.metrics import METRIC_NAMES
 from autointerp.engine.interpretation.scorers import SCORERS
+from autointerp.store.db import ActivationStore, preflight, why_not_creatable
+from autointerp.store.errors import UserError
+from autointerp.store.killpoints import kill_point
 
 
 def _outcomes_are_windows(scorer: str) -> bool:
@@ -69,6 +68,7 @@ def _replace_file(out: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
+
 def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
     """One row per explained latent: its explanation, statistics, and every scorer's metrics (and control's)."""
     stats = {r[0]: r[1:] for r in store.db.execute("select latent, frequency, max_act, n_windows from latents")}
@@ -78,20 +78,42 @@ def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
         entry = {m: r[m] for m in METRIC_NAMES}
         entry.update(n=r["n"], n_failed=r["n_failed"], explanation_latent=r["explanation_latent"])
         scores.setdefault(r["latent"], {})[side] = entry
-    audits = {r[0]: r[1:] for r in store.db.execute(
-        "select latent, rating, explanation, note, flagged, updated_at from audits where explainer = ?", [explainer])}
+    audits = {
+        r[0]: r[1:]
+        for r in store.db.execute(
+            "select latent, rating, explanation, note, flagged, updated_at from audits where explainer = ?", [explainer]
+        )
+    }
     out = []
     for row in store.db.execute(
         "select latent, text, error, model, n_examples, prompt_tokens, output_tokens from explanations"
-        " where explainer = ? order by latent", [explainer]
-    ):  # fmt: skip
+        " where explainer = ? order by latent",
+        [explainer],
+    ):
         latent, text, error, model, n_examples, pt, ot = row
         freq, max_act, n_windows = stats.get(latent, (None, None, None))
-        out.append({"latent": latent, "explainer": explainer, "explanation": text, "error": error, "model": model,
-                    "frequency": freq, "max_act": max_act, "n_windows": n_windows, "n_examples": n_examples,
-                    "prompt_tokens": pt, "output_tokens": ot, "scores": scores.get(latent, {}),
-                    **dict(zip(("audit_rating", "audit_explanation", "audit_note", "audit_flagged", "audit_at"),
-                               audits.get(latent, (None,) * 5)))})  # fmt: skip
+        out.append(
+            {
+                "latent": latent,
+                "explainer": explainer,
+                "explanation": text,
+                "error": error,
+                "model": model,
+                "frequency": freq,
+                "max_act": max_act,
+                "n_windows": n_windows,
+                "n_examples": n_examples,
+                "prompt_tokens": pt,
+                "output_tokens": ot,
+                "scores": scores.get(latent, {}),
+                **dict(
+                    zip(
+                        ("audit_rating", "audit_explanation", "audit_note", "audit_flagged", "audit_at"),
+                        audits.get(latent, (None,) * 5),
+                    )
+                ),
+            }
+        )
     return out
 
 
@@ -119,9 +141,24 @@ def export(cfg: Config, fmt: str, out: str | Path) -> dict:
 def _write_csv(f, rows: list[dict]) -> None:
     sides = sorted({side for r in rows for side in r["scores"]})
     metric_cols = [f"{side}.{m}" for side in sides for m in (*METRIC_NAMES, "n", "n_failed")]
-    base = ["latent", "explainer", "explanation", "error", "model", "frequency", "max_act", "n_windows",
-            "n_examples", "prompt_tokens", "output_tokens", "audit_rating", "audit_explanation", "audit_note",
-            "audit_flagged", "audit_at"]  # fmt: skip
+    base = [
+        "latent",
+        "explainer",
+        "explanation",
+        "error",
+        "model",
+        "frequency",
+        "max_act",
+        "n_windows",
+        "n_examples",
+        "prompt_tokens",
+        "output_tokens",
+        "audit_rating",
+        "audit_explanation",
+        "audit_note",
+        "audit_flagged",
+        "audit_at",
+    ]
     w = csv.writer(f)
     w.writerow(base + metric_cols)
     for r in rows:
@@ -172,12 +209,17 @@ def _delphi_files(cfg: Config, store: ActivationStore, rows: list[dict], out: Pa
             records = []
             for o in outcomes:
                 ex = examples.get(o["window"]) if on_windows else None
-                records.append({
-                    "str_tokens": ex.tokens if ex else None, "activations": [float(a) for a in ex.acts] if ex else None,
-                    "distance": o["decile"] if o["label"] else -1, "activating": bool(o["label"]),
-                    "prediction": None if o["failed"] else bool(o["prediction"]), "probability": o["probability"],
-                    "correct": None if o["failed"] else bool(o["prediction"]) == bool(o["label"]),
-                })  # fmt: skip
+                records.append(
+                    {
+                        "str_tokens": ex.tokens if ex else None,
+                        "activations": [float(a) for a in ex.acts] if ex else None,
+                        "distance": o["decile"] if o["label"] else -1,
+                        "activating": bool(o["label"]),
+                        "prediction": None if o["failed"] else bool(o["prediction"]),
+                        "probability": o["probability"],
+                        "correct": None if o["failed"] else bool(o["prediction"]) == bool(o["label"]),
+                    }
+                )
             folder = out / "scores" / _safe_name(s["scorer"] + ("_control" if s["control"] else ""))
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{module}_latent{s['latent']}.txt").write_text(json.dumps(records))

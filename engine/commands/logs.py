@@ -15,9 +15,8 @@ from pathlib import Path
 
 import click
 
-from autointerp.store.db import why_not_creatable
-
 from autointerp.engine.config import ConfigError
+from autointerp.store.db import why_not_creatable
 
 ROOT = "autointerp"
 log = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ def log_options(fn):
         handlers = configure(verbose, log_file)
         try:
             ctx = click.get_current_context()
-            log.debug("autointerp %s", ctx.command_path[len(ctx.find_root().command_path):].strip())
+            log.debug("autointerp %s", ctx.command_path[len(ctx.find_root().command_path) :].strip())
             return fn(*args, **kwargs)
         except Exception:
             log.debug("command %s failed", fn.__name__, exc_info=True)

@@ -6,11 +6,10 @@ import json
 
 from rich.text import Text
 
-from autointerp.store.results import Results
-from autointerp.store.text import printable
-
 from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise
 from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store.results import Results
+from autointerp.store.text import printable
 
 
 def score_summary(results: Results, explainer: str, latents: list[int] | None = None) -> dict:
@@ -42,9 +41,13 @@ def per_target_summary(rows: list[dict]) -> dict:
             side = out.setdefault(str(t["target"]), {"real": [], "control": []})["control" if r["control"] else "real"]
             side.append(t)
     names = ("accuracy", "balanced_accuracy", "auroc")
-    return {target: {side: {**summarise(ts, names), "unreached": sum(t.get("strength") is None for t in ts)}
-                     for side, ts in sides.items()}
-            for target, sides in sorted(out.items(), key=lambda kv: float(kv[0]))}  # fmt: skip
+    return {
+        target: {
+            side: {**summarise(ts, names), "unreached": sum(t.get("strength") is None for t in ts)}
+            for side, ts in sides.items()
+        }
+        for target, sides in sorted(out.items(), key=lambda kv: float(kv[0]))
+    }
 
 
 def _cell(s: dict) -> str:
@@ -75,10 +78,15 @@ def summary_table(summary: dict):
                 if real["mean"] is not None or control["mean"] is not None:
                     table.add_row("", Text(f"KL {printable(target)}: {name}"), _cell(real), _cell(control))
             if ts["real"]["unreached"]:
-                table.add_row("", Text(f"KL {printable(target)}: not reached"), str(ts["real"]["unreached"]),
-                              str(ts["control"]["unreached"]))  # fmt: skip
-        table.add_row("", "failed examples", str(sides["real"]["n_failed"]), str(sides["control"]["n_failed"]),
-                      end_section=True)  # fmt: skip
+                table.add_row(
+                    "",
+                    Text(f"KL {printable(target)}: not reached"),
+                    str(ts["real"]["unreached"]),
+                    str(ts["control"]["unreached"]),
+                )
+        table.add_row(
+            "", "failed examples", str(sides["real"]["n_failed"]), str(sides["control"]["n_failed"]), end_section=True
+        )
     return table
 
 
@@ -86,8 +94,9 @@ def sum_accounting(db, table: str, where: str, args: list) -> dict:
     row = db.execute(
         f"select count(distinct latent), coalesce(sum(n_calls), 0), coalesce(sum(n_failed_calls), 0),"
         f" coalesce(sum(prompt_tokens), 0), coalesce(sum(max(cached_tokens, 0)), 0),"
-        f" coalesce(sum(output_tokens), 0), coalesce(sum(llm_seconds), 0) from {table} where {where}", args,
-    ).fetchone()  # fmt: skip
+        f" coalesce(sum(output_tokens), 0), coalesce(sum(llm_seconds), 0) from {table} where {where}",
+        args,
+    ).fetchone()
     keys = ("latents", "calls", "failed_calls", "prompt_tokens", "cached_tokens", "output_tokens", "backend_s")
     out = dict(zip(keys, row))
     n = max(out["latents"], 1)
@@ -102,27 +111,37 @@ def _in(latents: list[int] | None) -> tuple[str, list]:
     return "latent in (select value from json_each(?))", [json.dumps(list(latents))]
 
 
-def batch_report(store, explainer: str, latents: list[int] | None = None, usd_per_m_prompt: float = 0.0,
-                 usd_per_m_output: float = 0.0) -> dict:  # fmt: skip
+def batch_report(
+    store,
+    explainer: str,
+    latents: list[int] | None = None,
+    usd_per_m_prompt: float = 0.0,
+    usd_per_m_output: float = 0.0,
+) -> dict:
     """Everything `autointerp report` shows, as one JSON-able dict: per-scorer metrics with the control,
     failures by reason, tokens per stage (and per scorer), price per million latents, time per stage."""
     db = store.db
     sel, sel_args = _in(latents)
-    failures = dict(db.execute(
-        f"select error, count(*) from explanations where explainer = ? and text is null and {sel}"
-        " group by error order by count(*) desc", [explainer, *sel_args]
-    ).fetchall())  # fmt: skip
+    failures = dict(
+        db.execute(
+            f"select error, count(*) from explanations where explainer = ? and text is null and {sel}"
+            " group by error order by count(*) desc",
+            [explainer, *sel_args],
+        ).fetchall()
+    )
     n_expl, n_ok = db.execute(
         f"select count(*), count(text) from explanations where explainer = ? and {sel}", [explainer, *sel_args]
     ).fetchone()
     tokens = {"explain": sum_accounting(db, "explanations", f"explainer = ? and {sel}", [explainer, *sel_args])}
     score_errors: dict[str, dict[str, int]] = {}
     for (scorer,) in db.execute("select distinct scorer from scores where explainer = ? order by scorer", [explainer]):
-        tokens[f"score/{scorer}"] = sum_accounting(db, "scores", f"explainer = ? and scorer = ? and {sel}",
-                                                    [explainer, scorer, *sel_args])  # fmt: skip
+        tokens[f"score/{scorer}"] = sum_accounting(
+            db, "scores", f"explainer = ? and scorer = ? and {sel}", [explainer, scorer, *sel_args]
+        )
         errs: dict[str, int] = {}
-        for (blob,) in db.execute(f"select errors from scores where explainer = ? and scorer = ? and {sel}",
-                                  [explainer, scorer, *sel_args]):  # fmt: skip
+        for (blob,) in db.execute(
+            f"select errors from scores where explainer = ? and scorer = ? and {sel}", [explainer, scorer, *sel_args]
+        ):
             for why, n in (json.loads(blob) if blob else {}).items():
                 errs[why] = errs.get(why, 0) + n
         score_errors[scorer] = errs
@@ -135,8 +154,9 @@ def batch_report(store, explainer: str, latents: list[int] | None = None, usd_pe
     times = {
         stage: {"wall_s": wall, "runs": runs}
         for stage, wall, runs in db.execute(
-            "select stage, sum(wall_s), count(distinct run) from progress group by stage order by min(started_at)")
-    }  # fmt: skip
+            "select stage, sum(wall_s), count(distinct run) from progress group by stage order by min(started_at)"
+        )
+    }
     return {
         "explainer": explainer,
         "latents": len(latents) if latents is not None else None,
@@ -146,10 +166,12 @@ def batch_report(store, explainer: str, latents: list[int] | None = None, usd_pe
         "tokens": tokens,
         "tokens_per_latent": {"prompt": per_latent_prompt, "output": per_latent_output},
         "usd_per_million_latents": price,
-        "price_basis": {"usd_per_million_prompt_tokens": usd_per_m_prompt,
-                        "usd_per_million_output_tokens": usd_per_m_output},
+        "price_basis": {
+            "usd_per_million_prompt_tokens": usd_per_m_prompt,
+            "usd_per_million_output_tokens": usd_per_m_output,
+        },
         "time": times,
-    }  # fmt: skip
+    }
 
 
 def print_report(report: dict, console) -> None:
@@ -157,31 +179,63 @@ def print_report(report: dict, console) -> None:
 
     e = report["explanations"]
     # Failure reasons quote servers and models: printed literally (no markup, control characters spelled out).
-    console.print(f"explanations ({printable(report['explainer'])}): {e['ok']} usable, {e['failed']} failed",
-                  highlight=False, markup=False)  # fmt: skip
+    console.print(
+        f"explanations ({printable(report['explainer'])}): {e['ok']} usable, {e['failed']} failed",
+        highlight=False,
+        markup=False,
+    )
     for why, n in e["failures"].items():
         console.print(f"  {n} failed: {printable(why)}", highlight=False, markup=False)
     if report["scores"]:
         console.print(summary_table(report["scores"]))
     for scorer, errs in report["score_failures"].items():
         for why, n in sorted(errs.items(), key=lambda kv: -kv[1]):
-            console.print(f"  {printable(scorer)}: {n} examples failed: {printable(why)}", highlight=False, markup=False)
+            console.print(
+                f"  {printable(scorer)}: {n} examples failed: {printable(why)}", highlight=False, markup=False
+            )
     table = Table(title="LLM use per stage")
-    for col in ("stage", "latents", "calls", "failed calls", "prompt tokens", "from cache", "output tokens",
-                "prompt tok/latent", "output tok/latent", "backend s"):  # fmt: skip
+    for col in (
+        "stage",
+        "latents",
+        "calls",
+        "failed calls",
+        "prompt tokens",
+        "from cache",
+        "output tokens",
+        "prompt tok/latent",
+        "output tok/latent",
+        "backend s",
+    ):
         table.add_column(col, justify="right" if col != "stage" else "left", no_wrap=col == "stage")
     for stage, t in report["tokens"].items():
-        table.add_row(Text(printable(stage)), f"{t['latents']:,}", f"{t['calls']:,}", f"{t['failed_calls']:,}",
-                      f"{t['prompt_tokens']:,}", f"{t['cached_tokens']:,}", f"{t['output_tokens']:,}",
-                      f"{t['prompt_tokens_per_latent']:,.0f}", f"{t['output_tokens_per_latent']:,.0f}",
-                      f"{t['backend_s']:,.1f}")  # fmt: skip
+        table.add_row(
+            Text(printable(stage)),
+            f"{t['latents']:,}",
+            f"{t['calls']:,}",
+            f"{t['failed_calls']:,}",
+            f"{t['prompt_tokens']:,}",
+            f"{t['cached_tokens']:,}",
+            f"{t['output_tokens']:,}",
+            f"{t['prompt_tokens_per_latent']:,.0f}",
+            f"{t['output_tokens_per_latent']:,.0f}",
+            f"{t['backend_s']:,.1f}",
+        )
     console.print(table)
     if report["usd_per_million_latents"] is not None:
         b = report["price_basis"]
-        console.print(f"estimated price: ${report['usd_per_million_latents']:,.0f} per million latents at "
-                      f"${b['usd_per_million_prompt_tokens']}/M prompt and ${b['usd_per_million_output_tokens']}/M "
-                      "output tokens", highlight=False)  # fmt: skip
+        console.print(
+            f"estimated price: ${report['usd_per_million_latents']:,.0f} per million latents at "
+            f"${b['usd_per_million_prompt_tokens']}/M prompt and ${b['usd_per_million_output_tokens']}/M "
+            "output tokens",
+            highlight=False,
+        )
     if report["time"]:
-        console.print("time per stage (wall, summed over runs): " + ", ".join(
-            f"{printable(stage)} {t['wall_s']:,.1f}s ({t['runs']} run{'s' if t['runs'] != 1 else ''})"
-            for stage, t in report["time"].items()), highlight=False, markup=False)  # fmt: skip
+        console.print(
+            "time per stage (wall, summed over runs): "
+            + ", ".join(
+                f"{printable(stage)} {t['wall_s']:,.1f}s ({t['runs']} run{'s' if t['runs'] != 1 else ''})"
+                for stage, t in report["time"].items()
+            ),
+            highlight=False,
+            markup=False,
+        )

@@ -10,9 +10,10 @@ import json
 import re
 from dataclasses import dataclass
 
+from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
+
 from .examples import Example, activation_list, marked_positions, plain, with_marks
 from .llm import LLMRequest
-from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
 from .prompts import PromptLibrary
 
 MAX_EXPLANATION_CHARS = 200
@@ -57,10 +58,19 @@ def numbered(lines: list[str], start: int = 1) -> str:
 
 
 def build_request(
-    spec: ExplainerSpec, prompts: PromptLibrary, examples: list[Example], *, threshold: float, scale: float,
-    max_tokens: int, seed: int, json_output: bool, temperature: float = 0.0, promoted: list[str] | None = None,
+    spec: ExplainerSpec,
+    prompts: PromptLibrary,
+    examples: list[Example],
+    *,
+    threshold: float,
+    scale: float,
+    max_tokens: int,
+    seed: int,
+    json_output: bool,
+    temperature: float = 0.0,
+    promoted: list[str] | None = None,
     negatives: list[Example] | None = None,
-) -> LLMRequest:  # fmt: skip
+) -> LLMRequest:
     """`scale` is the latent's largest activation (activation values are shown as 0-10 of it)."""
     blocks = []
     for i, ex in enumerate(examples, 1):
@@ -77,9 +87,12 @@ def build_request(
         values["negatives"] = numbered([plain(ex) for ex in negatives or []], start=len(examples) + 1)
     messages = prompts.get(spec.template).render(**values)
     return LLMRequest(
-        messages, max_tokens=int(max_tokens * spec.token_budget), temperature=temperature, seed=seed,
+        messages,
+        max_tokens=int(max_tokens * spec.token_budget),
+        temperature=temperature,
+        seed=seed,
         json_schema=spec.schema if json_output else None,
-    )  # fmt: skip
+    )
 
 
 _FIELD = re.compile(r'"explanation"\s*:\s*"((?:[^"\\]|\\.)*)"', re.S)

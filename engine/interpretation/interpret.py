@@ -70,23 +70,29 @@ class Interpreter:
         self.store, self.backend = store, backend
         self.cache_cfg = CacheConfig(**json.loads(prov["config"]))
         if not store.stats_done(self.cache_cfg.window_len):
-            raise InterpretError(f"{store.path}: the cache is not finished (its latent statistics are not complete); "
-                                 "rerun the cache stage (`autointerp batch` or `autointerp cache`) to finish it")
+            raise InterpretError(
+                f"{store.path}: the cache is not finished (its latent statistics are not complete); "
+                "rerun the cache stage (`autointerp batch` or `autointerp cache`) to finish it"
+            )
         self.queries = WindowQueries(store, self.cache_cfg.window_len)
         self.results = store.results
         self.prompts = PromptLibrary(cfg.prompts_dir or None)
         self.spec = EXPLAINERS[cfg.explain.explainer]
         cpu_embedded = (
-            backend is not None and backend.name == "llamacpp" and cfg.llm.model == "embedded"
+            backend is not None
+            and backend.name == "llamacpp"
+            and cfg.llm.model == "embedded"
             and getattr(backend, "n_gpu_layers", 0) == 0
-        )  # fmt: skip
+        )
         self.cfg = cfg = resolve_profile(cfg, cpu_embedded)
         for name in cfg.score.scorers:  # a setting that cannot work is refused before any latent
             problem = SCORERS[name].check(cfg) if name in SCORERS else None
             if problem:
                 raise InterpretError(problem)
         self.sample_cfg = cfg.sample
-        self.json_output = not (backend is not None and backend.name == "openai" and cfg.llm.structured_output == "none")
+        self.json_output = not (
+            backend is not None and backend.name == "openai" and cfg.llm.structured_output == "none"
+        )
         # One thread owns the SQLite connection's work and the numpy sampling, off the event loop.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="autointerp-store")
         self.num_latents = int(prov["num_latents"])
@@ -127,7 +133,9 @@ class Interpreter:
     def decoder(self):
         w = self.coder.decoder_directions()
         if w is None:
-            raise InterpretError(f"coder {self.coder.kind} has no decoder directions (logit lens / neighbours need them)")
+            raise InterpretError(
+                f"coder {self.coder.kind} has no decoder directions (logit lens / neighbours need them)"
+            )
         return w
 
     @cached_property
@@ -202,8 +210,15 @@ class Interpreter:
             aw = ActivatingWindows(-1, empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32))
         lws = self.queries.fetch(aw, windows)
         deciles = deciles if deciles is not None else [0] * len(lws)
-        return [Example(int(w.seq * self.queries.windows_per_seq + w.start // self.queries.window_len),
-                        self.token_text(w.tokens), w.acts, int(d)) for w, d in zip(lws, deciles)]  # fmt: skip
+        return [
+            Example(
+                int(w.seq * self.queries.windows_per_seq + w.start // self.queries.window_len),
+                self.token_text(w.tokens),
+                w.acts,
+                int(d),
+            )
+            for w, d in zip(lws, deciles)
+        ]
 
     def role_examples(self, s: SampleSet, role: str) -> list[Example]:
         items = s.role(role)
@@ -244,9 +259,14 @@ class Interpreter:
             steerer = Steerer(self.subject, steering_site(self.coder, self.store.provenance["hook"], latent))
         except (SteeringError, ModelError) as e:  # counted failures of this latent, not a stopped stage
             return [intervention.TargetEffects(t, None, None, 0, str(e), len(ids)) for t in targets]
-        return intervention.steer_prompts(steerer, torch.from_numpy(tokens), ids,
-                                          lambda x: "".join(self.token_text(x)), targets,
-                                          self.cfg.score.intervention_new_tokens)  # fmt: skip
+        return intervention.steer_prompts(
+            steerer,
+            torch.from_numpy(tokens),
+            ids,
+            lambda x: "".join(self.token_text(x)),
+            targets,
+            self.cfg.score.intervention_new_tokens,
+        )
 
     # ---- explain ------------------------------------------------------------------------------
 
@@ -271,10 +291,18 @@ class Interpreter:
         promoted = self.logit_lens.promoted(latent) if self.spec.needs_logit_lens else None
         stats = self.store.latent_stats(latent)
         req = build_request(
-            self.spec, self.prompts, examples, threshold=self.cfg.explain.threshold, scale=float(stats["max_act"]),
-            max_tokens=self.cfg.explain.max_tokens, seed=self.cfg.llm.seed, json_output=self.json_output,
-            temperature=self.cfg.llm.temperature, promoted=promoted, negatives=negatives,
-        )  # fmt: skip
+            self.spec,
+            self.prompts,
+            examples,
+            threshold=self.cfg.explain.threshold,
+            scale=float(stats["max_act"]),
+            max_tokens=self.cfg.explain.max_tokens,
+            seed=self.cfg.llm.seed,
+            json_output=self.json_output,
+            temperature=self.cfg.llm.temperature,
+            promoted=promoted,
+            negatives=negatives,
+        )
         extras = {"promoted": promoted} if promoted else {}
         return (req, len(examples), extras, s.seed, None), None
 
@@ -286,8 +314,13 @@ class Interpreter:
         if effects.strength is None:
             return None, len(effects.pairs), extras, s.seed, effects.error
         messages = self.prompts.get(self.spec.template).render(examples=intervention.explain_examples(effects))
-        req = LLMRequest(messages, max_tokens=self.cfg.explain.max_tokens, temperature=self.cfg.llm.temperature,
-                         seed=self.cfg.llm.seed, json_schema=self.spec.schema if self.json_output else None)  # fmt: skip
+        req = LLMRequest(
+            messages,
+            max_tokens=self.cfg.explain.max_tokens,
+            temperature=self.cfg.llm.temperature,
+            seed=self.cfg.llm.seed,
+            json_schema=self.spec.schema if self.json_output else None,
+        )
         return req, len(effects.pairs), extras, s.seed, None
 
     async def explain_latent(self, latent: int, redo: bool = False) -> tuple[dict | None, str | None]:
@@ -308,11 +341,20 @@ class Interpreter:
             acc.add(r)
             raw = stored_answer(r.text)
         row = {
-            "latent": latent, "explainer": self.spec.name, "text": text, "error": error, "raw": raw,
-            "model": self.backend.model, "backend": self.backend.name,
-            "prompt_sha": self.prompts.get(self.spec.template).sha, "seed": seed, "n_examples": n_examples,
-            "extras": extras, "settings": self._settings(threshold=self.cfg.explain.threshold), **acc.as_row(),
-        }  # fmt: skip
+            "latent": latent,
+            "explainer": self.spec.name,
+            "text": text,
+            "error": error,
+            "raw": raw,
+            "model": self.backend.model,
+            "backend": self.backend.name,
+            "prompt_sha": self.prompts.get(self.spec.template).sha,
+            "seed": seed,
+            "n_examples": n_examples,
+            "extras": extras,
+            "settings": self._settings(threshold=self.cfg.explain.threshold),
+            **acc.as_row(),
+        }
         await self._off_loop(self.results.write_explanation, row)
         kill_point("explain")
         return row, None
@@ -354,8 +396,10 @@ class Interpreter:
         # (rows that exist but hold failed examples a rerun may fix are scored again, whole)
         act = self.role_examples(s, "activating")
         non = self.role_examples(s, "non_activating")
-        state = {scorer: self._score_state(scorer, latent, s, act, non)
-                 for scorer in dict.fromkeys(scorer for scorer, *_ in todo)}  # fmt: skip
+        state = {
+            scorer: self._score_state(scorer, latent, s, act, non)
+            for scorer in dict.fromkeys(scorer for scorer, *_ in todo)
+        }
         return (todo, state, s.seed, control is None), None
 
     def _score_state(self, scorer: str, latent: int, s: SampleSet, act: list[Example], non: list[Example]):
@@ -381,29 +425,54 @@ class Interpreter:
         assert self.backend is not None, "LLM calls need a backend"
         return await complete_answered(self.backend, self._outage, requests)
 
-    def _score_row(self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed,
-                   settings) -> dict:  # fmt: skip
+    def _score_row(
+        self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed, settings
+    ) -> dict:
         m = classification_metrics(run.outcomes, self.sample_cfg.n_deciles)
         outcomes = [
-            {"label": o.label, "decile": o.decile, "prediction": o.prediction, "probability": o.probability,
-             "failed": o.failed, "window": it.window}
+            {
+                "label": o.label,
+                "decile": o.decile,
+                "prediction": o.prediction,
+                "probability": o.probability,
+                "failed": o.failed,
+                "window": it.window,
+            }
             for o, it in zip(run.outcomes, run.items)
-        ]  # fmt: skip
+        ]
         return {
-            "latent": latent, "explainer": self.spec.name, "scorer": scorer, "control": control,
-            "explanation_latent": who, "explanation": text, **m, "outcomes": outcomes,
-            "errors": dict(run.errors), "n_retry": m["n_failed"] - run.permanent_failures,
-            **run.accounting.as_row(), "model": model, "backend": backend,
-            "correlation": run.details.get("correlation"), "details": run.details,
-            "prompt_sha": sha, "seed": seed, "settings": settings,
-        }  # fmt: skip
+            "latent": latent,
+            "explainer": self.spec.name,
+            "scorer": scorer,
+            "control": control,
+            "explanation_latent": who,
+            "explanation": text,
+            **m,
+            "outcomes": outcomes,
+            "errors": dict(run.errors),
+            "n_retry": m["n_failed"] - run.permanent_failures,
+            **run.accounting.as_row(),
+            "model": model,
+            "backend": backend,
+            "correlation": run.details.get("correlation"),
+            "details": run.details,
+            "prompt_sha": sha,
+            "seed": seed,
+            "settings": settings,
+        }
 
     def _settings(self, **more) -> dict:
         """What an answer depended on besides the prompt and the examples (recorded with every row)."""
         llm = self.cfg.llm
-        return {"llm_seed": llm.seed, "temperature": llm.temperature, "top_logprobs": llm.top_logprobs,
-                "json_output": self.json_output, "profile": self.cfg.profile,
-                **(self.backend.describe() if self.backend else {}), **more}  # fmt: skip
+        return {
+            "llm_seed": llm.seed,
+            "temperature": llm.temperature,
+            "top_logprobs": llm.top_logprobs,
+            "json_output": self.json_output,
+            "profile": self.cfg.profile,
+            **(self.backend.describe() if self.backend else {}),
+            **more,
+        }
 
     # ---- stages over many latents -------------------------------------------------------------
 
@@ -417,9 +486,14 @@ class Interpreter:
         self._explained, self._selection = None, list(latents)
         self._outage = outage
 
-    async def run_stage(self, stage: str, latents: list[int], redo: bool = False,
-                        on_latent: Callable[[int, StageTally], None] | None = None,
-                        on_event: Callable[[str, str], None] | None = None) -> StageTally:  # fmt: skip
+    async def run_stage(
+        self,
+        stage: str,
+        latents: list[int],
+        redo: bool = False,
+        on_latent: Callable[[int, StageTally], None] | None = None,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> StageTally:
         """Run one stage over `latents`. Calls that find no server are sent again after a pause (nothing is
         stored for their latent meanwhile); past `batch.outage_wait_s` of outage, or of calls waiting with no
         answer at all, the stage raises BackendUnavailable, keeping everything already stored. A stage whose

@@ -52,9 +52,7 @@ def classification_metrics(outcomes: Sequence[ExampleOutcome], n_deciles: int = 
     from sklearn.metrics import roc_auc_score  # here, not at the top: importing sklearn costs ~1 s of CLI start-up
 
     auroc = (
-        float(roc_auc_score([o.label for o in ranked], [o.probability for o in ranked]))
-        if labels == {0, 1}
-        else None
+        float(roc_auc_score([o.label for o in ranked], [o.probability for o in ranked])) if labels == {0, 1} else None
     )
     per_decile = []
     for d in range(1, n_deciles + 1):
@@ -64,7 +62,10 @@ def classification_metrics(outcomes: Sequence[ExampleOutcome], n_deciles: int = 
         "n": len(outcomes),
         "n_scored": len(scored),
         "n_failed": len(failed),
-        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
         "accuracy": _ratio(tp + tn, len(scored)),
         "balanced_accuracy": balanced,
         "precision": precision,
@@ -73,7 +74,7 @@ def classification_metrics(outcomes: Sequence[ExampleOutcome], n_deciles: int = 
         "auroc": auroc,
         "n_auroc": len(ranked),
         "recall_per_decile": per_decile,
-    }  # fmt: skip
+    }
 
 
 def summarise(per_latent: Iterable[dict], names: Sequence[str] = METRIC_NAMES) -> dict:

@@ -45,8 +45,9 @@ class Outage:
             self.since = since
         waited = loop.time() - self.since
         if waited >= self.budget_s:
-            log.warning("backend unavailable for %.0fs, past outage_wait_s = %g: stopping (%s)",
-                        waited, self.budget_s, error)  # fmt: skip
+            log.warning(
+                "backend unavailable for %.0fs, past outage_wait_s = %g: stopping (%s)", waited, self.budget_s, error
+            )
             raise self.give_up(error)
         self.attempt += 1
         if self.attempt >= 2 and not self.announced:
@@ -68,8 +69,10 @@ class Outage:
             silent = backend.silent_s()
             if silent >= self.budget_s:
                 log.warning("the backend answered nothing for %.0fs: stopping", silent)
-                raise BackendUnavailable(f"the LLM backend answered nothing for {silent:.0f}s "
-                                         f"(calls waiting; outage_wait_s = {self.budget_s:g})")  # fmt: skip
+                raise BackendUnavailable(
+                    f"the LLM backend answered nothing for {silent:.0f}s "
+                    f"(calls waiting; outage_wait_s = {self.budget_s:g})"
+                )
 
 
 async def complete_answered(backend: LLMBackend, outage: Outage, requests: list[LLMRequest]) -> list[LLMResponse]:

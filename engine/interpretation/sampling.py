@@ -14,10 +14,9 @@ from typing import Callable
 
 import numpy as np
 
+from autointerp.engine.config import SampleConfig
 from autointerp.store.queries import ActivatingWindows, WindowQueries
 from autointerp.store.results import SampleSet
-
-from autointerp.engine.config import SampleConfig
 
 TOP_POOL = 200  # "mix" draws half its examples from the strongest 200 windows (as in the seeds)
 CONTRASTIVE_NEGATIVES = 10  # hard negatives shown to the contrastive explainer
@@ -39,7 +38,9 @@ def _split_sizes(n: int, parts: int) -> list[int]:
     return [q + 1] * r + [q] * (parts - r)
 
 
-def sample_sizes(cfg: SampleConfig, n_windows: int, total_windows: int, explainer_negatives: bool = False) -> dict | None:
+def sample_sizes(
+    cfg: SampleConfig, n_windows: int, total_windows: int, explainer_negatives: bool = False
+) -> dict | None:
     """How many windows `ExampleSampler.draw` puts in each role for a latent with `n_windows` activating windows
     out of `total_windows`, without drawing (None: the latent is skipped). Kept in step with `draw`, which a test
     checks; the dry run counts LLM calls with it."""
@@ -55,13 +56,22 @@ def sample_sizes(cfg: SampleConfig, n_windows: int, total_windows: int, explaine
     n_activating = sum(min(cfg.activating_per_decile, size) for size in held_out)
     silent = total_windows - n_windows
     explain_non = min(CONTRASTIVE_NEGATIVES, silent) if explainer_negatives else 0
-    return {"explain": n_explain, "activating": n_activating, "explain_non": explain_non,
-            "non_activating": min(cfg.n_non_activating, silent - explain_non)}  # fmt: skip
+    return {
+        "explain": n_explain,
+        "activating": n_activating,
+        "explain_non": explain_non,
+        "non_activating": min(cfg.n_non_activating, silent - explain_non),
+    }
 
 
 class ExampleSampler:
-    def __init__(self, queries: WindowQueries, cfg: SampleConfig, sources: NegativeSources | None = None,
-                 explainer_negatives: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        queries: WindowQueries,
+        cfg: SampleConfig,
+        sources: NegativeSources | None = None,
+        explainer_negatives: bool = False,
+    ):
         if cfg.n_explain is None:
             raise ValueError("resolve the config's profile first (config.resolve_profile)")
         self.q, self.cfg = queries, cfg

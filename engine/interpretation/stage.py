@@ -31,9 +31,14 @@ def first_error(eg: BaseExceptionGroup) -> BaseException:
     return eg.exceptions[0]
 
 
-async def run_stage(interp: Interpreter, stage: str, latents: list[int], redo: bool = False,
-                    on_latent: Callable[[int, StageTally], None] | None = None,
-                    on_event: Callable[[str, str], None] | None = None) -> StageTally:  # fmt: skip
+async def run_stage(
+    interp: Interpreter,
+    stage: str,
+    latents: list[int],
+    redo: bool = False,
+    on_latent: Callable[[int, StageTally], None] | None = None,
+    on_event: Callable[[str, str], None] | None = None,
+) -> StageTally:
     """Run one stage over `latents` (see Interpreter.run_stage)."""
     tally = StageTally()
     gate = asyncio.Semaphore(interp.latents_in_flight())
@@ -56,8 +61,14 @@ async def run_stage(interp: Interpreter, stage: str, latents: list[int], redo: b
                 rows = [row] if row else []
             else:
                 rows, why = await interp.score_latent(latent, redo)
-            log.debug("%s latent %d: %d row(s) in %.2fs%s", stage, latent, len(rows), time.perf_counter() - t,
-                      f" ({why})" if why else "")  # fmt: skip
+            log.debug(
+                "%s latent %d: %d row(s) in %.2fs%s",
+                stage,
+                latent,
+                len(rows),
+                time.perf_counter() - t,
+                f" ({why})" if why else "",
+            )
             tally.add_latent(stage, rows, why)
             if on_latent:
                 on_latent(latent, tally)
@@ -83,13 +94,26 @@ async def run_stage(interp: Interpreter, stage: str, latents: list[int], redo: b
     finally:
         await interp._off_loop(lambda: None)  # the events queued on the store's thread are written
     reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
-    event("end", f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
-                 + (f" ({reasons})" if reasons else ""),
-          {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed})  # fmt: skip
-    log.info("%s: %d latents (%d done, %d skipped, %d failed), %d LLM calls, %.1fs", stage, len(latents),
-             tally.done, tally.skipped, tally.failed, tally.prompts, time.perf_counter() - started)  # fmt: skip
+    event(
+        "end",
+        f"{stage}: {tally.done} done, {tally.skipped} skipped, {tally.failed} failed"
+        + (f" ({reasons})" if reasons else ""),
+        {"done": tally.done, "skipped": tally.skipped, "failed": tally.failed},
+    )
+    log.info(
+        "%s: %d latents (%d done, %d skipped, %d failed), %d LLM calls, %.1fs",
+        stage,
+        len(latents),
+        tally.done,
+        tally.skipped,
+        tally.failed,
+        tally.prompts,
+        time.perf_counter() - started,
+    )
     await interp._off_loop(lambda: None)
     if tally.all_failed:
-        raise StageFailed(f"every LLM call of the {stage} stage failed ({tally.failure_summary()}); what failed "
-                          "is stored and retried by the next run: check the LLM server, then rerun")  # fmt: skip
+        raise StageFailed(
+            f"every LLM call of the {stage} stage failed ({tally.failure_summary()}); what failed "
+            "is stored and retried by the next run: check the LLM server, then rerun"
+        )
     return tally

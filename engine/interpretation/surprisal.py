@@ -126,9 +126,14 @@ class GGUFLM(BaseLM):
         avoid_amx_crash()
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(p), logits_all=True, n_ctx=1 + MAX_PREFIX_TOKENS + MAX_TEXT_TOKENS,
-                n_threads=threads, n_threads_batch=threads, n_gpu_layers=gpu, verbose=False,
-            )  # fmt: skip
+                model_path=str(p),
+                logits_all=True,
+                n_ctx=1 + MAX_PREFIX_TOKENS + MAX_TEXT_TOKENS,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise SurprisalError(f"base model: cannot load GGUF {p} ({why})") from None
@@ -192,8 +197,9 @@ def load_base_lm(spec: str, subject_loader: Callable[[], object]) -> BaseLM:
     raise SurprisalError(f"unknown base model {spec!r} (use 'subject', 'embedded' or a path to a .gguf file)")
 
 
-def surprisal_run(lm: BaseLM, prefix: str, items: list[Item],
-                  baseline: list[float | None] | None = None) -> tuple[ScoredRun, list[float | None]]:  # fmt: skip
+def surprisal_run(
+    lm: BaseLM, prefix: str, items: list[Item], baseline: list[float | None] | None = None
+) -> tuple[ScoredRun, list[float | None]]:
     """Score one prefix (template + explanation) on items: probability = baseline loss - loss with prefix.
 
     Returns the run and the baseline losses (prefix ""), so a caller can reuse them for a control prefix.

@@ -58,7 +58,9 @@ class SAELensCoder(_EncoderDecoderCoder):
         if arch == "standard" and act_fn == "topk":  # older flat cfgs say top-k this way
             arch = "topk"
         if arch not in self.ARCHITECTURES:
-            raise CoderError(f"{cfg_path}: unsupported SAELens architecture {arch!r} (supported: {', '.join(self.ARCHITECTURES)})")
+            raise CoderError(
+                f"{cfg_path}: unsupported SAELens architecture {arch!r} (supported: {', '.join(self.ARCHITECTURES)})"
+            )
         self.architecture = arch
         self.k = cfg.get("k") or (cfg.get("activation_fn_kwargs") or {}).get("k")
         if arch == "topk" and not self.k:

@@ -64,4 +64,12 @@ def make_backend(cfg: LLMConfig) -> LLMBackend:
     raise LLMConfigError(f"unknown llm.backend {cfg.backend!r} (llamacpp, openai, vllm)")
 
 
-__all__ = ["check_backend_config", "LLMBackend", "LLMConfigError", "LLMRequest", "LLMResponse", "TokenLogprob", "make_backend"]
+__all__ = [
+    "check_backend_config",
+    "LLMBackend",
+    "LLMConfigError",
+    "LLMRequest",
+    "LLMResponse",
+    "TokenLogprob",
+    "make_backend",
+]

@@ -61,8 +61,10 @@ class LLMResponse:
         if self.error is not None:
             return f"failed after {self.latency_s:.2f}s{' (unavailable)' if self.unavailable else ''}: {self.error}"
         cached = f" ({self.cached_tokens} cached)" if self.cached_tokens is not None else ""
-        return (f"{self.latency_s:.2f}s, {self.prompt_tokens} prompt tokens{cached}, {self.output_tokens} output "
-                f"tokens, finish {self.finish_reason}")  # fmt: skip
+        return (
+            f"{self.latency_s:.2f}s, {self.prompt_tokens} prompt tokens{cached}, {self.output_tokens} output "
+            f"tokens, finish {self.finish_reason}"
+        )
 
 
 # Answers are stored for inspection; past this many characters the rest is cut (a runaway or hostile server
@@ -120,7 +122,7 @@ class LLMBackend(abc.ABC):
     async def complete(self, request: LLMRequest) -> LLMResponse:
         return (await self.complete_many([request]))[0]
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 (optional: a backend with nothing to release keeps this)
         """Release the model / connections."""
 
     def silent_s(self) -> float:

@@ -116,22 +116,38 @@ class LlamaCppBackend(LLMBackend):
         t0 = time.perf_counter()
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=cfg.n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=gpu_layers, seed=cfg.seed, verbose=False,
-            )  # fmt: skip
+                model_path=str(path),
+                n_ctx=cfg.n_ctx,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers,
+                seed=cfg.seed,
+                verbose=False,
+            )
         except (ValueError, RuntimeError) as e:
             raise LLMConfigError(f"llm.model: cannot load GGUF {path} ({e})") from None
         self.model = "embedded:SmolLM2-135M-Instruct" if cfg.model == "embedded" else str(path)
         self.n_threads, self.n_gpu_layers, self.n_ctx = threads, gpu_layers, cfg.n_ctx
-        log.info("llamacpp: loaded %s in %.1fs (%d threads, %d GPU layers, n_ctx %d)", path, time.perf_counter() - t0,
-                 threads, gpu_layers, cfg.n_ctx)  # fmt: skip
+        log.info(
+            "llamacpp: loaded %s in %.1fs (%d threads, %d GPU layers, n_ctx %d)",
+            path,
+            time.perf_counter() - t0,
+            threads,
+            gpu_layers,
+            cfg.n_ctx,
+        )
         # A thread lock, not an asyncio one: it serves callers from any event loop.
         self._lock = threading.Lock()
         self._closing = False
 
     def describe(self) -> dict:
-        return {"backend": self.name, "model": self.model, "n_threads": self.n_threads,
-                "n_gpu_layers": self.n_gpu_layers, "n_ctx": self.n_ctx}  # fmt: skip
+        return {
+            "backend": self.name,
+            "model": self.model,
+            "n_threads": self.n_threads,
+            "n_gpu_layers": self.n_gpu_layers,
+            "n_ctx": self.n_ctx,
+        }
 
     async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:
         # One worker thread for the whole batch: the event loop stays free, the order is kept, and
@@ -140,8 +156,9 @@ class LlamaCppBackend(LLMBackend):
 
     def _complete_batch(self, requests: list[LLMRequest]) -> list[LLMResponse]:
         with self._lock:
-            responses = [self._complete(r) if not self._closing else LLMResponse(error="backend closed")
-                         for r in requests]  # fmt: skip
+            responses = [
+                self._complete(r) if not self._closing else LLMResponse(error="backend closed") for r in requests
+            ]
         for r in responses:
             log.debug("llamacpp call: %s", r.summary())
         return responses
@@ -158,12 +175,17 @@ class LlamaCppBackend(LLMBackend):
         t0 = time.perf_counter()
         try:
             out = llm.create_chat_completion(
-                messages=req.messages, max_tokens=req.max_tokens, temperature=req.temperature,
-                seed=req.seed, **kwargs,
-            )  # fmt: skip
+                messages=req.messages,
+                max_tokens=req.max_tokens,
+                temperature=req.temperature,
+                seed=req.seed,
+                **kwargs,
+            )
         except Exception as e:  # llama.cpp raises ValueError for an over-long prompt, RuntimeError on decode
-            return LLMResponse(error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                               latency_s=time.perf_counter() - t0)  # fmt: skip
+            return LLMResponse(
+                error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                latency_s=time.perf_counter() - t0,
+            )
         latency = time.perf_counter() - t0
         usage = out["usage"]
         n_prompt, n_out = int(usage["prompt_tokens"]), int(usage["completion_tokens"])
@@ -183,9 +205,14 @@ class LlamaCppBackend(LLMBackend):
             generated = [int(ids[n_prompt + i]) for i in range(min(n_out, len(ids) - n_prompt))]
             logprobs = recorder.tokens(generated)
         return LLMResponse(
-            text=choice["message"]["content"] or "", prompt_tokens=n_prompt, cached_tokens=max(cached, 0),
-            output_tokens=n_out, latency_s=latency, finish_reason=choice.get("finish_reason"), logprobs=logprobs,
-        )  # fmt: skip
+            text=choice["message"]["content"] or "",
+            prompt_tokens=n_prompt,
+            cached_tokens=max(cached, 0),
+            output_tokens=n_out,
+            latency_s=latency,
+            finish_reason=choice.get("finish_reason"),
+            logprobs=logprobs,
+        )
 
     async def aclose(self) -> None:
         # A cancelled caller's batch may still be running on its worker thread: freeing the context under

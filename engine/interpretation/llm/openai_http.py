@@ -59,8 +59,11 @@ async def _log_retried(response) -> None:
     """An answer the openai client retries by itself (408, 409, 429, 5xx), as a WARNING: the retries it makes are
     otherwise told only by the client's own logger."""
     if response.status_code in (408, 409, 429) or response.status_code >= 500:
-        log.warning("%s answered HTTP %d; the client retries it (up to llm.max_retries times)", response.request.url,
-                    response.status_code)  # fmt: skip
+        log.warning(
+            "%s answered HTTP %d; the client retries it (up to llm.max_retries times)",
+            response.request.url,
+            response.status_code,
+        )
 
 
 def _http_client():
@@ -99,10 +102,17 @@ class OpenAIBackend(LLMBackend):
     def _connect(self) -> tuple[list[_Replica], asyncio.Semaphore]:
         cfg = self._cfg
         replicas = [
-            _Replica(openai.AsyncOpenAI(base_url=url, api_key=self._key, timeout=cfg.timeout_s,
-                                        max_retries=cfg.max_retries, http_client=_http_client()))
+            _Replica(
+                openai.AsyncOpenAI(
+                    base_url=url,
+                    api_key=self._key,
+                    timeout=cfg.timeout_s,
+                    max_retries=cfg.max_retries,
+                    http_client=_http_client(),
+                )
+            )
             for url in cfg.base_urls
-        ]  # fmt: skip
+        ]
         return replicas, asyncio.Semaphore(cfg.max_concurrency)
 
     def _bind_loop(self) -> None:
@@ -183,8 +193,12 @@ class OpenAIBackend(LLMBackend):
             except TRANSIENT as e:  # this server is down, overloaded or too slow: try the next one
                 cooldown = replica.failed(time.monotonic())
                 # After the client's own retries (the openai logger tells those): fail over, cool this one down.
-                log.warning("replica %s failed (%s); skipped for %.0fs, trying the next", replica.url,
-                            self._error_text(e), cooldown)  # fmt: skip
+                log.warning(
+                    "replica %s failed (%s); skipped for %.0fs, trying the next",
+                    replica.url,
+                    self._error_text(e),
+                    cooldown,
+                )
                 error = e
                 continue
             except Exception as e:  # the server's answer about this request (a 4xx): one failed call

@@ -100,8 +100,12 @@ class VLLMBackend(LLMBackend):
                         resp = LLMResponse(error=_error_text(e))
                 resp.latency_s = share
                 responses[i] = resp
-            log.debug("vllm batch of %d requests in %.2fs%s", len(batch), share * len(batch),
-                      f": failed ({failure})" if failure else "")  # fmt: skip
+            log.debug(
+                "vllm batch of %d requests in %.2fs%s",
+                len(batch),
+                share * len(batch),
+                f": failed ({failure})" if failure else "",
+            )
         for r in responses:
             log.debug("vllm call: %s", r.summary())
         return typing.cast(list[LLMResponse], responses)  # every slot is filled above

@@ -12,16 +12,19 @@ from __future__ import annotations
 from . import detection, embedding, fuzzing, generation, intervention, intruder, simulation, surprisal
 from .protocol import Needs, Scored, Scorer, ScorerContext
 
-SCORERS: dict[str, Scorer] = {s.name: s for s in (
-    detection.Detection(),
-    fuzzing.Fuzzing(),
-    embedding.EmbeddingScorer(),
-    surprisal.SurprisalScorer(),
-    simulation.Simulation(),
-    intruder.Intruder(),
-    generation.Generation(),
-    intervention.Intervention(),
-)}  # fmt: skip
+SCORERS: dict[str, Scorer] = {
+    s.name: s
+    for s in (
+        detection.Detection(),
+        fuzzing.Fuzzing(),
+        embedding.EmbeddingScorer(),
+        surprisal.SurprisalScorer(),
+        simulation.Simulation(),
+        intruder.Intruder(),
+        generation.Generation(),
+        intervention.Intervention(),
+    )
+}
 
 
 def needs_llm(scorers) -> bool:

@@ -74,19 +74,32 @@ def labels_schema(n: int) -> dict:
     }
 
 
-def label_requests(template: PromptTemplate, explanation: str, items: list[Item], per_prompt: int, *,
-                   seed: int, top_logprobs: int, json_output: bool,
-                   temperature: float = 0.0) -> list[tuple[LLMRequest, list[Item]]]:  # fmt: skip
+def label_requests(
+    template: PromptTemplate,
+    explanation: str,
+    items: list[Item],
+    per_prompt: int,
+    *,
+    seed: int,
+    top_logprobs: int,
+    json_output: bool,
+    temperature: float = 0.0,
+) -> list[tuple[LLMRequest, list[Item]]]:
     """Items in prompts of `per_prompt`; the explanation sits before the excerpts in every prompt."""
     out = []
     for i in range(0, len(items), per_prompt):
         chunk = items[i : i + per_prompt]
-        messages = template.render(explanation=explanation, examples=numbered([it.text for it in chunk]),
-                                   n=str(len(chunk)))  # fmt: skip
+        messages = template.render(
+            explanation=explanation, examples=numbered([it.text for it in chunk]), n=str(len(chunk))
+        )
         req = LLMRequest(
-            messages, max_tokens=8 + 4 * len(chunk), temperature=temperature, seed=seed, top_logprobs=top_logprobs,
+            messages,
+            max_tokens=8 + 4 * len(chunk),
+            temperature=temperature,
+            seed=seed,
+            top_logprobs=top_logprobs,
             json_schema=labels_schema(len(chunk)) if json_output else None,
-        )  # fmt: skip
+        )
         out.append((req, chunk))
     return out
 

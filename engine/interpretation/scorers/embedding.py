@@ -33,5 +33,6 @@ class EmbeddingScorer(Scorer):
         if "vectors" not in cache:  # the excerpts' embeddings, computed once for the explanation and its control
             cache["vectors"] = await ctx.off_loop(ctx.embedder.encode, [it.text for it in items])
         run = await ctx.off_loop(embedding_run, ctx.embedder, explanation, items, cache["vectors"])
-        return Scored(run, ctx.embedder.name, "sentence-transformers", "",
-                      {"embedding_model": ctx.cfg.score.embedding_model})  # fmt: skip
+        return Scored(
+            run, ctx.embedder.name, "sentence-transformers", "", {"embedding_model": ctx.cfg.score.embedding_model}
+        )

@@ -14,8 +14,9 @@ from .base import Item
 from .protocol import LabelScorer
 
 
-def fuzzing_items(activating: list[Example], threshold: float, incorrect_fraction: float,
-                  rng: np.random.Generator) -> list[Item]:  # fmt: skip
+def fuzzing_items(
+    activating: list[Example], threshold: float, incorrect_fraction: float, rng: np.random.Generator
+) -> list[Item]:
     masks = [marked_positions(ex, threshold) for ex in activating]
     n_marked = max(1, int(round(np.mean([m.sum() for m in masks])))) if masks else 1
     # round(fraction x all) examples get wrong marks, spread over the deciles as evenly as possible:

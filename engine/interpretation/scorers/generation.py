@@ -19,15 +19,24 @@ MAX_TEXT_CHARS = 400
 
 def generation_schema(n: int) -> dict:
     text = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS}
-    return {"type": "object", "required": ["texts"],
-            "properties": {"texts": {"type": "array", "items": text, "minItems": n, "maxItems": n}}}  # fmt: skip
+    return {
+        "type": "object",
+        "required": ["texts"],
+        "properties": {"texts": {"type": "array", "items": text, "minItems": n, "maxItems": n}},
+    }
 
 
-def generation_request(template: PromptTemplate, explanation: str, n: int, *, seed: int, json_output: bool,
-                       temperature: float = 0.0) -> LLMRequest:  # fmt: skip
+def generation_request(
+    template: PromptTemplate, explanation: str, n: int, *, seed: int, json_output: bool, temperature: float = 0.0
+) -> LLMRequest:
     messages = template.render(explanation=explanation, n=str(n))
-    return LLMRequest(messages, max_tokens=24 + 60 * n, temperature=temperature, seed=seed,
-                      json_schema=generation_schema(n) if json_output else None)  # fmt: skip
+    return LLMRequest(
+        messages,
+        max_tokens=24 + 60 * n,
+        temperature=temperature,
+        seed=seed,
+        json_schema=generation_schema(n) if json_output else None,
+    )
 
 
 @never_raises(lambda why: (None, why))
@@ -45,7 +54,9 @@ def parse_texts(r: LLMResponse, n: int) -> tuple[list[str] | None, str | None]:
     return texts[:n], None  # fewer than n is fine: each text is scored on its own
 
 
-def generation_run(texts: list[str] | None, error: str | None, n: int, activations: list[np.ndarray | None]) -> ScoredRun:
+def generation_run(
+    texts: list[str] | None, error: str | None, n: int, activations: list[np.ndarray | None]
+) -> ScoredRun:
     """`activations`: the probe's per-token activations of each text (None: it tokenised to nothing)."""
     run = ScoredRun([], [])
     if texts is None:
@@ -81,15 +92,25 @@ class Generation(Scorer):
 
     async def run(self, ctx, explanation: str, latent: int) -> Scored:
         n, llm = ctx.cfg.score.generation_texts, ctx.cfg.llm
-        req = generation_request(ctx.prompts.get(self.name), explanation, n, seed=llm.seed,
-                                 json_output=ctx.json_output, temperature=llm.temperature)  # fmt: skip
+        req = generation_request(
+            ctx.prompts.get(self.name),
+            explanation,
+            n,
+            seed=llm.seed,
+            json_output=ctx.json_output,
+            temperature=llm.temperature,
+        )
         (r,) = await ctx.complete([req])
         texts, error = parse_texts(r, n)
         acts = await ctx.off_loop(ctx.probe.activations, texts, latent) if texts else []
         run = generation_run(texts, error, n, acts)
         run.accounting.add(r)
-        run.details = {"texts": [{"text": stored_answer(t), "max_act": None if a is None else float(a.max(initial=0.0))}
-                                 for t, a in zip(texts or [], acts)]}  # fmt: skip
+        run.details = {
+            "texts": [
+                {"text": stored_answer(t), "max_act": None if a is None else float(a.max(initial=0.0))}
+                for t, a in zip(texts or [], acts)
+            ]
+        }
         return llm_scored(ctx, self.name, run, generation_texts=n)
 
     def calls(self, cfg, n_act: int, n_non: int) -> int:

@@ -47,11 +47,18 @@ class TargetEffects:
     pairs: list[SteeredPair] = field(default_factory=list)
 
     def summary(self) -> dict:
-        return {"target": self.target, "strength": self.strength, "kl": self.kl, "search_steps": self.steps,
-                "error": self.error}  # fmt: skip
+        return {
+            "target": self.target,
+            "strength": self.strength,
+            "kl": self.kl,
+            "search_steps": self.steps,
+            "error": self.error,
+        }
 
 
-def steer_prompts(steerer, prompts, prompt_ids: list[int], decode, targets: list[float], n_new: int) -> list[TargetEffects]:
+def steer_prompts(
+    steerer, prompts, prompt_ids: list[int], decode, targets: list[float], n_new: int
+) -> list[TargetEffects]:
     """For each KL target: tune the strength on these prompts, then continue each clean and steered (greedy).
 
     `prompts`: [B, T] token ids; `decode`: ids -> text."""
@@ -64,8 +71,10 @@ def steer_prompts(steerer, prompts, prompt_ids: list[int], decode, targets: list
         effects = TargetEffects(target, found.strength, found.kl, found.steps, found.error, len(prompt_ids))
         if found.strength is not None:
             steered = steerer.generate(prompts, found.strength, n_new)
-            effects.pairs = [SteeredPair(pid, t, c, _clean(decode(s)))
-                             for pid, t, c, s in zip(prompt_ids, texts, clean_texts, steered.tolist())]  # fmt: skip
+            effects.pairs = [
+                SteeredPair(pid, t, c, _clean(decode(s)))
+                for pid, t, c, s in zip(prompt_ids, texts, clean_texts, steered.tolist())
+            ]
         out.append(effects)
     return out
 
@@ -95,17 +104,34 @@ def pair_items(effects: list[TargetEffects], rng: np.random.Generator) -> tuple[
 
 
 def intervention_schema() -> dict:
-    return {"type": "object", "properties": {"intervened": {"type": "string", "enum": ["A", "B"]}},
-            "required": ["intervened"]}  # fmt: skip
+    return {
+        "type": "object",
+        "properties": {"intervened": {"type": "string", "enum": ["A", "B"]}},
+        "required": ["intervened"],
+    }
 
 
-def intervention_request(template: PromptTemplate, explanation: str, item: PairItem, *, seed: int,
-                         top_logprobs: int, json_output: bool, temperature: float = 0.0) -> LLMRequest:  # fmt: skip
+def intervention_request(
+    template: PromptTemplate,
+    explanation: str,
+    item: PairItem,
+    *,
+    seed: int,
+    top_logprobs: int,
+    json_output: bool,
+    temperature: float = 0.0,
+) -> LLMRequest:
     p = item.pair
     a, b = (p.clean, p.steered) if item.steered_is_b else (p.steered, p.clean)
     messages = template.render(explanation=explanation, prompt=p.prompt, a=a, b=b)
-    return LLMRequest(messages, max_tokens=16, temperature=temperature, seed=seed, top_logprobs=top_logprobs,
-                      json_schema=intervention_schema() if json_output else None)  # fmt: skip
+    return LLMRequest(
+        messages,
+        max_tokens=16,
+        temperature=temperature,
+        seed=seed,
+        top_logprobs=top_logprobs,
+        json_schema=intervention_schema() if json_output else None,
+    )
 
 
 _LETTER = re.compile(r"\b([AB])\b")
@@ -137,8 +163,9 @@ def parse_choice(r: LLMResponse) -> tuple[int | None, float | None, str | None]:
     return int(value == "B"), prob, None
 
 
-def intervention_run(effects: list[TargetEffects], items: list[PairItem], identical: dict,
-                     responses: list[LLMResponse], n_deciles: int) -> ScoredRun:  # fmt: skip
+def intervention_run(
+    effects: list[TargetEffects], items: list[PairItem], identical: dict, responses: list[LLMResponse], n_deciles: int
+) -> ScoredRun:
     """Outcome per pair: label 1 when the steered continuation is B, prediction 1 when the answer is B, so
     accuracy is the share named correctly and balanced accuracy removes a bias toward either letter.
     A target that could not be reached makes each of its prompts a counted failure."""
@@ -167,9 +194,17 @@ def intervention_run(effects: list[TargetEffects], items: list[PairItem], identi
             run.items += [Item(-1, "", 1, 0) for _ in failed]
             by_target[i] += failed
         m = classification_metrics(by_target[i], n_deciles)
-        per_target.append({**eff.summary(), "identical": identical.get(i, 0), "n": m["n"], "n_failed": m["n_failed"],
-                           "accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"],
-                           "auroc": m["auroc"]})  # fmt: skip
+        per_target.append(
+            {
+                **eff.summary(),
+                "identical": identical.get(i, 0),
+                "n": m["n"],
+                "n_failed": m["n_failed"],
+                "accuracy": m["accuracy"],
+                "balanced_accuracy": m["balanced_accuracy"],
+                "auroc": m["auroc"],
+            }
+        )
     run.details = {"per_target": per_target, "identical": sum(identical.values())}
     return run
 
@@ -188,13 +223,29 @@ class Intervention(Scorer):
     async def run(self, ctx, explanation: str, state) -> Scored:
         effects, items, identical = state
         template, llm, sc = ctx.prompts.get(self.name), ctx.cfg.llm, ctx.cfg.score
-        reqs = [intervention_request(template, explanation, it, seed=llm.seed, top_logprobs=llm.top_logprobs,
-                                     json_output=ctx.json_output, temperature=llm.temperature)
-                for it in items]  # fmt: skip
+        reqs = [
+            intervention_request(
+                template,
+                explanation,
+                it,
+                seed=llm.seed,
+                top_logprobs=llm.top_logprobs,
+                json_output=ctx.json_output,
+                temperature=llm.temperature,
+            )
+            for it in items
+        ]
         responses = await ctx.complete(reqs) if reqs else []
         run = intervention_run(effects, items, identical, responses, ctx.n_deciles)
-        return llm_scored(ctx, self.name, run, kl_targets=sc.kl_targets, intervention_prompts=sc.intervention_prompts,
-                          prompt_tokens=sc.intervention_prompt_tokens, new_tokens=sc.intervention_new_tokens)
+        return llm_scored(
+            ctx,
+            self.name,
+            run,
+            kl_targets=sc.kl_targets,
+            intervention_prompts=sc.intervention_prompts,
+            prompt_tokens=sc.intervention_prompt_tokens,
+            new_tokens=sc.intervention_new_tokens,
+        )
 
     def calls(self, cfg, n_act: int, n_non: int) -> int:
         return len(cfg.score.kl_targets) * cfg.score.intervention_prompts  # an upper bound
@@ -209,8 +260,9 @@ class Intervention(Scorer):
 
 
 def explain_examples(effects: TargetEffects) -> str:
-    blocks = [f"Text {i}: {p.prompt}\nNormal: {p.clean}\nFeature on: {p.steered}"
-              for i, p in enumerate(effects.pairs, 1)]  # fmt: skip
+    blocks = [
+        f"Text {i}: {p.prompt}\nNormal: {p.clean}\nFeature on: {p.steered}" for i, p in enumerate(effects.pairs, 1)
+    ]
     return "\n".join(blocks)
 
 

@@ -19,8 +19,9 @@ from .base import Item, ScoredRun
 from .protocol import ROUGH_EXPLANATION, Scored, Scorer, llm_scored, template_tokens
 
 
-def intruder_groups(activating: list[Example], non_activating: list[Example], group: int,
-                    rng: np.random.Generator) -> list[tuple[list[Item], int]]:  # fmt: skip
+def intruder_groups(
+    activating: list[Example], non_activating: list[Example], group: int, rng: np.random.Generator
+) -> list[tuple[list[Item], int]]:
     """(the group's items in shown order, index of the intruder). Activating excerpts are grouped by
     strength (neighbouring deciles together), so an intruder cannot be spotted by a weak example alone."""
     act = sorted(activating, key=lambda ex: (ex.decile, ex.window))
@@ -36,16 +37,32 @@ def intruder_groups(activating: list[Example], non_activating: list[Example], gr
 
 
 def intruder_schema(n: int) -> dict:
-    return {"type": "object", "properties": {"intruder": {"type": "integer", "enum": list(range(1, n + 1))}},
-            "required": ["intruder"]}  # fmt: skip
+    return {
+        "type": "object",
+        "properties": {"intruder": {"type": "integer", "enum": list(range(1, n + 1))}},
+        "required": ["intruder"],
+    }
 
 
-def intruder_request(template: PromptTemplate, explanation: str, items: list[Item], *, seed: int, top_logprobs: int,
-                     json_output: bool, temperature: float = 0.0) -> LLMRequest:  # fmt: skip
-    messages = template.render(explanation=explanation, examples=numbered([it.text for it in items]),
-                               n=str(len(items)))  # fmt: skip
-    return LLMRequest(messages, max_tokens=16, temperature=temperature, seed=seed, top_logprobs=top_logprobs,
-                      json_schema=intruder_schema(len(items)) if json_output else None)  # fmt: skip
+def intruder_request(
+    template: PromptTemplate,
+    explanation: str,
+    items: list[Item],
+    *,
+    seed: int,
+    top_logprobs: int,
+    json_output: bool,
+    temperature: float = 0.0,
+) -> LLMRequest:
+    messages = template.render(explanation=explanation, examples=numbered([it.text for it in items]), n=str(len(items)))
+    return LLMRequest(
+        messages,
+        max_tokens=16,
+        temperature=temperature,
+        seed=seed,
+        top_logprobs=top_logprobs,
+        json_schema=intruder_schema(len(items)) if json_output else None,
+    )
 
 
 _NUMBER = re.compile(r"\b(\d+)\b")
@@ -94,9 +111,18 @@ class Intruder(Scorer):
 
     async def run(self, ctx, explanation: str, groups: list[tuple[list[Item], int]]) -> Scored:
         template, llm, group = ctx.prompts.get(self.name), ctx.cfg.llm, ctx.cfg.score.intruder_group
-        reqs = [intruder_request(template, explanation, items, seed=llm.seed, top_logprobs=llm.top_logprobs,
-                                 json_output=ctx.json_output, temperature=llm.temperature)
-                for items, _ in groups]  # fmt: skip
+        reqs = [
+            intruder_request(
+                template,
+                explanation,
+                items,
+                seed=llm.seed,
+                top_logprobs=llm.top_logprobs,
+                json_output=ctx.json_output,
+                temperature=llm.temperature,
+            )
+            for items, _ in groups
+        ]
         run = ScoredRun([], [])
         for (items, answer), r in zip(groups, await ctx.complete(reqs)):
             run.accounting.add(r)

@@ -92,8 +92,15 @@ class Scorer:
         """A setting of this scorer that cannot work, in one line (checked before any latent); None if fine."""
         return None
 
-    def prepare(self, ctx: ScorerContext, latent: int, sample_set: SampleSet, act: list[Example],
-                non: list[Example], rng: np.random.Generator) -> Any:  # fmt: skip
+    def prepare(
+        self,
+        ctx: ScorerContext,
+        latent: int,
+        sample_set: SampleSet,
+        act: list[Example],
+        non: list[Example],
+        rng: np.random.Generator,
+    ) -> Any:
         """What `run` needs besides the explanation, made once per latent on the store's worker thread and shared
         by the explanation and its control. `act` / `non`: the held-out activating / non-activating examples."""
         raise NotImplementedError
@@ -120,12 +127,24 @@ class LabelScorer(Scorer):
 
     async def run(self, ctx: ScorerContext, explanation: str, state: Any) -> Scored:
         llm, sc = ctx.cfg.llm, ctx.cfg.score
-        batches = label_requests(ctx.prompts.get(self.name), explanation, self.items(state), sc.examples_per_prompt,
-                                 seed=llm.seed, top_logprobs=llm.top_logprobs, json_output=ctx.json_output,
-                                 temperature=llm.temperature)  # fmt: skip
+        batches = label_requests(
+            ctx.prompts.get(self.name),
+            explanation,
+            self.items(state),
+            sc.examples_per_prompt,
+            seed=llm.seed,
+            top_logprobs=llm.top_logprobs,
+            json_output=ctx.json_output,
+            temperature=llm.temperature,
+        )
         run = outcomes_from(batches, await ctx.complete([req for req, _ in batches]))
-        return llm_scored(ctx, self.name, run, examples_per_prompt=sc.examples_per_prompt,
-                          fuzz_incorrect_fraction=sc.fuzz_incorrect_fraction)  # fmt: skip
+        return llm_scored(
+            ctx,
+            self.name,
+            run,
+            examples_per_prompt=sc.examples_per_prompt,
+            fuzz_incorrect_fraction=sc.fuzz_incorrect_fraction,
+        )
 
     def rough_tokens(self, cfg: Config, prompts: PromptLibrary) -> tuple[int, int]:
         per = cfg.score.examples_per_prompt

@@ -60,16 +60,28 @@ def token_lines(tokens: list[str]) -> str:
     return "\n".join(f"{i}: {show_token(t)}" for i, t in enumerate(tokens, 1))
 
 
-def simulation_request(template: PromptTemplate, explanation: str, tokens: list[str], *, seed: int | None,
-                       top_logprobs: int, json_output: bool, temperature: float = 0.0) -> LLMRequest:  # fmt: skip
+def simulation_request(
+    template: PromptTemplate,
+    explanation: str,
+    tokens: list[str],
+    *,
+    seed: int | None,
+    top_logprobs: int,
+    json_output: bool,
+    temperature: float = 0.0,
+) -> LLMRequest:
     """One excerpt per prompt; the instructions and explanation come first, the tokens last."""
     n = len(tokens)
     messages = template.render(explanation=explanation, tokens=token_lines(tokens), n=str(n))
     # {"activations": [ ... ]} costs ~8 tokens; each number is 1-2 digit tokens plus "," and " ".
     return LLMRequest(
-        messages, max_tokens=16 + 4 * n, temperature=temperature, seed=seed, top_logprobs=top_logprobs,
+        messages,
+        max_tokens=16 + 4 * n,
+        temperature=temperature,
+        seed=seed,
+        top_logprobs=top_logprobs,
         json_schema=simulation_schema(n) if json_output else None,
-    )  # fmt: skip
+    )
 
 
 @dataclass
@@ -247,9 +259,18 @@ class Simulation(Scorer):
 
     async def run(self, ctx, explanation: str, examples: list[Example]) -> Scored:
         template, llm = ctx.prompts.get(self.name), ctx.cfg.llm
-        reqs = [simulation_request(template, explanation, ex.tokens, seed=llm.seed, top_logprobs=llm.top_logprobs,
-                                   json_output=ctx.json_output, temperature=llm.temperature)
-                for ex in examples]  # fmt: skip
+        reqs = [
+            simulation_request(
+                template,
+                explanation,
+                ex.tokens,
+                seed=llm.seed,
+                top_logprobs=llm.top_logprobs,
+                json_output=ctx.json_output,
+                temperature=llm.temperature,
+            )
+            for ex in examples
+        ]
         responses = await ctx.complete(reqs)
         run, n_expected = ScoredRun([], []), 0
         predicted: list[np.ndarray | None] = []

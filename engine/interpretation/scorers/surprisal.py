@@ -27,8 +27,13 @@ class SurprisalScorer(Scorer):
 
     async def run(self, ctx, explanation: str, state: dict) -> Scored:
         run = await ctx.off_loop(self._losses, ctx, explanation, state)
-        return Scored(run, ctx.base_lm.name, "base-lm", ctx.prompts.get("surprisal").sha,
-                      {"surprisal_model": ctx.cfg.score.surprisal_model})  # fmt: skip
+        return Scored(
+            run,
+            ctx.base_lm.name,
+            "base-lm",
+            ctx.prompts.get("surprisal").sha,
+            {"surprisal_model": ctx.cfg.score.surprisal_model},
+        )
 
     def _losses(self, ctx, explanation: str, state: dict) -> ScoredRun:
         # imported here: that module imports this package's base (a cycle at import time)
