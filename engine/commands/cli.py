@@ -512,6 +512,15 @@ def bench() -> None:
     """Benchmarks that print figures (not tests)."""
 
 
+def print_figures(result: dict, as_json: bool) -> None:
+    """A benchmark's figures: one JSON object, or one aligned `name value` line each."""
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        for k, v in result.items():
+            click.echo(f"{k:24s} {v}")
+
+
 @bench.command("cache")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--n-tokens", default=32_768, help="N: tokens of the small run (the large run caches 10N).")
@@ -524,11 +533,7 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
 
     check_output_folder(workdir, "--workdir")
     result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir)
-    if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
-    else:
-        for k, v in result.items():
-            click.echo(f"{k:24s} {v}")
+    print_figures(result, as_json)
 
 
 @bench.command("llm")
@@ -549,11 +554,7 @@ def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers)
     # --db here is a cache to read, not the config's database: it goes to the benchmark as it is.
     cfg = resolve_config(config_path, examples_per_prompt=examples_per_prompt or None, scorers=names)
     result = run(cfg, db=db, n_latents=n_latents, scorers=names)
-    if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
-    else:
-        for k, v in result.items():
-            click.echo(f"{k:24s} {v}")
+    print_figures(result, as_json)
 
 
 @main.command("train-default-sae")
