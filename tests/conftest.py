@@ -89,17 +89,44 @@ def subject_model():
 
 
 @pytest.fixture(scope="session")
-def real_cache_db(tmp_path_factory, subject_model):
-    """A real cache: the embedded SmolLM2 + shipped SAE over 8,192 tokens of the embedded corpus.
-    Tests copy the file (`copy_db`) before writing to it."""
+def shared_dir(tmp_path_factory, request) -> Path:
+    """A folder every pytest-xdist worker of this session sees: the workers' common parent (each worker has its
+    own base folder under it), or the session's own base folder when the run is not distributed."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(request.config, "workerinput") else base
+
+
+def build_once(shared_dir: Path, name: str, build) -> Path:
+    """`build(folder)` run once per test session, whichever worker asks first; the others wait on a file lock and
+    reuse the folder. A build that raised leaves no done mark, so the next worker to ask builds it again."""
+    import shutil
+
+    from filelock import FileLock
+
+    folder = shared_dir / name
+    with FileLock(str(shared_dir / f"{name}.lock")):
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".done").touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_cache_db(shared_dir, subject_model):
+    """A real cache: the embedded SmolLM2 + shipped SAE over 8,192 tokens of the embedded corpus, built once per
+    session. Tests copy the file (`copy_db`) before writing to it."""
     from autointerp.engine.activations.cache import run_cache
     from autointerp.engine.activations.setup import prepare
     from autointerp.engine.config import CacheConfig
 
-    path = tmp_path_factory.mktemp("realcache") / "cache.db"
     cfg = CacheConfig(n_tokens=8192, chunk_tokens=4096, batch_size=8)
-    run_cache(cfg, str(path), parts=prepare(cfg, model=subject_model))
-    return path
+
+    def build(folder):
+        run_cache(cfg, str(folder / "cache.db"), parts=prepare(cfg, model=subject_model))
+
+    return build_once(shared_dir, "realcache", build) / "cache.db"
 
 
 def share_subject(interp, subject_model):
@@ -379,16 +406,22 @@ def results(db: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory):
-    """One uninterrupted batch of the small slice, and the dry-run plan made before it (session-wide: the tests
-    that compare a resumed or faulted run against it share this one run)."""
-    d = tmp_path_factory.mktemp("ref")
-    cfg = write_config(d / "c.toml", d / "ref.db")
-    plan = invoke_cli("batch", cfg, "--dry-run", "--json")  # in this process: the plan reads, never writes
-    assert plan.returncode == 0, plan.stderr
-    run = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return d / "ref.db", json.loads(plan.stdout), run
+def reference(shared_dir):
+    """One uninterrupted batch of the small slice, and the dry-run plan made before it (once per session: the
+    tests that compare a resumed or faulted run against it share this one run). -> (db, plan, the run)"""
+
+    def build(d):
+        cfg = write_config(d / "c.toml", d / "ref.db")
+        plan = invoke_cli("batch", cfg, "--dry-run", "--json")  # in this process: the plan reads, never writes
+        assert plan.returncode == 0, plan.stderr
+        run = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr[-3000:]
+        (d / "plan.json").write_text(plan.stdout)
+        (d / "run.stderr").write_text(run.stderr)
+
+    d = build_once(shared_dir, "ref", build)
+    run = subprocess.CompletedProcess(batch_cmd(d / "c.toml"), 0, "", (d / "run.stderr").read_text())
+    return d / "ref.db", json.loads((d / "plan.json").read_text()), run
 
 
 # ---- comparing whole databases ---------------------------------------------------------------------------------

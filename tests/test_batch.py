@@ -167,19 +167,3 @@ def test_report_and_exports(reference, tmp_path):
     r = invoke_cli("export", str(db), "--format", "csv", "--out", str(tmp_path / "all.csv"))
     lines = (tmp_path / "all.csv").read_text().splitlines()
     assert r.returncode == 0 and len(lines) == 3 and "detection_control.auroc" in lines[0]
-
-
-def test_embedded_default_end_to_end_on_a_small_slice(tmp_path):
-    """No sampling or scorer settings: the embedded default (cpu profile, every scorer) on two latents (one is the other's control)."""
-    db = tmp_path / "d.db"
-    cfg = tmp_path / "d.toml"
-    cfg.write_text(f'db = "{db}"\n[batch]\nlatents = "top:2"\n[cache]\nn_tokens = 8192\n')
-    r = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert rows(db, "select count(*) from explanations") == [(2,)]
-    scorers = rows(db, "select scorer, control, n from scores order by 1, 2")
-    assert len(scorers) == 12 and sorted({s[:2] for s in scorers}) == [
-        (s, c) for s in ("detection", "embedding", "fuzzing") for c in (0, 1)
-    ]
-    assert {s[0]: s[2] for s in scorers} == {"detection": 40, "embedding": 40, "fuzzing": 20}  # the cpu profile
-    assert "browse the results" in r.stderr
