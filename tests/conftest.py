@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,41 @@ import numpy as np
 import pytest
 
 from autointerp.store.db import ActivationStore, ChunkInfo
+
+# Test files that build minutes of shared fixtures (whole batches, LLM scoring), started first so that the two
+# workers do not end on them one after the other (pytest-xdist hands out whole files in collection order).
+HEAVY_FIRST = (
+    "test_interpret_real.py",
+    "test_batch.py",
+    "test_scorers_real.py",
+    "test_cache_real.py",
+    "test_generation_planted.py",
+    "test_tui_process.py",
+)
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, give each worker its own share of the cores (worker i of n: every n-th core from i). Two
+    workers that each ran torch and llama.cpp on every core would oversubscribe them: llama.cpp's spinning thread
+    barriers and torch's OpenMP pool slow down many times over when their threads outnumber the cores. Batch and
+    server processes a test starts inherit the share, and size their thread pools by it."""
+    worker = getattr(config, "workerinput", None)
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    n, i = int(worker["workercount"]), int(worker["workerid"].removeprefix("gw"))
+    mine = cores[i::n] or cores
+    for tid in os.listdir("/proc/self/task"):  # every thread started so far (numpy's BLAS pool), not just this one
+        try:
+            os.sched_setaffinity(int(tid), mine)
+        except OSError:
+            pass  # a thread that just ended
+    os.environ["OMP_NUM_THREADS"] = str(len(mine))  # torch, read when it is first imported (after this)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def base_provenance(**over) -> dict:

@@ -94,6 +94,7 @@ def killed_in_each_stage(tmp_path_factory):
     return db, partial, resumed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES)
 def test_kill_9_during_a_stage_then_resume_equals_the_uninterrupted_run(stage, killed_in_each_stage, reference):
     db, partial, resumed = killed_in_each_stage

@@ -109,6 +109,7 @@ def test_init_writes_every_key_with_its_default(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_two_batches_on_disjoint_latents_share_one_database_while_a_reader_polls(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "shared.db")
     a, b = top_latents(db, 4)[:2], top_latents(db, 4)[2:]
@@ -155,6 +156,7 @@ def test_two_batches_on_disjoint_latents_share_one_database_while_a_reader_polls
     assert [r[0] for r in rows(db, "select status from runs")] == ["done", "done"]
 
 
+@pytest.mark.slow
 def test_backend_outage_mid_run_pauses_and_resumes_with_nothing_lost(tmp_path, real_cache_db):
     pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python[server]")
     db = copy_db(real_cache_db, tmp_path / "outage.db")
@@ -216,6 +218,7 @@ def test_a_backend_that_never_comes_back_stops_cleanly_and_stores_no_failures(tm
     assert status == "stopped" and "unavailable" in message
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_cleanly_and_the_rerun_completes(tmp_path, real_cache_db):
     db = copy_db(real_cache_db, tmp_path / "full.db")
     one_thread = "[llm]\nn_threads = 1\n"  # the reference and the full-disk run go side by side, one core each

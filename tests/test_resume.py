@@ -42,6 +42,7 @@ def run_killed_at(cfg, where: str) -> subprocess.CompletedProcess:
     return subprocess.run(batch_cmd(cfg), capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_kill_9_after_any_commit_of_any_stage_resumes_to_the_uninterrupted_database(reference, tmp_path):
     db = tmp_path / "k.db"
     cfg = write_config(tmp_path / "c.toml", db)
