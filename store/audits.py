@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .clock import now
+from .connection import connect
 
 RATINGS = ("correct", "partly", "wrong")
 RATING_VALUE = {"wrong": 0.0, "partly": 0.5, "correct": 1.0}
@@ -29,9 +30,8 @@ def write_audit(path: str | Path, latent: int, explainer: str, explanation_seen:
         raise ValueError(f"unknown audit fields {sorted(unknown)}")
     if changes.get("rating") not in (None, *RATINGS):
         raise ValueError(f"rating must be one of {RATINGS}, not {changes['rating']!r}")
-    conn = sqlite3.connect(str(path))
+    conn = connect(str(path))
     try:
-        conn.execute("pragma busy_timeout = 30000")
         stamp = now()
         with conn:
             conn.execute(

@@ -18,6 +18,7 @@ import sqlite_utils
 
 from .clock import now
 from .codec import decode_offsets, decode_values, encode_offsets, encode_values
+from .connection import connect
 from .errors import AutointerpError, CannotContinue, UserError
 from .schema import (
     SchemaError,
@@ -137,7 +138,7 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
             f"cannot write {path}: the database file is read-only; nothing was written, rerun once it is writable"
         )
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error as e:
         raise StoreError(f"cannot open database {path} ({e})") from None
     try:
@@ -190,13 +191,12 @@ class ActivationStore:
             raise StoreError(f"database path {path} is a directory")
         try:
             if readonly:
-                conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+                conn = connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(str(path), check_same_thread=False)
+                conn = connect(str(path), check_same_thread=False)
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open database {path} ({e})") from None
-        conn.execute("pragma busy_timeout = 30000")
         db = sqlite_utils.Database(conn)
         try:
             if readonly:

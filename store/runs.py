@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .clock import now
+from .connection import connect
 
 STALE_HEARTBEAT_S = 60  # a `running` run whose heartbeat is older than this was most likely killed
 
@@ -44,8 +45,7 @@ class RunLog:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self._conn = sqlite3.connect(self.path, check_same_thread=False)
-            self._conn.execute("pragma busy_timeout = 30000")
+            self._conn = connect(self.path, check_same_thread=False)
         return self._conn
 
     def _start(self, argv, selection, config) -> int:

@@ -78,7 +78,8 @@ def test_a_user_error_and_a_stop_raised_inside_a_command_are_one_line_each():
 # ---- database faults told apart ---------------------------------------------------------------------------------
 
 
-def test_a_locked_database_is_reported_as_locked_not_as_a_full_disk(real_cache_db, tmp_path):
+def test_a_locked_database_is_reported_as_locked_not_as_a_full_disk(real_cache_db, tmp_path, monkeypatch):
+    monkeypatch.setattr("autointerp.store.connection.BUSY_TIMEOUT_MS", 1000)  # give up after 1 s of the lock, not 30
     db = copy_db(real_cache_db, tmp_path / "locked.db")  # a WAL file, as every autointerp database
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("begin exclusive")  # another process in a long write
@@ -93,7 +94,8 @@ def test_a_locked_database_is_reported_as_locked_not_as_a_full_disk(real_cache_d
     assert [r for r in sqlite3.connect(db).execute("select * from runs")] == []  # nothing was written
 
 
-def test_a_database_locked_against_readers_stops_a_reader_too(real_cache_db, tmp_path):
+def test_a_database_locked_against_readers_stops_a_reader_too(real_cache_db, tmp_path, monkeypatch):
+    monkeypatch.setattr("autointerp.store.connection.BUSY_TIMEOUT_MS", 1000)
     db = copy_db(real_cache_db, tmp_path / "journal.db")
     with sqlite3.connect(db) as c:
         c.execute("pragma journal_mode = delete")  # a rollback journal: a writer's exclusive lock shuts readers out
