@@ -473,27 +473,3 @@ def test_unusable_llm_settings_are_refused_before_anything_loads_or_writes(good,
         assert_refused(["explain", "--config", str(cfg), "--latents", "top:1"], [db], needle)
         assert_refused(["score", "--config", str(cfg), "--latents", "top:1", "--scorers", "detection"], [db], needle)
     assert sqlite3.connect(db).execute("select count(*) from runs").fetchone()[0] == 0
-
-
-def test_the_first_dequantisation_prints_only_the_error(tmp_path):
-    """A fresh machine converts the embedded GGUF once; an error after that is still the only line on stderr."""
-    env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path / "cache"))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autointerp.engine.commands.cli",
-            "cache",
-            "--db",
-            str(tmp_path / "x.db"),
-            "--hook",
-            "blocks.99.hook_resid_post",
-            *TINY,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
-    assert "only 30 blocks" in r.stderr and "Converting" not in r.stderr
-    assert (tmp_path / "cache" / "models").is_dir() and not (tmp_path / "x.db").exists()

@@ -72,30 +72,48 @@ def test_transcoder_reads_mlp_input_and_bad_hooks_refused(model):
         model.check_hook("blocks.2.hook_nope")
 
 
-def test_two_processes_converting_the_same_gguf_at_once_both_succeed(folder, tmp_path):
-    """Two batch processes on one machine start together with an empty model cache: each dequantises the
-    GGUF into its own temporary folder, one rename wins, the other uses the winner's folder."""
+@pytest.fixture(scope="module")
+def converted_at_once(tmp_path_factory):
+    """A fresh machine (an empty model cache) where two processes start together, each converting the embedded
+    GGUF: a plain conversion, and a `cache` command whose hook the model lacks. -> (cache folder, their results)"""
     import os
     import subprocess
     import sys
 
-    from safetensors.torch import load_file
-
-    env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
+    cache = tmp_path_factory.mktemp("fresh_cache")
+    env = dict(os.environ, AUTOINTERP_CACHE_DIR=str(cache), HF_HUB_OFFLINE="1")
     code = (
         "from autointerp.engine.defaults import smollm2_gguf; from autointerp.engine.activations.model import gguf_as_safetensors;"
         "print(gguf_as_safetensors(smollm2_gguf())[0])"
     )
+    tiny = ["--seq-len", "32", "--n-tokens", "64", "--batch-size", "2"]
+    bad_hook = ["-m", "autointerp.engine.commands.cli", "cache", "--db", str(cache / "x.db")]
+    bad_hook += ["--hook", "blocks.99.hook_resid_post", *tiny]
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(2)
+        subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for args in (["-c", code], bad_hook)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outs]
-    made = tmp_path / "models" / folder.name
-    assert {out.strip() for out, _ in outs} == {str(made)}
-    assert [p.name for p in (tmp_path / "models").iterdir()] == [folder.name]  # no temporary folder left
+    return cache, [subprocess.CompletedProcess(p.args, p.returncode, *out) for p, out in zip(procs, outs)]
+
+
+def test_two_processes_converting_the_same_gguf_at_once_both_succeed(folder, converted_at_once):
+    """Each dequantises the GGUF into its own temporary folder, one rename wins, the other uses the winner's
+    folder."""
+    from safetensors.torch import load_file
+
+    cache, (plain, _) = converted_at_once
+    assert plain.returncode == 0, plain.stderr[-1500:]
+    made = cache / "models" / folder.name
+    assert plain.stdout.strip() == str(made)
+    assert [p.name for p in (cache / "models").iterdir()] == [folder.name]  # no temporary folder left
     ours, ref = load_file(made / "model.safetensors"), load_file(folder / "model.safetensors")
     assert ours.keys() == ref.keys() and all(torch.equal(ours[k], ref[k]) for k in ref)
+
+
+def test_the_first_dequantisation_prints_only_the_error(converted_at_once):
+    """A fresh machine converts the embedded GGUF once; an error after that is still the only line on stderr."""
+    cache, (_, r) = converted_at_once
+    assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
+    assert "only 30 blocks" in r.stderr and "Converting" not in r.stderr
+    assert (cache / "models").is_dir() and not (cache / "x.db").exists()
