@@ -29,10 +29,14 @@ HEAVY_FIRST = (
 
 
 def pytest_configure(config):
-    """Under pytest-xdist, give each worker its own share of the cores (worker i of n: every n-th core from i). Two
+    """The suite runs offline: Hugging Face libraries read these when first imported, and a test that imports one
+    before another test sets them would otherwise wait on network timeouts (20 s seen for one `datasets` call).
+
+    Under pytest-xdist, give each worker its own share of the cores (worker i of n: every n-th core from i). Two
     workers that each ran torch and llama.cpp on every core would oversubscribe them: llama.cpp's spinning thread
     barriers and torch's OpenMP pool slow down many times over when their threads outnumber the cores. Batch and
     server processes a test starts inherit the share, and size their thread pools by it."""
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     worker = getattr(config, "workerinput", None)
     if worker is None or not hasattr(os, "sched_setaffinity"):
         return
