@@ -22,9 +22,10 @@ HEAVY_FIRST = (
     "test_interpret_real.py",
     "test_batch.py",
     "test_scorers_real.py",
-    "test_cache_real.py",
+    "test_model_hooks.py",
     "test_generation_planted.py",
-    "test_tui_process.py",
+    "test_resume.py",
+    "test_batch_faults.py",
 )
 
 

@@ -99,11 +99,12 @@ def dump(db):
     return out
 
 
+@pytest.mark.slow
 def test_resume_after_kill_equals_uninterrupted(tmp_path, model):
     from autointerp.engine.config import load_config
 
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[cache]\nseq_len = 32\nn_tokens = 1920\nchunk_tokens = 64\nbatch_size = 2\n")
+    cfg.write_text("[cache]\nseq_len = 32\nn_tokens = 1024\nchunk_tokens = 64\nbatch_size = 2\n")  # 16 chunks
     # The uninterrupted cache in this process (the module's model: no second load); the killed one is a real process.
     whole = load_config(cfg).cache
     run_cache(whole, str(tmp_path / "whole.db"), parts=prepare(whole, model=model))
@@ -127,7 +128,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, model):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 4 <= committed < 30, f"kill landed at {committed} chunks"
+    assert 4 <= committed < 16, f"kill landed at {committed} chunks"
     resumed = run_cli("cache", "--config", str(cfg), "--db", str(db))
     assert resumed.returncode == 0, resumed.stderr
     assert "were already committed" in resumed.stdout

@@ -92,6 +92,7 @@ class Tmux:
         (tmpdir / self.socket).unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_tui_in_tmux_while_a_batch_writes(real_cache_db, tmp_path):
     db = copy_db(real_cache_db, tmp_path / "live.db")
