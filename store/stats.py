@@ -1,8 +1,8 @@
 """Per-latent statistics computed from the stored activations (count, frequency, max, deciles, histogram).
 
-Streams one (latent, chunk) row at a time, two passes per latent (max first, then a fine histogram),
-so memory does not grow with the number of cached tokens even for a latent that fires everywhere.
-Deciles come from the fine histogram: exact to within max_act / FINE_BINS.
+One ordered scan per batch of latents; a latent's values are held (4 bytes each) until its fine histogram
+is made, so a batch's memory grows with what its latents fired. Deciles come from the fine histogram: exact
+to within max_act / FINE_BINS.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 
+from .codec import decode_offsets, decode_values
 from .db import ActivationStore
 from .killpoints import kill_point
 
@@ -23,17 +24,39 @@ def _round(xs) -> str:
 
 
 def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens: int) -> dict:
+    return batch_stats(store, latent, latent + 1, window_len, n_tokens)[0]
+
+
+def batch_stats(store: ActivationStore, lo: int, hi: int, window_len: int, n_tokens: int) -> list[dict]:
+    """The statistics rows of latents lo..hi-1, from one ordered scan of their stored rows.
+
+    Per latent the arithmetic is the one a latent-at-a-time pass did (a float64 sum per stored row, added in
+    chunk order; a fine histogram of all its values), so the rows are identical; what changed is one query per
+    batch of latents instead of two per latent (1.4 ms per (latent, chunk) row at 131k latents)."""
     seq_len = int(store.provenance["seq_len"])
     windows_per_seq = -(-seq_len // window_len)
-    count, total, vmax, n_windows = 0, 0.0, 0.0, 0
-    for _, offsets, acts in store.latent_rows(latent):
-        acts = acts.astype(np.float32)
-        count += len(acts)
-        total += float(acts.sum(dtype=np.float64))
-        vmax = max(vmax, float(acts.max()))
+    n = hi - lo
+    count = np.zeros(n, np.int64)
+    n_windows = np.zeros(n, np.int64)
+    total, vmax = [0.0] * n, [0.0] * n
+    values: list[list[np.ndarray]] = [[] for _ in range(n)]
+    for latent, off_blob, act_blob in store.db.execute(
+        "select latent, offsets, acts from activations where latent >= ? and latent < ? order by latent, chunk",
+        [int(lo), int(hi)],
+    ):
+        i = latent - lo
+        offsets, acts = decode_offsets(off_blob), decode_values(act_blob).astype(np.float32)
+        count[i] += len(acts)
+        total[i] += float(acts.sum(dtype=np.float64))
+        vmax[i] = max(vmax[i], float(acts.max()))
         # Chunks hold whole sequences, so a window never spans two rows.
         seq, pos = np.divmod(offsets, seq_len)
-        n_windows += len(np.unique(seq * windows_per_seq + pos // window_len))
+        n_windows[i] += len(np.unique(seq * windows_per_seq + pos // window_len))
+        values[i].append(acts)
+    return [_row(lo + i, int(count[i]), total[i], vmax[i], int(n_windows[i]), values[i], n_tokens) for i in range(n)]
+
+
+def _row(latent: int, count: int, total: float, vmax: float, n_windows: int, values, n_tokens: int) -> dict:
     row = {
         "latent": latent,
         "count": count,
@@ -45,9 +68,7 @@ def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens:
     if count == 0:
         return dict(row, deciles="[]", hist_edges="[]", hist_counts="[]")
     top = vmax if vmax > 0 else 1.0
-    fine = np.zeros(FINE_BINS, np.int64)
-    for _, _, acts in store.latent_rows(latent):
-        fine += np.histogram(acts.astype(np.float32), bins=FINE_BINS, range=(0.0, top))[0]
+    fine = np.histogram(np.concatenate(values), bins=FINE_BINS, range=(0.0, top))[0]
     fine_edges = np.linspace(0.0, top, FINE_BINS + 1)
     cum = np.cumsum(fine)
     deciles = fine_edges[np.searchsorted(cum, np.arange(1, 10) / 10 * count) + 1]
@@ -81,7 +102,7 @@ def compute_latent_stats(store: ActivationStore, window_len: int, progress=None,
         progress(start)
     for lo in range(start, num_latents, batch):
         hi = min(lo + batch, num_latents)
-        rows = [latent_stats(store, latent, window_len, n_tokens) for latent in range(lo, hi)]
+        rows = batch_stats(store, lo, hi, window_len, n_tokens)
         store.write_latent_stats(rows, (fingerprint, {"next_latent": hi}, hi == num_latents))
         kill_point("cache.stats")
         if progress is not None:

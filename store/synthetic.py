@@ -106,8 +106,8 @@ def make_synthetic_db(
         db["latents"].insert_all(_stats(lat, pos, val, n_latents, n_tokens, seq_len), batch_size=2000)
         db["directions"].insert_all(_directions(rng, n_latents, vocab_size), batch_size=2000)
         ids = np.flatnonzero(rng.random(n_latents) < explained)
-        db["explanations"].insert_all(_explanations(rng, ids, vocab, vocab_size), batch_size=2000)
-        db["scores"].insert_all(_scores(rng, ids), batch_size=2000)
+        db["explanations"].insert_all(explanation_rows(rng, ids, vocab, vocab_size), batch_size=2000)
+        db["scores"].insert_all(score_rows(rng, ids), batch_size=2000)
         _run(db, n_latents, len(ids))
         # A finished cache, as the cache stage marks one (window_len 32, as the statistics above count windows).
         store.set_stage("cache.stats", store.stats_fingerprint(32), {"next_latent": n_latents}, True)
@@ -157,7 +157,7 @@ def _directions(rng, n_latents, vocab_size):
         }
 
 
-def _explanations(rng, ids, vocab, vocab_size):
+def explanation_rows(rng, ids, vocab, vocab_size):
     topics = ["animals", "numbers", "code", "legal text", "names", "punctuation", "weather", "sport"]
     for latent in ids:
         word = vocab[home_token(int(latent), vocab_size)].strip() or "space"
@@ -185,7 +185,7 @@ def _explanations(rng, ids, vocab, vocab_size):
         }
 
 
-def _scores(rng, ids):
+def score_rows(rng, ids):
     for latent in ids:
         for scorer in SCORERS:
             for control in (0, 1):

@@ -99,24 +99,33 @@ def annotate(
         if on_event is not None:
             on_event("warning", f"no logit lens or decoder neighbours: a {coder.kind} coder has no decoder directions")
         return AnnotateResult(vocab_written, 0, time.perf_counter() - t0)
-    missing = missing_directions(store.db, int(prov["num_latents"]))
     written = 0
-    if missing:
+    if missing_directions(store.db, int(prov["num_latents"])):  # the lens and neighbours copy the decoder: only if used
         device = decoder.device
-        lens = LogitLens.of_model(model, decoder, device)
-        near = DecoderNeighbours(decoder, n_neighbours, device)
-        with torch.inference_mode():
-            for start in range(0, len(missing), batch):
-                ids = torch.tensor(missing[start : start + batch], device=device)
-                top, bottom = lens.extremes(ids, k)
-                nb = near.nearest(ids)
-                rows = zip(ids.tolist(), _pairs(*top), _pairs(*bottom), _pairs(*nb))
-                write_directions(
-                    store.db, [{"latent": i, "promoted": p, "suppressed": s, "neighbours": n} for i, p, s, n in rows]
-                )
-                written += len(ids)
-                kill_point("cache.directions")
+        lens, near = LogitLens.of_model(model, decoder, device), DecoderNeighbours(decoder, n_neighbours, device)
+        written = annotate_directions(store, lens, near, k, batch)
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
+
+
+def annotate_directions(
+    store: ActivationStore, lens: LogitLens, near: DecoderNeighbours, k: int = 10, batch: int = 512
+) -> int:
+    """Write the directions row (logit-lens extremes, decoder neighbours) of every latent that lacks one, a batch
+    of latents per transaction; returns how many were written."""
+    missing = missing_directions(store.db, int(store.provenance["num_latents"]))
+    written = 0
+    with torch.inference_mode():
+        for start in range(0, len(missing), batch):
+            ids = torch.tensor(missing[start : start + batch], device=near.w.device)
+            top, bottom = lens.extremes(ids, k)
+            nb = near.nearest(ids)
+            rows = zip(ids.tolist(), _pairs(*top), _pairs(*bottom), _pairs(*nb))
+            write_directions(
+                store.db, [{"latent": i, "promoted": p, "suppressed": s, "neighbours": n} for i, p, s, n in rows]
+            )
+            written += len(ids)
+            kill_point("cache.directions")
+    return written
 
 
 def annotate_db(path: str, on_event: Callable[[str, str], None] | None = None) -> AnnotateResult:

@@ -536,6 +536,27 @@ def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
     print_figures(result, as_json)
 
 
+@bench.command("scale")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--latents", default=131_072, show_default=True, help="SAE width of the synthetic cache.")
+@click.option("--tokens", default=10_000_000, show_default=True, help="Cached tokens.")
+@click.option("--k", default=64, show_default=True, help="Active latents per token (TopK).")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
+@user_errors
+def bench_scale(as_json, latents, tokens, k, workdir) -> None:
+    """Every stage after the forward pass on a synthetic wide-SAE cache, at this size and a quarter of it:
+    seconds, peak RSS, bytes per activation, TUI latencies, and each stage extrapolated to 1M latents x 100M
+    tokens."""
+    from .bench_scale import bench_scale as run
+    from .bench_scale import format_figures
+
+    check_output_folder(workdir, "--workdir")
+    if latents < 256 or tokens < 16_384 or not 1 <= k <= latents:
+        raise click.UsageError("--latents must be at least 256, --tokens at least 16,384, and 1 <= --k <= --latents")
+    result = run(latents=latents, tokens=tokens, k=k, workdir=workdir)
+    click.echo(json.dumps(result, sort_keys=True) if as_json else format_figures(result))
+
+
 @bench.command("llm")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (its [llm], profile...).")

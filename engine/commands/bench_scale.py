@@ -1,0 +1,353 @@
+"""`autointerp bench scale`: every stage after the forward pass, on a synthetic cache of a wide SAE.
+
+The cache has the shape real ones have at scale (TopK: k latents per token; latent frequencies spread log-uniformly
+from 1e-6 to 1e-1, plus a few dense latents; float16 values), and it is written through the real write path
+(`ActivationStore.write_chunk`), so what is timed is the store and the stages, not a model. Each stage reports its
+seconds and peak RSS (sampled, this process's or the child's); the file's bytes per activation come at the end.
+
+It runs two sizes (the asked one and a quarter of it in both latents and tokens) and fits each stage's growth
+exponent p from the pair, then extrapolates to 1,048,576 latents x 100M tokens with the geometric-mean scale
+factor of the two axes: t_target = t_asked * F**p. A stage that grows faster than its data shows p > 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from autointerp.store.db import ActivationStore, ChunkInfo
+from autointerp.store.directions import write_vocab
+
+TARGET_LATENTS, TARGET_TOKENS = 1_048_576, 100_000_000
+
+
+@dataclass
+class Shape:
+    latents: int
+    tokens: int
+    k: int = 64
+    seq_len: int = 256  # CacheConfig's defaults: the windows and chunks real caches have
+    chunk_tokens: int = 65_536
+    window_len: int = 32
+    d_model: int = 576  # SmolLM2-135M's width
+    vocab: int = 49_152
+    n_dense: int = 4  # latents that fire on a large share of tokens, as real SAEs have
+    explained: float = 0.01  # share of live latents given an explanation and scores (report, export, TUI sort)
+    sample_latents: int = 1_000
+    seed: int = 0
+
+
+class PeakRSS:
+    """The highest resident set size of a process while a block runs, sampled every 20 ms."""
+
+    def __init__(self, pid: int | None = None):
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.Error:
+                return
+            self._stop.wait(0.02)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+class Stages:
+    """Seconds and peak RSS (MB) of each named stage."""
+
+    def __init__(self):
+        self.figures: dict[str, dict] = {}
+
+    @contextmanager
+    def stage(self, name: str):
+        t = time.perf_counter()
+        with PeakRSS() as rss:
+            yield self.figures.setdefault(name, {})
+        self.figures[name].update(s=round(time.perf_counter() - t, 3), peak_rss_mb=round(rss.peak / 2**20, 1))
+
+
+def frequencies(shape: Shape, rng: np.random.Generator) -> np.ndarray:
+    """Per-latent firing probabilities per token: log-uniform in [1e-6, 1e-1], a few dense latents near 0.3,
+    scaled so that a token has k activations on average."""
+    f = 10.0 ** rng.uniform(-6, -1, size=shape.latents)
+    f[rng.choice(shape.latents, size=min(shape.n_dense, shape.latents), replace=False)] = 0.3
+    return np.minimum(f * shape.k / f.sum(), 1.0)
+
+
+def synthetic_chunk(shape: Shape, cdf: np.ndarray, scale: np.ndarray, n_seqs: int, rng: np.random.Generator):
+    """One chunk's sequences and (latents, offsets, values): k draws per token from the frequency distribution,
+    duplicates on a token merged, BOS positions left out (as the cache leaves them)."""
+    n_tok = n_seqs * shape.seq_len
+    latents = np.searchsorted(cdf, rng.random(n_tok * shape.k)).astype(np.int64)
+    offsets = np.repeat(np.arange(n_tok, dtype=np.int64), shape.k)
+    key = np.unique(offsets * shape.latents + latents)  # sorted by offset, then latent
+    offsets, latents = key // shape.latents, key % shape.latents
+    keep = offsets % shape.seq_len != 0
+    offsets, latents = offsets[keep], latents[keep]
+    values = (rng.lognormal(0.0, 0.6, size=len(latents)) * scale[latents]).astype(np.float16)
+    seqs = rng.integers(1, shape.vocab, size=(n_seqs, shape.seq_len))
+    seqs[:, 0] = 0
+    return seqs, latents.astype(np.int32), offsets.astype(np.uint16), values
+
+
+def provenance(shape: Shape) -> dict:
+    from autointerp.engine.config import CacheConfig
+
+    cfg = CacheConfig(
+        n_tokens=shape.tokens, seq_len=shape.seq_len, chunk_tokens=shape.chunk_tokens, window_len=shape.window_len
+    )
+    return {
+        "model": "synthetic",
+        "model_hash": "synthetic",
+        "hook": "blocks.0.hook_resid_post",
+        "coder_kind": "topk",
+        "coder_path": "synthetic",
+        "coder_hash": "synthetic",
+        "num_latents": shape.latents,
+        "d_in": shape.d_model,
+        "corpus": "synthetic",
+        "corpus_hash": str(shape.seed),
+        "seq_len": shape.seq_len,
+        "n_tokens_target": shape.tokens,
+        "chunk_seqs": shape.chunk_tokens // shape.seq_len,
+        "token_dtype": "uint16",
+        "vocab_size": shape.vocab,
+        "bos_token_id": 0,
+        "seed": shape.seed,
+        "versions": {},
+        "config": dataclasses.asdict(cfg),
+    }
+
+
+def write_cache(store: ActivationStore, shape: Shape, stages: Stages) -> int:
+    """The synthetic chunks through `write_chunk`; only the writes are timed (generation is not the store's)."""
+    rng = np.random.default_rng(shape.seed)
+    f = frequencies(shape, rng)
+    cdf = np.cumsum(f / f.sum())
+    cdf[-1] = 1.0
+    scale = rng.uniform(2.0, 40.0, size=shape.latents)
+    per_chunk = shape.chunk_tokens // shape.seq_len
+    n_seqs = max(shape.tokens // shape.seq_len, 1)
+    nnz, write_s = 0, 0.0
+    with stages.stage("write") as fig:
+        for c, first in enumerate(range(0, n_seqs, per_chunk)):
+            ns = min(per_chunk, n_seqs - first)
+            seqs, lat, off, val = synthetic_chunk(shape, cdf, scale, ns, rng)
+            t = time.perf_counter()
+            store.write_chunk(ChunkInfo(c, first, ns, ns * (shape.seq_len - 1), len(val)), seqs, lat, off, val, 0.0)
+            write_s += time.perf_counter() - t
+            nnz += len(val)
+        fig.update(write_s=round(write_s, 3), activations=nnz)
+    # The stage's time is the store's: what generating the synthetic chunks took is reported beside it.
+    fig.update(generate_s=round(fig["s"] - write_s, 3), s=round(write_s, 3))
+    return nnz
+
+
+def finalise(store: ActivationStore, shape: Shape, stages: Stages) -> None:
+    import torch
+
+    from autointerp.engine.activations.annotate import annotate_directions
+    from autointerp.engine.activations.lens import LogitLens
+    from autointerp.engine.activations.neighbours import DecoderNeighbours
+    from autointerp.store.stats import compute_latent_stats
+
+    with stages.stage("statistics"):
+        compute_latent_stats(store, shape.window_len)
+    gen = torch.Generator().manual_seed(shape.seed)
+    decoder = torch.randn(shape.latents, shape.d_model, generator=gen)
+    unembed = torch.randn(shape.d_model, shape.vocab, generator=gen)
+    with stages.stage("annotate"):  # logit lens and decoder neighbours of every latent, from the directions
+        write_vocab(store.db, [f" t{i}" for i in range(shape.vocab)])
+        annotate_directions(store, LogitLens(unembed, decoder, None, None), DecoderNeighbours(decoder, 10))
+
+
+def live_latents(store: ActivationStore, n: int, min_windows: int, seed: int) -> list[int]:
+    live = [r[0] for r in store.db.execute("select latent from latents where n_windows >= ?", [min_windows])]
+    rng = np.random.default_rng(seed)
+    return sorted(int(x) for x in rng.choice(live, size=min(n, len(live)), replace=False)) if live else []
+
+
+def sampling_and_controls(store: ActivationStore, shape: Shape, stages: Stages, db: Path) -> None:
+    """Example sets (random and co-activation negatives) and a control for `sample_latents` live latents."""
+    from autointerp.engine.activations.neighbours import CoactivationIndex
+    from autointerp.engine.config import Config, resolve_profile
+    from autointerp.engine.interpretation.sampling import ExampleSampler
+    from autointerp.store.queries import WindowQueries
+
+    cfg = resolve_profile(Config(db=str(db)), cpu_embedded=True)
+    queries = WindowQueries(store, shape.window_len)
+    latents = live_latents(store, shape.sample_latents, cfg.sample.min_windows, shape.seed)
+    with stages.stage("sampling") as fig:
+        sampler = ExampleSampler(queries, cfg.sample)
+        for latent in latents:
+            sampler.draw(latent)
+        fig["latents"] = len(latents)
+    with stages.stage("coactivation") as fig:  # the index, then its top latents for the same latents
+        index = CoactivationIndex(queries, shape.latents)
+        for latent in latents[:100]:
+            index.similar(latent)
+        fig["latents"] = min(len(latents), 100)
+    with stages.stage("controls") as fig:
+        explained = np.array(store.results.explained_latents("default"), dtype=np.int64)
+        for latent in latents:
+            rng = np.random.default_rng([cfg.sample.seed, latent, 0xC0])
+            others = explained[explained != latent]
+            if len(others):
+                store.results.explanation(int(rng.choice(others)), "default")
+        fig["latents"] = len(latents)
+
+
+def write_results(store: ActivationStore, shape: Shape) -> int:
+    """Explanations and scores with controls (store/synthetic.py's rows) for a share of the live latents; not
+    timed: they are what the report, the exports and the TUI's sort read."""
+    from autointerp.store.synthetic import explanation_rows, score_rows
+
+    rng = np.random.default_rng(shape.seed + 1)
+    latents = live_latents(store, max(int(shape.explained * shape.latents), 2), 1, shape.seed + 1)
+    vocab = [f" t{i}" for i in range(shape.vocab)]
+    with store.db.conn:
+        store.db["explanations"].insert_all(explanation_rows(rng, latents, vocab, shape.vocab), batch_size=2000)
+        store.db["scores"].insert_all(score_rows(rng, latents), batch_size=2000)
+    return len(latents)
+
+
+def later_stages(db: Path, shape: Shape, stages: Stages, workdir: Path) -> None:
+    from autointerp.engine.commands.estimate import plan
+    from autointerp.engine.commands.export import export
+    from autointerp.engine.commands.report import batch_report
+    from autointerp.engine.config import BatchConfig, Config
+
+    cfg = Config(db=str(db), batch=BatchConfig(latents="live", stages=["explain", "score"]))
+    with stages.stage("plan_all_latents") as fig:  # `batch --dry-run` over every live latent
+        fig["latents"] = plan(cfg)["latents"]
+    with ActivationStore.open(db, readonly=True) as store, stages.stage("report"):
+        batch_report(store, "default")
+    for fmt in ("json", "delphi"):
+        with stages.stage(f"export_{fmt}"):
+            export(cfg, fmt, workdir / f"export_{fmt}")
+    with stages.stage("tui") as fig:  # its own process, as users run it; its figures come back as JSON
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "autointerp.tui.bench", "--db", str(db), "--json", "--switches", "50"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        with PeakRSS(proc.pid) as rss:
+            out, _ = proc.communicate()
+        tui = json.loads(out)
+        fig.update(
+            first_paint_ms=round(tui["first_paint_ms"], 1),
+            p95_switch_ms=round(tui["p95_detail_ms"], 1),
+            sort_ms=round(tui.get("sort_by_scorer_ms", float("nan")), 1),
+            search_ms=round(tui["search_ms"], 1),
+        )
+    stages.figures["tui"]["peak_rss_mb"] = round(rss.peak / 2**20, 1)  # the TUI process's, not this one's
+
+
+def file_bytes(db: Path) -> int:
+    """The database's bytes once its write-ahead log is checkpointed into it (the -shm index is not data)."""
+    with ActivationStore.open(db) as store:
+        store.db.execute("pragma wal_checkpoint(truncate)")
+    wal = db.with_name(db.name + "-wal")
+    return db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
+
+
+def run_size(shape: Shape, workdir: Path) -> dict:
+    db = workdir / f"scale-{shape.latents}x{shape.tokens}.db"
+    stages = Stages()
+    store = ActivationStore.open(db, create=True)
+    try:
+        store.claim(provenance(shape))
+        nnz = write_cache(store, shape, stages)
+        finalise(store, shape, stages)
+        write_results(store, shape)
+        sampling_and_controls(store, shape, stages, db)
+    finally:
+        store.close()
+    later_stages(db, shape, stages, workdir)
+    return {"latents": shape.latents, "tokens": shape.tokens, "activations": nnz, "bytes": file_bytes(db)} | {
+        "stages": stages.figures
+    }
+
+
+def bench_scale(
+    latents: int = 131_072, tokens: int = 10_000_000, k: int = 64, workdir: str | None = None, seed: int = 0
+) -> dict:
+    tmp = tempfile.TemporaryDirectory() if workdir is None else None
+    root = Path(workdir or tmp.name)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        small = run_size(Shape(max(latents // 4, 64), max(tokens // 4, 4096), k, seed=seed), root)
+        big = run_size(Shape(latents, tokens, k, seed=seed), root)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return summarise(small, big)
+
+
+def summarise(small: dict, big: dict) -> dict:
+    factor = math.sqrt((TARGET_LATENTS / big["latents"]) * (TARGET_TOKENS / big["tokens"]))
+    step = math.sqrt((big["latents"] / small["latents"]) * (big["tokens"] / small["tokens"]))
+    stages, extrapolated = {}, 0.0
+    for name, fig in big["stages"].items():
+        t_small = max(small["stages"][name]["s"], 1e-3)
+        p = math.log(max(fig["s"], 1e-3) / t_small) / math.log(step)
+        target_s = fig["s"] * factor**p
+        stages[name] = fig | {"growth_exponent": round(p, 3), "extrapolated_s_1m_100m": round(target_s, 1)}
+        if name not in ("write", "tui"):
+            extrapolated += target_s
+    write = big["stages"]["write"]
+    post = sum(f["s"] for n, f in big["stages"].items() if n not in ("write", "tui"))
+    tui = big["stages"]["tui"]
+    return {
+        "latents": big["latents"],
+        "tokens": big["tokens"],
+        "activations": big["activations"],
+        "bytes_per_activation": round(big["bytes"] / big["activations"], 3),
+        "write_s": write["write_s"],
+        "write_activations_per_s": round(big["activations"] / max(write["write_s"], 1e-9)),
+        "post_forward_s": round(post, 1),
+        "peak_rss_mb": max(f["peak_rss_mb"] for f in big["stages"].values()),
+        "tui_first_paint_ms": tui["first_paint_ms"],
+        "tui_p95_switch_ms": tui["p95_switch_ms"],
+        "tui_sort_ms": tui["sort_ms"],
+        "tui_search_ms": tui["search_ms"],
+        "extrapolated_hours_1m_100m": round(extrapolated / 3600, 2),
+        "small_size": {"latents": small["latents"], "tokens": small["tokens"]},
+        "stages": stages,
+    }
+
+
+def format_figures(result: dict) -> str:
+    """The figures as text: one `name value` line each, then a table of the stages."""
+    lines = [f"{k:28s} {v}" for k, v in result.items() if k != "stages"]
+    lines.append("")
+    lines.append(f"{'stage':18s} {'seconds':>9s} {'peak RSS MB':>12s} {'growth p':>9s} {'at 1M x 100M':>14s}")
+    for name, fig in result["stages"].items():
+        lines.append(
+            f"{name:18s} {fig['s']:9.2f} {fig['peak_rss_mb']:12.1f} {fig['growth_exponent']:9.2f}"
+            f" {fig['extrapolated_s_1m_100m'] / 3600:12.2f} h"
+        )
+    return "\n".join(lines)
