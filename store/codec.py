@@ -27,8 +27,21 @@ def _unplanes(blob: bytes, dtype) -> np.ndarray:
 
 
 def encode_offsets(offsets: np.ndarray) -> bytes:
-    deltas = np.diff(offsets.astype(np.int64), prepend=0).astype(np.uint16)
+    return encode_deltas(np.diff(offsets.astype(np.int64), prepend=0).astype(np.uint16))
+
+
+def encode_deltas(deltas: np.ndarray) -> bytes:
+    """A row's offsets given as uint16 deltas (the first one from 0): what `encode_offsets` stores."""
     return zlib.compress(_planes(deltas), LEVEL)
+
+
+def row_deltas(offsets: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The deltas of many rows at once: `offsets` holds the rows one after another (each sorted), and `starts`
+    their first indices. One pass over a whole chunk instead of one np.diff per row (a third of the writer's
+    time at 131k latents)."""
+    deltas = np.diff(offsets.astype(np.int64), prepend=0)
+    deltas[starts] = offsets[starts]  # each row's first delta is from 0, not from the previous row's last offset
+    return deltas.astype(np.uint16)
 
 
 def decode_offsets(blob: bytes) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 import sqlite_utils
 
 from .clock import now
-from .codec import decode_offsets, decode_values, encode_offsets, encode_values
+from .codec import decode_offsets, decode_values, encode_deltas, encode_values, row_deltas
 from .connection import connect
 from .errors import AutointerpError, CannotContinue, UserError
 from .schema import (
@@ -312,8 +312,9 @@ class ActivationStore:
         bounds = np.flatnonzero(np.diff(latents)) + 1
         starts = np.concatenate([[0], bounds]) if len(latents) else np.array([], dtype=np.int64)
         ends = np.concatenate([bounds, [len(latents)]]) if len(latents) else starts
+        deltas = row_deltas(offsets, starts)
         rows = (
-            (int(latents[s]), chunk.id, encode_offsets(offsets[s:e]), encode_values(acts[s:e]))
+            (int(latents[s]), chunk.id, encode_deltas(deltas[s:e]), encode_values(acts[s:e]))
             for s, e in zip(starts, ends)
         )
         seq_rows = (

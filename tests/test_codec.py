@@ -21,3 +21,17 @@ def test_values_roundtrip_bit_exact():
 def test_sorted_offsets_compress():
     a = np.sort(np.random.default_rng(1).choice(65536, 700, replace=False)).astype(np.uint16)
     assert len(encode_offsets(a)) < 1.2 * len(a)  # vs 2 bytes raw
+
+
+def test_row_deltas_of_a_whole_chunk_encode_exactly_as_row_by_row():
+    """The writer computes every row's deltas in one pass: the stored bytes are those of one np.diff per row."""
+    from autointerp.store.codec import encode_deltas, row_deltas
+
+    rng = np.random.default_rng(3)
+    rows = [np.sort(rng.choice(65536, size=n, replace=False)) for n in (1, 2, 7, 300, 1, 5000)]
+    offsets = np.concatenate(rows).astype(np.uint16)
+    starts = np.cumsum([0] + [len(r) for r in rows[:-1]])
+    deltas = row_deltas(offsets, starts)
+    ends = list(starts[1:]) + [len(offsets)]
+    assert [encode_deltas(deltas[s:e]) for s, e in zip(starts, ends)] == [encode_offsets(r) for r in rows]
+    assert [list(decode_offsets(encode_deltas(deltas[s:e]))) for s, e in zip(starts, ends)] == [list(r) for r in rows]
