@@ -90,6 +90,10 @@ def test_every_latent_annotated_by_the_cache(real_cache_db):
         assert store.db.execute("select count(*) from directions").fetchone()[0] == n == 3072
         assert not needs_annotation(store)
         assert any(e["kind"] == "annotate" and "3,072 latents" in e["message"] for e in store.events(20))
+        # The passes after the forward say how far they are (each event is also the run's heartbeat): at least
+        # at their end, and every 10 s on the way.
+        progress = [e["message"] for e in store.events(20) if e["kind"] == "progress"]
+        assert "statistics: 3,072/3,072 latents" in progress and "annotation: 3,072/3,072 latents" in progress
 
 
 def test_logit_lens_equals_direct_computation(real_cache_db, weights, parts):
@@ -208,8 +212,10 @@ def test_batch_annotates_a_complete_cache_made_before_v4(real_cache_db, parts, t
         assert store.db.execute("select count(*) from chunks").fetchone()[0] == 2  # nothing recached
         # the statistics were complete (the migration marked them so): kept, not recomputed
         assert store.db.execute("select * from latents order by latent").fetchall() == stats_before
-        kinds = [e["kind"] for e in store.events(5) if e["stage"] == "cache"]
-        assert kinds[:3] == ["end", "annotate", "start"]
+        events = [e for e in store.events(5) if e["stage"] == "cache"]
+        # newest first; the statistics were kept, so only the annotation reported progress (its heartbeat)
+        assert [e["kind"] for e in events][:4] == ["end", "annotate", "progress", "start"]
+        assert events[2]["message"] == "annotation: 3,072/3,072 latents"
         assert store.stage("cache")["done_at"] is not None
     # Complete and annotated: the next batch loads nothing.
     assert BatchRunner(cfg).run() == 0 and len(loads) == 1

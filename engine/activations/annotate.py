@@ -82,6 +82,7 @@ def annotate(
     n_neighbours: int = 10,
     batch: int = 512,
     on_event: Callable[[str, str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> AnnotateResult:
     """Fill what `store` lacks of `vocab` and `directions` from the loaded SubjectModel and SparseCoder."""
     t0 = time.perf_counter()
@@ -103,15 +104,20 @@ def annotate(
     if missing_directions(store.db, int(prov["num_latents"])):  # the lens and neighbours copy the decoder: only if used
         device = decoder.device
         lens, near = LogitLens.of_model(model, decoder, device), DecoderNeighbours(decoder, n_neighbours, device)
-        written = annotate_directions(store, lens, near, k, batch)
+        written = annotate_directions(store, lens, near, k, batch, progress)
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
 
 
 def annotate_directions(
-    store: ActivationStore, lens: LogitLens, near: DecoderNeighbours, k: int = 10, batch: int = 512
+    store: ActivationStore,
+    lens: LogitLens,
+    near: DecoderNeighbours,
+    k: int = 10,
+    batch: int = 512,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Write the directions row (logit-lens extremes, decoder neighbours) of every latent that lacks one, a batch
-    of latents per transaction; returns how many were written."""
+    of latents per transaction; returns how many were written. `progress(n)` hears each batch's size."""
     missing = missing_directions(store.db, int(store.provenance["num_latents"]))
     written = 0
     with torch.inference_mode():
@@ -125,6 +131,8 @@ def annotate_directions(
             )
             written += len(ids)
             kill_point("cache.directions")
+            if progress is not None:
+                progress(len(ids))
     return written
 
 

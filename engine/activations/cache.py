@@ -171,6 +171,26 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
     return CacheInputs(parts, prov, stream)
 
 
+# How often the passes after the forward (statistics, annotation) say how far they are: each event is also the
+# run's heartbeat, which a monitor takes for a killed run after STALE_HEARTBEAT_S (60 s) of silence.
+FINALISE_EVENT_S = 10.0
+
+
+def finalise_ticker(event, step: str, total: int) -> Callable[[int], None]:
+    """A progress callback for a pass over `total` latents: adds up what it hears, and emits a `progress` event
+    at most every FINALISE_EVENT_S and once at the end."""
+    state = {"done": 0, "last": time.monotonic()}
+
+    def tick(n: int) -> None:
+        state["done"] += n
+        now = time.monotonic()
+        if state["done"] >= total or now - state["last"] >= FINALISE_EVENT_S:
+            state["last"] = now
+            event("progress", f"{step}: {state['done']:,}/{total:,} latents")
+
+    return tick
+
+
 def run_cache(
     cfg: CacheConfig,
     db_path: str,
@@ -294,10 +314,13 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
         forward_s,
     )
     t = time.perf_counter()
-    compute_latent_stats(store, cfg.window_len)
+    num_latents = int(store.provenance["num_latents"])
+    compute_latent_stats(store, cfg.window_len, progress=finalise_ticker(event, "statistics", num_latents))
     log.info("cache: latent statistics in %.1fs", time.perf_counter() - t)
     # Token text and what each decoder direction says, for readers without a model (the TUI).
-    annotated = annotate(store, parts.model, parts.coder, on_event=event)
+    annotated = annotate(
+        store, parts.model, parts.coder, on_event=event, progress=finalise_ticker(event, "annotation", num_latents)
+    )
     event("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
     log.info("cache: annotation in %.1fs", annotated.seconds)
     kill_point("cache.mark")
