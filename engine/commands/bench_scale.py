@@ -30,6 +30,8 @@ import psutil
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.directions import write_vocab
 
+from .bench import db_bytes
+
 TARGET_LATENTS, TARGET_TOKENS = 1_048_576, 100_000_000
 
 
@@ -266,14 +268,6 @@ def later_stages(db: Path, shape: Shape, stages: Stages, workdir: Path) -> None:
     stages.figures["tui"]["peak_rss_mb"] = round(rss.peak / 2**20, 1)  # the TUI process's, not this one's
 
 
-def file_bytes(db: Path) -> int:
-    """The database's bytes once its write-ahead log is checkpointed into it (the -shm index is not data)."""
-    with ActivationStore.open(db) as store:
-        store.db.execute("pragma wal_checkpoint(truncate)")
-    wal = db.with_name(db.name + "-wal")
-    return db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
-
-
 def run_size(shape: Shape, workdir: Path) -> dict:
     db = workdir / f"scale-{shape.latents}x{shape.tokens}.db"
     stages = Stages()
@@ -287,7 +281,7 @@ def run_size(shape: Shape, workdir: Path) -> dict:
     finally:
         store.close()
     later_stages(db, shape, stages, workdir)
-    return {"latents": shape.latents, "tokens": shape.tokens, "activations": nnz, "bytes": file_bytes(db)} | {
+    return {"latents": shape.latents, "tokens": shape.tokens, "activations": nnz, "bytes": db_bytes(db)} | {
         "stages": stages.figures
     }
 
