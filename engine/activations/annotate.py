@@ -101,10 +101,11 @@ def annotate(
             on_event("warning", f"no logit lens or decoder neighbours: a {coder.kind} coder has no decoder directions")
         return AnnotateResult(vocab_written, 0, time.perf_counter() - t0)
     written = 0
-    if missing_directions(store.db, int(prov["num_latents"])):  # the lens and neighbours copy the decoder: only if used
+    missing = missing_directions(store.db, int(prov["num_latents"]))
+    if missing:  # the lens and the neighbours copy the decoder: only when a row is to be written
         device = decoder.device
         lens, near = LogitLens.of_model(model, decoder, device), DecoderNeighbours(decoder, n_neighbours, device)
-        written = annotate_directions(store, lens, near, k, batch, progress)
+        written = annotate_directions(store, lens, near, k, batch, progress, missing)
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
 
 
@@ -115,10 +116,13 @@ def annotate_directions(
     k: int = 10,
     batch: int = 512,
     progress: Callable[[int], None] | None = None,
+    missing: list[int] | None = None,
 ) -> int:
-    """Write the directions row (logit-lens extremes, decoder neighbours) of every latent that lacks one, a batch
-    of latents per transaction; returns how many were written. `progress(n)` hears each batch's size."""
-    missing = missing_directions(store.db, int(store.provenance["num_latents"]))
+    """Write the directions row (logit-lens extremes, decoder neighbours) of every latent that lacks one (those in
+    `missing`, when the caller has listed them already), a batch of latents per transaction; returns how many
+    were written. `progress(n)` hears each batch's size."""
+    if missing is None:
+        missing = missing_directions(store.db, int(store.provenance["num_latents"]))
     written = 0
     with torch.inference_mode():
         for start in range(0, len(missing), batch):

@@ -144,6 +144,10 @@ def provenance(shape: Shape) -> dict:
     }
 
 
+def synthetic_vocab(shape: Shape) -> list[str]:
+    return [f" t{i}" for i in range(shape.vocab)]
+
+
 def write_cache(store: ActivationStore, shape: Shape, stages: Stages) -> int:
     """The synthetic chunks through `write_chunk`; only the writes are timed (generation is not the store's)."""
     rng = np.random.default_rng(shape.seed)
@@ -182,7 +186,7 @@ def finalise(store: ActivationStore, shape: Shape, stages: Stages) -> None:
     decoder = torch.randn(shape.latents, shape.d_model, generator=gen)
     unembed = torch.randn(shape.d_model, shape.vocab, generator=gen)
     with stages.stage("annotate"):  # logit lens and decoder neighbours of every latent, from the directions
-        write_vocab(store.db, [f" t{i}" for i in range(shape.vocab)])
+        write_vocab(store.db, synthetic_vocab(shape))
         annotate_directions(store, LogitLens(unembed, decoder, None, None), DecoderNeighbours(decoder, 10))
 
 
@@ -193,9 +197,11 @@ def live_latents(store: ActivationStore, n: int, min_windows: int, seed: int) ->
 
 
 def sampling_and_controls(store: ActivationStore, shape: Shape, stages: Stages, db: Path) -> None:
-    """Example sets (random and co-activation negatives) and a control for `sample_latents` live latents."""
+    """Example sets (random negatives) for `sample_latents` live latents, the co-activation index with its top
+    latents for 100 of them, and a control for each."""
     from autointerp.engine.activations.neighbours import CoactivationIndex
     from autointerp.engine.config import Config, resolve_profile
+    from autointerp.engine.interpretation.interpret import Interpreter
     from autointerp.engine.interpretation.sampling import ExampleSampler
     from autointerp.store.queries import WindowQueries
 
@@ -212,13 +218,13 @@ def sampling_and_controls(store: ActivationStore, shape: Shape, stages: Stages, 
         for latent in latents[:100]:
             index.similar(latent)
         fig["latents"] = min(len(latents), 100)
-    with stages.stage("controls") as fig:
-        explained = np.array(store.results.explained_latents("default"), dtype=np.int64)
-        for latent in latents:
-            rng = np.random.default_rng([cfg.sample.seed, latent, 0xC0])
-            others = explained[explained != latent]
-            if len(others):
-                store.results.explanation(int(rng.choice(others)), "default")
+    with stages.stage("controls") as fig:  # the score stage's own draw (no backend: no LLM call is made)
+        interp = Interpreter(cfg, store, None)
+        try:
+            for latent in latents:
+                interp.control_for(latent)
+        finally:
+            interp.close()
         fig["latents"] = len(latents)
 
 
@@ -229,7 +235,7 @@ def write_results(store: ActivationStore, shape: Shape) -> int:
 
     rng = np.random.default_rng(shape.seed + 1)
     latents = live_latents(store, max(int(shape.explained * shape.latents), 2), 1, shape.seed + 1)
-    vocab = [f" t{i}" for i in range(shape.vocab)]
+    vocab = synthetic_vocab(shape)
     with store.db.conn:
         store.db["explanations"].insert_all(explanation_rows(rng, latents, vocab, shape.vocab), batch_size=2000)
         store.db["scores"].insert_all(score_rows(rng, latents), batch_size=2000)
