@@ -7,12 +7,13 @@ by the additive steps in `MIGRATIONS` (later stages add their tables that way).
 
 from __future__ import annotations
 
+import numpy as np
 import sqlite_utils
 
-from .codec import CODEC
+from .codec import CODEC, LEGACY_CODEC, legacy_decode_offsets, legacy_decode_values
 from .errors import UserError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class SchemaError(UserError):
@@ -58,7 +59,7 @@ def check_version(version: int, path, *, readonly: bool) -> None:
 
 def _create_v1(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
-    db.execute("insert into meta (key, value) values ('codec', ?)", [CODEC])
+    db.execute("insert into meta (key, value) values ('codec', ?)", [LEGACY_CODEC])  # v7 moves to CODEC
     # One activation cache per database: its identity and provenance, a single row (id = 1).
     db["provenance"].create(
         {
@@ -373,24 +374,87 @@ def implied_stages(db: sqlite_utils.Database) -> list[tuple[str, str, str, str]]
     return rows
 
 
+def _create_v7(db: sqlite_utils.Database) -> None:
+    """Activations in two tables whose row counts do not grow as latents x chunks (see store/layout.py)."""
+    # While caching: one row per (band of 4,096 latents, committed chunk), n activations packed (store/codec.py).
+    db["staged"].create({"band": int, "chunk": int, "n": int, "data": bytes}, pk=("band", "chunk"))
+    # After compaction: one latent's activations, SEGMENT at most per row, global positions ascending by seg.
+    # The small columns come first, so statistics read counts and maxima without touching the packed data.
+    db["segments"].create(
+        {
+            "latent": int,
+            "seg": int,
+            "n": int,
+            "max_act": float,
+            "first_pos": int,  # the first activation's global position; `data` holds deltas from it
+            "width": int,  # bytes per position delta (2, 4 or 8)
+            "packed": int,  # 1: data is zstd-compressed; 0: stored raw (tiny segments)
+            "data": bytes,
+        },
+        pk=("latent", "seg"),
+    )
+    _migrate_activations(db)
+    db.execute("drop table activations")
+    db.execute("insert or replace into meta (key, value) values ('codec', ?)", [CODEC])
+
+
+def _migrate_activations(db: sqlite_utils.Database) -> None:
+    """Rewrite schema-6 (latent, chunk) rows as segments: one ordered scan, one latent held at a time. The
+    positions and values are the same numbers, so every later result is unchanged."""
+    from .layout import INSERT_SEGMENT, segment_record, segment_rows
+
+    prov = db.execute("select seq_len from provenance where id = 1").fetchone()
+    if prov is None:
+        return
+    seq_len = prov[0]
+    first_token = {c: f * seq_len for c, f in db.execute("select id, first_seq from chunks")}
+    current: int | None = None
+    positions: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+
+    def flush() -> None:
+        if current is not None:
+            pos, val = np.concatenate(positions), np.concatenate(values)
+            rows = [segment_record(*r) for r in segment_rows(current, 0, pos, val)]
+            db.conn.executemany(INSERT_SEGMENT, rows)
+
+    for latent, chunk, off_blob, act_blob in db.execute(
+        "select latent, chunk, offsets, acts from activations order by latent, chunk"
+    ):
+        if latent != current:
+            flush()
+            current, positions, values = latent, [], []
+        positions.append(legacy_decode_offsets(off_blob) + first_token[chunk])
+        values.append(legacy_decode_values(act_blob))
+    flush()
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5, 6: _create_v6}
+MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5, 6: _create_v6, 7: _create_v7}
 
 
-def check_codec(db: sqlite_utils.Database) -> None:
+def check_codec(db: sqlite_utils.Database, version: int) -> None:
+    """Refuse a file whose packed arrays this autointerp cannot read (schema 6 and older: the legacy codec, which
+    the migration reads once)."""
+    expected = CODEC if version >= 7 else LEGACY_CODEC
     row = db.execute("select value from meta where key = 'codec'").fetchone()
-    if row is None or row[0] != CODEC:
+    if row is None or row[0] != expected:
         found = row[0] if row else "none recorded"
-        raise SchemaError(f"database packs activations with codec {found!r}; this autointerp reads {CODEC!r}")
+        raise SchemaError(f"database packs activations with codec {found!r}; this autointerp reads {expected!r}")
 
 
 def ensure_schema(db: sqlite_utils.Database) -> int:
     """Create or migrate the schema; returns the version. Raises SchemaError, writing nothing."""
     version = read_version(db)
     check_version(version, "", readonly=False)
+    if version:
+        check_codec(db, version)  # before anything is migrated: a foreign codec is refused, nothing written
     if version == SCHEMA_VERSION:
-        check_codec(db)
         return version
+    if version == 0:
+        # Compaction deletes staged rows as it writes segments: incremental auto-vacuum lets it hand the freed
+        # pages back to the file system at its end. Only a file with no tables can take this setting.
+        db.execute("pragma auto_vacuum = incremental")
     # One explicit transaction: a failed migration leaves the file as it was.
     db.execute("begin immediate")
     try:

@@ -1,8 +1,7 @@
 """Per-latent statistics computed from the stored activations (count, frequency, max, deciles, histogram).
 
-One ordered scan per batch of latents; a latent's values are held (4 bytes each) until its fine histogram
-is made, so memory grows with what the densest single latent fired (120 MB for one firing on 30M tokens). Deciles come from the fine histogram: exact
-to within max_act / FINE_BINS.
+One ordered scan of the segments per batch of latents, one segment held at a time: memory does not grow with
+tokens. Deciles come from the fine histogram: exact to within max_act / FINE_BINS.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ import json
 
 import numpy as np
 
-from .codec import decode_offsets, decode_values
+from .compact import compact
 from .db import ActivationStore
 from .killpoints import kill_point
 
@@ -24,46 +23,55 @@ def _round(xs) -> str:
 
 
 def latent_stats(store: ActivationStore, latent: int, window_len: int, n_tokens: int) -> dict:
+    compact(store)  # statistics read segments: nothing may still be staged (a no-op once compacted)
     return batch_stats(store, latent, latent + 1, window_len, n_tokens)[0]
 
 
 def batch_stats(store: ActivationStore, lo: int, hi: int, window_len: int, n_tokens: int) -> list[dict]:
-    """The statistics rows of latents lo..hi-1, from one ordered scan of their stored rows.
+    """The statistics rows of latents lo..hi-1, from one ordered scan of their segments.
 
-    Per latent the arithmetic is the one a latent-at-a-time pass did (a float64 sum per stored row, added in
-    chunk order; a fine histogram of all its values), so the rows are identical; what changed is one query per
-    batch of latents instead of two per latent (1.4 ms per (latent, chunk) row at 131k latents). A latent's row
-    is made as soon as its stored rows end, so only one latent's values are held at a time."""
+    Streaming, one segment held at a time: each latent's count and maximum come first from the segments' own
+    columns (no data decoded), so its fine histogram can be filled segment by segment over a known range. The
+    numbers are those of a pass over all of a latent's values at once: float16 values summed in float64 are exact
+    in any order, and each value's histogram bin does not depend on the others."""
     seq_len = int(store.provenance["seq_len"])
     windows_per_seq = -(-seq_len // window_len)
+    sizes = {
+        latent: (int(n), float(vmax))
+        for latent, n, vmax in store.db.execute(
+            "select latent, sum(n), max(max_act) from segments where latent >= ? and latent < ? group by latent",
+            [int(lo), int(hi)],
+        )
+    }
     out: list[dict] = []
-    current, count, total, vmax, n_windows = lo, 0, 0.0, 0.0, 0
-    values: list[np.ndarray] = []
+    current, total, n_windows, last_window = lo, 0.0, 0, -1
+    fine = np.zeros(FINE_BINS, np.int64)
 
     def close_until(latent: int) -> None:  # rows of `current` and of every latent up to `latent` that never fired
-        nonlocal current, count, total, vmax, n_windows, values
+        nonlocal current, total, n_windows, last_window, fine
         while current < latent:
-            out.append(_row(current, count, total, vmax, n_windows, values, n_tokens))
-            current, count, total, vmax, n_windows, values = current + 1, 0, 0.0, 0.0, 0, []
+            count, vmax = sizes.get(current, (0, 0.0))
+            out.append(_row(current, count, total, vmax, n_windows, fine, n_tokens))
+            current, total, n_windows, last_window = current + 1, 0.0, 0, -1
+            fine = np.zeros(FINE_BINS, np.int64)
 
-    for latent, off_blob, act_blob in store.db.execute(
-        "select latent, offsets, acts from activations where latent >= ? and latent < ? order by latent, chunk",
-        [int(lo), int(hi)],
-    ):
+    for latent, positions, values in store.scan_segments(lo, hi):
         close_until(latent)
-        offsets, acts = decode_offsets(off_blob), decode_values(act_blob).astype(np.float32)
-        count += len(acts)
+        acts = values.astype(np.float32)
         total += float(acts.sum(dtype=np.float64))
-        vmax = max(vmax, float(acts.max()))
-        # Chunks hold whole sequences, so a window never spans two rows.
-        seq, pos = np.divmod(offsets, seq_len)
-        n_windows += len(np.unique(seq * windows_per_seq + pos // window_len))
-        values.append(acts)
+        vmax = sizes[latent][1]
+        fine += np.histogram(acts, bins=FINE_BINS, range=(0.0, vmax if vmax > 0 else 1.0))[0]
+        # Positions ascend, so windows come in order: count the changes, and do not count again a window that
+        # the previous segment of this latent ended in.
+        seq, pos = np.divmod(positions, seq_len)
+        windows = seq * windows_per_seq + pos // window_len
+        n_windows += 1 + int(np.count_nonzero(windows[1:] != windows[:-1])) - int(windows[0] == last_window)
+        last_window = int(windows[-1])
     close_until(hi)
     return out
 
 
-def _row(latent: int, count: int, total: float, vmax: float, n_windows: int, values, n_tokens: int) -> dict:
+def _row(latent: int, count: int, total: float, vmax: float, n_windows: int, fine: np.ndarray, n_tokens: int) -> dict:
     row = {
         "latent": latent,
         "count": count,
@@ -75,7 +83,6 @@ def _row(latent: int, count: int, total: float, vmax: float, n_windows: int, val
     if count == 0:
         return dict(row, deciles="[]", hist_edges="[]", hist_counts="[]")
     top = vmax if vmax > 0 else 1.0
-    fine = np.histogram(np.concatenate(values), bins=FINE_BINS, range=(0.0, top))[0]
     fine_edges = np.linspace(0.0, top, FINE_BINS + 1)
     cum = np.cumsum(fine)
     deciles = fine_edges[np.searchsorted(cum, np.arange(1, 10) / 10 * count) + 1]
@@ -94,6 +101,7 @@ def compute_latent_stats(store: ActivationStore, window_len: int, progress=None,
     Resumable: each batch of rows is committed with the stage's resume point, and the last one marks the stage
     done, so a run killed anywhere inside this pass continues where it stopped and never mistakes a partial
     table for a finished one. Rows are recomputed from scratch when the chunks changed since they were written."""
+    compact(store)  # statistics read segments: nothing may still be staged
     fingerprint = store.stats_fingerprint(window_len)
     num_latents = int(store.provenance["num_latents"])
     state = store.stage("cache.stats")

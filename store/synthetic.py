@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from .compact import compact
 from .db import ActivationStore, ChunkInfo
 
 STAMP = "2026-01-02T03:04:05+00:00"
@@ -98,6 +99,7 @@ def make_synthetic_db(
         all_lat.append(lat)
         all_pos.append(off + c * tokens_per_chunk)
         all_val.append(val.astype(np.float32))
+    compact(store)  # a finished cache is compacted
     lat, pos, val = np.concatenate(all_lat), np.concatenate(all_pos), np.concatenate(all_val)
     n_tokens = store.n_tokens()
     db = store.db

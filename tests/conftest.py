@@ -273,6 +273,39 @@ def assert_metrics_match_outcomes(r: dict) -> None:
         assert r["auroc"] is None, r["scorer"]
 
 
+def to_schema_6_layout(conn) -> None:
+    """Rewrite a current database's activations as schema 6 and older stored them (one legacy-codec row per
+    (latent, chunk)), so a test can make a faithful older file for the migration to bring forward."""
+    from autointerp.store.codec import LEGACY_CODEC, decode_segment, legacy_encode
+
+    seq_len = conn.execute("select seq_len from provenance").fetchone()[0]
+    chunks = conn.execute("select id, first_seq from chunks order by id").fetchall()
+    starts = np.array([first * seq_len for _, first in chunks], np.int64)
+    conn.execute(
+        "create table activations (latent integer not null, chunk integer not null, offsets blob not null,"
+        " acts blob not null)"
+    )
+    conn.execute("create unique index idx_activations_latent_chunk on activations (latent, chunk)")
+    for (latent,) in conn.execute("select distinct latent from segments").fetchall():
+        parts = [
+            decode_segment(*r)
+            for r in conn.execute(
+                "select first_pos, width, packed, n, data from segments where latent = ? order by seg", [latent]
+            )
+        ]
+        pos, val = np.concatenate([p for p, _ in parts]), np.concatenate([v for _, v in parts])
+        which = np.searchsorted(starts, pos, side="right") - 1
+        for i in np.unique(which):
+            mine = which == i
+            conn.execute(
+                "insert into activations values (?, ?, ?, ?)",
+                [latent, chunks[i][0], *legacy_encode(pos[mine] - starts[i], val[mine])],
+            )
+    conn.execute("drop table segments")
+    conn.execute("drop table staged")
+    conn.execute("update meta set value = ? where key = 'codec'", [LEGACY_CODEC])
+
+
 def copy_db(src, dst):
     import shutil
 
@@ -433,7 +466,8 @@ def results(db: Path) -> dict:
         scores.append((*r[:13], None if r[13] is None else round(r[13], 3), outcomes, *r[15:]))
     return {
         "chunks": rows(db, "select id, first_seq, n_seqs, n_tokens, nnz from chunks order by id"),
-        "activations": rows(db, "select latent, chunk, offsets, acts from activations order by latent, chunk"),
+        "activations": rows(db, "select latent, seg, n, first_pos, width, packed, data from segments order by 1, 2"),
+        "staged": rows(db, "select band, chunk, n, data from staged order by band, chunk"),
         "latents": rows(db, "select latent, count, max_act, n_windows, deciles from latents order by latent"),
         "sample_sets": rows(db, "select latent, seed, n_windows, config, skipped from sample_sets order by latent"),
         "samples": rows(db, "select latent, window, role, decile, source, idx from samples order by latent, window"),

@@ -4,7 +4,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import copy_db, fill_store, run_cli
+from conftest import copy_db, fill_store, run_cli, to_schema_6_layout
 from safetensors.torch import load_file
 
 from autointerp.engine.activations.annotate import annotate, needs_annotation
@@ -61,6 +61,7 @@ def make_v3(src, dst, explanations=()):
     for column in ("correlation", "details", "n_retry"):  # v5's and v6's columns
         conn.execute(f"alter table scores drop column {column}")
     conn.execute("drop table stages")  # v6
+    to_schema_6_layout(conn)  # v7
     conn.executemany(
         "insert into explanations (latent, explainer, text, created_at) values (?, 'default', ?, 't')", explanations
     )

@@ -90,7 +90,8 @@ def test_cache_equals_independent_dense_computation(tmp_path, model):
 def dump(db):
     conn = sqlite3.connect(db)
     out = {
-        "acts": sorted(conn.execute("select latent, chunk, offsets, acts from activations")),
+        "acts": sorted(conn.execute("select latent, seg, n, max_act, first_pos, width, packed, data from segments")),
+        "staged": sorted(conn.execute("select band, chunk, n, data from staged")),
         "seqs": sorted(conn.execute("select id, chunk, tokens from sequences")),
         "chunks": sorted(conn.execute("select id, first_seq, n_seqs, n_tokens, nnz from chunks")),
         "latents": sorted(conn.execute("select latent, count, max_act, deciles, hist_counts from latents")),

@@ -16,7 +16,17 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_same_database, batch_cmd, copy_db, fill_store, invoke_cli, rows, run_cli, write_config
+from conftest import (
+    assert_same_database,
+    batch_cmd,
+    copy_db,
+    fill_store,
+    invoke_cli,
+    rows,
+    run_cli,
+    to_schema_6_layout,
+    write_config,
+)
 
 from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import CacheConfig, Config
@@ -28,6 +38,7 @@ from autointerp.store.stats import compute_latent_stats, latent_stats
 # says what the resumed run finds committed when it starts.
 KILLS = [
     ("cache.chunk:2", "select count(*) from chunks", 2),  # 2 of 4 chunks
+    ("cache.compact:1", "select count(*) from staged", 0),  # every chunk compacted (one band: one unit), no statistics
     ("cache.stats:2", "select count(*) from latents", 2000),  # 2 of 4 batches of statistics (1,000 latents each)
     ("cache.vocab:1", "select count(*) from vocab", 49152),  # the vocabulary, no directions yet
     ("cache.directions:3", "select count(*) from directions", 1536),  # 3 of 6 batches of 512
@@ -147,6 +158,7 @@ def test_an_old_database_killed_inside_its_statistics_is_recomputed_not_kept(rea
     with sqlite3.connect(db) as c:  # what schema 5 left behind
         c.execute("drop table stages")
         c.execute("alter table scores drop column n_retry")
+        to_schema_6_layout(c)
         c.execute("delete from latents where latent >= 1000")
         c.execute("update meta set value = '5' where key = 'schema_version'")
     cfg = tmp_path / "c.toml"

@@ -158,3 +158,39 @@ def test_profiles_fill_only_unset_fields():
     forced = resolve_profile(Config(profile="paper"), cpu_embedded=True)
     assert forced.profile == "paper" and forced.sample.n_explain == 40
     assert Config().sample.n_explain is None  # the original is not modified
+
+
+def test_coactivation_sketch_finds_planted_partners_with_their_exact_similarity(tmp_path):
+    """Above `candidates` latents the index ranks by MinHash sketch, then measures exactly: latent 2i+1 fires
+    wherever 2i does (Jaccard 1.0), among 600 latents firing at random."""
+    import numpy as np
+
+    from autointerp.store.compact import compact
+    from autointerp.store.db import ChunkInfo
+
+    store, _ = fill_store(
+        tmp_path / "c.db", n_chunks=0, seq_len=64, chunk_seqs=64, num_latents=600, n_tokens_target=4096
+    )
+    rng = np.random.default_rng(0)
+    tokens = np.array([o for o in range(64 * 64) if o % 64], np.int64)
+    lat, off = [], []
+    for i in range(300):  # pair (2i, 2i+1): for even i the second copies the first, for odd i both fire at random
+        first = rng.choice(tokens, 12 if i % 2 == 0 else 40, replace=False)
+        second = first if i % 2 == 0 else rng.choice(tokens, 40, replace=False)
+        lat += [2 * i] * len(first) + [2 * i + 1] * len(second)
+        off += first.tolist() + second.tolist()
+    order = np.argsort(off, kind="stable")
+    lat, off = np.array(lat, np.int32)[order], np.array(off, np.uint16)[order]
+    seqs = np.ones((64, 64), np.int64)
+    store.write_chunk(ChunkInfo(0, 0, 64, 64 * 63, len(lat)), seqs, lat, off, np.ones(len(lat), np.float16), 0.0)
+    compact(store)
+    q = WindowQueries(store, window_len=8)
+    sketched = CoactivationIndex(q, 600, k=3, candidates=20)
+    exhaustive = CoactivationIndex(q, 600, k=600, candidates=1000)
+    for latent in (0, 4, 8, 400):
+        got = sketched.similar(latent)
+        assert got[0] == (latent + 1, 1.0)
+        exact = dict(exhaustive.similar(latent))
+        assert all(exact[o] == v for o, v in got)  # what it returns are exact similarities
+        assert [v for _, v in got] == sorted(exact.values(), reverse=True)[:3]
+    store.close()

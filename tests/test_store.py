@@ -17,10 +17,18 @@ def test_roundtrip_latent_major(filled_store):
         expected = sorted((p, v) for (lat, p), v in truth.items() if lat == latent)
         assert pos.tolist() == [p for p, _ in expected]
         np.testing.assert_allclose(vals, [v for _, v in expected], rtol=1e-3)
-    # Packed arrays, never one row per activation: at most one row per (latent, chunk).
-    rows = store.db.execute("select count(*) from activations").fetchone()[0]
-    assert rows <= 8 * 2
+    # Packed arrays, never one row per activation: one staged row per (band, chunk) while caching ...
+    assert store.db.execute("select count(*) from staged").fetchone()[0] == 2
     assert store.nnz() == len(truth)
+    # ... and one segment per latent once compacted, with the same activations read back.
+    from autointerp.store.compact import compact
+
+    assert compact(store) == len(truth)
+    assert store.n_staged() == 0
+    assert store.db.execute("select count(*) from segments").fetchone()[0] == 8
+    for latent in range(8):
+        pos, _ = store.latent_activations(latent)
+        assert pos.tolist() == sorted(p for (lat, p) in truth if lat == latent)
 
 
 def test_wal_and_schema_version(filled_store):
@@ -108,7 +116,7 @@ def test_readonly_open_while_writer_holds_db(filled_store):
             assert pos.tolist() == wpos.tolist() and vals.tolist() == wvals.tolist()
         # It never writes, not even by mistake ...
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            ro.db.execute("delete from activations")
+            ro.db.execute("delete from staged")
         # ... and does not block the writer (WAL): a chunk committed meanwhile is visible to the reader.
         store.write_chunk(
             ChunkInfo(2, 4, 2, 30, 1),
@@ -138,9 +146,17 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
     db.conn.close()
     with ActivationStore.open(path) as store:
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
-        assert int(v) == SCHEMA_VERSION == 6
-        assert {"samples", "sample_sets", "explanations", "scores", "runs", "progress", "stages"} <= set(
-            store.db.table_names()
-        )
+        assert int(v) == SCHEMA_VERSION == 7
+        assert {
+            "segments",
+            "staged",
+            "samples",
+            "sample_sets",
+            "explanations",
+            "scores",
+            "runs",
+            "progress",
+            "stages",
+        } <= set(store.db.table_names())
         event = store.events()[0]
         assert event["message"] == "done" and event["run"] is None  # v3 added the column, kept the row

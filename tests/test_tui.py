@@ -413,7 +413,7 @@ def test_empty_database_and_latent_without_examples(tmp_path, db):
     assert sha(empty) == before
 
     with sqlite3.connect(db) as c:
-        c.execute("delete from activations where latent = 9")
+        c.execute("delete from segments where latent = 9")
     app = AutointerpApp(db, poll_s=3600)
 
     async def steps2(pilot):

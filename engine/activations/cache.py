@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from autointerp.engine.config import CacheConfig
+from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.killpoints import kill_point
 from autointerp.store.stats import compute_latent_stats
@@ -315,6 +316,10 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     )
     t = time.perf_counter()
     num_latents = int(store.provenance["num_latents"])
+    if store.n_staged():
+        moved = compact(store, progress=finalise_ticker(event, "compaction", num_latents))
+        log.info("cache: %d activations compacted into latent-major segments in %.1fs", moved, time.perf_counter() - t)
+        t = time.perf_counter()
     compute_latent_stats(store, cfg.window_len, progress=finalise_ticker(event, "statistics", num_latents))
     log.info("cache: latent statistics in %.1fs", time.perf_counter() - t)
     # Token text and what each decoder direction says, for readers without a model (the TUI).

@@ -123,7 +123,7 @@ def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: 
 def fetch_p95_ms(db: Path, n_latents: int = 200, per_latent: int = 40, seed: int = 0) -> float:
     store = ActivationStore.open(db, readonly=True)
     q = WindowQueries(store, 32)
-    live = [r[0] for r in store.db.execute("select distinct latent from activations")]
+    live = [r[0] for r in store.db.execute("select latent from latents where count > 0")]
     rng = np.random.default_rng(seed)
     times = []
     for latent in rng.choice(live, size=min(n_latents, len(live)), replace=False):

@@ -178,8 +178,11 @@ def finalise(store: ActivationStore, shape: Shape, stages: Stages) -> None:
     from autointerp.engine.activations.annotate import annotate_directions
     from autointerp.engine.activations.lens import LogitLens
     from autointerp.engine.activations.neighbours import DecoderNeighbours
+    from autointerp.store.compact import compact
     from autointerp.store.stats import compute_latent_stats
 
+    with stages.stage("compaction") as fig:
+        fig["activations"] = compact(store)
     with stages.stage("statistics"):
         compute_latent_stats(store, shape.window_len)
     gen = torch.Generator().manual_seed(shape.seed)
