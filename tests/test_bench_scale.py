@@ -9,6 +9,7 @@ from autointerp.engine.commands.bench_scale import TARGET_LATENTS, TARGET_TOKENS
 
 STAGES = {
     "write",
+    "compaction",
     "statistics",
     "annotate",
     "sampling",
@@ -35,6 +36,10 @@ def test_bench_scale_runs_every_stage_and_extrapolates_from_two_sizes(tmp_path):
     assert rows(db, "select count(*) from latents") == [(512,)] and rows(db, "select count(*) from directions") == [
         (512,)
     ]
+    assert rows(db, "select count(*) from staged") == [(0,)]  # every chunk compacted into segments
+    assert out["stages"]["compaction"]["activations"] == nnz == rows(db, "select sum(n) from segments")[0][0]
+    lens, near = out["stages"]["annotate"]["parts"]["logit_lens"], out["stages"]["annotate"]["parts"]["neighbours"]
+    assert 0 < lens and 0 < near and lens + near <= out["stages"]["annotate"]["s"]
     assert out["bytes_per_activation"] == round(db.stat().st_size / nnz, 3)  # closed: no write-ahead log left
     assert out["write_activations_per_s"] == round(nnz / out["write_s"])
     for key in ("tui_first_paint_ms", "tui_p95_switch_ms", "tui_sort_ms", "tui_search_ms", "peak_rss_mb"):
