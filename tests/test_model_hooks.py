@@ -117,3 +117,24 @@ def test_the_first_dequantisation_prints_only_the_error(converted_at_once):
     assert r.returncode == 2 and r.stderr.splitlines() == [r.stderr.strip()], r.stderr[-3000:]
     assert "only 30 blocks" in r.stderr and "Converting" not in r.stderr
     assert (cache / "models").is_dir() and not (cache / "x.db").exists()
+
+
+def test_block_hooks_take_the_plain_hf_path_which_stops_at_the_block(model, hf_reference):
+    """The cache's hot path: a hook on the plain HF module (no TransformerLens wrappers), the forward stopped right
+    after it. It gives the HF module's own values, and what the bridge gives to within float error."""
+    tokens, ref = hf_reference
+    later = model.plain.get_decoder().layers[3]
+    calls = []
+    handle = later.register_forward_hook(lambda m, i, o: calls.append(1))
+    try:
+        for hook, key in (("blocks.2.hook_resid_post", "resid_post"), ("blocks.2.mlp.hook_post", "mlp_post")):
+            assert model._plain_site(hook) is not None
+            acts = model.hook_activations(tokens, hook)
+            assert torch.equal(acts, ref[key]), hook  # the HF module's own numbers
+            torch.testing.assert_close(
+                acts, model.hook_activations(tokens, hook, via_bridge=True), rtol=1e-3, atol=1e-3
+            )
+        assert calls == []  # block 3 never ran
+    finally:
+        handle.remove()
+    assert model._plain_site("blocks.2.hook_attn_out") is None  # read inside a block: the bridge serves it

@@ -42,6 +42,8 @@ class CacheResult:
     seconds: float
     forward_seconds: float
     corpus_exhausted: bool = False  # the corpus ran out before n_tokens
+    write_seconds: float = 0.0  # inside write_chunk (packing + commit), on the writer thread
+    written: int = 0  # activations this run wrote
 
     @property
     def tokens_per_s(self) -> float:
@@ -86,6 +88,7 @@ class ChunkWriter:
         self.store = store
         self.q: queue.Queue = queue.Queue(maxsize=1)  # one chunk in flight bounds memory
         self.error: BaseException | None = None
+        self.seconds, self.written = 0.0, 0  # the write path's own time and activations: its throughput
         self.thread = threading.Thread(target=self._run, name="chunk-writer", daemon=True)
         self.thread.start()
 
@@ -98,7 +101,10 @@ class ChunkWriter:
                 try:
                     t = time.perf_counter()
                     self.store.write_chunk(*item)
-                    log.debug("chunk %d committed in %.2fs", item[0].id, time.perf_counter() - t)
+                    took = time.perf_counter() - t
+                    self.seconds += took
+                    self.written += item[0].nnz
+                    log.debug("chunk %d committed in %.2fs", item[0].id, took)
                     kill_point("cache.chunk")
                 except BaseException as e:  # surfaced to the caller on the next submit/close
                     self.error = e
@@ -251,6 +257,7 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     forward_s = 0.0
     new_tokens = 0
     n_read = sum(c.n_seqs for c in done.values())
+    write_s, written = 0.0, 0
     if stream is not None:
         writer = ChunkWriter(store)
         n_read = 0
@@ -302,6 +309,7 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
         except BaseException:
             writer.close()
             raise
+        write_s, written = writer.seconds, writer.written
     elif on_progress:
         on_progress(tokens_seen, tokens_total)
     seconds = time.perf_counter() - t0
@@ -336,4 +344,6 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
         f"cached {store.n_tokens()} tokens, {store.nnz()} activations",
         {"seconds": seconds, "new_tokens": new_tokens},
     )
-    return CacheResult(total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted)
+    return CacheResult(
+        total_chunks, len(done), new_tokens, store.nnz(), seconds, forward_s, exhausted, write_s, written
+    )

@@ -1,9 +1,13 @@
 """`autointerp bench cache`: figures for the activation cache, measured in one run.
 
-- tokens_per_s_forward: bare forward up to the hooked block (no hooks cached), same batches
+- tokens_per_s_forward: a plain Hugging Face forward up to the hooked block and no further (the true limit),
+  same batches; tokens_per_s_bridge_forward: TransformerLens's bridge forward to the same block
 - tokens_per_s_cache: the streaming cache pipeline (forward + encode + top-k + packing + SQLite
-  commits) on the N-token run, timed in the same process as the forward reference; the per-latent
-  statistics pass that follows is reported apart as finalise_s (it scales with latents, not tokens)
+  commits) on the N-token run, timed in the same process as the forward references; ratio_vs_hf_forward is
+  its ratio to the plain HF forward, ratio_vs_bridge_forward to the bridge's. The per-latent compaction and
+  statistics that follow are reported apart as finalise_s (they scale with latents, not tokens)
+- writer_activations_per_s: the write path alone (packing + commit, on its own thread): what a GPU forward
+  producing activations faster than this would wait on
 - rss_mb_small / rss_mb_large: peak RSS of a fresh process caching N and 10N tokens
 - bytes_per_activation: database bytes / stored activations (the 10N database)
 - p95_window_fetch_ms: one latent's 40 strongest windows (tokens + per-token activations),
@@ -46,26 +50,31 @@ def _child(n_tokens: int, db: str, reference: bool) -> None:
     with torch.inference_mode():
         parts.model.forward_to(batches[0], layer)  # warm-up, untimed
 
-        def forward_pass() -> float:
+        def forward_pass(via_bridge: bool) -> float:
             t = time.perf_counter()
             for b in batches:
-                parts.model.forward_to(b, layer)
+                parts.model.forward_to(b, layer, via_bridge=via_bridge)
             return time.perf_counter() - t
 
-        fwd1 = forward_pass() if reference else 0.0
+        fwd1 = forward_pass(False) if reference else 0.0
+        bridge1 = forward_pass(True) if reference else 0.0
         t = time.perf_counter()
         result = run_cache(cfg, db, parts=parts)
         total_s = time.perf_counter() - t
-        fwd2 = forward_pass() if reference else 0.0
+        bridge2 = forward_pass(True) if reference else 0.0
+        fwd2 = forward_pass(False) if reference else 0.0
     tokens = len(seqs) * cfg.seq_len
-    fwd = (fwd1 + fwd2) / 2
+    fwd, bridge = (fwd1 + fwd2) / 2, (bridge1 + bridge2) / 2
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         json.dumps(
             {
                 "tokens": tokens,
                 "forward_s": fwd,
+                "bridge_forward_s": bridge,
                 "cache_s": result.seconds,
+                "write_s": result.write_seconds,
+                "written": result.written,
                 "finalise_s": total_s - result.seconds,
                 "rss_mb": rss_mb,
                 "nnz": result.nnz,
@@ -147,14 +156,19 @@ def bench_cache(n_tokens: int = 32_768, fetch_tokens: int = 1_000_000, workdir: 
             synthetic_store(root / "fetch.db", template, fetch_tokens)
         tps_cache = small["tokens"] / small["cache_s"]
         tps_fwd = small["tokens"] / small["forward_s"]
+        tps_bridge = small["tokens"] / small["bridge_forward_s"]
+        write_s = small["write_s"] + large["write_s"]
         return {
             "tokens_small": small["tokens"],
             "tokens_large": large["tokens"],
             "tokens_per_s_cache": round(tps_cache, 1),
             "tokens_per_s_forward": round(tps_fwd, 1),
+            "tokens_per_s_bridge_forward": round(tps_bridge, 1),
             "tokens_per_s_cache_large": round(large["tokens"] / large["cache_s"], 1),
             "finalise_s_large": round(large["finalise_s"], 1),
-            "ratio_vs_forward": round(tps_cache / tps_fwd, 3),
+            "ratio_vs_hf_forward": round(tps_cache / tps_fwd, 3),
+            "ratio_vs_bridge_forward": round(tps_cache / tps_bridge, 3),
+            "writer_activations_per_s": round((small["written"] + large["written"]) / max(write_s, 1e-9)),
             "bytes_per_activation": round(large_bytes / large["nnz"], 3),
             "rss_mb_small": round(small["rss_mb"], 1),
             "rss_mb_large": round(large["rss_mb"], 1),
