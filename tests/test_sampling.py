@@ -194,3 +194,15 @@ def test_coactivation_sketch_finds_planted_partners_with_their_exact_similarity(
         assert all(exact[o] == v for o, v in got)  # what it returns are exact similarities
         assert [v for _, v in got] == sorted(exact.values(), reverse=True)[:3]
     store.close()
+
+
+def test_decoder_neighbours_in_blocks_equal_one_full_cosine_matrix():
+    d = torch.randn(1000, 24, generator=torch.Generator().manual_seed(1)) * torch.rand(1000, 1) * 5
+    ids = torch.tensor([0, 7, 500, 999])
+    full = torch.nn.functional.normalize(d, dim=1)
+    sims = full[ids] @ full.T
+    sims[torch.arange(4), ids] = -2.0
+    want_v, want_i = sims.topk(10, dim=1)
+    got_v, got_i = DecoderNeighbours(d, k=10, block=97).nearest(ids)  # 11 blocks, the last one short
+    assert torch.equal(got_i, want_i)
+    torch.testing.assert_close(got_v, want_v)

@@ -104,7 +104,8 @@ def annotate(
     missing = missing_directions(store.db, int(prov["num_latents"]))
     if missing:  # the lens and the neighbours copy the decoder: only when a row is to be written
         device = decoder.device
-        lens, near = LogitLens.of_model(model, decoder, device), DecoderNeighbours(decoder, n_neighbours, device)
+        near = DecoderNeighbours(decoder, n_neighbours, device)
+        lens = LogitLens.of_model(model, near.w, device)  # the same float32 decoder: one copy at most
         written = annotate_directions(store, lens, near, k, batch, progress, missing)
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
 

@@ -9,26 +9,41 @@ from autointerp.store.queries import WindowQueries
 
 
 class DecoderNeighbours:
-    """Latents whose decoder directions are closest in cosine similarity."""
+    """Latents whose decoder directions are closest in cosine similarity.
 
-    def __init__(self, decoder: torch.Tensor, k: int = 10, device: str | torch.device = "cpu"):
-        w = decoder.detach().float().to(device)
-        self.w = torch.nn.functional.normalize(w, dim=1)
-        self.k = k
+    Holds the decoder it is given (no copy when it is already float32 on the device: the coder's own tensor, shared
+    with the logit lens) and the inverse norms of its rows, never a normalised copy. A batch's cosines are made in
+    blocks of `block` latents with a running top k, so memory is [batch, block] at any width (the full [batch,
+    latents] matrix was 2 GB for 512 latents at 1M)."""
+
+    def __init__(self, decoder: torch.Tensor, k: int = 10, device: str | torch.device = "cpu", block: int = 32768):
+        self.w = decoder.detach().float().to(device)
+        self.inv_norm = 1.0 / self.w.norm(dim=1).clamp_min(1e-12)
+        self.k, self.block = k, block
 
     def similar(self, latent: int) -> list[tuple[int, float]]:
-        sims = self.w @ self.w[latent]
-        sims[latent] = -2.0
-        vals, idx = sims.topk(min(self.k, len(sims) - 1))
-        return [(int(i), float(v)) for i, v in zip(idx, vals)]
+        vals, idx = self.nearest(torch.tensor([latent]))
+        return [(int(i), float(v)) for i, v in zip(idx[0], vals[0])]
 
-    def nearest(self, latents: torch.Tensor):
-        """For a batch of latents: torch.topk (values, indices) [len(latents), k] of the cosine to every
-        other latent, self excluded, descending. Builds only [len(latents), num_latents]."""
+    def nearest(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For a batch of latents: (values, indices) [len(latents), k] of the cosine to every other latent, self
+        excluded, descending."""
         latents = latents.to(self.w.device)
-        sims = self.w[latents] @ self.w.T
-        sims[torch.arange(len(latents), device=sims.device), latents] = -2.0  # below any cosine
-        return sims.topk(min(self.k, sims.shape[1] - 1), dim=1)
+        n = self.w.shape[0]
+        k = min(self.k, n - 1)
+        q = self.w[latents] * self.inv_norm[latents, None]
+        rows = torch.arange(len(latents), device=q.device)
+        best_v = torch.empty((len(latents), 0), device=q.device)
+        best_i = torch.empty((len(latents), 0), dtype=torch.long, device=q.device)
+        for start in range(0, n, self.block):
+            end = min(start + self.block, n)
+            sims = (q @ self.w[start:end].T) * self.inv_norm[start:end]
+            own = (latents >= start) & (latents < end)
+            sims[rows[own], latents[own] - start] = -2.0  # below any cosine
+            v, i = sims.topk(min(k, end - start), dim=1)
+            best_v, order = torch.cat([best_v, v], dim=1).topk(min(k, best_v.shape[1] + v.shape[1]), dim=1)
+            best_i = torch.cat([best_i, i + start], dim=1).gather(1, order)
+        return best_v, best_i
 
     def __call__(self, latent: int) -> list[int]:
         return [i for i, _ in self.similar(latent)]
