@@ -7,6 +7,7 @@ file or not at all (a killed run never leaves half a latent).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import sqlite_utils
@@ -109,14 +110,18 @@ class Results:
             self.db["scores"].upsert_all(stamped, pk=("latent", "explainer", "scorer", "control"))
 
     def scores(self, latent: int | None = None, explainer: str | None = None) -> list[dict]:
+        return list(self.iter_scores(latent, explainer))
+
+    def iter_scores(self, latent: int | None = None, explainer: str | None = None) -> Iterator[dict]:
+        """Score rows (JSON fields parsed) in (latent, scorer, control) order, read as they are used: one row held
+        at a time however many latents were scored (a row's outcomes can be tens of kB)."""
         filters = {"latent": latent, "explainer": explainer}
         where = " and ".join(f"{k} = :{k}" for k, v in filters.items() if v is not None) or None
         args = {k: v for k, v in filters.items() if v is not None}
-        rows = list(self.db["scores"].rows_where(where, args, order_by="latent, scorer, control"))
-        for r in rows:
+        for r in self.db["scores"].rows_where(where, args, order_by="latent, scorer, control"):
             for key in SCORE_JSON:
                 r[key] = json.loads(r[key]) if r[key] else None
-        return rows
+            yield r
 
     def score_done(self, latent: int, explainer: str, scorer: str, control: int) -> bool:
         """The score is stored and holds no failed example a rerun may fix (see scores.n_retry)."""

@@ -168,3 +168,18 @@ def test_report_and_exports(reference, tmp_path):
     r = invoke_cli("export", str(db), "--format", "csv", "--out", str(tmp_path / "all.csv"))
     lines = (tmp_path / "all.csv").read_text().splitlines()
     assert r.returncode == 0 and len(lines) == 3 and "detection_control.auroc" in lines[0]
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_streamed_json_export_writes_the_bytes_of_one_json_dump(n):
+    import io
+
+    from autointerp.engine.commands.export import _write_json
+
+    rows = [
+        {"latent": i, "scores": {"detection": {"f1": 0.5, "n": 3}}, "explanation": "a\nb", "x": None} for i in range(n)
+    ]
+    want, got = io.StringIO(), io.StringIO()
+    json.dump(rows, want, indent=1)
+    assert _write_json(got, iter(rows)) == n
+    assert got.getvalue() == want.getvalue()

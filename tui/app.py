@@ -47,6 +47,7 @@ Screen { layout: vertical; }
 
 
 INTEGRITY_CHECK_MAX_BYTES = 1 << 30
+COUNTS_EVERY_S = 10.0  # while a run writes, result counts are re-read at most this often
 DEFAULT_DB = "autointerp.db"  # the config's default `db` (the TUI reads no config: it imports only store/)
 
 
@@ -129,7 +130,7 @@ class AutointerpApp(App):
         self.switch_ms: list[float] = []  # cursor moved -> that latent's detail on screen
         self._switch_from: float | None = None
         self._seen_results: tuple | None = None
-        self._polls, self._heartbeat, self._counts = 0, None, None
+        self._polls, self._heartbeat, self._counts, self._counted_at = 0, None, None, 0.0
 
     # ---- layout -----------------------------------------------------------------------------------
 
@@ -362,9 +363,14 @@ class AutointerpApp(App):
                 return
             self._polls += 1
             try:
-                # Result counts scan the results tables: every 10th poll, or when the newest run has moved on.
+                # Result counts scan the results tables (a second at a million latents): every 10th poll, or when
+                # the newest run has moved on, and then at most every COUNTS_EVERY_S while it writes.
                 heartbeat = self._monitor_db.heartbeat()
-                fresh = self._polls % 10 == 1 or heartbeat != self._heartbeat
+                now = time.monotonic()
+                moved = heartbeat != self._heartbeat and now - self._counted_at >= COUNTS_EVERY_S
+                fresh = self._polls % 10 == 1 or moved
+                if fresh:
+                    self._counted_at = now
                 self._heartbeat = heartbeat
                 snap = self._monitor_db.monitor(counts=None if fresh else self._counts)
                 self._counts = snap.counts

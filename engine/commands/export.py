@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import tempfile
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 from autointerp.engine.config import Config
@@ -69,52 +71,67 @@ def _replace_file(out: Path, write) -> None:
         raise
 
 
-def flat_rows(store: ActivationStore, explainer: str) -> list[dict]:
-    """One row per explained latent: its explanation, statistics, and every scorer's metrics (and control's)."""
-    stats = {r[0]: r[1:] for r in store.db.execute("select latent, frequency, max_act, n_windows from latents")}
-    scores: dict[int, dict] = {}
-    for r in store.results.scores(explainer=explainer):
-        side = f"{r['scorer']}_control" if r["control"] else r["scorer"]
-        entry = {m: r[m] for m in METRIC_NAMES}
-        entry.update(n=r["n"], n_failed=r["n_failed"], explanation_latent=r["explanation_latent"])
-        scores.setdefault(r["latent"], {})[side] = entry
-    audits = {
-        r[0]: r[1:]
-        for r in store.db.execute(
-            "select latent, rating, explanation, note, flagged, updated_at from audits where explainer = ?", [explainer]
-        )
-    }
-    out = []
+def score_sides(store: ActivationStore, explainer: str) -> list[str]:
+    """Every scorer column of an export ("detection", "detection_control", ...), sorted."""
+    rows = store.db.execute("select distinct scorer, control from scores where explainer = ?", [explainer])
+    return sorted(f"{scorer}_control" if control else scorer for scorer, control in rows)
+
+
+def flat_rows(store: ActivationStore, explainer: str) -> Iterator[dict]:
+    """One row per explained latent: its explanation, statistics, audit and every scorer's metrics (and control's),
+    in latent order. Streamed: the explanations (joined with statistics and audits) and the scores' metric columns
+    (never their outcomes) are read by two cursors in the same order and merged, so one latent is held at a time
+    at any number of latents."""
+    metric_cols = ", ".join(METRIC_NAMES)
+    scores = store.db.execute(
+        f"select latent, scorer, control, {metric_cols}, n, n_failed, explanation_latent from scores"
+        " where explainer = ? order by latent, scorer, control",
+        [explainer],
+    )
+    pending = next(scores, None)
     for row in store.db.execute(
-        "select latent, text, error, model, n_examples, prompt_tokens, output_tokens from explanations"
-        " where explainer = ? order by latent",
+        "select e.latent, e.text, e.error, e.model, e.n_examples, e.prompt_tokens, e.output_tokens,"
+        " l.frequency, l.max_act, l.n_windows,"
+        " a.rating, a.explanation, a.note, a.flagged, a.updated_at"
+        " from explanations e left join latents l on l.latent = e.latent"
+        " left join audits a on a.latent = e.latent and a.explainer = e.explainer"
+        " where e.explainer = ? order by e.latent",
         [explainer],
     ):
-        latent, text, error, model, n_examples, pt, ot = row
-        freq, max_act, n_windows = stats.get(latent, (None, None, None))
-        out.append(
-            {
-                "latent": latent,
-                "explainer": explainer,
-                "explanation": text,
-                "error": error,
-                "model": model,
-                "frequency": freq,
-                "max_act": max_act,
-                "n_windows": n_windows,
-                "n_examples": n_examples,
-                "prompt_tokens": pt,
-                "output_tokens": ot,
-                "scores": scores.get(latent, {}),
-                **dict(
-                    zip(
-                        ("audit_rating", "audit_explanation", "audit_note", "audit_flagged", "audit_at"),
-                        audits.get(latent, (None,) * 5),
-                    )
-                ),
-            }
-        )
-    return out
+        latent, text, error, model, n_examples, pt, ot, freq, max_act, n_windows, *audit = row
+        sides: dict[str, dict] = {}
+        while pending is not None and pending[0] <= latent:
+            if pending[0] == latent:
+                _, scorer, control, *values = pending
+                entry = dict(zip(METRIC_NAMES, values))
+                entry.update(n=values[-3], n_failed=values[-2], explanation_latent=values[-1])
+                sides[f"{scorer}_control" if control else scorer] = entry
+            pending = next(scores, None)
+        yield {
+            "latent": latent,
+            "explainer": explainer,
+            "explanation": text,
+            "error": error,
+            "model": model,
+            "frequency": freq,
+            "max_act": max_act,
+            "n_windows": n_windows,
+            "n_examples": n_examples,
+            "prompt_tokens": pt,
+            "output_tokens": ot,
+            "scores": sides,
+            **dict(zip(("audit_rating", "audit_explanation", "audit_note", "audit_flagged", "audit_at"), audit)),
+        }
+
+
+def _write_json(f, rows: Iterator[dict]) -> int:
+    """The bytes `json.dump(list(rows), f, indent=1)` writes, one row at a time; returns how many rows."""
+    n = 0
+    for r in rows:
+        f.write(("[\n" if n == 0 else ",\n") + textwrap.indent(json.dumps(r, indent=1), " "))
+        n += 1
+    f.write("\n]" if n else "[]")
+    return n
 
 
 def export(cfg: Config, fmt: str, out: str | Path) -> dict:
@@ -125,21 +142,22 @@ def export(cfg: Config, fmt: str, out: str | Path) -> dict:
     with ActivationStore.open(cfg.db, readonly=True) as store:
         if store.provenance is None:
             raise ExportError(f"{cfg.db} holds no activation cache yet: nothing to export")
-        rows = flat_rows(store, cfg.explain.explainer)
+        explainer = cfg.explain.explainer
+        written = {"n": 0}
         try:
             if fmt == "json":
-                _replace_file(out, lambda f: json.dump(rows, f, indent=1))
-                return {"files": 1, "latents": len(rows), "path": str(out)}
+                _replace_file(out, lambda f: written.update(n=_write_json(f, flat_rows(store, explainer))))
+                return {"files": 1, "latents": written["n"], "path": str(out)}
             if fmt == "csv":
-                _replace_file(out, lambda f: _write_csv(f, rows))
-                return {"files": 1, "latents": len(rows), "path": str(out)}
-            return _delphi(cfg, store, rows, out)
+                sides = score_sides(store, explainer)
+                _replace_file(out, lambda f: written.update(n=_write_csv(f, flat_rows(store, explainer), sides)))
+                return {"files": 1, "latents": written["n"], "path": str(out)}
+            return _delphi(cfg, store, out)
         except OSError as e:
             raise ExportError(f"cannot write --out {out} ({e.strerror or e})") from None
 
 
-def _write_csv(f, rows: list[dict]) -> None:
-    sides = sorted({side for r in rows for side in r["scores"]})
+def _write_csv(f, rows: Iterator[dict], sides: list[str]) -> int:
     metric_cols = [f"{side}.{m}" for side in sides for m in (*METRIC_NAMES, "n", "n_failed")]
     base = [
         "latent",
@@ -161,20 +179,23 @@ def _write_csv(f, rows: list[dict]) -> None:
     ]
     w = csv.writer(f)
     w.writerow(base + metric_cols)
+    n = 0
     for r in rows:
         cells = [r[k] for k in base]
         for col in metric_cols:
             side, metric = col.split(".")
             cells.append(r["scores"].get(side, {}).get(metric))
         w.writerow(cells)
+        n += 1
+    return n
 
 
-def _delphi(cfg: Config, store: ActivationStore, rows: list[dict], out: Path) -> dict:
+def _delphi(cfg: Config, store: ActivationStore, out: Path) -> dict:
     """delphi's folder, written beside `out` under a temporary name and renamed into place when whole."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        files = _delphi_files(cfg, store, rows, tmp)
+        files, latents = _delphi_files(cfg, store, tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old / out.name)
@@ -184,23 +205,27 @@ def _delphi(cfg: Config, store: ActivationStore, rows: list[dict], out: Path) ->
             os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"files": files, "latents": len(rows), "path": str(out)}
+    return {"files": files, "latents": latents, "path": str(out)}
 
 
-def _delphi_files(cfg: Config, store: ActivationStore, rows: list[dict], out: Path) -> int:
+def _delphi_files(cfg: Config, store: ActivationStore, out: Path) -> tuple[int, int]:
+    """Write the files; returns (files, explained latents). Explanations and scores are read one at a time."""
     from autointerp.engine.interpretation.interpret import Interpreter
 
     module = _safe_name(store.provenance["hook"])
     (out / "explanations").mkdir(parents=True, exist_ok=True)
-    files = 0
-    for r in rows:
-        if r["explanation"] is None:
+    files = latents = 0
+    for latent, text in store.db.execute(
+        "select latent, text from explanations where explainer = ? order by latent", [cfg.explain.explainer]
+    ):
+        latents += 1
+        if text is None:
             continue
-        (out / "explanations" / f"{module}_latent{r['latent']}.txt").write_text(json.dumps(r["explanation"]))
+        (out / "explanations" / f"{module}_latent{latent}.txt").write_text(json.dumps(text))
         files += 1
     interp = Interpreter(cfg, store, None)  # only for decoding windows into tokens and activations
     try:
-        for s in store.results.scores(explainer=cfg.explain.explainer):
+        for s in store.results.iter_scores(explainer=cfg.explain.explainer):
             outcomes = s["outcomes"] or []
             # Intervention and generation items are prompts and generated texts, not cached windows.
             on_windows = _outcomes_are_windows(s["scorer"])
@@ -227,4 +252,4 @@ def _delphi_files(cfg: Config, store: ActivationStore, rows: list[dict], out: Pa
             kill_point("export")
     finally:
         interp.close()
-    return files
+    return files, latents

@@ -6,7 +6,7 @@ import json
 
 from rich.text import Text
 
-from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise
+from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise, summarise_columns
 from autointerp.engine.interpretation.scorers import primary_metric
 from autointerp.store.results import Results
 from autointerp.store.text import printable
@@ -15,21 +15,37 @@ from autointerp.store.text import printable
 def score_summary(results: Results, explainer: str, latents: list[int] | None = None) -> dict:
     """{scorer: {"real": summary, "control": summary, "primary_metric": name}} over the given latents (default:
     all scored)."""
-    rows = results.scores(explainer=explainer)
-    if latents is not None:
-        keep = set(latents)
-        rows = [r for r in rows if r["latent"] in keep]
+    db = results.db
+    sel, sel_args = _in(latents)
+    names = (*METRIC_NAMES, "n_failed", "n")
     out: dict = {}
-    for scorer in sorted({r["scorer"] for r in rows}):
-        out[scorer] = {
-            side: summarise([r for r in rows if r["scorer"] == scorer and r["control"] == c])
-            for side, c in (("real", 0), ("control", 1))
-        }
+    scorers = db.execute(
+        f"select distinct scorer from scores where explainer = ? and {sel} order by scorer", [explainer, *sel_args]
+    ).fetchall()
+    for (scorer,) in scorers:
+        out[scorer] = {}
+        for side, c in (("real", 0), ("control", 1)):
+            # The metric columns only, as columns: never the rows' outcomes, never a dict per latent.
+            cursor = db.execute(
+                f"select {', '.join(names)} from scores where explainer = ? and scorer = ? and control = ? and {sel}"
+                " order by latent",
+                [explainer, scorer, c, *sel_args],
+            )
+            rows = cursor.fetchall()
+            columns = {name: [r[i] for r in rows] for i, name in enumerate(names)}
+            out[scorer][side] = summarise_columns(columns, len(rows))
+            del rows
         # a scorer not in the registry (a newer file's), as the TUI does: balanced accuracy if there is one, else AUROC
         has_bal = out[scorer]["real"]["balanced_accuracy"]["mean"] is not None
         out[scorer]["primary_metric"] = primary_metric(scorer, "balanced_accuracy" if has_bal else "auroc")
         if scorer == "intervention":  # the same metrics per KL target, from each row's details
-            out[scorer]["per_target"] = per_target_summary([r for r in rows if r["scorer"] == scorer])
+            details = db.execute(
+                f"select control, details from scores where explainer = ? and scorer = ? and {sel} order by latent",
+                [explainer, scorer, *sel_args],
+            )
+            out[scorer]["per_target"] = per_target_summary(
+                [{"control": c, "details": json.loads(d) if d else None} for c, d in details]
+            )
     return out
 
 

@@ -81,15 +81,22 @@ def summarise(per_latent: Iterable[dict], names: Sequence[str] = METRIC_NAMES) -
     """Mean, standard error and count of each metric over latents (latents where it is None are left
     out of that metric and show in its count)."""
     rows = list(per_latent)
+    columns = {key: [r.get(key) for r in rows] for key in (*names, "n_failed", "n")}
+    return summarise_columns(columns, len(rows), names)
+
+
+def summarise_columns(columns: dict[str, list], n_latents: int, names: Sequence[str] = METRIC_NAMES) -> dict:
+    """`summarise` over columns (one list per metric, None where a latent has none, plus "n_failed" and "n"): what
+    a report over a million latents can hold, where a dict per latent would not fit."""
     out: dict = {}
     for name in names:
-        vals = np.array([r[name] for r in rows if r.get(name) is not None], dtype=float)
+        vals = np.array([v for v in columns[name] if v is not None], dtype=float)
         out[name] = {
             "mean": float(vals.mean()) if len(vals) else None,
             "sem": float(vals.std(ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else None,
             "n": int(len(vals)),
         }
-    out["n_latents"] = len(rows)
-    out["n_failed"] = int(sum(r.get("n_failed", 0) for r in rows))
-    out["n_examples"] = int(sum(r.get("n", 0) for r in rows))
+    out["n_latents"] = n_latents
+    out["n_failed"] = int(sum(v or 0 for v in columns["n_failed"]))
+    out["n_examples"] = int(sum(v or 0 for v in columns["n"]))
     return out
