@@ -344,7 +344,8 @@ class SubjectModel:
                 lambda m, args, kwargs: grab(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
             )
         try:
-            self.plain(tokens.to(self.device), use_cache=False)
+            with torch.no_grad():  # activations are data, never part of a graph (as run_with_cache gives them)
+                self.plain(tokens.to(self.device), use_cache=False)
         except _Stop:
             pass
         finally:
