@@ -32,6 +32,7 @@ from autointerp.engine.activations.cache import run_cache, sequence_stream
 from autointerp.engine.activations.model import hook_layer
 from autointerp.engine.activations.setup import chunk_seqs_for, prepare
 from autointerp.engine.config import CacheConfig
+from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
 
@@ -126,13 +127,14 @@ def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: 
         store.write_chunk(
             ChunkInfo(c, first, ns, ns * (seq_len - 1), int(keep.sum())), seqs, lat[keep], off[keep], vals[keep], 0.0
         )
+    compact(store)  # fetched as a finished cache is: from latent-major segments
     store.close()
 
 
 def fetch_p95_ms(db: Path, n_latents: int = 200, per_latent: int = 40, seed: int = 0) -> float:
     store = ActivationStore.open(db, readonly=True)
     q = WindowQueries(store, 32)
-    live = [r[0] for r in store.db.execute("select latent from latents where count > 0")]
+    live = [r[0] for r in store.db.execute("select distinct latent from segments")]
     rng = np.random.default_rng(seed)
     times = []
     for latent in rng.choice(live, size=min(n_latents, len(live)), replace=False):

@@ -41,7 +41,6 @@ async def run_stage(
 ) -> StageTally:
     """Run one stage over `latents` (see Interpreter.run_stage)."""
     tally = StageTally()
-    gate = asyncio.Semaphore(interp.latents_in_flight())
     started = time.perf_counter()
 
     def event(kind: str, message: str, data: dict | None = None) -> None:
@@ -54,29 +53,36 @@ async def run_stage(
     interp.begin_stage(latents, outage)
 
     async def one(latent: int) -> None:
-        async with gate:
-            t = time.perf_counter()
-            if stage == "explain":
-                row, why = await interp.explain_latent(latent, redo)
-                rows = [row] if row else []
-            else:
-                rows, why = await interp.score_latent(latent, redo)
-            log.debug(
-                "%s latent %d: %d row(s) in %.2fs%s",
-                stage,
-                latent,
-                len(rows),
-                time.perf_counter() - t,
-                f" ({why})" if why else "",
-            )
-            tally.add_latent(stage, rows, why)
-            if on_latent:
-                on_latent(latent, tally)
+        t = time.perf_counter()
+        if stage == "explain":
+            row, why = await interp.explain_latent(latent, redo)
+            rows = [row] if row else []
+        else:
+            rows, why = await interp.score_latent(latent, redo)
+        log.debug(
+            "%s latent %d: %d row(s) in %.2fs%s",
+            stage,
+            latent,
+            len(rows),
+            time.perf_counter() - t,
+            f" ({why})" if why else "",
+        )
+        tally.add_latent(stage, rows, why)
+        if on_latent:
+            on_latent(latent, tally)
 
     async def all_latents() -> None:
-        async with asyncio.TaskGroup() as group:  # the first error cancels the other latents
-            for x in latents:
-                group.create_task(one(x))
+        # A fixed pool of workers takes latents from one iterator, in order, as each finishes the last: a task
+        # exists only per latent in flight, not per latent selected (a million waiting tasks were ~2 GB).
+        todo = iter(latents)
+
+        async def worker() -> None:
+            for x in todo:
+                await one(x)
+
+        async with asyncio.TaskGroup() as group:  # the first error cancels the other workers
+            for _ in range(min(interp.latents_in_flight(), len(latents))):
+                group.create_task(worker())
 
     event("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
     log.info("%s: %d latents", stage, len(latents))
