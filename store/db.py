@@ -295,9 +295,15 @@ class ActivationStore:
         offsets: np.ndarray,
         acts: np.ndarray,
         seconds: float,
+        next_doc: int | None = None,
+        carry: np.ndarray | None = None,
     ) -> None:
         """Commit one chunk atomically: its sequences, its activations (staged, one row per band of latents; see
         store/layout.py) and its chunk row.
+
+        `next_doc` and `carry` (token ids) say where the corpus reader stands after this chunk's sequences, so a
+        resumed cache starts there (`resume_point`). Only the newest chunk keeps its carry: the one before drops it
+        in the same transaction, so the file holds at most one.
 
         `latents`, `offsets` (uint16, from the chunk's first token) and `acts` (float16) are flat arrays of the
         chunk's nonzero activations in any order.
@@ -325,11 +331,34 @@ class ActivationStore:
             conn.executemany("insert into staged (band, chunk, n, data) values (?, ?, ?, ?)", rows)
             conn.executemany("insert into sequences (id, chunk, tokens) values (?, ?, ?)", seq_rows)
             conn.execute(
-                "insert into chunks (id, first_seq, n_seqs, n_tokens, nnz, seconds, committed_at)"
-                " values (?, ?, ?, ?, ?, ?, ?)",
-                (chunk.id, chunk.first_seq, chunk.n_seqs, chunk.n_tokens, chunk.nnz, seconds, now()),
+                "insert into chunks (id, first_seq, n_seqs, n_tokens, nnz, seconds, committed_at, next_doc, carry)"
+                " values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    chunk.id,
+                    chunk.first_seq,
+                    chunk.n_seqs,
+                    chunk.n_tokens,
+                    chunk.nnz,
+                    seconds,
+                    now(),
+                    next_doc,
+                    None if carry is None else np.ascontiguousarray(carry, dtype=np.uint32).tobytes(),
+                ),
             )
+            if carry is not None:
+                conn.execute("update chunks set carry = null where id < ? and carry is not null", (chunk.id,))
         self._chunks = None
+
+    def resume_point(self) -> tuple[int, int, np.ndarray] | None:
+        """(chunks, next_doc, carry) when the committed chunks are 0..k-1 and the last one recorded where the corpus
+        reader stood after it; None otherwise (chunks from before schema 8, or none): re-read from the start."""
+        done = self.chunks()
+        if not done or max(done) != len(done) - 1 or "next_doc" not in self.db["chunks"].columns_dict:
+            return None  # no chunks, a gap, or a file from before schema 8 looked at read-only
+        row = self.db.execute("select next_doc, carry from chunks where id = ?", (len(done) - 1,)).fetchone()
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return len(done), int(row[0]), np.frombuffer(row[1], dtype=np.uint32).astype(np.int64)
 
     def sequences(self, ids) -> dict[int, np.ndarray]:
         ids = sorted({int(i) for i in ids})

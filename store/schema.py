@@ -13,7 +13,7 @@ import sqlite_utils
 from .codec import CODEC, LEGACY_CODEC, legacy_decode_offsets, legacy_decode_values
 from .errors import UserError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 class SchemaError(UserError):
@@ -429,8 +429,31 @@ def _migrate_activations(db: sqlite_utils.Database) -> None:
     flush()
 
 
+def _create_v8(db: sqlite_utils.Database) -> None:
+    """Where a resumed cache picks the corpus up, and which forward made the activations."""
+    # After a chunk commits: how many raw documents the corpus reader had consumed, and the tokens it had read but
+    # not yet packed into a sequence (uint32). A resumed cache starts there instead of tokenising everything again.
+    # Null for chunks written before schema 8 (a resume then re-reads the corpus from the start).
+    db["chunks"].add_column("next_doc", int)
+    db["chunks"].add_column("carry", bytes)
+    # Which forward computed the activations: "plain" (a hook on the HF module, stopping at the layer) or
+    # "bridge" (TransformerLens's own forward). The two differ in the last bits of float32, so a cache resumes
+    # with the forward that began it. Caches made before schema 8 were all made through the bridge.
+    db["provenance"].add_column("forward", str)
+    db.execute("update provenance set forward = 'bridge'")
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
-MIGRATIONS = {1: _create_v1, 2: _create_v2, 3: _create_v3, 4: _create_v4, 5: _create_v5, 6: _create_v6, 7: _create_v7}
+MIGRATIONS = {
+    1: _create_v1,
+    2: _create_v2,
+    3: _create_v3,
+    4: _create_v4,
+    5: _create_v5,
+    6: _create_v6,
+    7: _create_v7,
+    8: _create_v8,
+}
 
 
 def check_codec(db: sqlite_utils.Database, version: int) -> None:

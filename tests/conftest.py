@@ -273,11 +273,20 @@ def assert_metrics_match_outcomes(r: dict) -> None:
         assert r["auroc"] is None, r["scorer"]
 
 
+def to_schema_7(conn) -> None:
+    """Undo schema 8's additions (the corpus resume point, the forward), as a schema-7 file had them."""
+    conn.execute("alter table chunks drop column next_doc")
+    conn.execute("alter table chunks drop column carry")
+    conn.execute("alter table provenance drop column forward")
+    conn.execute("update meta set value = '7' where key = 'schema_version'")
+
+
 def to_schema_6_layout(conn) -> None:
     """Rewrite a current database's activations as schema 6 and older stored them (one legacy-codec row per
     (latent, chunk)), so a test can make a faithful older file for the migration to bring forward."""
     from autointerp.store.codec import LEGACY_CODEC, decode_segment, legacy_encode
 
+    to_schema_7(conn)
     seq_len = conn.execute("select seq_len from provenance").fetchone()[0]
     chunks = conn.execute("select id, first_seq from chunks order by id").fetchall()
     starts = np.array([first * seq_len for _, first in chunks], np.int64)

@@ -165,3 +165,80 @@ def test_neuron_baseline_on_mlp_hidden_activations(tmp_path, model):
     assert got == expected
     assert store.provenance["coder_kind"] == "neurons" and store.provenance["hook"] == "blocks.3.mlp.hook_post"
     store.close()
+
+
+def test_an_extended_cache_picks_the_corpus_up_where_it_stood_with_the_forward_it_began_with(tmp_path, model, caplog):
+    """A cache resumed (here: extended from 3 to 6 chunks) reads the corpus from the position its last chunk
+    recorded, tokenising nothing before it, and gives the activations of one uninterrupted run. A cache begun
+    through the bridge's forward (every cache before schema 8) goes on through it."""
+    import logging
+
+    whole_cfg = CacheConfig(**dict(SMALL, n_tokens=64 * 12))  # 6 chunks of 2 sequences
+    run_cache(whole_cfg, str(tmp_path / "whole.db"), parts=prepare(whole_cfg, model=model))
+    half = CacheConfig(**dict(SMALL, n_tokens=64 * 6))
+    db = str(tmp_path / "grown.db")
+    run_cache(half, db, parts=prepare(half, model=model))
+    with sqlite3.connect(db) as c:
+        chunks = c.execute("select id, next_doc, carry is not null from chunks order by id").fetchall()
+        assert [r[0] for r in chunks] == [0, 1, 2] and all(r[1] >= 1 for r in chunks)
+        assert [r[2] for r in chunks] == [0, 0, 1]  # only the newest chunk keeps its carried tokens
+        assert c.execute("select forward from provenance").fetchone()[0] == "plain"
+    calls = []
+    tokenise = model.tokenizer.__class__.__call__
+
+    def counting(self, texts, *a, **kw):
+        calls.append(len(texts))
+        return tokenise(self, texts, *a, **kw)
+
+    with caplog.at_level(logging.INFO, logger="autointerp"):
+        model.tokenizer.__class__.__call__ = counting
+        try:
+            run_cache(whole_cfg, db, parts=prepare(whole_cfg, model=model))
+        finally:
+            model.tokenizer.__class__.__call__ = tokenise
+    assert "the corpus picks up at document" in caplog.text
+    fresh = []
+    model.tokenizer.__class__.__call__ = lambda self, texts, *a, **kw: (
+        fresh.append(len(texts)),
+        tokenise(self, texts, *a, **kw),
+    )[1]
+    try:
+        list(sequence_stream(prepare(whole_cfg, model=model), whole_cfg))
+    finally:
+        model.tokenizer.__class__.__call__ = tokenise
+    assert sum(calls) < sum(fresh)  # the resumed run tokenised fewer documents than a run from the start (here none)
+    a, b = (ActivationStore.open(tmp_path / n, readonly=True) for n in ("whole.db", "grown.db"))
+    try:
+        assert a.sequences(range(12)).keys() == b.sequences(range(12)).keys()
+        for i, seq in a.sequences(range(12)).items():
+            np.testing.assert_array_equal(seq, b.sequences([i])[i])
+        for latent in range(model_latents(a)):
+            pa, va = a.latent_activations(latent)
+            pb, vb = b.latent_activations(latent)
+            np.testing.assert_array_equal(pa, pb)
+            np.testing.assert_array_equal(va, vb)
+    finally:
+        a.close()
+        b.close()
+
+    # A cache begun through the bridge: its provenance says so, and the chunks added now go through it too.
+    with sqlite3.connect(db) as c:
+        c.execute("update provenance set forward = 'bridge'")
+    seen = []
+    real = model.hook_activations
+
+    def spy(tokens, hook, via_bridge=False):
+        seen.append(via_bridge)
+        return real(tokens, hook, via_bridge=via_bridge)
+
+    model.hook_activations = spy
+    try:
+        more = CacheConfig(**dict(SMALL, n_tokens=64 * 16))
+        run_cache(more, db, parts=prepare(more, model=model))
+    finally:
+        del model.hook_activations
+    assert seen and all(seen)
+
+
+def model_latents(store) -> int:
+    return int(store.provenance["num_latents"])

@@ -172,5 +172,7 @@ def test_a_schema_6_database_migrates_to_segments_with_the_same_activations(tmp_
         assert "activations" not in store.db.table_names()
         assert store.db.execute("select value from meta where key = 'codec'").fetchone()[0] == "zstd1-planes-v2"
         check_reads(store, {k: sorted(v) for k, v in expected.items()}, range(8))
+        assert store.provenance["forward"] == "bridge"  # made before the plain forward: resumed through the bridge
+        assert store.resume_point() is None  # no recorded corpus position: a resume reads the corpus from its start
     with sqlite3.connect(path) as c:
         assert c.execute("select count(*) from segments").fetchone()[0] == len(expected)

@@ -5,7 +5,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from autointerp.engine.activations.corpus import CorpusError, CorpusSpec, corpus_hash, iter_documents, pack_sequences
+from autointerp.engine.activations.corpus import (
+    CorpusError,
+    CorpusSpec,
+    SequencePacker,
+    corpus_hash,
+    iter_documents,
+    pack_sequences,
+)
 
 
 class CharTokenizer:
@@ -13,6 +20,17 @@ class CharTokenizer:
 
     def __call__(self, texts, add_special_tokens=False):
         return {"input_ids": [[10 + (ord(c) % 50) for c in t] for t in texts]}
+
+
+class Recording(CharTokenizer):
+    """Remembers every text it was asked to tokenise."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+
+    def __call__(self, texts, add_special_tokens=False):
+        self.seen.extend(texts)
+        return super().__call__(texts, add_special_tokens)
 
 
 def docs(source, **kw):
@@ -115,3 +133,18 @@ def test_hf_by_name_path_offline(tmp_path, monkeypatch):
     assert docs(f"hf:{folder}:train", text_field="body")[:2] == ["doc 0", "doc 1"]
     with pytest.raises(CorpusError, match="cannot load Hugging Face dataset 'no-such-org/no-such-dataset'"):
         docs("hf:no-such-org/no-such-dataset")
+
+
+def test_a_packer_resumed_from_any_position_hands_out_the_same_sequences_reading_nothing_before_it():
+    texts = ["abcdefghij", "", "klmnop", "   ", "qrstuvwxyz" * 3, "x", "hello world", "zzzz" * 5, "end"]
+    whole = list(pack_sequences(iter(texts), CharTokenizer(), 8, start_id=1, sep_id=2, batch_docs=2))
+    assert len(whole) >= 8
+    packer = SequencePacker(iter(texts), CharTokenizer(), 8, 1, 2, batch_docs=2)
+    stream = iter(packer)
+    for k in range(1, len(whole) + 1):
+        next(stream)
+        at = packer.position()
+        recording = Recording()
+        rest = list(SequencePacker(iter(texts), recording, 8, 1, 2, batch_docs=2, start=at))
+        assert [s.tolist() for s in rest] == [s.tolist() for s in whole[k:]], k
+        assert not set(recording.seen) & set(texts[: at.next_doc]), k  # nothing before the position is tokenised again

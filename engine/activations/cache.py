@@ -27,7 +27,7 @@ from autointerp.store.killpoints import kill_point
 from autointerp.store.stats import compute_latent_stats
 
 from .annotate import annotate
-from .corpus import CorpusError, CorpusSpec, iter_documents, pack_sequences
+from .corpus import CorpusError, CorpusPosition, CorpusSpec, SequencePacker, iter_documents
 from .setup import CacheParts, chunk_seqs_for, prepare, provenance
 
 log = logging.getLogger(__name__)
@@ -51,10 +51,18 @@ class CacheResult:
 
 
 def sequence_stream(parts: CacheParts, cfg: CacheConfig) -> Iterator[np.ndarray]:
+    return iter(sequence_source(parts, cfg)[1])
+
+
+def sequence_source(
+    parts: CacheParts, cfg: CacheConfig, start: CorpusPosition | None = None, skip: int = 0
+) -> tuple[SequencePacker, Iterator[np.ndarray]]:
+    """The packer (which says where it stands) and the cache's sequences from it: `cfg.n_sequences` in all, of
+    which the first `skip` are already committed and `start` is where the reader stood after them."""
     spec = CorpusSpec.of(cfg)
-    tok = parts.model.tokenizer
-    seqs = pack_sequences(iter_documents(spec), tok, cfg.seq_len, parts.model.start_id, parts.model.sep_id)
-    return itertools.islice(seqs, cfg.n_sequences)
+    m = parts.model
+    packer = SequencePacker(iter_documents(spec), m.tokenizer, cfg.seq_len, m.start_id, m.sep_id, start=start)
+    return packer, itertools.islice(packer, cfg.n_sequences - skip)
 
 
 CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions)
@@ -121,12 +129,15 @@ class ChunkWriter:
             raise self.error
 
 
-def encode_batch(parts: CacheParts, tokens: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def encode_batch(
+    parts: CacheParts, tokens: torch.Tensor, via_bridge: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Activations of one batch as flat (row-major token index, latent, value) arrays.
 
-    Position 0 of every sequence (the start token) is skipped: it is never an activation.
+    Position 0 of every sequence (the start token) is skipped: it is never an activation. `via_bridge`: through
+    TransformerLens's forward (a cache begun that way resumes that way; see provenance "forward").
     """
-    acts = parts.model.hook_activations(tokens, parts.hook)  # [B, T, d]
+    acts = parts.model.hook_activations(tokens, parts.hook, via_bridge=via_bridge)  # [B, T, d]
     B, T, d = acts.shape
     x = acts[:, 1:, :].reshape(-1, d).float()
     sp = parts.coder.encode(x)
@@ -145,6 +156,8 @@ class CacheInputs:
     parts: CacheParts
     provenance: dict
     stream: Iterator[np.ndarray] | None
+    packer: SequencePacker | None = None  # where the stream stands in the corpus, recorded with each chunk
+    first_chunk: int = 0  # the stream starts at this chunk (the ones before are committed and were skipped)
 
 
 def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts | None = None) -> CacheInputs:
@@ -163,9 +176,15 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
         total_chunks,
         db_path,
     )
-    stream = None
+    stream, packer, first_chunk = None, None, 0
     if committed < total_chunks:
-        stream = sequence_stream(parts, cfg)
+        start, skip = None, 0
+        point = resume_point(db_path) if committed else None
+        if point is not None:
+            first_chunk, next_doc, carry = point
+            start, skip = CorpusPosition(next_doc, carry), first_chunk * per_chunk
+            log.info("cache: the corpus picks up at document %d (%d tokens carried)", next_doc, len(carry))
+        packer, stream = sequence_source(parts, cfg, start, skip)
         # Read the first sequence before touching the database: an empty, undecodable, malformed or too short
         # corpus fails here with the file left as it was.
         first = next(stream, None)
@@ -175,7 +194,7 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
                 "use a bigger corpus or a smaller seq_len"
             )
         stream = itertools.chain([first], stream)
-    return CacheInputs(parts, prov, stream)
+    return CacheInputs(parts, prov, stream, packer, first_chunk)
 
 
 # How often the passes after the forward (statistics, annotation) say how far they are: each event is also the
@@ -216,7 +235,7 @@ def run_cache(
     store = ActivationStore.open(db_path, create=True)
     try:
         store.claim(inputs.provenance)
-        return _fill(cfg, inputs.parts, store, inputs.stream, on_progress, on_event)
+        return _fill(cfg, inputs, store, on_progress, on_event)
     finally:
         store.close()
 
@@ -231,7 +250,14 @@ def check_identity(db_path: str | Path, identity: dict) -> int:
         return len(store.chunks()) if store.provenance is not None else 0
 
 
-def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, on_event=None) -> CacheResult:
+def resume_point(db_path: str | Path) -> tuple[int, int, np.ndarray] | None:
+    with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
+        return store.resume_point()
+
+
+def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_event=None) -> CacheResult:
+    parts, stream, packer = inputs.parts, inputs.stream, inputs.packer
+
     def event(kind: str, message: str, data: dict | None = None) -> None:
         if on_event is not None:
             on_event(kind, message)
@@ -258,11 +284,12 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
     new_tokens = 0
     n_read = sum(c.n_seqs for c in done.values())
     write_s, written = 0.0, 0
+    via_bridge = store.provenance.get("forward") == "bridge"  # the forward this cache began with
     if stream is not None:
         writer = ChunkWriter(store)
-        n_read = 0
+        n_read = sum(done[c].n_seqs for c in range(inputs.first_chunk))
         try:
-            for chunk_id in range(total_chunks):
+            for chunk_id in range(inputs.first_chunk, total_chunks):
                 seqs = list(itertools.islice(stream, per_chunk))
                 n_read += len(seqs)
                 if not seqs:
@@ -281,7 +308,7 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
                     batch = torch.from_numpy(np.stack(seqs[start : start + cfg.batch_size]))
                     tf = time.perf_counter()
                     with torch.inference_mode():
-                        flat, lat, val = encode_batch(parts, batch)
+                        flat, lat, val = encode_batch(parts, batch, via_bridge)
                     forward_s += time.perf_counter() - tf
                     flat += start * seq_len
                     flat_parts.append(flat)
@@ -304,7 +331,17 @@ def _fill(cfg, parts: CacheParts, store: ActivationStore, stream, on_progress, o
                     len(values),
                     time.perf_counter() - tc,
                 )
-                writer.submit(info, seqs, latents, offsets, values, time.perf_counter() - tc)
+                at = packer.position() if packer is not None else None
+                writer.submit(
+                    info,
+                    seqs,
+                    latents,
+                    offsets,
+                    values,
+                    time.perf_counter() - tc,
+                    None if at is None else at.next_doc,
+                    None if at is None else at.carry,
+                )
             writer.close()
         except BaseException:
             writer.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import random
 from collections.abc import Iterator
@@ -208,32 +209,77 @@ def _hf_by_name(name: str, field: str, config: str = "", revision: str = "") -> 
     yield from _rows(ds, field, name)
 
 
+@dataclass(frozen=True)
+class CorpusPosition:
+    """Where packing stands after the sequences handed out so far: how many raw documents were read (empty ones
+    included), and the tokens read but not yet packed. A resumed cache starts from it without tokenising the
+    documents before it again."""
+
+    next_doc: int
+    carry: np.ndarray  # token ids, in order
+
+
+class SequencePacker:
+    """Tokenise documents in batches and pack them into `[start] + (seq_len - 1)` sequences; `position()` says
+    where it stands after the last sequence handed out, and `start=` picks up from such a position."""
+
+    def __init__(
+        self,
+        docs: Iterator[str],
+        tokenizer,
+        seq_len: int,
+        start_id: int,
+        sep_id: int,
+        batch_docs: int = 64,
+        start: CorpusPosition | None = None,
+    ):
+        self.docs, self.tokenizer, self.batch_docs = docs, tokenizer, batch_docs
+        self.body, self.start_id, self.sep_id = seq_len - 1, start_id, sep_id
+        self.resumed = start is not None
+        self._next_doc = start.next_doc if start else 0
+        self._buf: list[int] = start.carry.tolist() if start else []
+        if start is not None:
+            self.docs = itertools.islice(docs, start.next_doc, None)
+
+    def position(self) -> CorpusPosition:
+        return CorpusPosition(self._next_doc, np.asarray(self._buf, dtype=np.int64))
+
+    def _batches(self) -> Iterator[tuple[list[str], int]]:
+        batch: list[str] = []
+        raw = self._next_doc
+        for d in self.docs:
+            raw += 1
+            if d and d.strip():
+                batch.append(d)
+                if len(batch) == self.batch_docs:
+                    yield batch, raw
+                    batch = []
+        if batch:
+            yield batch, raw
+
+    def _drain(self) -> Iterator[np.ndarray]:
+        buf, body = self._buf, self.body
+        while len(buf) >= body:
+            seq = np.asarray([self.start_id] + buf[:body], dtype=np.int64)
+            del buf[:body]  # before the yield: position() read while suspended is the one after this sequence
+            yield seq
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        n_docs = 0
+        yield from self._drain()  # a resumed packer first hands out what it carried, reading nothing
+        for batch, raw in self._batches():
+            for ids in self.tokenizer(batch, add_special_tokens=False)["input_ids"]:
+                n_docs += 1
+                self._buf.extend(ids)
+                self._buf.append(self.sep_id)
+            self._next_doc = raw
+            yield from self._drain()
+        if n_docs == 0 and not self.resumed:
+            raise CorpusError("the corpus holds no text")
+
+
 def pack_sequences(
     docs: Iterator[str], tokenizer, seq_len: int, start_id: int, sep_id: int, batch_docs: int = 64
 ) -> Iterator[np.ndarray]:
     """Tokenise documents in batches and pack them into `[start] + (seq_len - 1)` sequences."""
-    body = seq_len - 1
-    buf: list[int] = []
-    n_docs = 0
-
-    def batches():
-        batch: list[str] = []
-        for d in docs:
-            if d and d.strip():
-                batch.append(d)
-                if len(batch) == batch_docs:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
-
-    for batch in batches():
-        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
-            n_docs += 1
-            buf.extend(ids)
-            buf.append(sep_id)
-        while len(buf) >= body:
-            yield np.asarray([start_id] + buf[:body], dtype=np.int64)
-            del buf[:body]
-    if n_docs == 0:
-        raise CorpusError("the corpus holds no text")
+    return iter(SequencePacker(docs, tokenizer, seq_len, start_id, sep_id, batch_docs))

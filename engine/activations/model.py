@@ -318,6 +318,11 @@ class SubjectModel:
         down = getattr(getattr(layers[int(m.group(1))], "mlp", None), "down_proj", None) if m else None
         return (down, "pre") if down is not None else None
 
+    def forward_kind(self, hook: str) -> str:
+        """Which forward `hook_activations` takes for `hook` by default: "plain" or "bridge" (recorded with a cache,
+        which resumes with the forward it began with)."""
+        return "bridge" if self._plain_site(hook) is None else "plain"
+
     def hook_activations(self, tokens: torch.Tensor, hook: str, via_bridge: bool = False) -> torch.Tensor:
         """[B, T] token ids -> [B, T, width] activations at `hook`, running only the blocks needed.
 

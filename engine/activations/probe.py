@@ -24,6 +24,7 @@ class LatentProbe:
     model: SubjectModel
     coder: SparseCoder
     hook: str
+    via_bridge: bool = False  # the forward the cache was made with (provenance "forward")
 
     def token_ids(self, text: str) -> list[int]:
         return list(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])[:MAX_PROBE_TOKENS]
@@ -42,7 +43,7 @@ class LatentProbe:
         batch[:, 0] = self.model.start_id
         for row, i in enumerate(live):
             batch[row, 1 : len(ids[i]) + 1] = torch.tensor(ids[i])
-        acts = self.model.hook_activations(batch, self.hook)[:, 1:]  # drop the start token
+        acts = self.model.hook_activations(batch, self.hook, via_bridge=self.via_bridge)[:, 1:]  # drop the start token
         for row, i in enumerate(live):
             n = len(ids[i])
             sparse = self.coder.encode(acts[row, :n].to(torch.float32))

@@ -135,6 +135,7 @@ def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
         "model": parts.model.name,
         "model_hash": parts.model.content_hash,
         "hook": parts.hook,
+        "forward": parts.model.forward_kind(parts.hook),
         "coder_kind": parts.coder.kind,
         "coder_path": parts.coder.path,
         "coder_hash": parts.coder.content_hash,

@@ -142,7 +142,8 @@ class Interpreter:
     def probe(self):
         from autointerp.engine.activations.probe import LatentProbe
 
-        return LatentProbe(self.subject, self.coder, self.store.provenance["hook"])
+        prov = self.store.provenance
+        return LatentProbe(self.subject, self.coder, prov["hook"], via_bridge=prov.get("forward") == "bridge")
 
     @cached_property
     def base_lm(self):
