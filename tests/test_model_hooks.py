@@ -34,6 +34,7 @@ def hf_reference(folder):
     layer.register_forward_hook(lambda m, i, o: got.__setitem__("resid_post", o[0] if isinstance(o, tuple) else o))
     layer.self_attn.register_forward_hook(lambda m, i, o: got.__setitem__("attn_out", o[0]))
     layer.mlp.register_forward_hook(lambda m, i, o: got.__setitem__("mlp_out", o))
+    layer.mlp.register_forward_pre_hook(lambda m, i: got.__setitem__("mlp_in", i[0]))
     layer.mlp.down_proj.register_forward_hook(lambda m, i, o: got.__setitem__("mlp_post", i[0]))
     tokens = torch.tensor([[1, 504, 3417, 282, 3118, 314, 253, 1341, 30, 2, 378, 1345]])
     with torch.inference_mode():
@@ -127,8 +128,15 @@ def test_block_hooks_take_the_plain_hf_path_which_stops_at_the_block(model, hf_r
     calls = []
     handle = later.register_forward_hook(lambda m, i, o: calls.append(1))
     try:
-        for hook, key in (("blocks.2.hook_resid_post", "resid_post"), ("blocks.2.mlp.hook_post", "mlp_post")):
-            assert model._plain_site(hook) is not None
+        for hook, key in (
+            ("blocks.2.hook_resid_pre", "resid_pre"),
+            ("blocks.2.hook_resid_post", "resid_post"),
+            ("blocks.2.hook_attn_out", "attn_out"),
+            ("blocks.2.hook_mlp_out", "mlp_out"),
+            ("blocks.2.mlp.hook_in", "mlp_in"),
+            ("blocks.2.mlp.hook_post", "mlp_post"),
+        ):
+            assert model._plain_site(hook) is not None and model.forward_kind(hook) == "plain", hook
             acts = model.hook_activations(tokens, hook)
             assert torch.equal(acts, ref[key]), hook  # the HF module's own numbers
             torch.testing.assert_close(
@@ -137,4 +145,5 @@ def test_block_hooks_take_the_plain_hf_path_which_stops_at_the_block(model, hf_r
         assert calls == []  # block 3 never ran
     finally:
         handle.remove()
-    assert model._plain_site("blocks.2.hook_attn_out") is None  # read inside a block: the bridge serves it
+    # Read inside attention or normalisation: the bridge serves it.
+    assert model._plain_site("blocks.2.attn.hook_z") is None and model.forward_kind("blocks.2.attn.hook_z") == "bridge"

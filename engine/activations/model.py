@@ -306,7 +306,8 @@ class SubjectModel:
     def _plain_site(self, hook: str):
         """(module, kind) of the plain HF module whose forward gives `hook`, or None where the hot path does not
         serve it (another layout than model.layers[N], or a hook read inside a block: those go through the bridge).
-        Served: the residual stream entering / leaving a block, and MLP neurons (the input of mlp.down_proj)."""
+        Served: the residual stream entering / leaving a block, the attention and MLP outputs, the MLP's input (a
+        transcoder's) and its neurons (the input of mlp.down_proj)."""
         decoder = self.plain.get_decoder() if self.plain is not None and hasattr(self.plain, "get_decoder") else None
         layers = getattr(decoder, "layers", None)
         if layers is None:
@@ -314,9 +315,18 @@ class SubjectModel:
         m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook)
         if m:
             return layers[int(m.group(1))], m.group(2)
-        m = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", hook)
-        down = getattr(getattr(layers[int(m.group(1))], "mlp", None), "down_proj", None) if m else None
-        return (down, "pre") if down is not None else None
+        m = re.fullmatch(r"blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|mlp\.hook_in|mlp\.hook_post)", hook)
+        if m is None:
+            return None
+        block = layers[int(m.group(1))]
+        mlp = getattr(block, "mlp", None)
+        site = {
+            "hook_attn_out": (getattr(block, "self_attn", None), "post"),  # after o_proj: the block's attention output
+            "hook_mlp_out": (mlp, "post"),
+            "mlp.hook_in": (mlp, "pre"),  # what a transcoder reads: the normalised residual entering the MLP
+            "mlp.hook_post": (getattr(mlp, "down_proj", None), "pre"),  # the MLP's neurons
+        }[m.group(2)]
+        return site if site[0] is not None else None
 
     def forward_kind(self, hook: str) -> str:
         """Which forward `hook_activations` takes for `hook` by default: "plain" or "bridge" (recorded with a cache,
@@ -344,7 +354,7 @@ class SubjectModel:
 
         if kind == "post":
             handle = module.register_forward_hook(lambda m, args, out: grab(out))
-        else:  # the module's input: a block's hidden states, or down_proj's input (the MLP's neurons)
+        else:  # the module's input: a block's hidden states, the MLP's input, or down_proj's input (the neurons)
             handle = module.register_forward_pre_hook(
                 lambda m, args, kwargs: grab(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
             )
