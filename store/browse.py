@@ -127,7 +127,8 @@ def _read(method):
         try:
             if outer and self._stale:
                 self._stale = False
-                self._vocab = self._scorers = None
+                self._vocab = self._scorers = self._all_ids = None
+                self._columns.clear()
                 self._store.forget_cached()
             return method(self, *args, **kw)
         finally:
@@ -135,6 +136,14 @@ def _read(method):
                 self._user = None
 
     return call
+
+
+FILTER_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "=": np.equal}
+
+
+def column_array(cursor, dtype) -> np.ndarray:
+    """One-column rows as an array, without a Python list in between."""
+    return np.fromiter((r[0] for r in cursor), dtype=dtype)
 
 
 def parse_query(text: str, columns: set[str]) -> tuple[list[ScoreFilter], str]:
@@ -172,6 +181,8 @@ class Browser:
         self._vocab: list[str] | None = None
         self._window_len: int | None = None
         self._scorers: dict[str, str] | None = None
+        self._all_ids: np.ndarray | None = None  # every latent, ascending (`_ids`)
+        self._columns: dict[tuple[str, str], np.ndarray] = {}  # (column, explainer) -> values aligned to _ids
         self._stale = False  # set by `refresh` from any thread, applied by the next read
         self._check_threads = os.environ.get(CHECK_THREADS_ENV) == "1"
         self._guard = threading.Lock()
@@ -281,49 +292,84 @@ class Browser:
 
     # ---- the latent list ------------------------------------------------------------------------
 
-    def _column_sql(self, name: str, explainer: str, args: list) -> str:
-        if name in STAT_COLUMNS:
-            return f"l.{name}"
-        scorer, _, metric = name.partition(".")
-        metric = metric or self.scorers().get(scorer, "balanced_accuracy")
-        if metric not in METRICS:
-            raise BrowseError(f"unknown metric {metric!r}")
-        args += [explainer, scorer]
-        return (
-            f"(select s.{metric} from scores s where s.latent = l.latent and s.explainer = ?"
-            f" and s.scorer = ? and s.control = 0)"
-        )
-
     @_read
     def order(
         self, sort: str = "latent", descending: bool = False, query: str = "", explainer: str = "default"
     ) -> np.ndarray:
-        """Latent ids in display order after filters and full-text search (int64 array)."""
+        """Latent ids in display order after filters and full-text search (int64 array).
+
+        Sorts and filters run in numpy over columns read once per column (`_values`, kept until `refresh`): at 1M
+        latents SQL's per-latent subquery and sort took seconds a time, a lexsort of held columns ~0.1 s. Latents
+        without the sort key (never scored) go last in either direction; ties go by latent id."""
         columns = self.columns()
         if sort not in columns:
             raise BrowseError(f"cannot sort by {sort!r}; known: {', '.join(sorted(columns))}")
         filters, words = parse_query(query, columns)
-        where: list[str] = []
-        where_args: list = []
-        for f in filters:
-            where.append(f"{self._column_sql(f.column, explainer, where_args)} {f.op} ?")
-            where_args.append(f.value)
+        ids = self._ids()
+        keep: np.ndarray | None = None
+        for f in filters:  # a latent without the value fails every comparison (NaN), as NULL does in SQL
+            hit = FILTER_OPS[f.op](self._values(f.column, explainer), f.value)
+            keep = hit if keep is None else keep & hit
         if words:
-            where.append(
-                "l.latent in (select e.latent from explanations_fts f join explanations e"
-                " on e.rowid = f.rowid where explanations_fts match ? and e.explainer = ?)"
+            hit = np.isin(ids, self._search(words, explainer), assume_unique=True)
+            keep = hit if keep is None else keep & hit
+        chosen = ids if keep is None else ids[keep]
+        if sort == "latent":
+            return chosen[::-1].copy() if descending else chosen
+        values = self._values(sort, explainer)
+        values = values if keep is None else values[keep]
+        order = np.lexsort((chosen, -values if descending else values, np.isnan(values)))
+        return chosen[order]
+
+    def _ids(self) -> np.ndarray:
+        """Every latent with a statistics row, ascending (an arange, unread, when they are 0..n-1)."""
+        if self._all_ids is None:
+            n, hi = self._conn.execute("select count(*), max(latent) from latents").fetchone()
+            if n and hi == n - 1:
+                self._all_ids = np.arange(n, dtype=np.int64)
+            else:
+                self._all_ids = column_array(self._conn.execute("select latent from latents order by latent"), np.int64)
+        return self._all_ids
+
+    def _values(self, name: str, explainer: str) -> np.ndarray:
+        """Column `name` (a statistic, a scorer's primary metric or scorer.metric) for every latent of `_ids`, NaN
+        where a latent has none: read once, one ordered scan."""
+        key = (name, explainer)
+        if key not in self._columns:
+            ids = self._ids()
+            if name == "latent":
+                self._columns[key] = ids.astype(np.float64)
+                return self._columns[key]
+            if name in STAT_COLUMNS:
+                sql, args = f"select latent, {name} from latents", []
+            else:
+                scorer, _, metric = name.partition(".")
+                metric = metric or self.scorers().get(scorer, "balanced_accuracy")
+                if metric not in METRICS:
+                    raise BrowseError(f"unknown metric {metric!r}")
+                sql = f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 0"
+                args = [explainer, scorer]
+            pairs = np.fromiter(
+                ((lat, np.nan if v is None else v) for lat, v in self._conn.execute(sql, args)),
+                dtype=[("latent", np.int64), ("value", np.float64)],
             )
-            where_args += [fts_query(words), explainer]
-        key_args: list = []
-        key = self._column_sql(sort, explainer, key_args)
-        sql = f"select l.latent from latents l {'where ' + ' and '.join(where) if where else ''}"
-        # Latents without the sort key (never scored) go last in either direction.
-        sql += f" order by {key} is null, {key} {'desc' if descending else 'asc'}, l.latent"
+            out = np.full(len(ids), np.nan)
+            at = np.searchsorted(ids, pairs["latent"])
+            known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == pairs["latent"])
+            out[at[known]] = pairs["value"][known]
+            self._columns[key] = out
+        return self._columns[key]
+
+    def _search(self, words: str, explainer: str) -> np.ndarray:
+        """Latents whose explanation (by `explainer`) matches the full-text query."""
+        sql = (
+            "select e.latent from explanations_fts f join explanations e on e.rowid = f.rowid"
+            " where explanations_fts match ? and e.explainer = ?"
+        )
         try:
-            ids = [r[0] for r in self._conn.execute(sql, where_args + key_args * 2)]
+            return np.unique(column_array(self._conn.execute(sql, [fts_query(words), explainer]), np.int64))
         except sqlite3.OperationalError as e:
             raise BrowseError(f"query failed: {e}") from None
-        return np.asarray(ids, dtype=np.int64)
 
     @_read
     def rows(self, latents, explainer: str = "default") -> dict[int, LatentRow]:
