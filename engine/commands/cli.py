@@ -398,6 +398,37 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 
 
 @main.command()
+@click.argument("db_a", type=click.Path(dir_okay=False))
+@click.argument("db_b", type=click.Path(dir_okay=False))
+@click.option(
+    "--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), default="default", show_default=True
+)
+@click.option(
+    "--bootstrap", "n_boot", type=click.IntRange(min=1), default=2000, show_default=True, help="Bootstrap resamples."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap's resampling.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def compare(db_a, db_b, explainer, n_boot, seed, as_json) -> None:
+    """Two runs' scores side by side (e.g. SAE latents vs neurons): per scorer, B - A with a bootstrap CI and a
+    Mann-Whitney test, beside the random-explanation control."""
+    from rich.console import Console
+
+    from .compare import compare as run
+    from .compare import format_comparison
+
+    for db in (db_a, db_b):
+        preflight(db, must_exist=True, writing=False)
+    result = run(db_a, db_b, explainer, n_boot=n_boot, seed=seed)
+    for warning in result["warnings"]:
+        say("warning", warning)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        Console().print(format_comparison(result))
+
+
+@main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["delphi", "json", "csv"]), default="json", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (delphi) or a file (json, csv).")
