@@ -283,7 +283,7 @@ class Browser:
 
     @_read
     def n_latents(self) -> int:
-        return self._conn.execute("select count(*) from latents").fetchone()[0]
+        return len(self._ids())
 
     @_read
     def latent_stats(self, latent: int) -> dict | None:
@@ -318,8 +318,8 @@ class Browser:
             return chosen[::-1].copy() if descending else chosen
         values = self._values(sort, explainer)
         values = values if keep is None else values[keep]
-        order = np.lexsort((chosen, -values if descending else values, np.isnan(values)))
-        return chosen[order]
+        # `chosen` ascends, so a stable sort breaks ties by latent id; NaN (no value) sorts last either way.
+        return chosen[np.argsort(-values if descending else values, kind="stable")]
 
     def _ids(self) -> np.ndarray:
         """Every latent with a statistics row, ascending (an arange, unread, when they are 0..n-1)."""

@@ -131,6 +131,7 @@ class AutointerpApp(App):
         self._switch_from: float | None = None
         self._seen_results: tuple | None = None
         self._polls, self._heartbeat, self._counts, self._counted_at = 0, None, None, 0.0
+        self._monitor_first = False  # the monitor is the first tab shown (a run is live): it polls from the start
 
     # ---- layout -----------------------------------------------------------------------------------
 
@@ -179,6 +180,7 @@ class AutointerpApp(App):
         self.explainer = "default" if "default" in explainers or not explainers else explainers[0]
         self.apply_order()
         self.set_interval(self.poll_s, self.poll)
+        self._monitor_first = self.query_one(TabbedContent).active == "monitor"
         self.poll()
         self.action_tab(self.query_one(TabbedContent).active)
 
@@ -279,6 +281,8 @@ class AutointerpApp(App):
         now = time.perf_counter()
         if self.first_paint_ms is None:
             self.first_paint_ms = (now - self.started_at) * 1000
+            if not self._monitor_first:
+                self.poll()  # held back until now (see poll)
         elif switch_from is not None:
             self.switch_ms.append((now - switch_from) * 1000)
         self.shown_latent = latent
@@ -361,6 +365,8 @@ class AutointerpApp(App):
         with self._monitor_lock:
             if get_current_worker().is_cancelled:
                 return
+            if self.first_paint_ms is None and not self._monitor_first and time.perf_counter() - self.started_at < 3:
+                return  # the list paints first: the monitor's counts read whole tables (~2 s at 1M latents)
             self._polls += 1
             try:
                 # Result counts scan the results tables (a second at a million latents): every 10th poll, or when
@@ -380,7 +386,7 @@ class AutointerpApp(App):
         self.post_message(self.MonitorRead(snap))
 
     def on_monitor_pane_mounted(self, message: MonitorPane.Mounted) -> None:
-        self.poll()
+        self.poll()  # held back until the list's first paint when the list is shown first (see poll)
 
     def on_autointerp_app_monitor_read(self, message: MonitorRead) -> None:
         if message.snapshot is None:
