@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audits
+from .columns import read_rows, read_score_column, read_stat_column, score_rows_sql
 from .db import ActivationStore, StoreError
 from .errors import UserError
 from .queries import LatentWindow, WindowQueries
@@ -333,7 +334,8 @@ class Browser:
 
     def _values(self, name: str, explainer: str) -> np.ndarray:
         """Column `name` (a statistic, a scorer's primary metric or scorer.metric) for every latent of `_ids`, NaN
-        where a latent has none: read once, one ordered scan."""
+        where a latent has none: from its packed copy when that is current (store/columns.py), else one ordered
+        scan of the rows; read once either way, until `refresh`."""
         key = (name, explainer)
         if key not in self._columns:
             ids = self._ids()
@@ -341,22 +343,27 @@ class Browser:
                 self._columns[key] = ids.astype(np.float64)
                 return self._columns[key]
             if name in STAT_COLUMNS:
+                stats = self._store.stage("cache.stats")
+                packed = (
+                    read_stat_column(self._conn, name, stats["fingerprint"]) if stats and stats["done_at"] else None
+                )
                 sql, args = f"select latent, {name} from latents", []
             else:
                 scorer, _, metric = name.partition(".")
                 metric = metric or self.scorers().get(scorer, "balanced_accuracy")
                 if metric not in METRICS:
                     raise BrowseError(f"unknown metric {metric!r}")
-                sql = f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 0"
-                args = [explainer, scorer]
-            pairs = np.fromiter(
-                ((lat, np.nan if v is None else v) for lat, v in self._conn.execute(sql, args)),
-                dtype=[("latent", np.int64), ("value", np.float64)],
-            )
+                packed = read_score_column(self._conn, explainer, scorer, metric)
+                sql, args = score_rows_sql(metric), [explainer, scorer]
+            latents, values = packed if packed is not None else read_rows(self._conn, sql, args)
             out = np.full(len(ids), np.nan)
-            at = np.searchsorted(ids, pairs["latent"])
-            known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == pairs["latent"])
-            out[at[known]] = pairs["value"][known]
+            if len(ids) and ids[-1] == len(ids) - 1:  # ids are 0..n-1: a latent is its own index
+                known = latents < len(ids)
+                out[latents[known]] = values[known]
+            else:
+                at = np.searchsorted(ids, latents)
+                known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == latents)
+                out[at[known]] = values[known]
             self._columns[key] = out
         return self._columns[key]
 

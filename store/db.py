@@ -18,6 +18,7 @@ import sqlite_utils
 
 from .clock import now
 from .codec import decode_segment, decode_staged, encode_staged_rows
+from .columns import pack_stat_columns
 from .connection import connect
 from .errors import AutointerpError, CannotContinue, UserError
 from .layout import BAND_BITS, band_of
@@ -466,6 +467,8 @@ class ActivationStore:
             self.db["latents"].upsert_all(rows, pk="latent")
             if stage is not None:
                 self.set_stage("cache.stats", *stage)
+                if stage[2]:  # the last batch: the list's sort columns, packed from the finished statistics
+                    pack_stat_columns(self.db.conn, stage[0])
 
     def latent_stats(self, latent: int) -> dict | None:
         rows = list(self.db["latents"].rows_where("latent = ?", [int(latent)]))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import sqlite_utils
 
 from .clock import now
+from .columns import bump_scores_written
 
 # Score columns that hold JSON (written as text, read back as Python values).
 SCORE_JSON = ("recall_per_decile", "outcomes", "errors", "settings", "details")
@@ -108,6 +109,7 @@ class Results:
             stamped.append(r)
         with self.db.conn:
             self.db["scores"].upsert_all(stamped, pk=("latent", "explainer", "scorer", "control"))
+            bump_scores_written(self.db.conn)  # packed score columns (store/columns.py) are stale from here
 
     def scores(self, latent: int | None = None, explainer: str | None = None) -> list[dict]:
         return list(self.iter_scores(latent, explainer))

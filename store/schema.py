@@ -430,7 +430,7 @@ def _migrate_activations(db: sqlite_utils.Database) -> None:
 
 
 def _create_v8(db: sqlite_utils.Database) -> None:
-    """Where a resumed cache picks the corpus up, and which forward made the activations."""
+    """Where a resumed cache picks the corpus up, which forward made the activations, and the latent filters."""
     # After a chunk commits: how many raw documents the corpus reader had consumed, and the tokens it had read but
     # not yet packed into a sequence (uint32). A resumed cache starts there instead of tokenising everything again.
     # Null for chunks written before schema 8 (a resume then re-reads the corpus from the start).
@@ -441,6 +441,24 @@ def _create_v8(db: sqlite_utils.Database) -> None:
     # with the forward that began it. Caches made before schema 8 were all made through the bridge.
     db["provenance"].add_column("forward", str)
     db.execute("update provenance set forward = 'bridge'")
+    # Per-latent sort columns packed one blob each (store/columns.py): `version` is what a column was packed from
+    # (the scores-written counter, or the statistics' fingerprint); a reader uses it only while that still holds.
+    db["columns"].create({"name": str, "version": str, "n": int, "data": bytes}, pk="name")
+    # Per latent, the heuristics that explain it before any LLM is paid (store/filters.py): positional MI, and the
+    # distinct tokens among its top activations, verified through the subject model for the few-token candidates.
+    db["latent_filters"].create(
+        {
+            "latent": int,
+            "positional_mi": float,  # chance-adjusted normalised MI between firing and position, in [0, 1]
+            "positional": int,  # 1: positional_mi at or above the threshold
+            "top_tokens": int,  # distinct tokens among the top activations (max_tokens + 1: more)
+            "unigram_candidate": int,
+            "unigram_tokens": str,  # JSON [[token id, count], ...] for candidates, else null
+            "unigram_fire": float,  # share of scrambled sentences in which it still fired (null: not verified)
+            "unigram": int,  # 1: a verified unigram latent; null: a candidate not verified yet
+        },
+        pk="latent",
+    )
 
 
 # MIGRATIONS[v] brings a database at version v-1 to version v.

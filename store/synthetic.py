@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from .columns import pack_score_columns, pack_stat_columns
 from .compact import compact
 from .db import ActivationStore, ChunkInfo
 
@@ -114,6 +115,9 @@ def make_synthetic_db(
         # A finished cache, as the cache stage marks one (window_len 32, as the statistics above count windows).
         store.set_stage("cache.stats", store.stats_fingerprint(32), {"next_latent": n_latents}, True)
         store.set_stage("cache", store.chunk_fingerprint(), {"config": json.loads(str(prov["config"]))}, True)
+        # The sort columns a finished statistics pass and score stage pack (store/columns.py).
+        pack_stat_columns(db.conn, store.stats_fingerprint(32))
+    pack_score_columns(db.conn, "default", {s: "auroc" if s == "embedding" else "balanced_accuracy" for s in SCORERS})
     store.close()
     return path
 

@@ -28,6 +28,19 @@ def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(refe
     assert all(s[2] is not None for s in stages.values())  # every stage recorded its end
     events = rows(db, "select run, stage, kind from events where kind in ('start', 'end') order by id")
     assert events == [(1, stage, kind) for stage in ("cache", "explain", "score") for kind in ("start", "end")]
+    # The list's sort columns were packed when the statistics and the score stage ended, and are current.
+    from autointerp.store.columns import read_score_column, read_stat_column
+
+    with sqlite3.connect(db) as c:
+        names = [r[0] for r in c.execute("select name from columns order by name")]
+        assert "scores/default/detection/balanced_accuracy" in names and "scores/default/embedding/auroc" in names
+        latents, values = read_score_column(c, "default", "detection", "balanced_accuracy")
+        want = c.execute(
+            "select latent, balanced_accuracy from scores where scorer = 'detection' and control = 0 order by latent"
+        ).fetchall()
+        assert [(int(a), float(b)) for a, b in zip(latents, values)] == want
+        fingerprint = c.execute("select fingerprint from stages where name = 'cache.stats'").fetchone()[0]
+        assert read_stat_column(c, "max_act", fingerprint) is not None
 
 
 def test_dry_run_counts_the_calls_the_run_makes(reference):

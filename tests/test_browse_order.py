@@ -77,30 +77,67 @@ def test_order_equals_the_sql_order(db, sort, descending, query, filters, words)
     assert len(got) > 0 and (sort == "latent" or len(set(got)) == len(got))
 
 
-def test_a_refresh_reads_changed_scores_and_bad_names_are_refused(db, tmp_path):
+def test_packed_columns_serve_the_sort_until_a_scores_write_makes_them_stale(db, tmp_path):
+    """A finished file's sort columns come from their packed copies (store/columns.py); a score written through
+    the store bumps the counter they were packed from, so after a refresh the browser reads the rows again."""
     import shutil
+
+    from autointerp.store.columns import read_score_column, read_stat_column
+    from autointerp.store.db import ActivationStore
+    from autointerp.store.results import Results
 
     path = tmp_path / "copy.db"
     shutil.copy(db, path)
+    with sqlite3.connect(path) as c:
+        packed = read_score_column(c, "default", "detection", "balanced_accuracy")
+        want = c.execute(
+            "select latent, balanced_accuracy from scores where explainer = 'default' and scorer = 'detection'"
+            " and control = 0 order by latent"
+        ).fetchall()
+        assert packed is not None and [(int(a), float(b)) for a, b in zip(*packed)] == want
+        fingerprint = c.execute("select fingerprint from stages where name = 'cache.stats'").fetchone()[0]
+        assert read_stat_column(c, "frequency", fingerprint) is not None
+        assert read_stat_column(c, "frequency", fingerprint + "x") is None  # other statistics: not this column
+        # The packed copy is what the browser sorts by: a change behind the store's back (raw SQL) is not seen.
+        worst = c.execute(
+            "select latent from scores where scorer = 'detection' and control = 0 order by balanced_accuracy, latent"
+        ).fetchone()[0]
+        c.execute("update scores set balanced_accuracy = 2.0 where latent = ? and scorer = 'detection'", [worst])
     browser = Browser.open(path)
     try:
         first = browser.order("detection", True).tolist()
-        with sqlite3.connect(path) as c:  # the worst-scored latent becomes the best
-            top = c.execute(
-                "select latent from scores where scorer = 'detection' and control = 0"
-                " order by balanced_accuracy, latent limit 1"
-            ).fetchone()[0]
-            c.execute(
-                "update scores set balanced_accuracy = 2.0 where latent = ? and scorer = 'detection' and control = 0",
-                [top],
-            )
-        assert first[0] != top
+        assert first[0] != worst
+        store = ActivationStore.open(path)
+        try:  # the store's own write path: the score row is rewritten and the counter bumped in one transaction
+            row = dict(next(Results(store.db).iter_scores(worst, "default")), balanced_accuracy=3.0, scorer="detection")
+            row["control"] = 0
+            Results(store.db).write_scores([row])
+            assert read_score_column(store.db.conn, "default", "detection", "balanced_accuracy") is None
+        finally:
+            store.close()
         assert browser.order("detection", True).tolist() == first  # held until a refresh
         browser.refresh()
-        assert browser.order("detection", True).tolist()[0] == top
+        assert browser.order("detection", True).tolist()[0] == worst
         with pytest.raises(BrowseError, match="cannot sort by 'nope'"):
             browser.order("nope")
         with pytest.raises(BrowseError, match="unknown column 'nope'"):
             browser.order("latent", False, "nope>1")
+    finally:
+        browser.close()
+
+
+def test_order_without_gaps_equals_the_sql_order(tmp_path):
+    """Latents 0..n-1 (every finished cache): values are placed by id without a search, from packed columns."""
+    path = make_synthetic_db(tmp_path / "dense.db", 250, explained=0.6, seed=5)
+    browser = Browser.open(path)
+    try:
+        for sort, descending, filters in (
+            ("detection", True, ()),
+            ("embedding", False, ()),
+            ("frequency", True, (("detection", ">=", 0.7),)),
+        ):
+            query = " ".join(f"{c}{op}{v}" for c, op, v in filters)
+            ref = f"embedding.{browser.scorers()['embedding']}" if sort == "embedding" else sort
+            assert browser.order(sort, descending, query).tolist() == sql_order(path, ref, descending, filters)
     finally:
         browser.close()

@@ -251,7 +251,9 @@ def sampling_and_controls(store: ActivationStore, shape: Shape, stages: Stages, 
 def write_results(store: ActivationStore, shape: Shape) -> int:
     """Explanations and scores with controls (store/synthetic.py's rows) for a share of the live latents; not
     timed: they are what the report, the exports and the TUI's sort read."""
-    from autointerp.store.synthetic import explanation_rows, score_rows
+    from autointerp.engine.interpretation.scorers import primary_metric
+    from autointerp.store.columns import pack_score_columns
+    from autointerp.store.synthetic import SCORERS, explanation_rows, score_rows
 
     rng = np.random.default_rng(shape.seed + 1)
     latents = live_latents(store, max(int(shape.explained * shape.latents), 2), 1, shape.seed + 1)
@@ -259,6 +261,8 @@ def write_results(store: ActivationStore, shape: Shape) -> int:
     with store.db.conn:
         store.db["explanations"].insert_all(explanation_rows(rng, latents, vocab, shape.vocab), batch_size=2000)
         store.db["scores"].insert_all(score_rows(rng, latents), batch_size=2000)
+    # As the score stage's end does: each scorer's sort column packed (store/columns.py).
+    pack_score_columns(store.db.conn, "default", {s: primary_metric(s) for s in SCORERS})
     return len(latents)
 
 

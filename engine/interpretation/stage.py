@@ -31,6 +31,19 @@ def first_error(eg: BaseExceptionGroup) -> BaseException:
     return eg.exceptions[0]
 
 
+def pack_sort_columns(interp: Interpreter) -> None:
+    """Each configured scorer's primary metric over every latent, packed (store/columns.py): a reader of a million
+    latents then sorts by it without reading a million rows. On the store's thread, after the stage's writes."""
+    from autointerp.store.columns import pack_score_columns
+
+    from .scorers import primary_metric
+
+    t = time.perf_counter()
+    metrics = {scorer: primary_metric(scorer) for scorer in interp.cfg.score.scorers}
+    pack_score_columns(interp.store.db.conn, interp.cfg.explain.explainer, metrics)
+    log.info("score: %d sort columns packed in %.1fs", len(metrics), time.perf_counter() - t)
+
+
 async def run_stage(
     interp: Interpreter,
     stage: str,
@@ -99,6 +112,8 @@ async def run_stage(
         raise error from None
     finally:
         await interp._off_loop(lambda: None)  # the events queued on the store's thread are written
+    if stage == "score":  # each scorer's sort column, packed for readers of a million latents (store/columns.py)
+        await interp._off_loop(pack_sort_columns, interp)
     reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
     event(
         "end",
