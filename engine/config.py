@@ -46,6 +46,18 @@ class CacheConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16 | float16
+    # Filters computed after the statistics, before any LLM is paid (store/filters.py; select with
+    # `live,-positional,-unigram`). Positional: chance-adjusted normalised MI between firing and position.
+    positional_mi_threshold: float = 0.05
+    # Unigram candidates: at most this many distinct tokens among the top fraction of a latent's activations ...
+    unigram_max_tokens: int = 20
+    unigram_top_fraction: float = 0.8
+    unigram_min_activations: int = 40  # ... of at least this many (fewer say nothing: 15 firings, 15 tokens at most)
+    # ... verified through the subject model: per candidate token this many sentences of `unigram_context` random
+    # vocabulary tokens plus that token; a unigram latent still fires in at least this share of them.
+    unigram_trials_per_token: int = 2
+    unigram_context: int = 19
+    unigram_min_fire_fraction: float = 0.9
 
     @property
     def n_sequences(self) -> int:
@@ -132,7 +144,8 @@ class BatchConfig:
     """`autointerp batch`: which latents, which stages, and how a run behaves when things go wrong."""
 
     # "0-99,512" (ranges) | "random:N" (seeded by sample.seed) | "top:N" (most frequent) | "live" (every latent
-    # with at least sample.min_windows activating windows) | a list of latent ids.
+    # with at least sample.min_windows activating windows) | a list of latent ids; any of the texts followed by
+    # exclusions ",-positional" and/or ",-unigram" (latents the cache's filters flag are left out first).
     latents: str | list[int] = "random:8"
     stages: list[str] = field(default_factory=lambda: ["cache", "explain", "score"])
     # When every call for a latent fails because the backend cannot be reached, pause and retry the latent,
@@ -271,6 +284,15 @@ def check_choices(cfg: Config) -> Config:
         for v in value if isinstance(value, list) else [value]:
             if v not in allowed:
                 raise ConfigError(f"config key {key!r}: {v!r} is not one of {', '.join(allowed)}")
+    c = cfg.cache
+    for key in ("positional_mi_threshold", "unigram_top_fraction", "unigram_min_fire_fraction"):
+        value = getattr(c, key)
+        if not (math.isfinite(value) and 0 <= value <= 1) or (key == "unigram_top_fraction" and value == 0):
+            raise ConfigError(f"config key 'cache.{key}': {value!r} must be a fraction in (0, 1]")
+    for key in ("unigram_max_tokens", "unigram_min_activations", "unigram_trials_per_token", "unigram_context"):
+        value = getattr(c, key)
+        if value < 1:
+            raise ConfigError(f"config key 'cache.{key}': {value!r} must be at least 1")
     sc = cfg.score
     if not sc.kl_targets or not all(math.isfinite(t) and t > 0 for t in sc.kl_targets):
         raise ConfigError(f"config key 'score.kl_targets': {sc.kl_targets!r} must be positive numbers (nats)")

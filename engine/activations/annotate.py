@@ -16,6 +16,7 @@ import torch
 
 from autointerp.store.db import ActivationStore, StoreError
 from autointerp.store.directions import missing_directions, vocab_size_stored, write_directions, write_vocab
+from autointerp.store.filters import FilterSettings, filters_done
 from autointerp.store.killpoints import kill_point
 
 from .lens import LogitLens
@@ -167,7 +168,8 @@ def annotate_db(path: str, on_event: Callable[[str, str], None] | None = None) -
         per_chunk = chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens)
         whole = len(store.chunks()) >= -(-cfg.n_sequences // per_chunk)
         done = store.stage_done(CACHE_STAGE, store.chunk_fingerprint())
-        if whole and store.stats_done(cfg.window_len) and not needs_annotation(store) and not done:
+        filtered = filters_done(store, FilterSettings.of(cfg), "positional")  # computed by the cache stage
+        if whole and store.stats_done(cfg.window_len) and not needs_annotation(store) and filtered and not done:
             with store.db.conn:
                 store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": dataclasses.asdict(cfg)}, True)
         return result

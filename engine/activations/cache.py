@@ -23,11 +23,13 @@ import torch
 from autointerp.engine.config import CacheConfig
 from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
+from autointerp.store.filters import FilterSettings, compute_filters, filters_done
 from autointerp.store.killpoints import kill_point
 from autointerp.store.stats import compute_latent_stats
 
 from .annotate import annotate
 from .corpus import CorpusError, CorpusPosition, CorpusSpec, SequencePacker, iter_documents
+from .filters import FiltersResult
 from .setup import CacheParts, chunk_seqs_for, prepare, provenance
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def sequence_source(
     return packer, itertools.islice(packer, cfg.n_sequences - skip)
 
 
-CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions)
+CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions, filters)
 
 # Cache settings that say how it was computed, not what: a cache made with another batch size is the same cache.
 HOW_NOT_WHAT = frozenset({"batch_size", "device", "dtype"})
@@ -77,7 +79,8 @@ def same_settings(done_with: dict, cfg: CacheConfig) -> bool:
 
 def cache_is_complete(store: ActivationStore, cfg: CacheConfig) -> bool:
     """The cache stage ended for these settings over exactly the chunks the file holds (its explicit mark,
-    written last: chunks, statistics, vocabulary and directions all done)."""
+    written last: chunks, statistics, vocabulary and directions all done), and the store's part of its filters is
+    computed for these settings (a file from before them, or new filter settings, reruns only the filters)."""
     if store.provenance is None:
         return False
     mark = store.stage(CACHE_STAGE)
@@ -86,6 +89,7 @@ def cache_is_complete(store: ActivationStore, cfg: CacheConfig) -> bool:
         and mark["done_at"] is not None
         and mark["fingerprint"] == store.chunk_fingerprint()
         and same_settings(mark["detail"].get("config", {}), cfg)
+        and filters_done(store, FilterSettings.of(cfg), "positional")
     )
 
 
@@ -373,6 +377,14 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
     )
     event("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
     log.info("cache: annotation in %.1fs", annotated.seconds)
+    # The store's part of the filters only (positional MI, unigram candidates): verifying the candidates through
+    # the model costs ~40 short sentences per candidate token (150 s for a cache that took 8 s on a CPU), so it
+    # runs when asked for, by `autointerp filters DB`.
+    t = time.perf_counter()
+    computed = compute_filters(store, FilterSettings.of(cfg), progress=finalise_ticker(event, "filters", num_latents))
+    filtered = FiltersResult(computed, 0)
+    event("filters", filtered.describe(), {"computed": filtered.computed, "verified": filtered.verified})
+    log.info("cache: %s in %.1fs", filtered.describe(), time.perf_counter() - t)
     kill_point("cache.mark")
     with store.db.conn:  # the stage's explicit end, over exactly the chunks now committed
         store.set_stage(CACHE_STAGE, store.chunk_fingerprint(), {"config": asdict(cfg), "exhausted": exhausted}, True)

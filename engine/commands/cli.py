@@ -193,7 +193,11 @@ def llm_options(fn):
     opts = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
         click.option("--db", help="Database file (default autointerp.db)."),
-        click.option("--latents", help="Which latents: 0-9,42 | random:N | top:N | live (default random:8)."),
+        click.option(
+            "--latents",
+            help="Which latents: 0-9,42 | random:N | top:N | live, then optionally ,-positional ,-unigram "
+            "(default random:8).",
+        ),
         click.option("--redo", is_flag=True, help="Recompute results already in the database."),
         click.option("--backend", type=click.Choice(["llamacpp", "openai", "vllm"]), help="LLM backend."),
         click.option(
@@ -317,7 +321,11 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
     help="TOML config file (the same as giving it as CONFIG_PATH).",
 )
 @click.option("--db", help="Database file (overrides the config's `db`).")
-@click.option("--latents", help="Which latents (overrides [batch] latents): 0-9,42 | random:N | top:N | live.")
+@click.option(
+    "--latents",
+    help="Which latents (overrides [batch] latents): 0-9,42 | random:N | top:N | live, then optionally "
+    ",-positional ,-unigram.",
+)
 @click.option(
     "--redo",
     type=click.Choice(["explain", "score"]),
@@ -505,6 +513,33 @@ def annotate(db) -> None:
     for msg in warnings:
         click.echo(f"warning: {printable(msg)}", err=True)
     click.echo(f"{db}: {result.describe()}")
+
+
+@main.command()
+@click.argument("db", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (its [cache] filter keys).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def filters(db, config_path, as_json) -> None:
+    """Flag positional and unigram latents (the latter verified through the subject model), so selections can
+    leave them out: --latents live,-positional,-unigram. Resumable; the cache stage runs it too."""
+    from autointerp.engine.activations.filters import filters_db
+    from autointerp.store.db import ActivationStore
+    from autointerp.store.filters import FilterSettings, filter_counts
+
+    settings = FilterSettings.of(resolve_config(config_path).cache) if config_path else None
+    preflight(db, must_exist=True, writing=True)
+    with status(f"loading the model and coder {db} was made with ..."):
+        result = filters_db(db, settings)
+    with ActivationStore.open(db, readonly=True) as store:
+        counts = filter_counts(store)
+    if as_json:
+        click.echo(json.dumps({"computed": result.computed, "verified": result.verified, **counts}, sort_keys=True))
+        return
+    click.echo(
+        f"{db}: {result.describe()}; {counts['positional']:,} positional, {counts['unigram_candidates']:,} unigram "
+        f"candidates, {counts['unigram']:,} unigram latents"
+    )
 
 
 @main.command()

@@ -80,6 +80,9 @@ def plan(cfg: Config) -> dict:
             work = _work_before_cache(cfg, selection)
             measured = {}
         out["latents"] = work["latents"]
+        # Per exclusion (,-positional / ,-unigram): how many of the latents the selection draws from it left out;
+        # None before the cache (the cache stage computes the filters).
+        out["excluded"] = work.get("excluded", {name: None for name in selection.exclude})
         prompts = PromptLibrary(cfg.prompts_dir or None)
         stages = {}
         if "explain" in cfg.batch.stages:
@@ -150,7 +153,7 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
 
     interp = Interpreter(cfg, store, None)
     try:
-        latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+        latents, excluded = interp.resolve_counted(selection)
         total_windows = interp.queries.n_windows()
     finally:
         interp.close()
@@ -220,6 +223,7 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
                     tally[1] += todo * scorer_calls(cfg, scorer, sz.get("activating", 0), sz.get("non_activating", 0))
     return {
         "latents": len(latents),
+        "excluded": excluded,
         "explain": to_explain,
         "score": {k: tuple(v) for k, v in score.items()},
         "exact": True,
@@ -275,6 +279,12 @@ def format_plan(p: dict) -> str:
         f"  latents  {printable(p['selection'])} -> "
         f"{n if n is not None else 'every live latent (known after the cache)'}"
     )
+    for name, n_out in p.get("excluded", {}).items():
+        lines.append(
+            f"  skipped  {n_out:,} {name} latents (-{name})"
+            if n_out is not None
+            else f"  skipped  {name} latents (-{name}): known once the cache and its filters are computed"
+        )
     for stage, st in p["llm_stages"].items():
         if st["latents"] is None:
             lines.append(f"  {stage:20s} latents known after the cache")

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise, summarise_columns
 from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store.filters import filter_counts
 from autointerp.store.results import Results
 from autointerp.store.text import printable
 
@@ -187,6 +188,9 @@ def batch_report(
             "usd_per_million_output_tokens": usd_per_m_output,
         },
         "time": times,
+        # Latents the cache's filters flag (None: never computed): positional, unigram candidates, how many of them
+        # were verified through the model, and how many were confirmed unigram latents.
+        "filters": filter_counts(store),
     }
 
 
@@ -202,6 +206,16 @@ def print_report(report: dict, console) -> None:
     )
     for why, n in e["failures"].items():
         console.print(f"  {n} failed: {printable(why)}", highlight=False, markup=False)
+    f = report.get("filters") or {}
+    if f.get("positional") is not None:
+        verified = f["unigram_verified"]
+        console.print(
+            f"filters: {f['positional']:,} positional latents; {f['unigram_candidates']:,} unigram candidates, "
+            f"{verified:,} verified through the model, {f['unigram']:,} unigram latents "
+            "(leave them out with --latents live,-positional,-unigram)",
+            highlight=False,
+            markup=False,
+        )
     if report["scores"]:
         console.print(summary_table(report["scores"]))
     for scorer, errs in report["score_failures"].items():

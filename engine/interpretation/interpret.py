@@ -54,7 +54,7 @@ def select_latents(cfg: Config, selection: Selection) -> list[int]:
     with ActivationStore.open(cfg.db, readonly=True, allow_older=True) as store:
         interp = Interpreter(cfg, store, None)
         try:
-            latents = selection.resolve(interp.live_latents(), interp.num_latents, interp.sample_cfg.seed)
+            latents = interp.resolve(selection)
         finally:
             interp.close()
     if not latents:
@@ -197,7 +197,31 @@ class Interpreter:
         return [r[0] for r in rows]
 
     def select(self, spec: str | list) -> list[int]:
-        return parse_selection(spec).resolve(self.live_latents(), self.num_latents, self.sample_cfg.seed)
+        return self.resolve(parse_selection(spec))
+
+    def resolve(self, selection: Selection) -> list[int]:
+        return self.resolve_counted(selection)[0]
+
+    def resolve_counted(self, selection: Selection) -> tuple[list[int], dict[str, int]]:
+        """The selection's latents, and how many each exclusion left out."""
+        return selection.resolve_counted(
+            self.live_latents(), self.num_latents, self.sample_cfg.seed, self.flagged(selection)
+        )
+
+    def flagged(self, selection: Selection) -> dict[str, set[int]]:
+        """The latents each of the selection's exclusions names; a filter not computed over this cache is refused."""
+        from autointerp.store.filters import filters_current, flagged
+
+        out = {}
+        for name in selection.exclude:
+            if not filters_current(self.store, name):
+                raise InterpretError(
+                    f"latent selection {selection.text!r}: {self.store.path} has no {name} filter computed over its "
+                    f"cache yet; run `autointerp filters {self.store.path}` first"
+                    + (" (it verifies the unigram candidates through the subject model)" if name == "unigram" else "")
+                )
+            out[name] = flagged(self.store, name)
+        return out
 
     # ---- examples -----------------------------------------------------------------------------
 
