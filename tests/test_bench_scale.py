@@ -11,6 +11,7 @@ STAGES = {
     "write",
     "compaction",
     "statistics",
+    "filters",
     "annotate",
     "sampling",
     "coactivation",

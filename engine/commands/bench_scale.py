@@ -182,12 +182,15 @@ def finalise(store: ActivationStore, shape: Shape, stages: Stages) -> None:
     from autointerp.engine.activations.lens import LogitLens
     from autointerp.engine.activations.neighbours import DecoderNeighbours
     from autointerp.store.compact import compact
+    from autointerp.store.filters import FilterSettings, compute_filters
     from autointerp.store.stats import compute_latent_stats
 
     with stages.stage("compaction") as fig:
         fig["activations"] = compact(store)
     with stages.stage("statistics"):
         compute_latent_stats(store, shape.window_len)
+    with stages.stage("filters"):  # the cache stage's part: positional MI and unigram candidates (no model)
+        compute_filters(store, FilterSettings())
     gen = torch.Generator().manual_seed(shape.seed)
     decoder = torch.randn(shape.latents, shape.d_model, generator=gen)
     unembed = torch.randn(shape.d_model, shape.vocab, generator=gen)
