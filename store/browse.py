@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import audits
-from .columns import read_rows, read_score_column, read_stat_column, score_rows_sql
+from .columns import METRICS, read_rows, read_score_column, read_stat_column, score_rows_sql
 from .db import ActivationStore, StoreError
 from .errors import UserError
 from .queries import LatentWindow, WindowQueries
@@ -42,7 +42,6 @@ PRIMARY_METRIC = {
     "generation": "recall",
     "intruder": "accuracy",
 }
-METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
 CHECK_THREADS_ENV = "AUTOINTERP_CHECK_THREADS"
 
