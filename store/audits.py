@@ -7,6 +7,8 @@ that long).
 
 from __future__ import annotations
 
+import getpass
+import os
 import sqlite3
 from pathlib import Path
 
@@ -20,11 +22,19 @@ RATING_VALUE = {"wrong": 0.0, "partly": 0.5, "correct": 1.0}
 FIELDS = ("rating", "explanation", "note", "flagged")
 
 
-def write_audit(path: str | Path, latent: int, explainer: str, explanation_seen: str | None, **changes) -> dict:
-    """Set some of rating / explanation / note / flagged for one latent; returns the stored row.
+def default_rater() -> str:
+    """Who is rating when no name is given: $AUTOINTERP_RATER, else the login name."""
+    return os.environ.get("AUTOINTERP_RATER") or getpass.getuser()
+
+
+def write_audit(
+    path: str | Path, latent: int, explainer: str, explanation_seen: str | None, *, rater: str | None = None, **changes
+) -> dict:
+    """Set some of rating / explanation / note / flagged for one latent, as one rater; returns the stored row.
 
     created_at is kept from the first write, updated_at stamped on every one.
     """
+    rater = rater or default_rater()
     unknown = set(changes) - set(FIELDS)
     if unknown:
         raise ValueError(f"unknown audit fields {sorted(unknown)}")
@@ -35,17 +45,19 @@ def write_audit(path: str | Path, latent: int, explainer: str, explanation_seen:
         stamp = now()
         with conn:
             conn.execute(
-                "insert into audits (latent, explainer, flagged, explanation_seen, created_at, updated_at)"
-                " values (?, ?, 0, ?, ?, ?) on conflict (latent, explainer) do nothing",
-                [latent, explainer, explanation_seen, stamp, stamp],
+                "insert into audits (latent, explainer, rater, flagged, explanation_seen, created_at, updated_at)"
+                " values (?, ?, ?, 0, ?, ?, ?) on conflict (latent, explainer, rater) do nothing",
+                [latent, explainer, rater, explanation_seen, stamp, stamp],
             )
             sets = ", ".join(f"{k} = ?" for k in changes)
             conn.execute(
                 f"update audits set {sets + ', ' if sets else ''}explanation_seen = ?, updated_at = ?"
-                " where latent = ? and explainer = ?",
-                [*changes.values(), explanation_seen, stamp, latent, explainer],
+                " where latent = ? and explainer = ? and rater = ?",
+                [*changes.values(), explanation_seen, stamp, latent, explainer, rater],
             )
-        cur = conn.execute("select * from audits where latent = ? and explainer = ?", [latent, explainer])
+        cur = conn.execute(
+            "select * from audits where latent = ? and explainer = ? and rater = ?", [latent, explainer, rater]
+        )
         return dict(zip([d[0] for d in cur.description], cur.fetchone()))
     finally:
         conn.close()

@@ -13,7 +13,7 @@ import sqlite_utils
 from .codec import CODEC, LEGACY_CODEC, legacy_decode_offsets, legacy_decode_values
 from .errors import UserError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 class SchemaError(UserError):
@@ -461,6 +461,85 @@ def _create_v8(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_v9(db: sqlite_utils.Database) -> None:
+    """Several raters per explanation, best-of-N explanation candidates, and latents matched across two databases."""
+    # Audits keyed by rater as well: several researchers rate the same explanation, and their agreement is reported.
+    # SQLite cannot change a primary key in place, so the table is rebuilt; ratings made before schema 9 have no
+    # rater on record and keep the name "unknown".
+    db["audits_v9"].create(
+        {
+            "latent": int,
+            "explainer": str,
+            "rater": str,
+            "rating": str,
+            "explanation": str,
+            "note": str,
+            "flagged": int,
+            "explanation_seen": str,
+            "created_at": str,
+            "updated_at": str,
+        },
+        pk=("latent", "explainer", "rater"),
+        not_null={"rater"},
+    )
+    db.execute(
+        "insert into audits_v9 (latent, explainer, rater, rating, explanation, note, flagged, explanation_seen,"
+        " created_at, updated_at) select latent, explainer, 'unknown', rating, explanation, note, flagged,"
+        " explanation_seen, created_at, updated_at from audits"
+    )
+    db.execute("drop table audits")
+    db.execute("alter table audits_v9 rename to audits")
+    # Best-of-N: every explanation drawn for a latent, with the cheap score it got on the explainer's own examples
+    # (never the held-out ones). The chosen one is also the latent's row in `explanations`.
+    db["explanation_candidates"].create(
+        {
+            "latent": int,
+            "explainer": str,
+            "idx": int,  # 0: the first draw (what a single-candidate run would have kept)
+            "text": str,  # null when every attempt failed
+            "error": str,
+            "raw": str,
+            "llm_seed": int,
+            "temperature": float,
+            "scorer": str,  # the cheap scorer used to pick
+            "score": float,  # its metric on the explainer's examples; null: not scorable (failed or all calls failed)
+            "n_scored": int,
+            "n_failed": int,
+            "chosen": int,  # 1: kept as the latent's explanation
+            **_LLM_ACCOUNTING,
+            "created_at": str,
+        },
+        pk=("latent", "explainer", "idx"),
+    )
+    # `autointerp similarity A.db B.db`: one row per comparison of this database's latents with another's, and per
+    # latent its best match by explanation embedding and its partner in the one-to-one matching.
+    db["similarity_runs"].create(
+        {
+            "id": int,
+            "other_path": str,
+            "other_fingerprint": str,  # the other file's provenance identity (model, hook, coder hash)
+            "explainer": str,
+            "other_explainer": str,
+            "settings": str,  # JSON: embedding model, block size, seed
+            "summary": str,  # JSON: distribution of best-match similarity, matching size and mean
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["similarity"].create(
+        {
+            "run": int,
+            "latent": int,
+            "best": int,  # the other database's latent with the most similar explanation
+            "best_similarity": float,
+            "match": int,  # partner in the one-to-one (Hungarian) matching, null if unmatched
+            "match_similarity": float,
+            "decoder_cosine": float,  # cosine of the matched pair's decoder directions (null: not the same space)
+        },
+        pk=("run", "latent"),
+    )
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
 MIGRATIONS = {
     1: _create_v1,
@@ -471,6 +550,7 @@ MIGRATIONS = {
     6: _create_v6,
     7: _create_v7,
     8: _create_v8,
+    9: _create_v9,
 }
 
 

@@ -273,9 +273,28 @@ def assert_metrics_match_outcomes(r: dict) -> None:
         assert r["auroc"] is None, r["scorer"]
 
 
+def to_schema_8(conn) -> None:
+    """Undo schema 9's additions (raters, explanation candidates, similarity), as a schema-8 file had them."""
+    conn.execute(
+        "create table audits_v8 (latent integer, explainer text, rating text, explanation text, note text,"
+        " flagged integer, explanation_seen text, created_at text, updated_at text,"
+        " primary key (latent, explainer))"
+    )
+    conn.execute(
+        "insert or replace into audits_v8 select latent, explainer, rating, explanation, note, flagged,"
+        " explanation_seen, created_at, updated_at from audits order by rater"
+    )
+    conn.execute("drop table audits")
+    conn.execute("alter table audits_v8 rename to audits")
+    for table in ("explanation_candidates", "similarity", "similarity_runs"):
+        conn.execute(f"drop table {table}")
+    conn.execute("update meta set value = '8' where key = 'schema_version'")
+
+
 def to_schema_7(conn) -> None:
-    """Undo schema 8's additions (the corpus resume point, the forward, the latent filters), as a schema-7 file had
+    """Undo schema 9's and 8's additions (the corpus resume point, the forward, the latent filters), as a schema-7 file had
     them."""
+    to_schema_8(conn)
     conn.execute("alter table chunks drop column next_doc")
     conn.execute("alter table chunks drop column carry")
     conn.execute("alter table provenance drop column forward")

@@ -146,7 +146,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
     db.conn.close()
     with ActivationStore.open(path) as store:
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
-        assert int(v) == SCHEMA_VERSION == 8
+        assert int(v) == SCHEMA_VERSION == 9
         assert {
             "segments",
             "staged",
@@ -160,3 +160,30 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
         } <= set(store.db.table_names())
         event = store.events()[0]
         assert event["message"] == "done" and event["run"] is None  # v3 added the column, kept the row
+
+
+def test_schema_9_keeps_ratings_made_before_raters(tmp_path):
+    """A schema-8 file's audits (one per latent and explainer, no rater) come through the rebuild of the table with
+    the rater "unknown", and a second rater can then rate the same explanation beside them."""
+    import sqlite3
+
+    from autointerp.store.audits import write_audit
+    from autointerp.store.synthetic import make_synthetic_db
+
+    from conftest import to_schema_8
+
+    path = make_synthetic_db(tmp_path / "s.db", 40, explained=1.0, seed=3)
+    write_audit(path, 5, "default", "seen", rater="ana", rating="wrong", note="too broad")
+    with sqlite3.connect(path) as c:
+        to_schema_8(c)
+        assert [r[1] for r in c.execute("pragma table_info(audits)")].count("rater") == 0
+    c.close()
+    with ActivationStore.open(path) as store:
+        rows = store.db.execute("select latent, rater, rating, note, explanation_seen from audits").fetchall()
+        assert rows == [(5, "unknown", "wrong", "too broad", "seen")]
+    row = write_audit(path, 5, "default", "seen", rater="bo", rating="correct")
+    assert (row["rater"], row["rating"]) == ("bo", "correct")
+    with sqlite3.connect(path) as c:
+        got = c.execute("select rater, rating from audits where latent = 5 order by rater").fetchall()
+    c.close()
+    assert got == [("bo", "correct"), ("unknown", "wrong")]
