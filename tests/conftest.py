@@ -275,17 +275,18 @@ def assert_metrics_match_outcomes(r: dict) -> None:
 
 def to_schema_8(conn) -> None:
     """Undo schema 9's additions (raters, explanation candidates, similarity), as a schema-8 file had them."""
-    conn.execute(
-        "create table audits_v8 (latent integer, explainer text, rating text, explanation text, note text,"
-        " flagged integer, explanation_seen text, created_at text, updated_at text,"
-        " primary key (latent, explainer))"
-    )
-    conn.execute(
-        "insert or replace into audits_v8 select latent, explainer, rating, explanation, note, flagged,"
-        " explanation_seen, created_at, updated_at from audits order by rater"
-    )
-    conn.execute("drop table audits")
-    conn.execute("alter table audits_v8 rename to audits")
+    if conn.execute("select 1 from sqlite_master where name = 'audits'").fetchone():  # not a file taken to v3
+        conn.execute(
+            "create table audits_v8 (latent integer, explainer text, rating text, explanation text, note text,"
+            " flagged integer, explanation_seen text, created_at text, updated_at text,"
+            " primary key (latent, explainer))"
+        )
+        conn.execute(
+            "insert or replace into audits_v8 select latent, explainer, rating, explanation, note, flagged,"
+            " explanation_seen, created_at, updated_at from audits order by rater"
+        )
+        conn.execute("drop table audits")
+        conn.execute("alter table audits_v8 rename to audits")
     for table in ("explanation_candidates", "similarity", "similarity_runs"):
         conn.execute(f"drop table {table}")
     conn.execute("update meta set value = '8' where key = 'schema_version'")
