@@ -113,6 +113,12 @@ class ExplainConfig:
     explainer: str = "default"
     threshold: float = 0.3  # tokens at or above this fraction of the window's max are marked <<like this>>
     max_tokens: int = 120  # output budget (chain-of-thought gets 4x)
+    # Best-of-N: draw this many explanations per latent (at candidate_temperature, LLM seeds llm.seed + 0..N-1),
+    # score each with candidate_scorer on the explainer's own examples plus explainer-side non-activating windows
+    # (never the held-out ones), keep the best; the others are stored with their scores. 1: one explanation.
+    candidates: int = 1
+    candidate_temperature: float = 0.7
+    candidate_scorer: str = "detection"  # detection | fuzzing | embedding (no LLM: cheapest)
 
 
 @dataclass
@@ -272,6 +278,7 @@ CHOICES = {
     "sample.explain_strategy": ("top", "random", "stratified", "mix"),
     "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
     "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive", "intervention"),
+    "explain.candidate_scorer": ("detection", "fuzzing", "embedding"),
     "score.scorers": _ScorerNames(),
     "batch.stages": ("cache", "explain", "score"),
 }
@@ -293,6 +300,19 @@ def check_choices(cfg: Config) -> Config:
         value = getattr(c, key)
         if value < 1:
             raise ConfigError(f"config key 'cache.{key}': {value!r} must be at least 1")
+    ex = cfg.explain
+    if ex.candidates < 1:
+        raise ConfigError(f"config key 'explain.candidates': {ex.candidates!r} must be at least 1")
+    if ex.candidates > 1 and not (math.isfinite(ex.candidate_temperature) and ex.candidate_temperature > 0):
+        raise ConfigError(
+            f"config key 'explain.candidate_temperature': {ex.candidate_temperature!r} must be above 0 when"
+            " explain.candidates > 1 (greedy decoding would draw the same explanation N times)"
+        )
+    if ex.candidates > 1 and ex.explainer == "intervention":
+        raise ConfigError(
+            "config key 'explain.candidates': best-of-N needs activating excerpts to pick with; the intervention"
+            " explainer shows none"
+        )
     sc = cfg.score
     if not sc.kl_targets or not all(math.isfinite(t) and t > 0 for t in sc.kl_targets):
         raise ConfigError(f"config key 'score.kl_targets': {sc.kl_targets!r} must be positive numbers (nats)")

@@ -77,12 +77,32 @@ class Results:
 
     # ---- explanations ------------------------------------------------------------------------
 
-    def write_explanation(self, row: dict) -> None:
-        row = dict(row, created_at=now())
+    def write_explanation(self, row: dict, candidates: list[dict] | None = None) -> None:
+        """The latent's explanation, and with best-of-N every candidate drawn for it, in one transaction."""
+        stamp = now()
+        row = dict(row, created_at=stamp)
         for key in ("extras", "settings"):
             row[key] = json.dumps(row.get(key) or {}, sort_keys=True)
         with self.db.conn:
             self.db["explanations"].upsert(row, pk=("latent", "explainer"))
+            # A redone explanation replaces its candidates (and the first one's held-out scores) wholesale.
+            self.db.execute(
+                "delete from explanation_candidates where latent = ? and explainer = ?",
+                [row["latent"], row["explainer"]],
+            )
+            if candidates:
+                self.db["explanation_candidates"].insert_all(dict(c, created_at=stamp) for c in candidates)
+
+    def candidates(self, latent: int, explainer: str) -> list[dict]:
+        """Best-of-N: every explanation drawn for the latent, in draw order (empty for a single draw)."""
+        rows = list(
+            self.db["explanation_candidates"].rows_where(
+                "latent = ? and explainer = ?", [latent, explainer], order_by="idx"
+            )
+        )
+        for r in rows:
+            r["heldout"] = json.loads(r["heldout"]) if r["heldout"] else {}
+        return rows
 
     def explanation(self, latent: int, explainer: str) -> dict | None:
         rows = list(self.db["explanations"].rows_where("latent = ? and explainer = ?", [latent, explainer]))
@@ -100,7 +120,9 @@ class Results:
 
     # ---- scores ------------------------------------------------------------------------------
 
-    def write_scores(self, rows: list[dict]) -> None:
+    def write_scores(self, rows: list[dict], first_candidate: dict | None = None) -> None:
+        """Score rows in one transaction; `first_candidate` ({"latent", "explainer", "heldout": {scorer: metric}})
+        adds the held-out scores of a best-of-N latent's first draw in the same one."""
         stamped = []
         for r in rows:
             r = dict(r, created_at=now())
@@ -109,6 +131,17 @@ class Results:
             stamped.append(r)
         with self.db.conn:
             self.db["scores"].upsert_all(stamped, pk=("latent", "explainer", "scorer", "control"))
+            if first_candidate is not None:
+                which = [first_candidate["latent"], first_candidate["explainer"]]
+                old = self.db.execute(
+                    "select heldout from explanation_candidates where latent = ? and explainer = ? and idx = 0", which
+                ).fetchone()
+                if old is not None:
+                    merged = {**json.loads(old[0] or "{}"), **first_candidate["heldout"]}
+                    self.db.execute(
+                        "update explanation_candidates set heldout = ? where latent = ? and explainer = ? and idx = 0",
+                        [json.dumps(merged, sort_keys=True), *which],
+                    )
             bump_scores_written(self.db.conn)  # packed score columns (store/columns.py) are stale from here
 
     def scores(self, latent: int | None = None, explainer: str | None = None) -> list[dict]:

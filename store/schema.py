@@ -506,6 +506,10 @@ def _create_v9(db: sqlite_utils.Database) -> None:
             "n_scored": int,
             "n_failed": int,
             "chosen": int,  # 1: kept as the latent's explanation
+            # JSON {scorer: {value (its primary metric), n_scored, n_failed, LLM accounting}} of the FIRST candidate
+            # on the held-out examples, scored beside the chosen one when it was not chosen itself, so the report can
+            # say what best-of-N gained
+            "heldout": str,
             **_LLM_ACCOUNTING,
             "created_at": str,
         },

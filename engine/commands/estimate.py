@@ -20,7 +20,7 @@ from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import Config, resolve_profile
 from autointerp.engine.interpretation.explainers import EXPLAINERS
 from autointerp.engine.interpretation.prompts import PromptLibrary
-from autointerp.engine.interpretation.sampling import sample_sizes
+from autointerp.engine.interpretation.sampling import CONTRASTIVE_NEGATIVES, sample_sizes
 from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.engine.interpretation.scorers.protocol import template_tokens as _template_tokens
 from autointerp.engine.interpretation.selection import parse_selection
@@ -72,7 +72,7 @@ def plan(cfg: Config) -> dict:
         }
         spec = EXPLAINERS[cfg.explain.explainer]
         if complete and store is not None:
-            work = _work_from_cache(cfg, store, selection, spec.needs_negatives)
+            work = _work_from_cache(cfg, store, selection, spec.needs_negatives or cfg.explain.candidates > 1)
             measured = _measured(store, cfg)
         else:
             if store is not None and store.provenance is not None:
@@ -93,14 +93,29 @@ def plan(cfg: Config) -> dict:
                 else cfg.sample.n_explain * (cfg.cache.window_len + 2)
             )
             rough = _template_tokens(prompts, spec.template, examples="", promoted="", negatives="") + shown
+            n_draws = cfg.explain.candidates
             stages["explain"] = _stage(
                 work["explain"],
-                work["explain"],
-                measured.get("explain"),
+                None if work["explain"] is None else work["explain"] * n_draws,
+                measured.get("explain") if n_draws == 1 else None,
                 rough,
                 int(cfg.explain.max_tokens * spec.token_budget),
                 work["exact"] and not spec.needs_steering,
             )
+            if n_draws > 1 and SCORERS[cfg.explain.candidate_scorer].needs.llm:
+                # Best-of-N: each draw scored on the explainer's examples and explainer-side negatives (an upper
+                # bound: a text drawn twice is scored once, and a latent with few windows shows fewer examples).
+                pick = cfg.explain.candidate_scorer
+                per = n_draws * scorer_calls(cfg, pick, cfg.sample.n_explain, CONTRASTIVE_NEGATIVES)
+                rough_pick, budget = _rough_tokens_per_call(cfg, prompts, pick)
+                stages[f"explain/pick:{pick}"] = _stage(
+                    work["explain"],
+                    None if work["explain"] is None else work["explain"] * per,
+                    None,
+                    rough_pick,
+                    budget,
+                    False,
+                )
         if "score" in cfg.batch.stages:
             for scorer in cfg.score.scorers:
                 todo, calls = work["score"][scorer]

@@ -30,6 +30,7 @@ from autointerp.store.killpoints import kill_point
 from autointerp.store.queries import ActivatingWindows, WindowQueries
 from autointerp.store.results import SampleSet
 
+from . import best_of
 from .errors import BackendUnavailable, InterpretError, StageFailed  # noqa: F401
 from .examples import Example, TokenText, plain
 from .explainers import EXPLAINERS, build_request, parse_explanation
@@ -39,12 +40,13 @@ from .outage import Outage, complete_answered
 from .prompts import PromptLibrary
 from .sampling import ExampleSampler, NegativeSources
 from .scorer_context import InterpreterContext
-from .scorers import SCORERS, intervention
+from .scorers import SCORERS, intervention, primary_metric
 from .selection import Selection, parse_selection
 from .stage import first_error  # noqa: F401
 from .stage import run_stage as _run_stage
 from .tally import COPIED_DEMONSTRATION, StageTally
 
+ACCOUNTING_KEYS = tuple(vars(Accounting()))  # n_calls, tokens, seconds: what every row accounts
 INTERVENTION_STREAM = 0x57EE  # the draw of a latent's intervention prompt pool
 
 
@@ -176,7 +178,9 @@ class Interpreter:
             sources.coactivating = CoactivationIndex(self.queries, self.num_latents)
         elif src == "embedding":
             sources.by_embedding = self._rank_by_embedding
-        return ExampleSampler(self.queries, self.sample_cfg, sources, explainer_negatives=self.spec.needs_negatives)
+        # Best-of-N picks among candidates on explainer-side negatives too, drawn apart from the held-out ones.
+        negatives = self.spec.needs_negatives or self.cfg.explain.candidates > 1
+        return ExampleSampler(self.queries, self.sample_cfg, sources, explainer_negatives=negatives)
 
     def _rank_by_embedding(self, pool: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """Non-activating candidates ordered by similarity to the centroid of the explainer's examples."""
@@ -329,7 +333,18 @@ class Interpreter:
             negatives=negatives,
         )
         extras = {"promoted": promoted} if promoted else {}
-        return (req, len(examples), extras, s.seed, None), None
+        pick = self._pick_state(latent, s, examples) if self.cfg.explain.candidates > 1 else None
+        return (req, len(examples), extras, s.seed, None, pick), None
+
+    def _pick_state(self, latent: int, s: SampleSet, examples: list[Example]):
+        """Best-of-N: the candidate scorer's items from the explainer's examples and explainer-side negatives only
+        (None when the sample set has no such negatives: it was drawn before candidates were asked for)."""
+        negatives = self.role_examples(s, "explain_non")
+        if not negatives:
+            return None
+        scorer = SCORERS[self.cfg.explain.candidate_scorer]
+        rng = np.random.default_rng([s.seed, latent, scorer.stream, best_of.PICK_STREAM])
+        return scorer.prepare(self.context, latent, s, examples, negatives, rng)
 
     def _prepare_explain_steered(self, latent: int, s: SampleSet):
         """The output-side explainer: continuations clean and steered at the median KL target, no excerpts."""
@@ -337,7 +352,7 @@ class Interpreter:
         (effects,) = self.steering_effects(latent, "explain", [target])
         extras = {"steering": effects.summary()}
         if effects.strength is None:
-            return None, len(effects.pairs), extras, s.seed, effects.error
+            return None, len(effects.pairs), extras, s.seed, effects.error, None
         messages = self.prompts.get(self.spec.template).render(examples=intervention.explain_examples(effects))
         req = LLMRequest(
             messages,
@@ -346,17 +361,20 @@ class Interpreter:
             seed=self.cfg.llm.seed,
             json_schema=self.spec.schema if self.json_output else None,
         )
-        return req, len(effects.pairs), extras, s.seed, None
+        return req, len(effects.pairs), extras, s.seed, None, None
 
     async def explain_latent(self, latent: int, redo: bool = False) -> tuple[dict | None, str | None]:
         """Explain one latent; returns (the stored row, None) or (None, why it was skipped)."""
         prepared, skipped = await self._off_loop(self._prepare_explain, latent, redo)
         if prepared is None:
             return None, skipped
-        req, n_examples, extras, seed, failed = prepared
+        req, n_examples, extras, seed, failed, pick = prepared
         acc = Accounting()
+        candidates = None
         if failed is not None:  # nothing to ask (a steering target out of reach): a counted failure
             text, error, raw = None, failed, None
+        elif self.cfg.explain.candidates > 1:
+            text, error, raw, candidates, acc, extras = await self._best_of(latent, req, pick, extras)
         else:
             (r,) = await self._complete([req])
             text, error = parse_explanation(r.text) if r.ok else (None, r.error)
@@ -377,12 +395,63 @@ class Interpreter:
             "seed": seed,
             "n_examples": n_examples,
             "extras": extras,
-            "settings": self._settings(threshold=self.cfg.explain.threshold),
+            "settings": self._settings(threshold=self.cfg.explain.threshold, **self._best_of_settings()),
             **acc.as_row(),
         }
-        await self._off_loop(self.results.write_explanation, row)
+        await self._off_loop(self.results.write_explanation, row, candidates)
         kill_point("explain")
         return row, None
+
+    def _best_of_settings(self) -> dict:
+        ex = self.cfg.explain
+        if ex.candidates == 1:
+            return {}
+        return {
+            "candidates": ex.candidates,
+            "candidate_temperature": ex.candidate_temperature,
+            "candidate_scorer": ex.candidate_scorer,
+        }
+
+    async def _best_of(self, latent: int, req: LLMRequest, pick, extras: dict):
+        """N candidate explanations, each scored by the candidate scorer on the explainer's side (`pick`); returns
+        the kept one's (text, error, raw), the candidate rows, the accounting of every call made, and the extras."""
+        ex, seed = self.cfg.explain, self.cfg.llm.seed
+        responses = await self._complete(best_of.candidate_requests(req, ex.candidates, ex.candidate_temperature, seed))
+        rows = best_of.read_candidates(responses, self._demonstrated, ex.candidate_temperature, seed)
+        scorer = SCORERS[ex.candidate_scorer]
+        metric = scorer.primary_metric
+        seen: dict[str, tuple] = {}  # a text drawn twice is scored once
+        for r in rows:
+            r.update(scorer=ex.candidate_scorer, score=None, n_scored=0, n_failed=0)
+            if r["text"] is None or pick is None:
+                continue
+            if r["text"] not in seen:
+                run, *_ = await scorer.run(self.context, r["text"], pick)
+                m = classification_metrics(run.outcomes, self.sample_cfg.n_deciles)
+                value = run.details.get(metric) if metric not in m else m[metric]
+                seen[r["text"]] = (value, m["n_scored"], m["n_failed"])
+                r["accounting"] = best_of.summed([r["accounting"], run.accounting])
+            r["score"], r["n_scored"], r["n_failed"] = seen[r["text"]]
+        chosen = best_of.choose(rows)
+        kept = rows[chosen if chosen is not None else 0]
+        error = kept["error"]
+        if chosen is None:
+            error = f"all {len(rows)} candidates failed: {kept['error']}"
+        info = {"n": len(rows), "chosen": chosen, "scorer": ex.candidate_scorer, "metric": metric}
+        if pick is None:
+            info["note"] = best_of.NO_PICK_EXAMPLES
+        acc = best_of.summed([r["accounting"] for r in rows])
+        stored = [
+            {
+                "latent": latent,
+                "explainer": self.spec.name,
+                **{k: v for k, v in r.items() if k != "accounting"},
+                "chosen": int(r["idx"] == chosen),
+                **r["accounting"].as_row(),
+            }
+            for r in rows
+        ]
+        return kept["text"], error, kept["raw"], stored, acc, {**extras, "best_of": info}
 
     # ---- score --------------------------------------------------------------------------------
 
@@ -422,16 +491,24 @@ class Interpreter:
             for c, who, text in explanations
             if redo or not self.results.score_done(latent, self.spec.name, scorer, c)
         ]
-        if not todo:
+        first = self._first_candidate_todo(latent, redo)
+        if not todo and first is None:
             return None, "already scored"
         # (rows that exist but hold failed examples a rerun may fix are scored again, whole)
         act = self.role_examples(s, "activating")
         non = self.role_examples(s, "non_activating")
-        state = {
-            scorer: self._score_state(scorer, latent, s, act, non)
-            for scorer in dict.fromkeys(scorer for scorer, *_ in todo)
-        }
-        return (todo, state, s.seed, control is None), None
+        needed = [scorer for scorer, *_ in todo] + (first[1] if first else [])
+        state = {scorer: self._score_state(scorer, latent, s, act, non) for scorer in dict.fromkeys(needed)}
+        return (todo, state, s.seed, control is None, first), None
+
+    def _first_candidate_todo(self, latent: int, redo: bool) -> tuple[str, list[str]] | None:
+        """Best-of-N: when another candidate than the first was kept, the first one's text and the scorers still to
+        score it with on the held-out examples (the same items as the kept one: a paired comparison)."""
+        candidates = self.results.candidates(latent, self.spec.name)
+        if len(candidates) < 2 or candidates[0]["chosen"] or candidates[0]["text"] is None:
+            return None
+        missing = [sc for sc in self.cfg.score.scorers if redo or sc not in candidates[0]["heldout"]]
+        return (candidates[0]["text"], missing) if missing else None
 
     def _score_state(self, scorer: str, latent: int, s: SampleSet, act: list[Example], non: list[Example]):
         """What a scorer needs besides the explanation, made once per latent (shared by the control)."""
@@ -442,12 +519,32 @@ class Interpreter:
         prepared, skipped = await self._off_loop(self._prepare_score, latent, redo)
         if prepared is None:
             return [], skipped
-        todo, state, seed, no_control = prepared
+        todo, state, seed, no_control, first = prepared
         rows = []
         for scorer, control, who, text in todo:  # real then control, scorer by scorer: prefix order
             run, model, backend, sha, settings = await SCORERS[scorer].run(self.context, text, state[scorer])
             rows.append(self._score_row(latent, scorer, control, who, text, run, model, backend, sha, seed, settings))
-        await self._off_loop(self.results.write_scores, rows)
+        heldout = None
+        if first is not None:  # what the first candidate would have scored, for the report's best-of-N gain
+            text, scorers = first
+            extra = []
+            for scorer in scorers:
+                run, model, backend, sha, settings = await SCORERS[scorer].run(self.context, text, state[scorer])
+                extra.append(self._score_row(latent, scorer, 0, latent, text, run, model, backend, sha, seed, settings))
+            heldout = {
+                "latent": latent,
+                "explainer": self.spec.name,
+                "heldout": {
+                    r["scorer"]: {
+                        "value": r.get(primary_metric(r["scorer"])),
+                        **{k: r[k] for k in ("n_scored", "n_failed", *ACCOUNTING_KEYS)},
+                    }
+                    for r in extra
+                },
+            }
+            # Returned beside the score rows so the stage counts their calls and tokens; never stored as scores.
+            rows += [dict(r, first_candidate=1) for r in extra]
+        await self._off_loop(self.results.write_scores, [r for r in rows if "first_candidate" not in r], heldout)
         kill_point("score")
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
 
