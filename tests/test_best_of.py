@@ -199,3 +199,20 @@ def test_the_dry_run_counts_every_draw_and_bounds_the_pick(best_of_run):
         made = [sum(c["n_calls"] - 1 for c in store.results.candidates(x, "default")) for x in latents]
     # Per latent: each draw's detection calls over its explainer examples and negatives (an upper bound).
     assert stages["explain/pick:detection"]["calls"] >= n * max(made) and not stages["explain/pick:detection"]["exact"]
+
+
+def test_the_browser_shows_every_candidate_with_its_pick_score(best_of_run):
+    from autointerp.store.browse import Browser
+    from autointerp.tui.detail import candidates_text
+
+    db, latents, *_ = best_of_run
+    browser = Browser.open(db)
+    try:
+        detail = browser.detail(latents[0])
+    finally:
+        browser.close()
+    assert [(c["idx"], c["chosen"]) for c in detail.candidates] == [(0, 0), (1, 1), (2, 0)]
+    lines = candidates_text(detail.candidates).plain.splitlines()
+    assert lines[0].startswith("3 candidates (default), picked by detection")
+    assert lines[1].startswith("   #0 0.500") and TEXTS[0] in lines[1]
+    assert lines[2].startswith(" * #1 ") and TEXTS[GOOD] in lines[2]

@@ -258,3 +258,22 @@ def test_dry_run_says_how_many_each_exclusion_skipped(planted):
     assert p["cache"]["complete"] and p["excluded"] == {"positional": 1, "unigram": 0}
     assert p["latents"] == N_LATENTS - 1
     assert "skipped  1 positional latents (-positional)" in format_plan(p)
+
+
+def test_the_browser_shows_each_latents_filters(planted):
+    from autointerp.store.browse import Browser
+    from autointerp.tui.detail import filters_text
+
+    browser = Browser.open(planted.path)
+    try:
+        shown = {x: browser.detail(x) for x in (POSITIONAL, ONE_TOKEN, MANY_TOKENS)}
+    finally:
+        browser.close()
+    assert shown[POSITIONAL].filters["positional"] == 1
+    assert "POSITIONAL (MI 1.000)" in filters_text(shown[POSITIONAL].filters).plain
+    one = filters_text(shown[ONE_TOKEN].filters).plain
+    assert "not positional" in one and "unigram candidate, not verified" in one
+    assert (
+        shown[ONE_TOKEN].filters["unigram_tokens"][0][1] == json.loads(rows(planted)[ONE_TOKEN]["unigram_tokens"])[0][1]
+    )
+    assert "not unigram (21 distinct top tokens)" in filters_text(shown[MANY_TOKENS].filters).plain

@@ -167,10 +167,10 @@ def test_schema_9_keeps_ratings_made_before_raters(tmp_path):
     the rater "unknown", and a second rater can then rate the same explanation beside them."""
     import sqlite3
 
+    from conftest import to_schema_8
+
     from autointerp.store.audits import write_audit
     from autointerp.store.synthetic import make_synthetic_db
-
-    from conftest import to_schema_8
 
     path = make_synthetic_db(tmp_path / "s.db", 40, explained=1.0, seed=3)
     write_audit(path, 5, "default", "seen", rater="ana", rating="wrong", note="too broad")
