@@ -1,7 +1,7 @@
 """Audit mode: walk a queue of explained latents, rate each explanation, write your own and a note, flag it.
 
-Ratings go to the `audits` table (store/audits.py) with time stamps; the agreement between ratings and
-each scorer's metric is shown as you go.
+Ratings go to the `audits` table (store/audits.py) under the rater's name (`--rater`), with time stamps; the
+agreement between ratings and each scorer's metric, and between raters, is shown as you go.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from autointerp.store.audits import write_audit
+from autointerp.store.audits import default_rater, write_audit
 from autointerp.store.browse import Browser
 from autointerp.store.text import printable
 
@@ -22,24 +22,53 @@ from .detail import LatentDetailView
 MODES = ("random", "lowest", "filtered")
 
 
-def agreement_table(rows: list[dict]) -> Table | Text:
+def _cell(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def agreement_table(rows: list[dict], mine: list[dict] | None = None) -> Table | Text:
+    """Per scorer: the mean metric per rating and Spearman's rho, pooled over raters (each latent's mean rating),
+    and the current rater's own rho beside it when `mine` is given."""
     if not rows:
         return Text("no scores to compare ratings with yet", "dim")
+    own = {r["scorer"]: r for r in mine or []}
     table = Table(box=None, header_style="bold", pad_edge=False, title="ratings vs scorers", title_justify="left")
-    for col in ("scorer", "metric", "rated", "mean if correct", "partly", "wrong", "Spearman ρ"):
+    cols = ["scorer", "metric", "rated", "mean if correct", "partly", "wrong", "Spearman ρ"]
+    for col in cols + (["ρ yours"] if mine is not None else []):
         table.add_column(col)
     for r in rows:
         m = r["mean_by_rating"]
-        cell = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        cells = [Text(printable(r["scorer"])), r["metric"], str(r["n"])]
+        cells += [_cell(m["correct"]), _cell(m["partly"]), _cell(m["wrong"]), _cell(r["spearman"])]
+        if mine is not None:
+            cells.append(_cell((own.get(r["scorer"]) or {}).get("spearman")))
+        table.add_row(*cells)
+    return table
+
+
+def rater_table(result: dict) -> Table | Text:
+    """Agreement between raters: per pair the latents both rated, the share rated alike and unweighted Cohen's
+    kappa; Krippendorff's alpha (ordinal) over all of them below."""
+    raters = result["raters"]
+    if not raters:
+        return Text("no ratings yet", "dim")
+    counts = ", ".join(f"{printable(r['rater'])} {r['rated']}" for r in raters)
+    if len(raters) == 1:
+        return Text(f"one rater so far ({counts}): no agreement between raters yet", "dim")
+    table = Table(
+        box=None, header_style="bold", pad_edge=False, title="between raters", title_justify="left", min_width=44
+    )  # wide enough for its caption (a caption wraps at the table's width)
+    for col in ("raters", "both rated", "agree", "κ"):
+        table.add_column(col)
+    for p in result["pairs"]:
         table.add_row(
-            Text(printable(r["scorer"])),
-            r["metric"],
-            str(r["n"]),
-            cell(m["correct"]),
-            cell(m["partly"]),
-            cell(m["wrong"]),
-            cell(r["spearman"]),
+            Text(f"{printable(p['a'])} – {printable(p['b'])}"), str(p["n"]), _cell(p["agree"]), _cell(p["kappa"])
         )
+    table.caption = (
+        f"rated: {counts}\nKrippendorff α (ordinal) {_cell(result['alpha'])}, {result['alpha_n']} latents\n"
+        "κ: Cohen's, unweighted"
+    )
+    table.caption_justify = "left"
     return table
 
 
@@ -64,8 +93,9 @@ class AuditPane(Vertical, can_focus=True):
     AuditPane LatentDetailView { height: 1fr; }
     """
 
-    def __init__(self, browser: Browser, db_path: str, mono: bool, filtered, **kw) -> None:
+    def __init__(self, browser: Browser, db_path: str, mono: bool, filtered, rater: str | None = None, **kw) -> None:
         super().__init__(**kw)
+        self.rater = rater or default_rater()  # every rating this pane writes is under this name
         self.browser = browser  # read on the UI thread only (the app gives the pane its UI-thread Browser)
         self.db_path = db_path
         self.mono = mono
@@ -93,6 +123,7 @@ class AuditPane(Vertical, can_focus=True):
             scorer=scorer,
             metric=scorers.get(scorer, "balanced_accuracy"),
             filtered=self.filtered() if mode == "filtered" else None,
+            rater=self.rater,
         )
         self.pos = 0
         self.show_current()
@@ -103,16 +134,24 @@ class AuditPane(Vertical, can_focus=True):
 
     def show_current(self) -> None:
         view = self.query_one(LatentDetailView)
+        n_mine = self.browser.rated_count(self.explainer, self.rater)
         n_rated = self.browser.rated_count(self.explainer)
         head = Text()
         head.append("audit ", "bold")
+        head.append("rater: ")
+        head.append(printable(self.rater), "bold")
         head.append(
-            f"queue: {self.mode}   {self.pos + 1 if self.queue else 0}/{len(self.queue)}   rated: {n_rated}"
-            f"   explainer: {self.explainer}\n"
+            f"   queue: {self.mode}   {self.pos + 1 if self.queue else 0}/{len(self.queue)}"
+            f"   rated by you: {n_mine} (by anyone: {n_rated})   explainer: {printable(self.explainer)}\n"
         )
         head.append("c correct · p partly · w wrong · f flag · o your explanation · n note · ←/→ move · m queue", "dim")
         self.query_one(".a-head", Static).update(head)
-        self.query_one(".a-agree", Static).update(agreement_table(self.browser.agreement(self.explainer)))
+        grid = Table.grid(padding=(0, 4))
+        grid.add_row(
+            agreement_table(self.browser.agreement(self.explainer), self.browser.agreement(self.explainer, self.rater)),
+            rater_table(self.browser.rater_agreement(self.explainer)),
+        )
+        self.query_one(".a-agree", Static).update(grid)
         if self.latent is None:
             view.show_message(
                 "nothing to audit: no latent has an explanation yet"
@@ -126,7 +165,7 @@ class AuditPane(Vertical, can_focus=True):
         if self.latent is None:
             return
         seen = self.browser.explanation_text(self.latent, self.explainer)
-        write_audit(self.db_path, self.latent, self.explainer, seen, **changes)
+        write_audit(self.db_path, self.latent, self.explainer, seen, rater=self.rater, **changes)
 
     def action_rate(self, rating: str) -> None:
         self._write(rating=rating)
@@ -135,7 +174,8 @@ class AuditPane(Vertical, can_focus=True):
 
     def action_flag(self) -> None:
         detail = self.query_one(LatentDetailView).detail
-        flagged = bool(detail and detail.audit and detail.audit["flagged"])
+        mine = detail.audit_of(self.rater, self.explainer) if detail else None
+        flagged = bool(mine and mine["flagged"])
         self._write(flagged=0 if flagged else 1)
         self.show_current()
 
@@ -145,7 +185,8 @@ class AuditPane(Vertical, can_focus=True):
         self.editing = field
         box = self.query_one(Input)
         detail = self.query_one(LatentDetailView).detail
-        box.value = (detail.audit or {}).get(field) or "" if detail else ""
+        mine = detail.audit_of(self.rater, self.explainer) if detail else None
+        box.value = (mine or {}).get(field) or ""
         box.placeholder = (
             f"{'your explanation' if field == 'explanation' else 'note'} for latent {self.latent}"
             " (enter saves, escape cancels)"
