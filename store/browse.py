@@ -31,6 +31,7 @@ from .db import ActivationStore, StoreError
 from .errors import UserError
 from .queries import LatentWindow, WindowQueries
 from .runs import latest_heartbeat, run_rows
+from .similarity import similar_of
 
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
 # have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
@@ -92,15 +93,36 @@ class LatentDetail:
     suppressed: list[tuple[str, float]]
     neighbours: list[tuple[int, float, str | None]]  # latent, decoder cosine, its explanation
     groups: list[ExampleGroup]
-    audit: dict | None
+    audits: list[dict]  # every rater's audit row of the latent (all explainers), by explainer then rater
     has_vocab: bool
     load_ms: float = 0.0
     # The vocabulary the windows were read with (shared, not copied): the detail renders its tokens without
     # going back to the database, so a view on the UI thread never touches the worker's connection.
     vocab: list[str] = field(default_factory=list, repr=False)
+    # Its best and matched latent in another database (the newest `autointerp similarity` run), or None.
+    similar: dict | None = None
+    # Its latent_filters row (positional MI, unigram tokens and verification) or None where never computed.
+    filters: dict | None = None
+    # Best-of-N: every candidate explanation drawn, per explainer, in draw order (empty for single draws).
+    candidates: list[dict] = field(default_factory=list)
 
     def token_text(self, ids) -> list[str]:
         return tokens_as_text(self.vocab, ids)
+
+    def audit_of(self, rater: str, explainer: str) -> dict | None:
+        """One rater's audit row of this latent's explanation by `explainer` (None: they have not touched it)."""
+        return next((a for a in self.audits if a["rater"] == rater and a["explainer"] == explainer), None)
+
+
+@dataclass
+class ScoreHistogram:
+    """One scorer's primary metric over latents: real explanations and the random control on the same edges."""
+
+    scorer: str
+    metric: str
+    edges: np.ndarray  # bins + 1 ascending values
+    real: np.ndarray  # latents per bin
+    control: np.ndarray
 
 
 @dataclass
@@ -476,7 +498,7 @@ class Browser:
                 else {}
             )
             neighbours = [(int(p[0]), float(p[1]), texts.get(p[0])) for p in pairs]
-        audit = self._dict_rows("select * from audits where latent = ? order by explainer", [latent])
+        rated = audits.latent_audits(self._conn, latent)
         detail = LatentDetail(
             latent,
             stats,
@@ -486,10 +508,25 @@ class Browser:
             suppressed,
             neighbours,
             self._groups(latent, per_decile) if self.provenance else [],
-            audit[0] if audit else None,
+            rated,
             has_vocab,
             vocab=vocab,
         )
+        detail.similar = similar_of(self._conn, latent)
+        filters = self._dict_rows("select * from latent_filters where latent = ?", [latent])
+        if filters:
+            detail.filters = dict(filters[0])
+            tokens = json.loads(detail.filters["unigram_tokens"] or "[]")
+            texts = self.token_text([t for t, _ in tokens])
+            detail.filters["unigram_tokens"] = [(text, n) for text, (_, n) in zip(texts, tokens)]
+        detail.candidates = [
+            dict(r)
+            for r in self._dict_rows(
+                "select explainer, idx, text, error, scorer, score, chosen from explanation_candidates"
+                " where latent = ? order by explainer, idx",
+                [latent],
+            )
+        ]
         detail.load_ms = (time.perf_counter() - t0) * 1000
         return detail
 
@@ -521,6 +558,41 @@ class Browser:
         cur = self._conn.execute(sql, args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # ---- plots ------------------------------------------------------------------------------------------
+
+    @_read
+    def activation_histogram(self, latent: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(bin edges, counts) of the latent's nonzero activations, from its statistics row; None without one."""
+        stats = self._store.latent_stats(int(latent))
+        if not stats or not stats.get("hist_counts"):
+            return None
+        return np.asarray(stats["hist_edges"], dtype=np.float64), np.asarray(stats["hist_counts"], dtype=np.int64)
+
+    @_read
+    def score_histograms(self, explainer: str = "default", bins: int = 20) -> list[ScoreHistogram]:
+        """Per scorer (by name), its primary metric's histogram over latents beside the control's, in numpy: the
+        real side is the list's column (`_values`, packed or read once), the control one scan of its rows."""
+        out = []
+        for scorer, metric in sorted(self.scorers().items()):
+            if metric not in METRICS:
+                continue
+            real = self._values(scorer, explainer)
+            real = real[~np.isnan(real)]
+            _, control = read_rows(
+                self._conn,
+                f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 1",
+                [explainer, scorer],
+            )
+            control = control[~np.isnan(control)]
+            if not len(real) and not len(control):
+                continue
+            low = min(0.0, *(float(a.min()) for a in (real, control) if len(a)))  # correlation reaches -1
+            edges = np.linspace(low, 1.0, bins + 1)
+            out.append(
+                ScoreHistogram(scorer, metric, edges, np.histogram(real, edges)[0], np.histogram(control, edges)[0])
+            )
+        return out
 
     # ---- the run monitor ---------------------------------------------------------------------------
 
@@ -569,20 +641,41 @@ class Browser:
 
     @_read
     def audit_queue(
-        self, mode: str, explainer: str, *, scorer: str | None = None, metric: str = "balanced_accuracy", filtered=None
+        self,
+        mode: str,
+        explainer: str,
+        *,
+        scorer: str | None = None,
+        metric: str = "balanced_accuracy",
+        filtered=None,
+        rater: str | None = None,
     ) -> list[int]:
-        """Explained latents to audit in `mode`'s order (store/audits.py `audit_queue`)."""
-        return audits.audit_queue(self._conn, mode, explainer, scorer=scorer, metric=metric, filtered=filtered)
+        """Explained latents to audit in `mode`'s order, those `rater` has not rated first (store/audits.py)."""
+        return audits.audit_queue(
+            self._conn, mode, explainer, scorer=scorer, metric=metric, filtered=filtered, rater=rater
+        )
 
     @_read
-    def rated_count(self, explainer: str) -> int:
-        return audits.rated_count(self._conn, explainer)
+    def rated_count(self, explainer: str, rater: str | None = None) -> int:
+        """Latents `rater` rated (None: rated by anyone)."""
+        return audits.rated_count(self._conn, explainer, rater)
 
     @_read
-    def agreement(self, explainer: str) -> list[dict]:
-        """Ratings against each scorer's primary metric (store/audits.py `agreement`)."""
-        return audits.agreement(self._conn, explainer, self.scorers())
+    def agreement(self, explainer: str, rater: str | None = None) -> list[dict]:
+        """Ratings against each scorer's primary metric, one rater's or pooled over raters (store/audits.py)."""
+        return audits.agreement(self._conn, explainer, self.scorers(), rater)
+
+    @_read
+    def rater_agreement(self, explainer: str) -> dict:
+        """Raters, their counts, Cohen's kappa per pair and Krippendorff's alpha (store/audits.py)."""
+        return audits.rater_agreement(self._conn, explainer)
 
     @_read
     def explanation_text(self, latent: int, explainer: str) -> str | None:
         return audits.explanation_text(self._conn, int(latent), explainer)
+
+    @_read
+    def similar(self, latent: int) -> dict | None:
+        """The latent's best and matched latent in the newest `autointerp similarity` run, with their similarities
+        and the other database's path (store/similarity.py `similar_of`); None without one."""
+        return similar_of(self._conn, int(latent))

@@ -21,6 +21,12 @@ def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(refe
         (x[0], scorer, c) for x in out["explanations"] for scorer in ("detection", "embedding") for c in (0, 1)
     }
     assert "browse the results" in run.stderr and f"autointerp report {db}" in run.stderr
+    hints = run.stderr[run.stderr.index("browse the results") :]
+    assert hints.index(f"autointerp-tui {db}") < hints.index(f"autointerp report {db}")  # the TUI named first
+    # Piped, progress comes as plain lines (none of rich's bars dumped at the end), each stage closing with one.
+    for line in ("cache: 8,192/8,192 tokens (100%)", "explain: 2/2 latents (100%)", "score: 2/2 latents (100%)"):
+        assert line in run.stderr, line
+    assert "ETA done" in run.stderr and "━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━ 8192/8192" not in run.stderr
     ((status, n_latents),) = rows(db, "select status, n_latents from runs")
     assert status == "done" and n_latents == 2
     stages = {r[0]: r[1:] for r in rows(db, "select stage, done, total, ended_at from progress")}

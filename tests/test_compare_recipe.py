@@ -12,6 +12,8 @@ from conftest import rows, run_cli
 from test_dry_run import answer_to_schema
 from test_llm_faults import fake_server
 
+pytestmark = pytest.mark.slow  # two whole batches through the CLI (about two minutes): run by `pytest -q -m slow`
+
 COMMON = """
 [cache]
 n_tokens = 4096

@@ -216,9 +216,9 @@ def test_terminal_escapes_in_the_database_are_shown_not_obeyed(db):
     with sqlite3.connect(db) as c:
         c.execute("update explanations set text = ? where latent = ?", [f"fires on {red} {bidi}", latent])
         c.execute(
-            "insert or replace into audits (latent, explainer, rating, explanation, note, flagged, explanation_seen,"
-            " created_at, updated_at) values (?, 'default', 'wrong', ?, ?, 0, '', 't', 't')",
-            [latent, f"mine {title}", f"note {red}"],
+            "insert or replace into audits (latent, explainer, rater, rating, explanation, note, flagged,"
+            " explanation_seen, created_at, updated_at) values (?, 'default', ?, 'wrong', ?, ?, 0, '', 't', 't')",
+            [latent, f"ana {bidi}", f"mine {title}", f"note {red}"],
         )
         c.execute(
             "insert into events (at, stage, kind, message, data) values ('2026-01-01T00:00:00', 'score', "
@@ -242,7 +242,8 @@ def test_terminal_escapes_in_the_database_are_shown_not_obeyed(db):
     drive(app, steps)
     detail = seen["detail"]
     assert "fires on \\e[31mRED abc\\u202edef" in detail and "\\e[31mRED abc" in seen["row"]
-    assert "yours: mine \\e]0;pwned\\x07" in detail and "note: note \\e[31mRED" in detail
+    assert "ana abc\\u202edef's explanation: mine \\e]0;pwned\\x07" in detail
+    assert "ana abc\\u202edef's note: note \\e[31mRED" in detail
     for shown in seen.values():
         assert "\x1b" not in shown and "\x07" not in shown and "\u202e" not in shown
 

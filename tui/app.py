@@ -26,6 +26,7 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
+from autointerp.store.audits import default_rater
 from autointerp.store.browse import BrowseError, Browser, LatentDetail, MonitorSnapshot
 from autointerp.store.db import StoreError, preflight
 from autointerp.store.text import printable
@@ -34,6 +35,7 @@ from .audit import AuditPane
 from .detail import LatentDetailView
 from .latent_list import LatentList
 from .monitor import MonitorPane
+from .plots import PlotsPane
 
 CSS = """
 Screen { layout: vertical; }
@@ -76,6 +78,7 @@ class AutointerpApp(App):
         Binding("1", "tab('monitor')", "monitor"),
         Binding("2", "tab('latents')", "latents"),
         Binding("3", "tab('audit')", "audit"),
+        Binding("4", "tab('plots')", "plots"),
         Binding("slash", "focus_query", "filter/search"),
         Binding("s", "cycle_sort", "sort"),
         Binding("r", "reverse", "reverse"),
@@ -99,12 +102,20 @@ class AutointerpApp(App):
             super().__init__()
             self.snapshot, self.error = snapshot, error
 
-    def __init__(self, db_path: str | Path, *, poll_s: float = 1.0, mono: bool | None = None) -> None:
+    class PlotsRead(Message):
+        def __init__(self, latent: int | None, hist, scores: list | None, error: str | None = None) -> None:
+            super().__init__()
+            self.latent, self.hist, self.scores, self.error = latent, hist, scores, error
+
+    def __init__(
+        self, db_path: str | Path, *, poll_s: float = 1.0, mono: bool | None = None, rater: str | None = None
+    ) -> None:
         self.started_at = time.perf_counter()
         super().__init__()
         self.db_path = str(db_path)
         self.poll_s = poll_s
         self.mono = bool(os.environ.get("NO_COLOR")) if mono is None else mono
+        self.rater = (rater or "").strip() or default_rater()  # whose ratings audit mode writes (--rater)
         self.error: str | None = None
         self.browser: Browser | None = None
         try:
@@ -120,6 +131,12 @@ class AutointerpApp(App):
         self._detail_lock = threading.Lock()
         self._order_lock = threading.Lock()
         self._monitor_lock = threading.Lock()  # an `exclusive` thread worker is marked cancelled, not stopped
+        # The Plots tab reads on its own connection, opened by its worker the first time the tab is shown (never
+        # at start-up), and keeps the score histograms per explainer until new results arrive.
+        self._plots_db: Browser | None = None
+        self._plots_lock = threading.Lock()
+        self._score_hists: dict[str, list] = {}
+        self._plots_generation = 0  # bumped when results change: a read begun before that is not kept
         self._order_requests = self._order_applied = 0
         self._wanted: int | None = None
         self.sort, self.descending, self.query_text = "latent", False, ""
@@ -161,7 +178,11 @@ class AutointerpApp(App):
                 # The pane reads on the UI thread, so it gets the UI thread's Browser: the detail worker's one
                 # would be read by two threads at once while a latent loads (a share under `_detail_lock` would
                 # make the UI wait for that load).
-                yield Lazy(AuditPane(self.browser, self.db_path, self.mono, lambda: self.query_one(LatentList).ids))
+                yield Lazy(
+                    AuditPane(self.browser, self.db_path, self.mono, lambda: self.query_one(LatentList).ids, self.rater)
+                )
+            with TabPane("Plots [4]", id="plots"):
+                yield Lazy(PlotsPane(self.mono))
         yield Footer()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -341,6 +362,9 @@ class AutointerpApp(App):
                 pane.reload(self.explainer)
         elif tab == "latents":
             self.query_one(LatentList).focus()
+        elif tab == "plots":
+            for plots in self.query(PlotsPane):  # absent for the first frame (mounted lazily)
+                plots.focus()
         else:
             for monitor in self.query(MonitorPane):  # absent for the first frame (mounted lazily)
                 monitor.focus()
@@ -350,12 +374,57 @@ class AutointerpApp(App):
         yield "Monitor: live progress of batch runs", lambda: self.action_tab("monitor")
         yield "Latents: browse", lambda: self.action_tab("latents")
         yield "Audit: rate explanations", lambda: self.action_tab("audit")
+        yield "Plots: activation histogram and score distributions", lambda: self.action_tab("plots")
         for key in self.sort_keys():
             yield f"Sort by {key}", lambda key=key: self._sort_by(key)
 
     def _sort_by(self, key: str) -> None:
         self.sort, self.descending = key, key != "latent"
         self.apply_order(keep=self.query_one(LatentList).latent)
+
+    # ---- the plots -----------------------------------------------------------------------------------
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # Key, click or palette: the plots are read each time their tab is shown (the latent may have changed).
+        if event.pane.id == "plots":
+            self.load_plots()
+
+    def on_plots_pane_mounted(self, message: PlotsPane.Mounted) -> None:
+        if self.query_one(TabbedContent).active == "plots":  # shown before its lazy mount ended
+            self.load_plots()
+
+    def load_plots(self) -> None:
+        latent = self._wanted if self._wanted is not None else self.shown_latent
+        self._read_plots(latent, self.explainer, self._plots_generation)
+
+    @work(thread=True, group="plots")
+    def _read_plots(self, latent: int | None, explainer: str, generation: int) -> None:
+        with self._plots_lock:  # one read at a time on the plots connection
+            try:
+                if self._plots_db is None:
+                    self._plots_db = Browser.open(self.db_path)
+                hist = self._plots_db.activation_histogram(latent) if latent is not None else None
+                scores = self._score_hists.get(explainer)
+                if scores is None:
+                    scores = self._plots_db.score_histograms(explainer)
+                    if generation == self._plots_generation:
+                        self._score_hists[explainer] = scores
+            except Exception as e:  # a reading problem is shown, never a traceback over the UI
+                self.post_message(self.PlotsRead(latent, None, None, f"{type(e).__name__}: {e}"))
+                return
+        self.post_message(self.PlotsRead(latent, hist, scores))
+
+    async def on_autointerp_app_plots_read(self, message: PlotsRead) -> None:
+        panes = self.query(PlotsPane)
+        if not panes:  # not mounted yet (it asks again once it is) or shutting down
+            return
+        if message.error is not None or message.scores is None:
+            self.notify(f"plots: {message.error}", severity="error")
+            return
+        pane = panes.first()
+        pane.show_latent(message.latent, message.hist)
+        await pane.show_scores(message.scores)
+        pane.drawn += 1
 
     # ---- the monitor ---------------------------------------------------------------------------------
 
@@ -406,6 +475,12 @@ class AutointerpApp(App):
         if self._seen_results is not None and seen != self._seen_results:
             for browser in (self.browser, self._order_db, self._detail_db):
                 browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...
+            if self._plots_db is not None:
+                self._plots_db.refresh()
+            self._plots_generation += 1
+            self._score_hists.clear()
+            if self.query_one(TabbedContent).active == "plots":
+                self.load_plots()
             lst = self.query_one(LatentList)
             if seen[0] != self._seen_results[0] or list(self.browser.scorers()) != lst.scorers:
                 self.apply_order(keep=lst.latent)  # new latents or a new scorer column
@@ -418,10 +493,20 @@ class AutointerpApp(App):
 @click.argument("db", required=False)  # checked by `preflight`, which says what is wrong in one line
 @click.option("--serve", is_flag=True, help="Serve the TUI to a browser (textual-serve), on 127.0.0.1 only.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port for --serve.")
-def main(db: str | None, serve: bool, port: int) -> None:
-    """Monitor, browse and audit an autointerp database (default: the config's database)."""
+@click.option(
+    "--rater", help="Your name on the ratings audit mode writes (default: $AUTOINTERP_RATER, else your login)."
+)
+def main(db: str | None, serve: bool, port: int, rater: str | None) -> None:
+    """Monitor, browse and audit an autointerp database.
+
+    DB is the SQLite file a batch writes (default: autointerp.db); it may be in use by a running batch, whose
+    progress the monitor tab then follows. Over SSH run it on the GPU box itself, or serve it with --serve and
+    forward the port: ssh -L 8000:127.0.0.1:8000 HOST, then open http://127.0.0.1:8000."""
     if db is None:
         db = DEFAULT_DB
+    if rater is not None and not rater.strip():  # a blank name would file ratings under nobody
+        click.echo("error: --rater needs a name", err=True)
+        sys.exit(2)
     try:  # a file that cannot be browsed is refused before the screen is taken over: one line, exit 2
         # SQLite's page check reads the whole file (~0.5 s per GiB here): done for files up to 1 GiB, so a larger
         # database still opens in under a second (a damaged page there shows as a read error in the pane).
@@ -434,10 +519,10 @@ def main(db: str | None, serve: bool, port: int) -> None:
         from textual_serve.server import Server
 
         # Bound to the loopback interface only: reach it over SSH with `ssh -L PORT:127.0.0.1:PORT host`.
-        command = f"{sys.executable} -m autointerp.tui {_quote(db)}"
+        command = f"{sys.executable} -m autointerp.tui {_quote(db)} --rater {_quote(rater or default_rater())}"
         Server(command, host="127.0.0.1", port=port, title="autointerp").serve()
         return
-    app = AutointerpApp(db)
+    app = AutointerpApp(db, rater=rater)
     app.run()
     if app.error is not None:
         sys.exit(2)

@@ -3,6 +3,8 @@ activation histogram, logit-lens tokens, decoder neighbours (jumpable) and examp
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
@@ -116,16 +118,64 @@ def explanations_text(detail: LatentDetail) -> Text:
         else:
             text.append(f"failed: {lit(e['error'])}", "italic")
         text.append(f"   ({lit(e['model'])}, {e['n_examples']} examples)\n", "dim")
-    if detail.audit:
-        a = detail.audit
-        text.append("audit: ", "bold")
-        text.append(f"{lit(a['rating'] or 'not rated')}{'  FLAGGED' if a['flagged'] else ''}")
-        if a["explanation"]:
-            text.append("\n  yours: ")
-            text.append(lit(a["explanation"]))
-        if a["note"]:
-            text.append("\n  note: ")
-            text.append(lit(a["note"]))
+    text.append_text(candidates_text(detail.candidates))
+    text.append_text(audits_text(detail.audits))
+    return text
+
+
+def candidates_text(candidates: list[dict]) -> Text:
+    """Best-of-N: each draw with its pick score (on the explainer's own examples), the kept one marked."""
+    text = Text()
+    for explainer in dict.fromkeys(c["explainer"] for c in candidates):
+        rows = [c for c in candidates if c["explainer"] == explainer]
+        text.append(f"{len(rows)} candidates ({lit(explainer)}), picked by {lit(rows[0]['scorer'])} on the", "dim")
+        text.append(" explainer's examples:\n", "dim")
+        for c in rows:
+            score = "   -  " if c["score"] is None else f"{c['score']:.3f}"
+            text.append(f" {'*' if c['chosen'] else ' '} #{c['idx']} {score}  ", "bold" if c["chosen"] else "dim")
+            text.append(visible(c["text"]) if c["text"] is not None else f"failed: {lit(c['error'])}")
+            text.append("\n")
+    return text
+
+
+def filters_text(f: dict | None) -> Text:
+    """What the cache's heuristics say of the latent: positional, and unigram (candidate, verified or not)."""
+    text = Text()
+    if f is None:
+        return text
+    text.append("filters: ", "bold")
+    mi = f["positional_mi"]
+    text.append(("POSITIONAL" if f["positional"] else "not positional") + ("" if mi is None else f" (MI {mi:.3f})"))
+    text.append(" · ")
+    if not f["unigram_candidate"]:
+        text.append(f"not unigram ({f['top_tokens']} distinct top tokens)")
+    else:
+        verdict = {None: "unigram candidate, not verified", 1: "UNIGRAM", 0: "unigram candidate, rejected"}
+        text.append(verdict.get(f["unigram"], "unigram candidate"))
+        if f["unigram_fire"] is not None:
+            text.append(f" (fires in {f['unigram_fire']:.0%} of scrambled contexts)")
+        shown = ", ".join(f"{visible(t)}×{n}" for t, n in f["unigram_tokens"][:6])
+        text.append(f": {shown}", "dim")
+    text.append("\n")
+    return text
+
+
+def audits_text(audits: list[dict]) -> Text:
+    """Every rater's rating on one line per explainer ("ana: correct · bo: wrong"), then their own explanations and
+    notes, each under the rater's name."""
+    text = Text()
+    explainers = list(dict.fromkeys(a["explainer"] for a in audits))
+    for explainer in explainers:
+        rows = [a for a in audits if a["explainer"] == explainer]
+        text.append("audit: " if len(explainers) == 1 else f"audit ({lit(explainer)}): ", "bold")
+        for i, a in enumerate(rows):
+            text.append(" · " if i else "")
+            text.append(f"{lit(a['rater'])}: {lit(a['rating'] or 'not rated')}{' FLAGGED' if a['flagged'] else ''}")
+        for a in rows:
+            for field in ("explanation", "note"):
+                if a[field]:
+                    text.append(f"\n  {lit(a['rater'])}'s {field}: ")
+                    text.append(lit(a[field]))
         text.append("\n")
     return text
 
@@ -145,6 +195,10 @@ def stats_text(detail: LatentDetail) -> Text:
     edges = s.get("hist_edges") or []
     if counts:
         text.append(f"\nhistogram {edges[0]:.2f} {bars(counts)} {edges[-1]:.2f}  (max bin {max(counts)})")
+    if detail.filters is not None:
+        text.append("\n")
+        text.append_text(filters_text(detail.filters))
+        text.rstrip()
     return text
 
 
@@ -192,6 +246,23 @@ def neighbours_text(detail: LatentDetail) -> Text:
     return text
 
 
+def similar_text(s: dict) -> Text:
+    """The latent's partners in another database (the newest `autointerp similarity` run)."""
+    text = Text()
+    text.append("similar latents in ", "bold")
+    text.append(lit(Path(s["other_path"]).name), "bold")
+    text.append(f"  (similarity run {s['run']}, explanations by {lit(s['other_explainer'])})\n", "dim")
+    text.append(f"  best     {s['best']:>7}  similarity {s['best_similarity']:.3f}\n")
+    if s["match"] is None:
+        text.append("  matched        -  (left unmatched by the one-to-one matching)\n", "dim")
+    else:
+        text.append(f"  matched  {s['match']:>7}  similarity {s['match_similarity']:.3f}")
+        if s["decoder_cosine"] is not None:
+            text.append(f"  decoder cos {s['decoder_cosine']:+.3f}")
+        text.append("\n")
+    return text
+
+
 def detail_renderable(detail: LatentDetail, mono: bool) -> Group:
     return Group(
         stats_text(detail),
@@ -201,6 +272,7 @@ def detail_renderable(detail: LatentDetail, mono: bool) -> Group:
         Text(),
         lens_text(detail),
         neighbours_text(detail),
+        *([similar_text(detail.similar)] if detail.similar else []),  # unmatched files render as before
         examples_renderable(detail, mono),
     )
 

@@ -13,4 +13,4 @@ def main() -> None:
         sys.modules["pandas"] = None  # type: ignore[assignment]
     from .app import main as run
 
-    run()
+    run(prog_name="autointerp-tui")

@@ -12,8 +12,10 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from rich.console import Console
@@ -21,11 +23,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
 from autointerp.engine.config import Config, ConfigError
 from autointerp.engine.interpretation.interpret import Interpreter, StageTally, select_latents
@@ -38,6 +41,8 @@ from autointerp.store.runs import RunLog
 from autointerp.store.text import printable
 
 log = logging.getLogger(__name__)
+
+PLAIN_LINE_S = 30.0  # not a terminal: a plain progress line per running stage this often
 
 
 class Interrupted(CannotContinue):
@@ -63,6 +68,57 @@ def stopped(e: BaseException, db) -> CannotContinue | None:
     return None
 
 
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    m, sec = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{sec:02d}"
+
+
+class StageETA(ProgressColumn):
+    """Time left at this run's own pace, from the stage's clock. Rich's TimeRemainingColumn extrapolates the last
+    speed sample and stands still while a stage waits on a slow latent; this one keeps counting, so it moves."""
+
+    def __init__(self, clocks: dict[TaskID, StageClock]):
+        super().__init__()
+        self.clocks = clocks
+
+    def render(self, task) -> Text:
+        clock = self.clocks.get(task.id)
+        if clock is None:
+            return Text("-:--:--")
+        return Text("done" if clock.ended else _hms(clock.eta_s()), style="progress.remaining")
+
+
+class PlainLines:
+    """Under nohup, in a log file or piped, bars do not redraw: one plain line per running stage every `interval_s`
+    seconds instead, whether or not a unit ended meanwhile (a stalled stage says so, its elapsed time and ETA
+    growing), and one when a stage ends."""
+
+    def __init__(self, console: Console, interval_s: float):
+        self.console, self.interval_s = console, interval_s
+        self.clocks: list[StageClock] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="plain-progress", daemon=True)
+
+    def __enter__(self) -> PlainLines:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for clock in list(self.clocks):
+                if not clock.ended:
+                    self.print(clock)
+
+    def print(self, clock: StageClock) -> None:
+        self.console.print(clock.line(), highlight=False, markup=False)
+
+
 @dataclass
 class StageClock:
     """One stage's progress as shown in the terminal and written for monitors, throttled."""
@@ -73,7 +129,30 @@ class StageClock:
     started: float = field(default_factory=time.monotonic)
     started_at: str = ""
     last_write: float = 0.0
-    last_line: float = 0.0
+    done: int = 0
+    first: int | None = None  # units already done when this run reached the stage (a resumed stage)
+    info: str = ""
+    ended: bool = False
+
+    def update(self, done: int, info: str) -> None:
+        if self.first is None:
+            self.first = done
+        self.done, self.info = done, info
+
+    def eta_s(self) -> float | None:
+        """Seconds left at this run's own pace (resumed units excluded), or None before any unit of this run ends."""
+        here = self.done - (self.first or 0)
+        if here <= 0:
+            return None
+        return (time.monotonic() - self.started) * (self.total - self.done) / here
+
+    def line(self) -> str:
+        """One plain progress line, for logs and pipes."""
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        elapsed = _hms(time.monotonic() - self.started)
+        eta = "done" if self.ended else _hms(self.eta_s())
+        info = f" {self.info}" if self.info else ""
+        return f"{self.stage}: {self.done:,}/{self.total:,} {self.unit}{pct}{info}, elapsed {elapsed}, ETA {eta}"
 
     def values(self, done: int, tally: StageTally | None) -> dict:
         v = {"total": self.total, "done": done, "wall_s": time.monotonic() - self.started}
@@ -97,8 +176,10 @@ class BatchRunner:
         self.cfg, self.redo, self.argv = cfg, redo, argv or []
         self.console = console or Console(stderr=True)
         if not self.console.is_terminal:  # a log file: wide enough for the report's tables
-            self.console.width = max(self.console.width, 140)
+            self.console.width = max(self.console.width, 1000)  # tables whole, never cut with ellipses
         self.run_log: RunLog | None = None
+        self.clocks: dict[TaskID, StageClock] = {}
+        self.plain: PlainLines | None = None  # set while a run writes plain progress lines (not a terminal)
         self.tallies: dict[str, StageTally] = {}
         self.latents: list[int] = []
 
@@ -141,8 +222,9 @@ class BatchRunner:
         try:
             store = ActivationStore.open(cfg.db, create=True)
             self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection.text, config=dataclasses.asdict(cfg))
-            with self._progress() as progress:
-                self.progress = progress
+            plain = PlainLines(self.console, PLAIN_LINE_S) if not self.console.is_terminal else nullcontext()
+            with self._progress() as progress, plain:
+                self.progress, self.plain = progress, plain if isinstance(plain, PlainLines) else None
                 if inputs is not None:
                     store.close()  # run_cache opens its own connection
                     self._cache(inputs)
@@ -201,19 +283,27 @@ class BatchRunner:
             TextColumn("{task.fields[info]}"),
             TimeElapsedColumn(),
             TextColumn("ETA"),
-            TimeRemainingColumn(),
+            StageETA(self.clocks),
         )
-        return Progress(*columns, console=self.console)
+        # Not a terminal: the bars would only be dumped at the end; PlainLines writes lines as the run goes.
+        return Progress(*columns, console=self.console, disable=not self.console.is_terminal)
 
     def _clock(self, stage: str, unit: str, total: int) -> tuple[StageClock, TaskID]:
-        clock = StageClock(stage, unit, total, started_at=now())
+        # Latent stages count from 0 (latents found done are skipped in an instant and counted as they come); the
+        # cache's first report is the tokens a resumed cache already holds.
+        clock = StageClock(stage, unit, total, started_at=now(), first=0 if unit == "latents" else None)
         task = self.progress.add_task(stage, total=total, unit=unit, info="")
+        self.clocks[task] = clock
+        if self.plain is not None:
+            self.plain.clocks.append(clock)
         log.info("%s: started (%s %s)", stage, f"{total:,}", unit)
         return clock, task
 
     def _report(
         self, clock: StageClock, task: TaskID, done: int, info: str, tally: StageTally | None, final: bool = False
     ) -> None:
+        clock.update(done, info)
+        clock.ended = final
         self.progress.update(task, completed=done, info=info)
         now = time.monotonic()
         if final:
@@ -231,10 +321,8 @@ class BatchRunner:
             self.run_log.progress(
                 clock.stage, clock.unit, clock.values(done, tally), started_at=clock.started_at, ended=final
             )
-        # Under nohup or in a log file the bars do not redraw: a plain line every 30 s instead.
-        if not self.console.is_terminal and (final or now - clock.last_line >= 30):
-            clock.last_line = now
-            self.console.print(f"{clock.stage}: {done:,}/{clock.total:,} {clock.unit} {info}", highlight=False)
+        if final and self.plain is not None:
+            self.plain.print(clock)
 
     def _event(self, stage: str, kind: str, message: str) -> None:
         log.log(logging.WARNING if kind in ("outage", "warning") else logging.INFO, "%s %s: %s", stage, kind, message)
@@ -317,6 +405,7 @@ class BatchRunner:
         db = self.cfg.db
         self.console.print(
             "browse the results:\n"
+            f"  autointerp-tui {db}               latents, heatmaps, every score's evidence, audits\n"
             f"  autointerp report {db}            per-scorer metrics, failures, tokens, time\n"
             f"  autointerp info {db}              the cache and what is explained\n"
             f"  autointerp export {db} --format json --out results/\n"

@@ -90,6 +90,20 @@ def check_output_folder(path: str | None, option: str) -> None:
         raise ConfigError(f"cannot create {option} {folder}: {why}")
 
 
+PIPE_WIDTH = 1000  # piped or redirected: tables at their natural width, never cut to 80 columns with ellipses
+
+
+def stdout_console():
+    """The console a command prints its result on: the terminal's width there; piped (to a file, `head`, `less`)
+    as wide as the tables need, so every header and number is whole."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console.width = PIPE_WIDTH
+    return console
+
+
 def status(message: str):
     """A spinner on a terminal, nothing otherwise: a command that then fails prints only its error line."""
     from rich.console import Console
@@ -379,10 +393,12 @@ def init(path, force) -> None:
 @click.option("--usd-per-mtok-prompt", type=float, help="Dollars per million prompt tokens, for the price estimate.")
 @click.option("--usd-per-mtok-output", type=float, help="Dollars per million output tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--html", "html_path", type=click.Path(), help="Also write the report with its figures as one HTML file.")
+@click.option("--png", "png_dir", type=click.Path(), help="Also write the figures as PNG files into this folder.")
 @user_errors
-def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output, as_json) -> None:
-    """Per-scorer metrics beside the random control, failures, tokens and time per stage, price estimate."""
-    from rich.console import Console
+def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output, as_json, html_path, png_dir) -> None:
+    """Per-scorer metrics beside the random control, failures, tokens and time per stage, price estimate;
+    with --html / --png, figures of the run too."""
 
     from autointerp.store.db import ActivationStore
 
@@ -391,6 +407,14 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
     cfg = resolve_config(config_path, db=db, explainer=explainer)
     b = cfg.batch
     preflight(db, must_exist=True, writing=False)
+    if html_path is not None or png_dir is not None:  # unusable outputs are refused before any work
+        from .report_html import check_html_path, check_png_folder
+
+        if html_path is not None:
+            check_html_path(html_path)
+        if png_dir is not None:
+            check_png_folder(png_dir)
+    written: list = []
     with ActivationStore.open(db, readonly=True) as store:
         result = batch_report(
             store,
@@ -399,10 +423,24 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
             usd_per_mtok_prompt if usd_per_mtok_prompt is not None else b.usd_per_million_prompt_tokens,
             usd_per_mtok_output if usd_per_mtok_output is not None else b.usd_per_million_output_tokens,
         )
+        if html_path is not None or png_dir is not None:
+            from .report_html import write_pictures
+
+            with status("drawing figures ...") as spinner:
+                written = write_pictures(
+                    store,
+                    result,
+                    html_path=html_path,
+                    png_folder=png_dir,
+                    title=f"autointerp report: {Path(db).name}",
+                    progress=spinner.update,
+                )
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
-        print_report(result, Console())
+        print_report(result, stdout_console())
+    for path in written:
+        click.echo(f"wrote {path}", err=True)  # stderr: stdout stays the report (one JSON object with --json)
 
 
 @main.command()
@@ -420,7 +458,6 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 def compare(db_a, db_b, explainer, n_boot, seed, as_json) -> None:
     """Two runs' scores side by side (e.g. SAE latents vs neurons): per scorer, B - A with a bootstrap CI and a
     Mann-Whitney test, beside the random-explanation control."""
-    from rich.console import Console
 
     from .compare import compare as run
     from .compare import format_comparison
@@ -433,13 +470,82 @@ def compare(db_a, db_b, explainer, n_boot, seed, as_json) -> None:
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
     else:
-        Console().print(format_comparison(result))
+        stdout_console().print(format_comparison(result))
+
+
+@main.command()
+@click.argument("db_a", type=click.Path(dir_okay=False))
+@click.argument("db_b", type=click.Path(dir_okay=False))
+@click.option(
+    "--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), default="default", show_default=True
+)
+@click.option(
+    "--other-explainer",
+    type=click.Choice(list(CHOICES["explain.explainer"])),
+    help="B's explainer (default: the same as --explainer).",
+)
+@click.option(
+    "--block-size",
+    type=click.IntRange(min=1),
+    default=8192,
+    show_default=True,
+    help="Rows and columns of one similarity tile (memory ~ 4 bytes x block^2).",
+)
+@click.option(
+    "--exact-limit",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Exact one-to-one matching while n_A x n_B <= this^2; beyond it, an approximation in blocks.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random-pairs control.")
+@click.option("--no-store", is_flag=True, help="Only report: store no pairs in A (e.g. a read-only A).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, ... (auto: cuda when there is one).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def similarity(
+    db_a, db_b, explainer, other_explainer, block_size, exact_limit, seed, no_store, device, as_json
+) -> None:
+    """Match A's latents with B's by the sentence-embedding similarity of their explanations (and decoder cosine
+    where both share a space): best-match distributions, a one-to-one matching, a random-pairs control. The pairs
+    are stored in A for the TUI."""
+
+    from .similarity import format_similarity, progress_bar
+    from .similarity import similarity as run
+
+    for db in (db_a, db_b):
+        preflight(db, must_exist=True, writing=False)
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    with progress_bar() as progress:
+        result = run(
+            db_a,
+            db_b,
+            explainer=explainer,
+            other_explainer=other_explainer,
+            block_size=block_size,
+            exact_limit=exact_limit,
+            seed=seed,
+            store=not no_store,
+            device=device,
+            progress=progress,
+        )
+    for warning in result.summary["warnings"]:
+        say("warning", warning)
+    if as_json:
+        click.echo(json.dumps(result.summary, sort_keys=True))
+    else:
+        stdout_console().print(format_similarity(result.summary))
 
 
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["delphi", "json", "csv"]), default="json", show_default=True)
-@click.option("--out", required=True, type=click.Path(), help="A folder (delphi) or a file (json, csv).")
+@click.option(
+    "--format", "fmt", type=click.Choice(["delphi", "json", "csv", "neuronpedia"]), default="json", show_default=True
+)
+@click.option("--out", required=True, type=click.Path(), help="A folder (delphi, neuronpedia) or a file (json, csv).")
 @click.option(
     "--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), default="default", show_default=True
 )
@@ -665,10 +771,10 @@ def bench_tui(args) -> None:
     os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui.bench", *args])
 
 
-@main.command(context_settings={"ignore_unknown_options": True})
+@main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def tui(args) -> None:
-    """Open the terminal UI (same as autointerp-tui)."""
+    """Open the terminal UI on DB (same as autointerp-tui; --help lists DB, --serve, --port, --rater)."""
     # Started as its own program: the engine never imports Textual.
     os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui", *args])
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from autointerp.engine.config import Config
 from autointerp.engine.interpretation.metrics import METRIC_NAMES
 from autointerp.engine.interpretation.scorers import SCORERS
+from autointerp.store.audits import AUDITS_BY_LATENT, export_columns
 from autointerp.store.db import ActivationStore, preflight, why_not_creatable
 from autointerp.store.errors import UserError
 from autointerp.store.killpoints import kill_point
@@ -78,8 +79,8 @@ def score_sides(store: ActivationStore, explainer: str) -> list[str]:
 
 
 def flat_rows(store: ActivationStore, explainer: str) -> Iterator[dict]:
-    """One row per explained latent: its explanation, statistics, audit and every scorer's metrics (and control's),
-    in latent order. Streamed: the explanations (joined with statistics and audits) and the scores' metric columns
+    """One row per explained latent: its explanation, statistics, audits (every rater's, as one set of columns) and
+    every scorer's metrics (and control's), in latent order. Streamed: the explanations (joined with statistics and audits) and the scores' metric columns
     (never their outcomes) are read by two cursors in the same order and merged, so one latent is held at a time
     at any number of latents."""
     metric_cols = ", ".join(METRIC_NAMES)
@@ -91,14 +92,13 @@ def flat_rows(store: ActivationStore, explainer: str) -> Iterator[dict]:
     pending = next(scores, None)
     for row in store.db.execute(
         "select e.latent, e.text, e.error, e.model, e.n_examples, e.prompt_tokens, e.output_tokens,"
-        " l.frequency, l.max_act, l.n_windows,"
-        " a.rating, a.explanation, a.note, a.flagged, a.updated_at"
+        " l.frequency, l.max_act, l.n_windows, a.audits"
         " from explanations e left join latents l on l.latent = e.latent"
-        " left join audits a on a.latent = e.latent and a.explainer = e.explainer"
+        f" left join ({AUDITS_BY_LATENT}) a on a.latent = e.latent"
         " where e.explainer = ? order by e.latent",
-        [explainer],
+        [explainer, explainer],
     ):
-        latent, text, error, model, n_examples, pt, ot, freq, max_act, n_windows, *audit = row
+        latent, text, error, model, n_examples, pt, ot, freq, max_act, n_windows, audits = row
         sides: dict[str, dict] = {}
         while pending is not None and pending[0] <= latent:
             if pending[0] == latent:
@@ -120,7 +120,8 @@ def flat_rows(store: ActivationStore, explainer: str) -> Iterator[dict]:
             "prompt_tokens": pt,
             "output_tokens": ot,
             "scores": sides,
-            **dict(zip(("audit_rating", "audit_explanation", "audit_note", "audit_flagged", "audit_at"), audit)),
+            # One row per latent however many rated it: the ratings by rater, their mean, and the agreed rating.
+            **export_columns(json.loads(audits) if audits else {}),
         }
 
 
@@ -137,6 +138,10 @@ def _write_json(f, rows: Iterator[dict]) -> int:
 def export(cfg: Config, fmt: str, out: str | Path) -> dict:
     """Write the export; returns {"files": n, "latents": n, "path": ...}. Paths and the database are checked
     before anything is written, and files appear whole or not at all."""
+    if fmt == "neuronpedia":  # a folder of batched JSONL.gz tables, in its own module
+        from .export_neuronpedia import export_neuronpedia
+
+        return export_neuronpedia(cfg, out)
     preflight(cfg.db, must_exist=True, writing=False)
     out = output_path(out, fmt, cfg.db)
     with ActivationStore.open(cfg.db, readonly=True) as store:
@@ -172,6 +177,8 @@ def _write_csv(f, rows: Iterator[dict], sides: list[str]) -> int:
         "prompt_tokens",
         "output_tokens",
         "audit_rating",
+        "audit_mean",
+        "audit_ratings",
         "audit_explanation",
         "audit_note",
         "audit_flagged",
@@ -181,7 +188,7 @@ def _write_csv(f, rows: Iterator[dict], sides: list[str]) -> int:
     w.writerow(base + metric_cols)
     n = 0
     for r in rows:
-        cells = [r[k] for k in base]
+        cells = [json.dumps(r[k], sort_keys=True) if isinstance(r[k], dict) else r[k] for k in base]
         for col in metric_cols:
             side, metric = col.split(".")
             cells.append(r["scores"].get(side, {}).get(metric))

@@ -8,9 +8,13 @@ from rich.text import Text
 
 from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise, summarise_columns
 from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store.audits import rater_report
+from autointerp.store.columns import METRICS
 from autointerp.store.filters import filter_counts
 from autointerp.store.results import Results
 from autointerp.store.text import printable
+
+from .best_of_report import best_of_report, print_best_of
 
 
 def score_summary(results: Results, explainer: str, latents: list[int] | None = None) -> dict:
@@ -174,7 +178,7 @@ def batch_report(
             "select stage, sum(wall_s), count(distinct run) from progress group by stage order by min(started_at)"
         )
     }
-    return {
+    out: dict = {
         "explainer": explainer,
         "latents": len(latents) if latents is not None else None,
         "explanations": {"total": n_expl, "ok": n_ok, "failed": n_expl - n_ok, "failures": failures},
@@ -192,6 +196,18 @@ def batch_report(
         # were verified through the model, and how many were confirmed unigram latents.
         "filters": filter_counts(store),
     }
+    # Human ratings (audit mode): who rated how many, agreement between raters and with each scorer. Over every
+    # rating whatever `latents` says (ratings are few, and agreement needs all of them); absent when nobody rated.
+    metrics = {scorer: v["primary_metric"] for scorer, v in out["scores"].items() if v["primary_metric"] in METRICS}
+    raters = rater_report(db.conn, explainer, metrics)
+    if raters is not None:
+        out["raters"] = raters
+    # Best-of-N (explain.candidates > 1): the held-out gain of the kept explanation over the first draw; absent
+    # when no latent had candidates.
+    best_of = best_of_report(db, explainer, metrics)
+    if best_of is not None:
+        out["best_of"] = best_of
+    return out
 
 
 def print_report(report: dict, console) -> None:
@@ -223,6 +239,10 @@ def print_report(report: dict, console) -> None:
             console.print(
                 f"  {printable(scorer)}: {n} examples failed: {printable(why)}", highlight=False, markup=False
             )
+    if report.get("raters"):
+        print_raters(report["raters"], console)
+    if report.get("best_of"):
+        print_best_of(report["best_of"], console)
     table = Table(title="LLM use per stage")
     for col in (
         "stage",
@@ -269,3 +289,48 @@ def print_report(report: dict, console) -> None:
             highlight=False,
             markup=False,
         )
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _rho(row: dict | None) -> str:
+    return "-" if row is None else f"{_num(row['spearman'])} (n={row['n']})"
+
+
+def print_raters(raters: dict, console) -> None:
+    """The raters section: who rated how many, agreement between raters (unweighted Cohen's kappa per pair,
+    Krippendorff's alpha at the ordinal level over all), and Spearman's rho with each scorer per rater and pooled."""
+    from rich.table import Table
+
+    counts = ", ".join(f"{printable(r['rater'])} {r['rated']}" for r in raters["raters"])
+    console.print(f"raters: {counts} ({raters['latents_rated']} latents rated)", highlight=False, markup=False)
+    if raters["pairs"]:
+        console.print(
+            f"  Krippendorff's alpha (ordinal) {_num(raters['alpha'])} over {raters['alpha_n']} latents rated by"
+            " two or more",
+            highlight=False,
+            markup=False,
+        )
+        for p in raters["pairs"]:
+            console.print(
+                f"  {printable(p['a'])} - {printable(p['b'])}: Cohen's kappa (unweighted) {_num(p['kappa'])},"
+                f" rated alike {_num(p['agree'])}, n {p['n']}",
+                highlight=False,
+                markup=False,
+            )
+    if not raters.get("scorers"):
+        return
+    names = [r["rater"] for r in raters["raters"]]
+    table = Table(title="ratings vs scorers (Spearman's rho; n latents rated and scored)")
+    for col in ("scorer", "metric", "pooled", *names):
+        table.add_column(Text(printable(col)))
+    for scorer, v in raters["scorers"].items():
+        table.add_row(
+            Text(printable(scorer)),
+            v["metric"],
+            _rho(v["pooled"]),
+            *(_rho(v["by_rater"].get(name)) for name in names),
+        )
+    console.print(table)
