@@ -50,3 +50,21 @@ def test_plain_lines_keep_coming_and_the_eta_moves_while_a_stage_waits():
     etas = [re.search(r"ETA (\d+):(\d\d):(\d\d)", line).groups() for line in lines]
     seconds = [int(h) * 3600 + int(m) * 60 + int(s) for h, m, s in etas]
     assert seconds[0] >= 40 and seconds[-1] > seconds[0]  # 8 left at 5 s each, growing while it waits
+
+
+def test_info_json_gives_the_numbers_it_prints(scored_db):
+    import json
+    import sqlite3
+
+    run = run_cli("info", scored_db, "--json", "--top", "3")
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    with sqlite3.connect(scored_db) as c:
+        ok, failed = c.execute("select count(text), count(*) - count(text) from explanations").fetchone()
+        top = [r[0] for r in c.execute("select latent from latents order by count desc limit 3")]
+        dead = c.execute("select count(*) from latents where count = 0").fetchone()[0]
+    c.close()
+    assert [r["latent"] for r in info["top_latents"]] == top and info["dead_latents"] == dead
+    assert info["explainers"][0]["explanations"] == ok and info["explainers"][0]["failed"] == failed
+    text = run_cli("info", scored_db, "--top", "3").stdout
+    assert f"{info['dead_latents']} never fired" in text and f"{info['activations']:,} activations" in text

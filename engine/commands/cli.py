@@ -561,8 +561,9 @@ def export(db, fmt, out, explainer) -> None:
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
 @click.option("--top", default=10, help="How many of the most frequent latents to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
-def info(db, top) -> None:
+def info(db, top, as_json) -> None:
     """Summarise a database: provenance, cache size, most frequent latents."""
     from autointerp.store.db import ActivationStore
 
@@ -570,11 +571,47 @@ def info(db, top) -> None:
     with ActivationStore.open(db, readonly=True) as store:
         prov = store.provenance
         if prov is None:
-            click.echo(f"{db}: empty (no activation cache yet)")
+            if as_json:
+                click.echo(json.dumps({"db": str(db), "provenance": None}))
+            else:
+                click.echo(f"{db}: empty (no activation cache yet)")
             return
-        p = {k: printable(v) for k, v in prov.items()}  # what a file says is shown, never obeyed
         size = os.path.getsize(db)
         nnz = store.nnz()
+        top_rows = store.db.execute(
+            "select latent, count, frequency, max_act from latents order by count desc limit ?", [top]
+        ).fetchall()
+        summary = {
+            "db": str(db),
+            "provenance": dict(prov),
+            "chunks": len(store.chunks()),
+            "tokens": store.n_tokens(),
+            "activations": nnz,
+            "bytes": size,
+            "bytes_per_activation": size / max(nnz, 1),
+            "dead_latents": store.db.execute("select count(*) from latents where count = 0").fetchone()[0],
+            "top_latents": [
+                {"latent": latent, "count": count, "frequency": freq, "max_act": mx}
+                for latent, count, freq, mx in top_rows
+            ],
+            "explainers": [
+                {
+                    "explainer": explainer,
+                    "explanations": ok,
+                    "failed": failed,
+                    "scored": store.db.execute(
+                        "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
+                    ).fetchone()[0],
+                }
+                for explainer, ok, failed in store.db.execute(
+                    "select explainer, count(text), count(*) - count(text) from explanations group by explainer"
+                ).fetchall()
+            ],
+        }
+        if as_json:
+            click.echo(json.dumps(summary, indent=1))
+            return
+        p = {k: printable(v) for k, v in prov.items()}  # what a file says is shown, never obeyed
         click.echo(f"model       {p['model']}  ({p['model_hash']})")
         click.echo(f"hook        {p['hook']}")
         click.echo(
@@ -583,24 +620,18 @@ def info(db, top) -> None:
         )
         click.echo(f"corpus      {p['corpus']}  ({p['corpus_hash']}), seq_len {p['seq_len']}, seed {p['seed']}")
         click.echo(
-            f"cached      {len(store.chunks())} chunks, {store.n_tokens():,} tokens, {nnz:,} activations, "
-            f"{size / 1e6:.1f} MB ({size / max(nnz, 1):.2f} bytes/activation)"
+            f"cached      {summary['chunks']} chunks, {summary['tokens']:,} tokens, {nnz:,} activations, "
+            f"{size / 1e6:.1f} MB ({summary['bytes_per_activation']:.2f} bytes/activation)"
         )
-        rows = list(
-            store.db.execute("select latent, count, frequency, max_act from latents order by count desc limit ?", [top])
-        )
-        dead = store.db.execute("select count(*) from latents where count = 0").fetchone()[0]
-        click.echo(f"latents     {dead} never fired")
-        for latent, count, freq, mx in rows:
-            click.echo(f"  latent {latent:6d}  count {count:8d}  freq {freq:.4f}  max {mx:.2f}")
-        for explainer, ok, failed in store.db.execute(
-            "select explainer, count(text), count(*) - count(text) from explanations group by explainer"
-        ):
-            scored = store.db.execute(
-                "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
-            ).fetchone()[0]
+        click.echo(f"latents     {summary['dead_latents']} never fired")
+        for r in summary["top_latents"]:
             click.echo(
-                f"explainer   {printable(explainer)}: {ok} explanations ({failed} failed), {scored} latents scored"
+                f"  latent {r['latent']:6d}  count {r['count']:8d}  freq {r['frequency']:.4f}  max {r['max_act']:.2f}"
+            )
+        for e in summary["explainers"]:
+            click.echo(
+                f"explainer   {printable(e['explainer'])}: {e['explanations']} explanations ({e['failed']} failed),"
+                f" {e['scored']} latents scored"
             )
         _print_runs(store)
 
