@@ -158,7 +158,7 @@ def test_excerpt_order_does_not_depend_on_which_other_scorers_run(planted_db):
         cfg = Config(db=str(planted_db), sample=sample, score=ScoreConfig(scorers=scorers))
         with ActivationStore.open(planted_db) as store:
             interp = Interpreter(cfg, store, backend=None)
-            (todo, items, seed, _), _ = interp._prepare_score(1, redo=True)
+            (todo, items, seed, _, _), _ = interp._prepare_score(1, redo=True)
             drawn.append([(it.window, it.label, it.text) for it in items["detection"]["items"]])
             interp.close()
     assert drawn[0] == drawn[1] and len(drawn[0]) == 20
