@@ -3,8 +3,10 @@ activation histogram, logit-lens tokens, decoder neighbours (jumpable) and examp
 
 from __future__ import annotations
 
+from itertools import zip_longest
 from pathlib import Path
 
+from rich.cells import set_cell_size
 from rich.console import Group
 from rich.text import Text
 from textual.app import ComposeResult
@@ -18,8 +20,10 @@ from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from autointerp.store.browse import METRICS, PRIMARY_METRIC, LatentDetail
+from autointerp.store.evidence import ScorerEvidence
 from autointerp.store.text import printable
 
+from .evidence import ValuesScreen, ValuesWindow, evidence_text
 from .heatmap import heat_text, legend, visible
 
 # Everything the database holds is shown literally: control characters spelled out (store/text.py), and put into
@@ -46,14 +50,31 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
+# Metric names short enough that the table's header stays on one line in an 80-column pane; the legend under the
+# table spells out the ones that are not plain.
+METRIC_ABBREV = {
+    "balanced_accuracy": "bal.acc",
+    "accuracy": "acc",
+    "precision": "prec",
+    "recall": "recall",
+    "f1": "f1",
+    "auroc": "auroc",
+    "correlation": "corr",
+}
+# Two short lines: each fits an 80-column pane, so the legend never wraps mid-entry.
+SCORES_LEGEND = (
+    "bal.acc balanced accuracy · acc accuracy · prec precision\ncorr correlation · ctrl a random latent's explanation"
+)
+
+
 def scores_table(detail: LatentDetail) -> Text:
-    """Fixed-width columns in one Text (a rich Table costs ~20 ms per latent to measure and render)."""
+    """Fixed-width columns in one Text (a rich Table costs ~20 ms per latent to measure and render): 67 columns,
+    so the header is one line in an 80-column pane (less its padding and scrollbar)."""
     if not detail.scores:
         return Text("not scored yet\n", style="italic")
     text = Text()
     text.append(
-        f"{'explainer':<10} {'scorer':<12} {'metric':<17} {'score':>6} {'control':>7} {'n':>4} {'failed':>6}"
-        "  recall by decile (1→10)\n",
+        f"{'explainer':<9} {'scorer':<12} {'metric':<7} {'score':>6} {'ctrl':>6} {'n':>4} {'fail':>4}  recall 1→10\n",
         "bold",
     )
     for entry in detail.scores:
@@ -67,14 +88,15 @@ def scores_table(detail: LatentDetail) -> Text:
                 continue
             rec = real.get("recall_per_decile") if first else None
             text.append(
-                f"{lit(entry['explainer']) if first else '':<10.10} {lit(entry['scorer']) if first else '':<12.12} {m:<17}"
-                f" {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>7}"
+                f"{lit(entry['explainer']) if first else '':<9.9} {lit(entry['scorer']) if first else '':<12.12}"
+                f" {METRIC_ABBREV.get(m, m):<7.7} {_fmt(real.get(m)):>6} {_fmt(control.get(m)):>6}"
                 f" {(str(real.get('n_scored') or real.get('n_auroc') or 0) if real else '-') if first else '':>4}"
-                f" {str(real.get('n_failed', '-')) if first else '':>6}  {bars(rec, 1.0) if rec else ''}\n"
+                f" {str(real.get('n_failed', '-')) if first else '':>4}  {bars(rec, 1.0) if rec else ''}\n"
             )
             first = False
         for line in details_lines(entry["scorer"], real.get("details") or {}):
-            text.append(f"{'':<23} {lit(line)}\n", "dim")
+            text.append(f"{'':<10} {lit(line)}\n", "dim")
+    text.append(SCORES_LEGEND + "\n", "dim")
     return text
 
 
@@ -202,25 +224,42 @@ def stats_text(detail: LatentDetail) -> Text:
     return text
 
 
-def lens_text(detail: LatentDetail) -> Text:
+LENS_TOKEN = 16  # cells per token in the logit-lens table: two columns of token + value fit in 51 cells
+
+
+def lens_table(detail: LatentDetail) -> Text:
+    """Logit-lens tokens as two columns, promoted | suppressed, each token with its value, one pair per row."""
     text = Text()
     if not detail.promoted and not detail.suppressed:
-        text.append("logit lens: not computed (run `autointerp annotate DB`)", "dim")
+        text.append("logit lens: not computed (run `autointerp annotate DB`)\n", "dim")
         return text
-    for label, pairs in (("promotes", detail.promoted), ("suppresses", detail.suppressed)):
-        text.append(f"{label}: ", "bold")
-        for tok, value in pairs:
-            text.append(visible(tok), "reverse")
-            text.append(f" {value:+.2f}  ", "dim")
+    text.append(f"{'promotes':<{LENS_TOKEN + 7}} │ suppresses\n", "bold")
+    for p, s in zip_longest(detail.promoted, detail.suppressed):
+        for i, pair in enumerate((p, s)):
+            if i:
+                text.append(" │ ")
+            if pair is None:
+                text.append(" " * (LENS_TOKEN + 7))
+                continue
+            tok, value = pair
+            text.append(set_cell_size(visible(tok), LENS_TOKEN), "reverse")
+            text.append(f" {value:+6.2f}", "dim")
         text.append("\n")
     return text
 
 
-def examples_renderable(detail: LatentDetail, mono: bool):
+def latent_scale(detail: LatentDetail) -> float:
+    """The latent's max activation: what heat is relative to unless each window is its own scale."""
+    if detail.stats:
+        return float(detail.stats["max_act"])
+    return max((w.max_act for g in detail.groups for w in g.windows), default=0.0)
+
+
+def examples_renderable(detail: LatentDetail, mono: bool, per_window: bool = False):
     if not detail.groups:
         return Text("no activating examples in the cache for this latent", style="italic")
-    scale = detail.stats["max_act"] if detail.stats else max(w.max_act for g in detail.groups for w in g.windows)
-    parts = [legend(mono)]
+    scale = latent_scale(detail)
+    parts = [legend(mono, per_window)]
     if not detail.has_vocab:
         parts.append(Text("token ids shown: this file has no vocabulary (run `autointerp annotate DB`)", "dim"))
     for g in detail.groups:
@@ -229,7 +268,9 @@ def examples_renderable(detail: LatentDetail, mono: bool):
             head = Text(f" {w.max_act:6.2f} ", "dim")
             mark = {"explain": "E", "activating": "S", "non_activating": "N"}.get(role, " ")
             head.append(f"{mark} ", "bold")
-            parts.append(head + heat_text(detail.token_text(w.tokens), w.acts, scale, mono))
+            parts.append(
+                head + heat_text(detail.token_text(w.tokens), w.acts, w.max_act if per_window else scale, mono)
+            )
     parts.append(Text("E: shown to the explainer   S: held out for the scorers", "dim"))
     return Group(*parts)
 
@@ -263,17 +304,20 @@ def similar_text(s: dict) -> Text:
     return text
 
 
-def detail_renderable(detail: LatentDetail, mono: bool) -> Group:
+def detail_renderable(
+    detail: LatentDetail, mono: bool, per_window: bool = False, evidence: Text | None = None
+) -> Group:
     return Group(
         stats_text(detail),
         Text(),
         explanations_text(detail),
         scores_table(detail),
+        *([Text(), evidence] if evidence is not None else []),  # read only when asked (key e)
         Text(),
-        lens_text(detail),
+        lens_table(detail),
         neighbours_text(detail),
         *([similar_text(detail.similar)] if detail.similar else []),  # unmatched files render as before
-        examples_renderable(detail, mono),
+        examples_renderable(detail, mono, per_window),
     )
 
 
@@ -309,16 +353,24 @@ class NeighbourPicker(ModalScreen[int | None]):
 
 class LatentDetailView(ScrollView, can_focus=True):
     """Shows one LatentDetail. The whole detail is rendered to lines once per latent and served through the
-    line API: switching latents then costs one rich render, not a relayout of many auto-height widgets."""
+    line API: switching latents then costs one rich render, not a relayout of many auto-height widgets.
+
+    e steps through the scorers' evidence (read only when asked: ~1-2 ms per scorer, on the UI thread's Browser),
+    h toggles the heat scale (the latent's max or each window's own), v shows exact activation values."""
 
     BINDINGS = [
         Binding("n", "neighbours", "neighbours"),
+        Binding("e", "evidence", "evidence"),
+        Binding("h", "window_scale", "heat scale"),
+        Binding("v", "values", "values"),
         Binding("up,k", "scroll_up", show=False),
         Binding("down,j", "scroll_down", show=False),
         Binding("pageup", "page_up", show=False),
         Binding("pagedown", "page_down", show=False),
     ]
-    DEFAULT_CSS = "LatentDetailView { height: 1fr; padding: 0 1; }"
+    # The scrollbar's gutter is always kept: lines are wrapped to the width left beside it, so none is clipped
+    # when a long detail brings the scrollbar in after the lines were laid out.
+    DEFAULT_CSS = "LatentDetailView { height: 1fr; padding: 0 1; scrollbar-gutter: stable; }"
 
     class Jump(Message):
         def __init__(self, latent: int) -> None:
@@ -333,6 +385,9 @@ class LatentDetailView(ScrollView, can_focus=True):
         self._lines: list[Strip] = []
         self._width = 0
         self._base_style = None
+        self.per_window = False  # heat relative to each window's own max, not the latent's
+        self.evidence_at: int | None = None  # which scorer's evidence is shown (index into `evidence_keys`)
+        self.evidence: ScorerEvidence | None = None
 
     def _layout_lines(self) -> None:
         width = max(20, self.scrollable_content_region.width)
@@ -350,8 +405,37 @@ class LatentDetailView(ScrollView, can_focus=True):
         self.refresh()
 
     def show(self, detail: LatentDetail) -> None:
+        if self.detail is None or detail.latent != self.detail.latent:
+            self.evidence_at, self.evidence = None, None  # a new latent paints without evidence (read on e)
         self.detail = detail
-        self._set(detail_renderable(detail, self.mono))
+        self._render_detail()
+
+    def _render_detail(self, keep_scroll: bool = False) -> None:
+        detail = self.detail
+        if detail is None:
+            return
+        section = None
+        if self.evidence is not None:
+            position = f" {(self.evidence_at or 0) + 1}/{len(self.evidence_keys())}"
+            section = evidence_text(
+                self.evidence,
+                detail.vocab,
+                latent_scale(detail),
+                per_window=self.per_window,
+                mono=self.mono,
+                position=position,
+            )
+        y = self.scroll_offset.y
+        self._set(detail_renderable(detail, self.mono, self.per_window, section))
+        if keep_scroll:
+            self.scroll_to(y=y, animate=False)
+        elif section is not None:  # bring the evidence into view
+            at = next((i for i, line in enumerate(self._lines) if line.text.startswith("evidence ")), 0)
+            self.scroll_to(y=at, animate=False)
+
+    def evidence_keys(self) -> list[tuple[str, str]]:
+        """(explainer, scorer) of every real score row of the shown latent, in the scores table's order."""
+        return [(e["explainer"], e["scorer"]) for e in (self.detail.scores if self.detail else []) if e.get("real")]
 
     def show_message(self, message: str) -> None:
         self.detail = None
@@ -375,6 +459,54 @@ class LatentDetailView(ScrollView, can_focus=True):
     def plain_text(self) -> str:
         """What the view shows, as plain text (tests read it)."""
         return "\n".join(strip.text for strip in self._lines)
+
+    def action_evidence(self) -> None:
+        """The next scorer's evidence; after the last one, none."""
+        keys = self.evidence_keys()
+        if not keys:
+            self.app.notify("no scores for this latent: nothing to show evidence of")
+            return
+        at = 0 if self.evidence_at is None else self.evidence_at + 1
+        if at >= len(keys):
+            self.evidence_at, self.evidence = None, None
+            self._render_detail()
+            return
+        browser = getattr(self.app, "browser", None)  # the UI thread's Browser: a read of ~1-2 ms, no worker
+        if browser is None or self.detail is None:
+            return
+        explainer, scorer = keys[at]
+        self.evidence_at = at
+        self.evidence = browser.evidence(self.detail.latent, explainer, scorer)
+        self._render_detail()
+
+    def action_window_scale(self) -> None:
+        self.per_window = not self.per_window
+        self._render_detail(keep_scroll=True)
+        self.app.notify("heat: each window's own max" if self.per_window else "heat: the latent's max", timeout=2)
+
+    def values_windows(self) -> list[ValuesWindow]:
+        """The windows the pane shows, evidence first when it is shown, for the values modal."""
+        detail = self.detail
+        out: list[ValuesWindow] = []
+        if detail is None:
+            return out
+        if self.evidence is not None and self.evidence.real is not None:
+            for ex in self.evidence.real.examples:
+                if ex.tokens is not None and ex.acts is not None:
+                    title = f"{self.evidence.scorer}: window {ex.window}, {ex.verdict}"
+                    out.append(ValuesWindow(title, detail.token_text(ex.tokens), ex.acts))
+        for g in detail.groups:
+            for w in g.windows:
+                title = f"decile {g.decile}: seq {w.seq} from {w.start}, max {w.max_act:.3f}"
+                out.append(ValuesWindow(title, detail.token_text(w.tokens), w.acts))
+        return out
+
+    def action_values(self) -> None:
+        windows = self.values_windows()
+        if windows:
+            self.app.push_screen(ValuesScreen(windows))
+        else:
+            self.app.notify("no windows shown for this latent")
 
     def action_neighbours(self) -> None:
         if self.detail and self.detail.neighbours:

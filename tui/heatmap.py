@@ -52,11 +52,12 @@ def heat_text(tokens: list[str], acts, scale: float, mono: bool = False) -> Text
     return text
 
 
-def legend(mono: bool = False) -> Text:
+def legend(mono: bool = False, per_window: bool = False) -> Text:
+    """The strength key; `per_window`: heat is relative to each window's own max (weak windows readable)."""
     styles = MONO_STYLES if mono else COLOUR_STYLES
     text = Text("strength: ")
     for label, style in zip(("≤25%", "≤50%", "≤75%", "≤100%"), styles):
         text.append(f" {label} ", style)
         text.append(" ")
-    text.append("of the latent's max   ↵ newline  · space  ⇥ tab")
+    text.append(f"of {'each window' if per_window else 'the latent'}'s max   ↵ newline  · space  ⇥ tab")
     return text

@@ -1,0 +1,178 @@
+"""Why a score is what it is: one scorer's held-out examples for one latent, each with the scorer's answer beside the
+truth, read from what the score row already stores (scores.outcomes / details), the sample set (each window's role
+and source) and the cache (each window's tokens and activations).
+
+What is not stored is said, never guessed (`EvidenceSide.notes`): simulation keeps each excerpt's predicted peak,
+not its per-token predictions; fuzzing does not keep which tokens it marked (the correct marks are recomputed from
+the explanation's threshold, the moved ones cannot be); intruder keeps the true intruder and whether it was named,
+not the excerpt picked instead nor the rest of its group.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .queries import WindowQueries
+
+# Scorers whose outcome "windows" are not cached windows (engine: Scorer.outcomes_are_windows = False); the store
+# cannot import the engine's registry, so tests/test_tui_evidence.py checks this set against it.
+NOT_WINDOWS = frozenset({"generation", "intervention"})
+
+VERDICTS = {(1, 1): "true positive", (0, 1): "false positive", (0, 0): "true negative", (1, 0): "false negative"}
+VERDICT_ORDER = ("false positive", "false negative", "true positive", "true negative", "failed", "unlabelled")
+
+
+@dataclass
+class EvidenceExample:
+    """One scored example: the stored outcome, its verdict, where its window came from, and its cached text."""
+
+    window: int  # global window id; a sequence / prompt id or -1 for scorers in NOT_WINDOWS
+    label: int  # 1: the explanation should say yes (activating, correctly marked, the intruder named, ...)
+    decile: int  # 1..n for activating windows, 0 otherwise
+    prediction: int | None
+    probability: float | None
+    failed: bool
+    verdict: str  # a VERDICTS value, "failed", or "unlabelled" (no 0/1 answer, only a probability)
+    role: str | None = None  # samples.role of the window for this latent (None: not in the sample set)
+    source: str | None = None  # samples.source: top / random / stratified / neighbours / coactivation / embedding
+    tokens: np.ndarray | None = None  # token ids of the cached window (None where not a cached window)
+    acts: np.ndarray | None = None  # the latent's activation per token (float32)
+    marks: np.ndarray | None = None  # fuzzing: which tokens were shown marked, where that can be known
+    text: str | None = None  # generation: the written text
+    text_peak: float | None = None  # generation: the text's peak activation
+
+    @property
+    def max_act(self) -> float:
+        return float(self.acts.max(initial=0.0)) if self.acts is not None and len(self.acts) else 0.0
+
+
+@dataclass
+class EvidenceSide:
+    """The real explanation's score row, or the random control's."""
+
+    control: bool
+    explanation: str | None
+    explanation_latent: int | None
+    counts: dict  # tp / fp / tn / fn / n / n_scored / n_failed as the row stores them
+    metrics: dict  # the row's metrics (None where not computed)
+    examples: list[EvidenceExample]
+    details: dict
+    errors: dict
+    notes: list[str] = field(default_factory=list)  # what the row does not store ("not stored: <note>")
+
+    def verdict_counts(self) -> dict[str, int]:
+        out = {v: 0 for v in VERDICT_ORDER}
+        for ex in self.examples:
+            out[ex.verdict] += 1
+        return out
+
+
+@dataclass
+class ScorerEvidence:
+    latent: int
+    explainer: str
+    scorer: str
+    real: EvidenceSide | None
+    control: EvidenceSide | None
+    threshold: float | None = None  # fuzzing's marking threshold (from the explanation's settings), if known
+    load_ms: float = 0.0
+
+
+def verdict(o: dict) -> str:
+    if o.get("failed"):
+        return "failed"
+    if o.get("prediction") is None:
+        return "unlabelled"
+    return VERDICTS[(int(o["label"]), int(o["prediction"]))]
+
+
+def _side(row: dict, scorer: str) -> EvidenceSide:
+    outcomes = json.loads(row["outcomes"] or "[]")
+    details = json.loads(row["details"] or "null") or {}
+    examples = [
+        EvidenceExample(
+            int(o.get("window", -1)),
+            int(o["label"]),
+            int(o.get("decile") or 0),
+            o.get("prediction"),
+            o.get("probability"),
+            bool(o.get("failed")),
+            verdict(o),
+        )
+        for o in outcomes
+    ]
+    notes = []
+    if scorer == "simulation":
+        notes.append("per-token predictions (each excerpt shows its predicted peak, 0-10, only)")
+    elif scorer == "fuzzing":
+        notes.append("which silent tokens a wrongly marked excerpt had marked (only correct marks are shown)")
+    elif scorer == "intruder":
+        notes.append("the excerpt picked instead of a missed intruder, and the rest of each group")
+    elif scorer == "generation":
+        texts = details.get("texts") or []
+        # details.texts holds every written text in outcome order (a text that tokenised to nothing is a failed
+        # outcome with its text kept); texts asked for but not written are the trailing failed outcomes.
+        for ex, t in zip(examples, texts):
+            ex.text, ex.text_peak = t.get("text"), t.get("max_act")
+    return EvidenceSide(
+        bool(row["control"]),
+        row["explanation"],
+        row["explanation_latent"],
+        {k: row[k] for k in ("tp", "fp", "tn", "fn", "n", "n_scored", "n_failed")},
+        {k: row[k] for k in ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")},
+        examples,
+        details,
+        json.loads(row["errors"] or "null") or {},
+        notes,
+    )
+
+
+def read_evidence(
+    conn: sqlite3.Connection, queries: WindowQueries | None, latent: int, explainer: str, scorer: str
+) -> ScorerEvidence:
+    """One latent's evidence for one (explainer, scorer): both score rows, each outcome with its window's role,
+    source, tokens and activations (one activation read and one sequence read for all windows of both rows)."""
+    t0 = time.perf_counter()
+    cur = conn.execute(
+        "select control, explanation, explanation_latent, outcomes, details, errors, tp, fp, tn, fn, n, n_scored,"
+        " n_failed, balanced_accuracy, accuracy, precision, recall, f1, auroc, correlation from scores"
+        " where latent = ? and explainer = ? and scorer = ? order by control",
+        [latent, explainer, scorer],
+    )
+    names = [d[0] for d in cur.description]
+    sides = {bool(r[0]): _side(dict(zip(names, r)), scorer) for r in cur.fetchall()}
+    ev = ScorerEvidence(latent, explainer, scorer, sides.get(False), sides.get(True))
+    all_examples = [ex for s in sides.values() for ex in s.examples]
+    if scorer not in NOT_WINDOWS and all_examples:
+        samples = {
+            w: (role, source)
+            for w, role, source in conn.execute("select window, role, source from samples where latent = ?", [latent])
+        }
+        for ex in all_examples:
+            ex.role, ex.source = samples.get(ex.window, (None, None))
+        wanted = sorted({ex.window for ex in all_examples if ex.window >= 0})
+        if queries is not None and wanted:
+            aw = queries.activating(latent)
+            by_id = dict(zip(wanted, queries.fetch(aw, wanted)))
+            for ex in all_examples:
+                w = by_id.get(ex.window)
+                if w is not None:
+                    ex.tokens, ex.acts = w.tokens, w.acts
+    if scorer == "fuzzing":
+        row = conn.execute(
+            "select settings from explanations where latent = ? and explainer = ?", [latent, explainer]
+        ).fetchone()
+        threshold = (json.loads(row[0] or "{}") if row else {}).get("threshold")
+        ev.threshold = float(threshold) if threshold is not None else None
+        for ex in all_examples:
+            # A correctly marked excerpt (label 1) marks the tokens at or above threshold x its max, as fuzzing drew
+            # them (engine/interpretation/examples.py marked_positions); label 0 marks were random silent tokens.
+            if ex.label == 1 and ev.threshold is not None and ex.acts is not None and ex.max_act > 0:
+                ex.marks = ex.acts >= ev.threshold * ex.max_act
+    ev.load_ms = (time.perf_counter() - t0) * 1000
+    return ev
