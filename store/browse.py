@@ -29,6 +29,7 @@ from . import audits
 from .columns import METRICS, read_rows, read_score_column, read_stat_column, score_rows_sql
 from .db import ActivationStore, StoreError
 from .errors import UserError
+from .evidence import ScorerEvidence, read_evidence
 from .queries import LatentWindow, WindowQueries
 from .runs import latest_heartbeat, run_rows
 from .similarity import similar_of
@@ -44,6 +45,9 @@ PRIMARY_METRIC = {
     "intruder": "accuracy",
 }
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
+# `detection-control`, `detection.auroc-control`: the real score minus the control's (another latent's
+# explanation scored on this latent's examples) for the same latent, explainer and scorer: the margin that matters.
+CONTROL_SUFFIX = "-control"
 CHECK_THREADS_ENV = "AUTOINTERP_CHECK_THREADS"
 
 
@@ -175,7 +179,7 @@ def parse_query(text: str, columns: set[str]) -> tuple[list[ScoreFilter], str]:
     """
     filters, words = [], []
     for term in text.split():
-        m = re.fullmatch(r"([A-Za-z_][\w.]*)(<=|>=|<|>|=)(-?[\d.]+(?:e-?\d+)?)", term)
+        m = re.fullmatch(r"([A-Za-z_][\w.]*(?:-control)?)(<=|>=|<|>|=)(-?[\d.]+(?:e-?\d+)?)", term)
         if m is None:
             words.append(term)
             continue
@@ -296,11 +300,12 @@ class Browser:
 
     @_read
     def columns(self) -> set[str]:
-        """Names a sort or filter may use: statistics, each scorer (its primary metric) and scorer.metric."""
+        """Names a sort or filter may use: statistics, each scorer (its primary metric) and scorer.metric, and
+        each of those minus its control (`CONTROL_SUFFIX`)."""
         cols = set(STAT_COLUMNS)
         for scorer in self.scorers():
-            cols.add(scorer)
-            cols.update(f"{scorer}.{m}" for m in METRICS)
+            for name in (scorer, *(f"{scorer}.{m}" for m in METRICS)):
+                cols.update((name, name + CONTROL_SUFFIX))
         return cols
 
     @_read
@@ -363,6 +368,10 @@ class Browser:
             if name == "latent":
                 self._columns[key] = ids.astype(np.float64)
                 return self._columns[key]
+            if name.endswith(CONTROL_SUFFIX):  # real minus control, both aligned to _ids: NaN where either is missing
+                real = name[: -len(CONTROL_SUFFIX)]
+                self._columns[key] = self._values(real, explainer) - self._control_values(real, explainer)
+                return self._columns[key]
             if name in STAT_COLUMNS:
                 stats = self._store.stage("cache.stats")
                 packed = (
@@ -382,6 +391,30 @@ class Browser:
                 known = latents < len(ids)
                 out[latents[known]] = values[known]
             else:
+                at = np.searchsorted(ids, latents)
+                known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == latents)
+                out[at[known]] = values[known]
+            self._columns[key] = out
+        return self._columns[key]
+
+    def _control_values(self, name: str, explainer: str) -> np.ndarray:
+        """The control rows' metric for `name` (scorer or scorer.metric), aligned to `_ids` like `_values`, NaN
+        where a latent has no control score; one ordered scan (controls are not packed), kept until `refresh`."""
+        key = (name + "#control", explainer)
+        if key not in self._columns:
+            scorer, _, metric = name.partition(".")
+            metric = metric or self.scorers().get(scorer, "balanced_accuracy")
+            if metric not in METRICS:  # checked before the name is put in SQL
+                raise BrowseError(f"unknown metric {metric!r}")
+            latents, values = read_rows(
+                self._conn,
+                f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 1"
+                " order by latent",
+                [explainer, scorer],
+            )
+            ids = self._ids()
+            out = np.full(len(ids), np.nan)
+            if len(ids):
                 at = np.searchsorted(ids, latents)
                 known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == latents)
                 out[at[known]] = values[known]
@@ -529,6 +562,17 @@ class Browser:
         ]
         detail.load_ms = (time.perf_counter() - t0) * 1000
         return detail
+
+    @_read
+    def evidence(self, latent: int, explainer: str, scorer: str) -> ScorerEvidence:
+        """Why one score is what it is: its examples with the scorer's answer beside the truth (store/evidence.py).
+        Read only when asked, never by `detail`, so showing a latent costs nothing more."""
+        if self.provenance:
+            self._store.forget_cached()  # the cache may have grown
+            queries: WindowQueries | None = WindowQueries(self._store, self.window_len)
+        else:
+            queries = None
+        return read_evidence(self._conn, queries, int(latent), explainer, scorer)
 
     def _groups(self, latent: int, per_decile: int) -> list[ExampleGroup]:
         """The latent's activating windows in ten equal-count strength bins, strongest bin first; the

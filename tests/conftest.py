@@ -57,6 +57,14 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
+@pytest.fixture(autouse=True)
+def tui_settings_file(tmp_path_factory, monkeypatch) -> Path:
+    """The TUI saves its settings on exit: every test gets its own file, never the real home's."""
+    path = tmp_path_factory.mktemp("tui-config") / "tui.toml"
+    monkeypatch.setenv("AUTOINTERP_TUI_CONFIG", str(path))
+    return path
+
+
 def base_provenance(**over) -> dict:
     prov = {
         "model": "test-model",

@@ -141,3 +141,49 @@ def test_order_without_gaps_equals_the_sql_order(tmp_path):
             assert browser.order(sort, descending, query).tolist() == sql_order(path, ref, descending, filters)
     finally:
         browser.close()
+
+
+def sql_minus_control_order(path, scorer, metric, descending, explainer="default"):
+    """The reference for `scorer[.metric]-control`: real minus control joined per latent in SQL."""
+    diff = (
+        f"(select r.{metric} - c.{metric} from scores r join scores c on c.latent = r.latent"
+        " and c.explainer = r.explainer and c.scorer = r.scorer and c.control = 1"
+        " where r.latent = l.latent and r.explainer = ? and r.scorer = ? and r.control = 0)"
+    )
+    sql = f"select l.latent from latents l order by {diff} is null, {diff} {'desc' if descending else 'asc'}, l.latent"
+    with sqlite3.connect(path) as c:
+        return [r[0] for r in c.execute(sql, [explainer, scorer] * 2)]
+
+
+@pytest.mark.parametrize(
+    "sort, scorer, metric, descending",
+    [
+        ("detection-control", "detection", "balanced_accuracy", True),
+        ("detection-control", "detection", "balanced_accuracy", False),
+        ("detection.accuracy-control", "detection", "accuracy", True),
+    ],
+)
+def test_minus_control_order_equals_the_sql_order(db, sort, scorer, metric, descending):
+    browser = Browser.open(db)
+    try:
+        got = browser.order(sort, descending).tolist()
+        filtered = browser.order("latent", False, f"{sort}>0.1").tolist()
+    finally:
+        browser.close()
+    want = sql_minus_control_order(db, scorer, metric, descending)
+    assert got == want
+    with sqlite3.connect(db) as c:  # the control exists in the fixture and moves the order off the plain metric
+        assert c.execute("select count(*) from scores where control = 1 and scorer = ?", [scorer]).fetchone()[0] > 0
+    assert got != sql_order(db, f"{scorer}.{metric}", descending)
+    # The same column filters: latents whose margin over the control is above 0.1, by id.
+    with sqlite3.connect(db) as c:
+        above = [
+            r[0]
+            for r in c.execute(
+                f"select r.latent from scores r join scores c using (latent, explainer, scorer) where r.control = 0"
+                f" and c.control = 1 and r.explainer = 'default' and r.scorer = ? and r.{metric} - c.{metric} > 0.1"
+                " and r.latent in (select latent from latents) order by r.latent",
+                [scorer],
+            )
+        ]
+    assert filtered == above and 0 < len(above) < len(got)

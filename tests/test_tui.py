@@ -97,11 +97,11 @@ def test_list_and_detail_follow_the_cursor(db):
             )
         )
         assert expl in text
-        assert re.search(rf"detection\s+balanced_accuracy\s+{bal:.3f}\s+{ctrl:.3f}", text), text
+        assert re.search(rf"detection\s+bal\.acc\s+{bal:.3f}\s+{ctrl:.3f}", text), text
         # Examples by decile, strongest first, and the logit lens through the vocab table.
         assert text.index("decile 10") < text.index("decile 9")
         home = sql(db, "select token from vocab where id = ?", [home_token(2, 4096)])[0][0]
-        assert f"promotes: {visible(home)} +3.00" in text
+        assert re.search(rf"^{re.escape(visible(home))} +\+3\.00 │", text, re.M)  # first promoted, left column
         # The list row shows the same metric the detail does.
         assert f"{bal:.3f}" in lst.row_text(2)
 
@@ -463,6 +463,10 @@ def test_cursor_stays_on_screen_and_new_scorers_get_a_column(db, tmp_path):
         with sqlite3.connect(db) as c:
             c.executemany(f"insert into scores values ({','.join('?' * len(saved[0]))})", saved)
         await until(pilot, lambda: lst.scorers == ["detection", "embedding", "fuzzing"])
-        assert "detect" in lst.header() and lst.latent == int(lst.ids[lst.cursor])
+        assert lst.latent == int(lst.ids[lst.cursor])
+        header = lst.header().split()
+        assert {"detection", "embedding", "fuzzing"} <= set(header)  # whole names, not cut to six letters
+        row = lst.row_text(lst.cursor)
+        assert len(row) >= len(lst.header()) - len("  explanation")  # each metric under its whole-width column
 
     drive(app, steps)

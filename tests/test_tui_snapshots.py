@@ -87,3 +87,19 @@ def test_monitor_of_a_finished_run(snap_compare, db):
         await pilot.pause()
 
     assert snap_compare(AutointerpApp(db, poll_s=3600), press=["1"], terminal_size=SIZE, run_before=wait)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+def test_latents_tab_at_small_and_large_terminals(snap_compare, db, size):
+    # 80 columns: the footer keeps `q quit`, the query in force shows on the list's border, nothing is clipped.
+    async def filtered(pilot):
+        await showing(2, "down", "down")(pilot)
+        pilot.app.query_text = "detection>0.3"
+        pilot.app.apply_order(keep=2)
+        for _ in range(500):
+            if pilot.app.order_settled:
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=size, run_before=filtered)

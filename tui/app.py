@@ -7,7 +7,9 @@ Workers post results; only message handlers change what is on screen (as Harlequ
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
 import os
 import sys
 import threading
@@ -20,14 +22,16 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.lazy import Lazy
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets._footer import FooterKey
 from textual.worker import get_current_worker
 
 from autointerp.store.audits import default_rater
-from autointerp.store.browse import BrowseError, Browser, LatentDetail, MonitorSnapshot
+from autointerp.store.browse import CONTROL_SUFFIX, BrowseError, Browser, LatentDetail, MonitorSnapshot
 from autointerp.store.db import StoreError, preflight
 from autointerp.store.text import printable
 
@@ -36,6 +40,7 @@ from .detail import LatentDetailView
 from .latent_list import LatentList
 from .monitor import MonitorPane
 from .plots import PlotsPane
+from .settings import load, save, settings_path
 
 CSS = """
 Screen { layout: vertical; }
@@ -44,8 +49,17 @@ Screen { layout: vertical; }
 #browse-right { width: 1fr; border-left: vkey $secondary; }
 #query { margin: 0 0; }
 #list-status, #list-header { height: 1; padding: 0 1; }
+#list-status { height: auto; }  /* wraps in a narrow pane rather than cutting off the explainer */
 #list-header { text-style: bold; }
+/* A visible focus ring: the focusable panes keep a dim border that turns to the accent colour with focus. */
+#list, #detail, AuditPane, MonitorPane, PlotsPane { border: round $panel-lighten-2; }
+#list:focus, #detail:focus, AuditPane:focus, MonitorPane:focus, PlotsPane:focus, #query:focus {
+    border: round $accent;
+}
+#list { border-title-align: left; }
 """
+
+HISTORY_MAX = 200  # latents kept for back/forward (a browser's history, bounded)
 
 
 INTEGRITY_CHECK_MAX_BYTES = 1 << 30
@@ -60,7 +74,7 @@ class JumpProvider(Provider):
         app = self.app
         assert isinstance(app, AutointerpApp)
         q = query.strip()
-        if q.isdigit():
+        if q.isdigit() and app.error is None:
             latent = int(q)
             yield Hit(100, Text(f"Go to latent {latent}"), lambda: app.jump(latent), help="show this latent")
         matcher = self.matcher(query)
@@ -70,21 +84,75 @@ class JumpProvider(Provider):
                 yield Hit(score, matcher.highlight(name), action)
 
 
+class QueryInput(Input):
+    """The search/filter box: escape hands focus back to the list and keeps what was typed."""
+
+    BINDINGS = [Binding("escape", "leave", "back to the list", id="leave_query")]
+
+    def action_leave(self) -> None:
+        for lst in self.app.query(LatentList):
+            lst.focus()
+
+
+class QuitFirstFooter(Footer):
+    """The footer with `q quit` first: Textual lists the focused widget's keys before the app's, so at 80
+    columns the app's quit would be the first key cut off."""
+
+    def compose(self) -> ComposeResult:
+        keys = list(super().compose())
+        keys.sort(key=lambda w: not (isinstance(w, FooterKey) and w.action == "quit"))  # stable: order kept
+        yield from keys
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key of the screen behind it (the focused widget's, its containers' and the app's), from BINDINGS."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss_help", "close", id="close_help")]
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 90; max-width: 100%; height: auto; max-height: 90%; border: round $accent;
+        padding: 0 1; background: $surface; }
+    """
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        width = max((len(key) for key, _, _ in self.rows), default=4)
+        for key, description, where in self.rows:
+            text.append(f"{key:>{width}}  ", "bold")
+            text.append(description)
+            text.append(f"   ({where})\n", "dim")
+        with VerticalScroll() as box:
+            box.border_title = "keys (escape closes; ctrl+p: the command palette)"
+            yield Static(text, id="help-keys")
+
+    def action_dismiss_help(self) -> None:
+        self.dismiss(None)
+
+
 class AutointerpApp(App):
     TITLE = "autointerp"
     CSS = CSS
     COMMANDS = App.COMMANDS | {JumpProvider}
+    # Each binding has an id: `[keys]` in the settings file rebinds it (App.set_keymap), e.g. back = "[".
     BINDINGS = [
-        Binding("1", "tab('monitor')", "monitor"),
-        Binding("2", "tab('latents')", "latents"),
-        Binding("3", "tab('audit')", "audit"),
-        Binding("4", "tab('plots')", "plots"),
-        Binding("slash", "focus_query", "filter/search"),
-        Binding("s", "cycle_sort", "sort"),
-        Binding("r", "reverse", "reverse"),
-        Binding("x", "cycle_explainer", "explainer"),
-        Binding("tab", "focus_next", "focus", show=False),
-        Binding("q", "quit", "quit"),
+        Binding("q", "quit", "quit", id="quit"),
+        Binding("question_mark", "help", "keys", id="help"),
+        Binding("1", "tab('monitor')", "monitor", id="monitor"),
+        Binding("2", "tab('latents')", "latents", id="latents"),
+        Binding("3", "tab('audit')", "audit", id="audit"),
+        Binding("4", "tab('plots')", "plots", id="plots"),
+        Binding("slash", "focus_query", "filter/search", id="search"),
+        Binding("s", "cycle_sort", "sort (cursor to top)", id="sort"),
+        Binding("S", "cycle_sort(True)", "sort, keep latent", show=False, id="sort_keep"),
+        Binding("r", "reverse", "reverse", id="reverse"),
+        Binding("x", "cycle_explainer", "explainer", id="explainer"),
+        Binding("left_square_bracket,alt+left", "history_back", "back", id="back"),
+        Binding("right_square_bracket,alt+right", "history_forward", "forward", show=False, id="forward"),
+        Binding("tab", "focus_next", "focus", show=False, id="focus_next"),
     ]
 
     class DetailLoaded(Message):
@@ -149,16 +217,26 @@ class AutointerpApp(App):
         self._seen_results: tuple | None = None
         self._polls, self._heartbeat, self._counts, self._counted_at = 0, None, None, 0.0
         self._monitor_first = False  # the monitor is the first tab shown (a run is live): it polls from the start
+        # Back/forward through latents gone to (jumps, neighbours, the palette), as a web browser does.
+        self.history: list[int] = []
+        self.history_at = -1
+        self._refreshing: int | None = None  # a latent being re-read because new results landed
+        # Settings from the last session; a file that does not parse is reported once and never overwritten.
+        self.settings_file = settings_path()
+        self.settings, self._settings_warning = load(self.settings_file)
+        self._settings_unreadable = self._settings_warning is not None
+        if self.settings.keys:
+            self.set_keymap(self.settings.keys)
 
     # ---- layout -----------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         if self.error is not None:
             yield Static(Text(f"autointerp-tui: {self.error}\n\npress q to quit"), id="error")
-            yield Footer()
+            yield QuitFirstFooter(compact=True)
             return
         assert self.browser is not None  # opened whenever there is no error
-        initial = "monitor" if self._batch_running() else "latents"
+        initial = "monitor" if self._batch_running() else (self.settings.tab or "latents")
         with TabbedContent(initial=initial):
             # Panes not shown first are mounted after the first frame (Lazy): the list paints sooner.
             with TabPane("Monitor [1]", id="monitor"):
@@ -166,7 +244,7 @@ class AutointerpApp(App):
             with TabPane("Latents [2]", id="latents"):
                 with Horizontal():
                     with Vertical(id="browse-left"):
-                        yield Input(
+                        yield QueryInput(
                             placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3", id="query"
                         )
                         yield Static("", id="list-status")
@@ -183,11 +261,11 @@ class AutointerpApp(App):
                 )
             with TabPane("Plots [4]", id="plots"):
                 yield Lazy(PlotsPane(self.mono))
-        yield Footer()
+        yield QuitFirstFooter(compact=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # On the error screen only quitting makes sense: the other keys' widgets do not exist there.
-        if self.error is not None and action not in ("quit", "command_palette"):
+        # On the error screen only quitting, help and the palette make sense: the other keys' widgets do not exist.
+        if self.error is not None and action not in ("quit", "command_palette", "help"):
             return False
         return True
 
@@ -195,8 +273,17 @@ class AutointerpApp(App):
         return self.browser.latest_run_status() == "running"
 
     def on_mount(self) -> None:
+        if self.settings.theme and self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        elif self.settings.theme:  # one the user misspelt, or a theme this Textual lacks: its default stays
+            self._settings_warning = self._settings_warning or f"settings: unknown theme {self.settings.theme!r}"
+        if self._settings_warning:
+            self.notify(self._settings_warning, severity="warning", timeout=10)
         if self.error is not None:
             return
+        if self.settings.sort is not None and self.settings.sort in self.browser.columns():
+            self.sort = self.settings.sort
+            self.descending = bool(self.settings.descending)
         explainers = self.browser.explainers()
         self.explainer = "default" if "default" in explainers or not explainers else explainers[0]
         self.apply_order()
@@ -208,7 +295,9 @@ class AutointerpApp(App):
     # ---- the latent list ----------------------------------------------------------------------------
 
     def sort_keys(self) -> list[str]:
-        return ["latent", "frequency", "max_act", "n_windows", *self.browser.scorers()]
+        """What `s` cycles through: statistics, each scorer's primary metric, and that minus its control."""
+        scorers = list(self.browser.scorers())
+        return ["latent", "frequency", "max_act", "n_windows", *scorers, *(f"{s}{CONTROL_SUFFIX}" for s in scorers)]
 
     def apply_order(self, keep: int | None = None) -> None:
         """Re-read the list's order for the current sort, query and explainer, on a worker thread (sorting 100k
@@ -253,11 +342,12 @@ class AutointerpApp(App):
             self.query_one("#list-header", Static).update(Text(lst.header()))
             ids, total = message.ids, message.total
         status = Text(
-            f"{len(ids):,} of {total:,} latents   sort: {sort} {'↓' if descending else '↑'}   explainer: {explainer}"
+            f"{len(ids):,} of {total:,} latents · sort: {sort_label(sort)} {'↓' if descending else '↑'}"
+            f" · explainer: {explainer}"
         )
-        if query:
-            status.append(f"   query: {query}")
         self.query_one("#list-status", Static).update(status)
+        # The query in force, on the list's border: the box may hold an edit not yet applied (escape keeps it).
+        lst.border_title = Text(f"query: {query}") if query else Text("no query (/ to search or filter)", "dim")
         if not len(ids):
             self.query_one("#detail", LatentDetailView).show_message(
                 "no latents match" if total else "this database holds no latents yet (the cache has not finished)"
@@ -266,6 +356,7 @@ class AutointerpApp(App):
     def on_latent_list_highlighted(self, message: LatentList.Highlighted) -> None:
         if message.latent is not None:
             self._switch_from = message.at
+            self._refreshing = None
             self.load_detail(message.latent)
 
     def load_detail(self, latent: int) -> None:
@@ -295,6 +386,14 @@ class AutointerpApp(App):
             return
         if message.detail.latent != self._wanted:
             return
+        if self._refreshing is not None and self._refreshing == message.detail.latent == self.shown_latent:
+            # A re-read of the latent on screen (new results landed): shown again only when it changed, so the
+            # reader's scroll position is kept otherwise; not a latent switch (no timing).
+            self._refreshing = None
+            if view.detail is not None and detail_signature(view.detail) == detail_signature(message.detail):
+                return
+            view.show(message.detail)
+            return
         view.show(message.detail)
         self.call_after_refresh(self._painted, message.detail.latent, self._switch_from)
 
@@ -317,15 +416,49 @@ class AutointerpApp(App):
         self.jump(message.latent)
 
     def jump(self, latent: int) -> None:
+        """Go to `latent` (palette, neighbours) and record it in the back/forward history."""
+        came_from = self._wanted
+        if self._go(latent):
+            self._record(came_from, latent)
+
+    def _go(self, latent: int) -> bool:
         self.action_tab("latents")
         lst = self.query_one(LatentList)
         if not lst.go_to(latent):
             if latent < 0 or self.browser.latent_stats(latent) is None:
                 self.notify(f"latent {latent} is not in this database", severity="warning")
-                return
+                return False
             self.notify(f"latent {latent} is outside the current filter; showing it anyway")
             self.load_detail(latent)
         lst.focus()
+        return True
+
+    def _record(self, came_from: int | None, latent: int) -> None:
+        """A go-to drops the forward entries, as a browser does; where the reader was (they may have moved the
+        cursor since the last go-to) is kept, so back returns there."""
+        del self.history[self.history_at + 1 :]
+        for entry in (came_from, latent):
+            if entry is not None and (not self.history or self.history[-1] != entry):
+                self.history.append(entry)
+        del self.history[:-HISTORY_MAX]
+        self.history_at = len(self.history) - 1
+
+    def action_history_back(self) -> None:
+        current = self._wanted
+        if current is not None and self.history and current != self.history[self.history_at]:
+            self._record(None, current)  # moved since: back comes to here again with forward
+        if self.history_at <= 0:
+            self.notify("no earlier latent in the history")
+            return
+        self.history_at -= 1
+        self._go(self.history[self.history_at])
+
+    def action_history_forward(self) -> None:
+        if self.history_at >= len(self.history) - 1:
+            self.notify("no later latent in the history")
+            return
+        self.history_at += 1
+        self._go(self.history[self.history_at])
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "query":
@@ -337,15 +470,16 @@ class AutointerpApp(App):
         self.query_one("#query", Input).focus()
         self.query_one(TabbedContent).active = "latents"
 
-    def action_cycle_sort(self) -> None:
+    def action_cycle_sort(self, keep_latent: bool = False) -> None:
+        """`s`: the next sort, cursor to the top (the best latents by it); `S`: the same, keeping the latent."""
         keys = self.sort_keys()
         self.sort = keys[(keys.index(self.sort) + 1) % len(keys)] if self.sort in keys else keys[0]
         self.descending = self.sort != "latent"
-        self.apply_order(keep=self.query_one(LatentList).latent)
+        self.apply_order(keep=self.query_one(LatentList).latent if keep_latent else None)
 
     def action_reverse(self) -> None:
         self.descending = not self.descending
-        self.apply_order(keep=self.query_one(LatentList).latent)
+        self.apply_order()
 
     def action_cycle_explainer(self) -> None:
         names = self.browser.explainers() or ["default"]
@@ -371,20 +505,67 @@ class AutointerpApp(App):
         self.query_one(TabbedContent).active = tab
 
     def palette_commands(self):
+        """(name, callable) for the command palette (ctrl+p); none on the error screen (nothing to act on)."""
+        if self.error is not None:
+            return
         yield "Monitor: live progress of batch runs", lambda: self.action_tab("monitor")
         yield "Latents: browse", lambda: self.action_tab("latents")
         yield "Audit: rate explanations", lambda: self.action_tab("audit")
         yield "Plots: activation histogram and score distributions", lambda: self.action_tab("plots")
-        for key in self.sort_keys():
-            yield f"Sort by {key}", lambda key=key: self._sort_by(key)
+        yield "Filter or search: the query box (/)", self.action_focus_query
+        yield "Back: the latent before ([)", self.action_history_back
+        yield "Forward: the latent after (])", self.action_history_forward
+        yield "Reverse the sort (r)", self.action_reverse
+        yield "Keys: every key of this screen (?)", self.action_help
+        yield "Export this latent as JSON (to the current directory)", self.action_export
+        for key in sorted(self.browser.columns()):
+            yield f"Sort by {sort_label(key)}", lambda key=key: self._sort_by(key)
+        for name in self.browser.explainers():
+            yield f"Explainer: {name}", lambda name=name: self._use_explainer(name)
+        # The detail pane's own keys (neighbours, and whatever it binds later), run on the latents' detail view.
+        for binding in LatentDetailView.BINDINGS:
+            if isinstance(binding, Binding) and binding.description:
+                action = binding.action
+                yield f"Detail: {binding.description} ({binding.key})", lambda a=action: self._detail_action(a)
 
     def _sort_by(self, key: str) -> None:
         self.sort, self.descending = key, key != "latent"
+        self.apply_order()
+
+    def _use_explainer(self, name: str) -> None:
+        self.explainer = name
         self.apply_order(keep=self.query_one(LatentList).latent)
+        self.notify(f"explainer: {name}")
+
+    def _detail_action(self, action: str) -> None:
+        self.action_tab("latents")
+        view = self.query_one("#detail", LatentDetailView)
+        self.call_next(self.run_action, action, view)  # run_action is a coroutine: run after this callback
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(help_rows(self)))
+
+    def action_export(self) -> None:
+        """The shown latent's detail as JSON in the current directory (no engine code: the TUI imports store only)."""
+        views = self.query("#detail")
+        detail = views.first(LatentDetailView).detail if views else None
+        if detail is None:
+            self.notify("no latent shown to export", severity="warning")
+            return
+        path = Path.cwd() / f"autointerp-latent-{detail.latent}.json"
+        try:
+            path.write_text(json.dumps(detail_json(detail), indent=1, default=_jsonable), encoding="utf-8")
+        except OSError as e:
+            self.notify(f"export failed: {e}", severity="error")
+            return
+        self.notify(f"latent {detail.latent} written to {path}", timeout=8)
 
     # ---- the plots -----------------------------------------------------------------------------------
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.settings.tab = event.pane.id  # saved on exit: the next session opens here
         # Key, click or palette: the plots are read each time their tab is shown (the latent may have changed).
         if event.pane.id == "plots":
             self.load_plots()
@@ -486,7 +667,95 @@ class AutointerpApp(App):
                 self.apply_order(keep=lst.latent)  # new latents or a new scorer column
             else:
                 lst.invalidate()
+        self._refresh_shown(message.snapshot, changed=self._seen_results is not None and seen != self._seen_results)
         self._seen_results = seen
+
+    def _refresh_shown(self, snap: MonitorSnapshot, changed: bool) -> None:
+        """Re-read the latent on screen when results landed, and, while a batch runs, while it still lacks what
+        `autointerp annotate` writes (the logit lens, the vocabulary): the pane then fills in without a key."""
+        views = self.query("#detail")
+        shown = views.first(LatentDetailView).detail if views else None
+        if shown is None or self._wanted != shown.latent:
+            return
+        live = bool(snap.runs) and snap.runs[0]["status"] == "running" and not snap.runs[0]["probably_killed"]
+        unannotated = not shown.has_vocab or not (shown.promoted or shown.suppressed)
+        if changed or (live and unannotated):
+            if not changed:
+                self._detail_db.refresh()  # the vocabulary is read once per browser: read it again
+            self._refreshing = shown.latent
+            self.load_detail(shown.latent)
+
+    # ---- settings --------------------------------------------------------------------------------------
+
+    def on_unmount(self) -> None:
+        self.save_settings()
+
+    def save_settings(self) -> None:
+        """Theme, last tab, sort and the key overrides read at start, for the next session. Not when the file
+        did not parse (the user's text is left for them to fix) nor from the error screen (nothing was chosen)."""
+        if self._settings_unreadable or self.error is not None:
+            return
+        self.settings.theme = self.theme
+        self.settings.sort, self.settings.descending = self.sort, self.descending
+        try:
+            save(self.settings_file, self.settings)
+        except OSError:
+            pass  # the app is closing: nowhere to say it; the next session starts on defaults
+
+
+def sort_label(key: str) -> str:
+    return key[: -len(CONTROL_SUFFIX)] + " − control" if key.endswith(CONTROL_SUFFIX) else key
+
+
+def detail_signature(detail: LatentDetail) -> str:
+    """What a re-read may change about a latent (results, annotation), compared to skip an unchanged re-show."""
+    return repr(
+        (
+            detail.explanations,
+            detail.scores,
+            detail.promoted,
+            detail.suppressed,
+            detail.neighbours,
+            detail.has_vocab,
+            detail.audits,
+            detail.filters,
+            detail.candidates,
+            detail.similar,
+            len(detail.groups),
+        )
+    )
+
+
+def help_rows(app: App) -> list[tuple[str, str, str]]:
+    """(keys, description, whose) for every binding active on the current screen, focused widget first."""
+    rows: dict[tuple[int, str, str], tuple[list[str], str, str]] = {}
+    for active in app.screen.active_bindings.values():
+        binding, node = active.binding, active.node
+        keys, _, _ = rows.setdefault(
+            (id(node), binding.action, binding.description),
+            (
+                [],
+                binding.description or binding.action.replace("_", " "),
+                "app" if node is app else type(node).__name__,
+            ),
+        )
+        keys.append(app.get_key_display(binding))
+    return [(", ".join(keys), description, where) for keys, description, where in rows.values()]
+
+
+def detail_json(detail: LatentDetail) -> dict:
+    # The vocabulary is the whole file's (shared, 50k+ tokens), not this latent's: left out.
+    return {f.name: getattr(detail, f.name) for f in dataclasses.fields(detail) if f.name != "vocab"}
+
+
+def _jsonable(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

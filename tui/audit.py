@@ -80,8 +80,8 @@ class AuditPane(Vertical, can_focus=True):
         Binding("f", "flag", "flag"),
         Binding("o", "edit('explanation')", "own explanation"),
         Binding("n", "edit('note')", "note"),
-        Binding("right,bracketright", "step(1)", "next"),
-        Binding("left,bracketleft", "step(-1)", "previous"),
+        Binding("right,right_square_bracket", "step(1)", "next"),
+        Binding("left,left_square_bracket", "step(-1)", "previous"),
         Binding("m", "mode", "queue"),
     ]
     DEFAULT_CSS = """

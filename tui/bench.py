@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -91,7 +92,11 @@ async def measure(db: Path, n_switches: int = 100, size=(160, 50)) -> dict:
 def main(n_latents: int, db: str | Path | None, switches: int, as_json: bool) -> None:
     from autointerp.store.synthetic import make_synthetic_db
 
+    from .settings import CONFIG_ENV
+
     with tempfile.TemporaryDirectory() as tmp:
+        # Default settings, and none saved: the user's last sort or tab would change what is measured.
+        os.environ[CONFIG_ENV] = str(Path(tmp) / "tui.toml")
         build_s = None
         if db is None:
             t = time.perf_counter()

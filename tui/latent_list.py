@@ -28,6 +28,11 @@ PAGE = 100
 MAX_PAGES = 64
 
 
+def _width(scorer: str) -> int:
+    """A scorer's column: its whole name (up to "intervention"), never narrower than a metric like 0.875."""
+    return min(max(6, len(scorer)), 12)
+
+
 def _num(v, fmt: str, width: int) -> str:
     return f"{v:{fmt}}".rjust(width) if v is not None else "-".rjust(width)
 
@@ -35,13 +40,14 @@ def _num(v, fmt: str, width: int) -> str:
 class LatentList(ScrollView, can_focus=True):
     """Rows: latent id, frequency, max activation, each scorer's metric, the explanation's first line."""
 
+    # Ids: the settings file's [keys] rebinds them (tui/settings.py).
     BINDINGS = [
-        Binding("up,k", "move(-1)", "up", show=False),
-        Binding("down,j", "move(1)", "down", show=False),
-        Binding("pageup", "move(-20)", "page up", show=False),
-        Binding("pagedown", "move(20)", "page down", show=False),
-        Binding("home,g", "first", "first", show=False),
-        Binding("end,G", "last", "last", show=False),
+        Binding("up,k", "move(-1)", "up", show=False, id="up"),
+        Binding("down,j", "move(1)", "down", show=False, id="down"),
+        Binding("pageup", "move(-20)", "page up", show=False, id="page_up"),
+        Binding("pagedown", "move(20)", "page down", show=False, id="page_down"),
+        Binding("home,g", "first", "first", show=False, id="first"),
+        Binding("end,G", "last", "last", show=False, id="last"),
     ]
     DEFAULT_CSS = "LatentList { height: 1fr; overflow-x: hidden; }"
 
@@ -82,7 +88,8 @@ class LatentList(ScrollView, can_focus=True):
         return int(self.ids[self.cursor]) if 0 <= self.cursor < len(self.ids) else None
 
     def header(self) -> str:
-        cols = ["latent".rjust(7), "freq".rjust(8), "max".rjust(5)] + [s[:6].rjust(6) for s in self.scorers]
+        cols = ["latent".rjust(7), "freq".rjust(8), "max".rjust(5)]
+        cols += [s[: _width(s)].rjust(_width(s)) for s in self.scorers]
         return " ".join(cols) + "  explanation"
 
     def _row(self, index: int) -> LatentRow | None:
@@ -101,7 +108,7 @@ class LatentList(ScrollView, can_focus=True):
         if row is None:
             return f"{latent:>7}"
         cells = [f"{latent:>7}", _num(row.frequency, ".2e", 8), _num(row.max_act, ".1f", 5)]
-        cells += [_num(row.metrics.get(s), ".3f", 6) for s in self.scorers]
+        cells += [_num(row.metrics.get(s), ".3f", _width(s)) for s in self.scorers]
         expl = visible((row.explanation or "").split("\n")[0])
         return " ".join(cells) + "  " + expl
 
