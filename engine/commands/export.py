@@ -197,19 +197,25 @@ def _write_csv(f, rows: Iterator[dict], sides: list[str]) -> int:
     return n
 
 
+def swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename a finished folder to `out`; an existing `out` is moved aside first and removed after, so a reader
+    sees the old folder or the new one, never a mix."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
 def _delphi(cfg: Config, store: ActivationStore, out: Path) -> dict:
     """delphi's folder, written beside `out` under a temporary name and renamed into place when whole."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         files, latents = _delphi_files(cfg, store, tmp)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"files": files, "latents": latents, "path": str(out)}

@@ -32,7 +32,6 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -50,7 +49,7 @@ from autointerp.store.db import ActivationStore, preflight
 from autointerp.store.directions import read_vocab
 from autointerp.store.queries import WindowQueries
 
-from .export import ExportError, output_path
+from .export import ExportError, output_path, swap_into_place
 
 # The Neuronpedia source this layout was read from (the Prisma schema, the importer, the converter scripts).
 NEURONPEDIA_REPO = "https://github.com/hijohnnylin/neuronpedia"
@@ -513,21 +512,10 @@ def export_neuronpedia(
             source_dir.mkdir(parents=True)
             files = _write_rows(writer, source_dir, batch_size, advance)
             files += _write_metadata(writer, tmp, source_dir)
-            _swap_into_place(tmp, target)
+            swap_into_place(tmp, target)
         except OSError as e:
             raise ExportError(f"cannot write --out {target} ({e.strerror or e})") from None
         finally:
             stop()
             shutil.rmtree(tmp, ignore_errors=True)
     return {"files": files, "latents": writer.counts["features"], "path": str(target), **writer.counts}
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished folder to `out`; an existing `out` is moved aside first and removed after."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
