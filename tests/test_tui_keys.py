@@ -40,7 +40,7 @@ def db(base_db, tmp_path) -> Path:
     return Path(shutil.copy(base_db, tmp_path / "s.db"))
 
 
-async def until(pilot, condition, timeout: float = 10.0) -> None:
+async def until(pilot, condition, timeout: float = 60.0) -> None:  # generous: a loaded CI machine
     for _ in range(int(timeout / 0.02)):
         if condition():
             return

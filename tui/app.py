@@ -47,6 +47,10 @@ Screen { layout: vertical; }
 #error { padding: 1 2; color: $error; text-style: bold; }
 #browse-left { width: 45%; min-width: 50; }
 #browse-right { width: 1fr; border-left: vkey $secondary; }
+/* A narrow terminal (80 columns): the list above the detail, each full width, instead of a 27-column detail. */
+#browse.narrow { layout: vertical; }
+#browse.narrow #browse-left { width: 100%; min-width: 0; height: 45%; }
+#browse.narrow #browse-right { width: 100%; height: 1fr; border-left: none; }
 #query { margin: 0 0; }
 #list-status, #list-header { height: 1; padding: 0 1; }
 #list-status { height: auto; }  /* wraps in a narrow pane rather than cutting off the explainer */
@@ -59,6 +63,7 @@ Screen { layout: vertical; }
 #list { border-title-align: left; }
 """
 
+NARROW_BELOW = 120  # terminal columns under which the latents tab stacks the list above the detail
 HISTORY_MAX = 200  # latents kept for back/forward (a browser's history, bounded)
 
 
@@ -242,7 +247,7 @@ class AutointerpApp(App):
             with TabPane("Monitor [1]", id="monitor"):
                 yield MonitorPane() if initial == "monitor" else Lazy(MonitorPane())
             with TabPane("Latents [2]", id="latents"):
-                with Horizontal():
+                with Horizontal(id="browse", classes="narrow" if self.size.width < NARROW_BELOW else ""):
                     with Vertical(id="browse-left"):
                         yield QueryInput(
                             placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3", id="query"
@@ -271,6 +276,10 @@ class AutointerpApp(App):
 
     def _batch_running(self) -> bool:
         return self.browser.latest_run_status() == "running"
+
+    def on_resize(self, event) -> None:
+        for browse in self.query("#browse"):
+            browse.set_class(event.size.width < NARROW_BELOW, "narrow")
 
     def on_mount(self) -> None:
         if self.settings.theme and self.settings.theme in self.available_themes:
