@@ -2,10 +2,9 @@
 truth, read from what the score row already stores (scores.outcomes / details), the sample set (each window's role
 and source) and the cache (each window's tokens and activations).
 
-What is not stored is said, never guessed (`EvidenceSide.notes`): simulation keeps each excerpt's predicted peak,
-not its per-token predictions; fuzzing does not keep which tokens it marked (the correct marks are recomputed from
-the explanation's threshold, the moved ones cannot be); intruder keeps the true intruder and whether it was named,
-not the excerpt picked instead nor the rest of its group.
+What is not stored is said, never guessed (`EvidenceSide.notes`): fuzzing does not keep which tokens it marked (the
+correct marks are recomputed from the explanation's threshold, the moved ones cannot be). Simulation's per-token
+predictions and intruder's groups and picks are kept in `details` by rows scored since stop 27; older rows say so.
 """
 
 from __future__ import annotations
@@ -45,6 +44,9 @@ class EvidenceExample:
     marks: np.ndarray | None = None  # fuzzing: which tokens were shown marked, where that can be known
     text: str | None = None  # generation: the written text
     text_peak: float | None = None  # generation: the text's peak activation
+    predicted: np.ndarray | None = None  # simulation: the per-token prediction (0-10), where stored
+    group: list[int] | None = None  # intruder: the group's windows in the order shown (the intruder among them)
+    named: int | None = None  # intruder: the window the scorer named (None: failed, or not stored)
 
     @property
     def max_act(self) -> float:
@@ -108,11 +110,20 @@ def _side(row: dict, scorer: str) -> EvidenceSide:
     ]
     notes = []
     if scorer == "simulation":
-        notes.append("per-token predictions (each excerpt shows its predicted peak, 0-10, only)")
+        predicted = details.get("predicted")
+        if predicted is None:  # rows scored before the predictions were kept
+            notes.append("per-token predictions (each excerpt shows its predicted peak, 0-10, only)")
+        for ex, p in zip(examples, predicted or []):
+            ex.predicted = None if p is None else np.asarray(p, np.float32)
     elif scorer == "fuzzing":
         notes.append("which silent tokens a wrongly marked excerpt had marked (only correct marks are shown)")
     elif scorer == "intruder":
-        notes.append("the excerpt picked instead of a missed intruder, and the rest of each group")
+        groups = details.get("groups")
+        if groups is None:  # rows scored before the groups were kept
+            notes.append("the excerpt picked instead of a missed intruder, and the rest of each group")
+        for ex, g in zip(examples, groups or []):
+            ex.group = [int(w) for w in g["windows"]]
+            ex.named = None if g["named"] is None else ex.group[int(g["named"])]
     elif scorer == "generation":
         texts = details.get("texts") or []
         # details.texts holds every written text in outcome order (a text that tokenised to nothing is a failed

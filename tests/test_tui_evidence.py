@@ -193,6 +193,7 @@ def test_simulation_peaks_and_correlation_are_the_scripted_answers(scored, engin
                 assert len(asked) == 1
                 assert ex.probability * 10 == pytest.approx(max(asked[0]))
                 assert ex.prediction == int(max(asked[0]) > 0)
+                assert ex.predicted is not None and ex.predicted.tolist() == asked[0]  # token for token
                 true.append(ex.acts)
                 predicted.append(asked[0])
             pooled = np.corrcoef(np.concatenate(true), np.concatenate(predicted))[0, 1]
@@ -429,3 +430,29 @@ def test_the_apps_own_detail_pane_at_80_columns_keeps_clear_of_its_scrollbar(sco
             assert max(s.cell_length for s in view._lines) <= width
 
     asyncio_run(go())
+
+
+def test_intruder_groups_and_picks_are_the_ones_the_scorer_saw(scored):
+    """Each intruder outcome keeps its group as shown: the intruder (the outcome's non-activating window) among the
+    latent's held-out activating windows, and the window named, which is the intruder exactly when it was hit."""
+    from autointerp.tui.evidence import evidence_text
+
+    db, latents, _ = scored
+    b = Browser.open(db)
+    try:
+        for latent in latents:
+            ev = b.evidence(latent, "default", "intruder")
+            roles = {w: r for w, r in b._conn.execute("select window, role from samples where latent = ?", [latent])}
+            assert not ev.real.notes and ev.real.examples
+            for ex in ev.real.examples:
+                assert ex.group is not None and ex.window in ex.group and len(ex.group) == 3  # 2 + the intruder
+                assert roles[ex.window] == "non_activating"
+                assert all(roles[w] == "activating" for w in ex.group if w != ex.window)
+                if ex.failed:
+                    assert ex.named is None
+                else:
+                    assert ex.named in ex.group and (ex.named == ex.window) == (ex.verdict == "true positive")
+            shown = evidence_text(ev, b.vocab(), 1.0).plain
+            assert shown.count("intruder shown as excerpt") == len(ev.real.examples)
+    finally:
+        b.close()

@@ -157,6 +157,20 @@ def evidence_text(
         if ev.scorer == "fuzzing" and ex.label == 0:
             text.append("  (marks moved to silent tokens: not stored)", "italic dim")
         text.append("\n")
+        if ev.scorer == "simulation" and ex.predicted is not None and ex.tokens is not None:
+            # the same tokens heated by the prediction (0-10) under the true activations, token for token
+            text.append("  predicted: ", "dim")
+            text.append_text(heat_text(tokens_as_text(vocab, ex.tokens), ex.predicted, 10.0, mono))
+            text.append("\n")
+        if ev.scorer == "intruder" and ex.group is not None:
+            place = ex.group.index(ex.window) + 1 if ex.window in ex.group else "?"
+            if ex.named is None:
+                named = "no answer"
+            elif ex.named == ex.window:
+                named = "the intruder"
+            else:
+                named = f"excerpt {ex.group.index(ex.named) + 1} (window {ex.named}) instead"
+            text.append(f"  intruder shown as excerpt {place} of {len(ex.group)}; named: {named}\n", "dim")
     return text
 
 

@@ -124,16 +124,18 @@ class Intruder(Scorer):
             for items, _ in groups
         ]
         run = ScoredRun([], [])
+        shown = []  # per group, in outcome order: its windows as shown, the intruder's place, the one named
         for (items, answer), r in zip(groups, await ctx.complete(reqs)):
             run.accounting.add(r)
             run.items.append(items[answer])
             chosen, probs, error = parse_intruder(r, len(items))
+            shown.append({"windows": [it.window for it in items], "intruder": answer, "named": chosen})
             if error is not None:
                 run.errors[error] += 1
                 run.outcomes.append(ExampleOutcome(1, 0, failed=True))
             else:
                 run.outcomes.append(ExampleOutcome(1, 0, int(chosen == answer), probs[answer] if probs else None))
-        run.details = {"group": group + 1, "chance": 1 / (group + 1)}
+        run.details = {"group": group + 1, "chance": 1 / (group + 1), "groups": shown}
         return llm_scored(ctx, self.name, run, intruder_group=group)
 
     def calls(self, cfg, n_act: int, n_non: int) -> int:

@@ -291,6 +291,9 @@ class Simulation(Scorer):
             label = int(ex.decile > 0)
             run.outcomes.append(ExampleOutcome(label, ex.decile, int(values.max() > 0), float(sim.max()) / 10))
         run.details = simulation_correlations([ex.acts for ex in examples], predicted)
+        # Every excerpt's per-token prediction (0-10, null for a failed one), in outcome order: the evidence the
+        # TUI shows beside the true activations (a few excerpts of a window's tokens: small).
+        run.details["predicted"] = [None if p is None else [round(float(v), 3) for v in p] for p in predicted]
         # tokens whose prediction is an expected value over the digit logprobs (the rest: the answer's integer)
         run.details["n_expected_values"] = n_expected
         return llm_scored(ctx, self.name, run, simulation_examples=ctx.cfg.score.simulation_examples)
