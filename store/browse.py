@@ -31,7 +31,7 @@ from .db import ActivationStore, StoreError
 from .errors import UserError
 from .evidence import ScorerEvidence, read_evidence
 from .queries import LatentWindow, WindowQueries
-from .runs import latest_heartbeat, run_rows
+from .runs import latest_heartbeat, run_rows, worker_rows
 from .similarity import similar_of
 
 # The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
@@ -136,6 +136,7 @@ class MonitorSnapshot:
     cache: dict  # chunks committed, tokens cached, latents with statistics
     counts: dict  # explanations, failed explanations, scored latents
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    workers: list[dict] = field(default_factory=list)  # the newest run's workers (store/runs.py worker_rows)
 
 
 def tokens_as_text(vocab: list[str], ids) -> list[str]:
@@ -655,8 +656,9 @@ class Browser:
 
     @_read
     def monitor(self, n_events: int = 30, counts: dict | None = None) -> MonitorSnapshot:
-        """Runs, progress, events and cache size; result counts are re-read only when `counts` is None
-        (they scan the results tables, so a monitor polling every second passes the last ones most times)."""
+        """Runs, progress, events, cache size and the newest run's workers; result counts are re-read only when
+        `counts` is None (they scan the results tables, so a monitor polling every second passes the last ones most
+        times)."""
         runs = run_rows(self._conn, limit=10)
         now = datetime.now(timezone.utc)
         events = self._dict_rows(
@@ -679,7 +681,8 @@ class Browser:
                 )
             )
             counts["scored"] = self._conn.execute("select count(distinct latent) from scores").fetchone()[0]
-        return MonitorSnapshot(runs, events, cache, counts, now)
+        workers = worker_rows(self._conn, runs[0]["id"]) if runs else []  # the run the monitor shows
+        return MonitorSnapshot(runs, events, cache, counts, now, workers)
 
     # ---- audits ---------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,22 @@ PROGRESS_FIELDS = (
     "backend_s",
     "wall_s",
 )
+
+
+# The columns of a `workers` row a RunLog.worker call may set, with the type each is stored as.
+WORKER_FIELDS = {
+    "node": str,
+    "pid": int,
+    "state": str,
+    "unit": str,
+    "done": int,
+    "rate": float,
+    "rate_unit": str,
+    "rerun": int,
+    "error": str,
+}
+WORKER_STATES = ("starting", "busy", "idle", "restarting", "dead", "done")
+_UNSET = object()
 
 
 class RunLog:
@@ -100,6 +117,62 @@ class RunLog:
             )
         )
 
+    def worker(
+        self,
+        worker: str,
+        role: str,
+        *,
+        node=_UNSET,
+        pid=_UNSET,
+        state=_UNSET,
+        unit=_UNSET,
+        done=_UNSET,
+        rate=_UNSET,
+        rate_unit=_UNSET,
+        rerun=_UNSET,
+        error=_UNSET,
+    ) -> None:
+        """Upsert one worker's row of this run (`workers`, schema 10): the fields given are written, None included
+        (`unit=None`: on nothing now), the others keep what they held; `updated_at` is refreshed every time. A new
+        row starts as `starting` unless a state is given. Queued on the log's thread like `progress`: it never waits
+        on the file and never raises (a value that is not of its column's type is left out, a call after `finish`
+        is dropped), since monitoring must not stop the work. An unknown field name is a TypeError, as for any
+        call."""
+        given = {
+            "node": node,
+            "pid": pid,
+            "state": state,
+            "unit": unit,
+            "done": done,
+            "rate": rate,
+            "rate_unit": rate_unit,
+            "rerun": rerun,
+            "error": error,
+        }
+        values = {}
+        for name, value in given.items():
+            if value is _UNSET:
+                continue
+            try:
+                values[name] = None if value is None else WORKER_FIELDS[name](value)  # numpy numbers, paths, ...
+            except (TypeError, ValueError, OverflowError):
+                continue
+        stamp = now()
+        first = {"state": "starting", "done": 0, "rerun": 0, **{k: v for k, v in values.items() if v is not None}}
+        cols = ["run", "worker", "role", *first, "updated_at"]
+        insert_args = [self.id, str(worker), str(role), *first.values(), stamp]
+        # Explicit None on a NOT NULL column (state, done, rerun) would fail the update: those keep their value.
+        update = {k: v for k, v in values.items() if v is not None or k not in ("state", "done", "rerun")}
+        sets = ", ".join([f"{c} = ?" for c in ("role", *update, "updated_at")])
+        sql = (
+            f"insert into workers ({', '.join(cols)}) values ({', '.join('?' * len(cols))})"
+            f" on conflict (run, worker) do update set {sets}"
+        )
+        try:
+            self.submit((sql, [*insert_args, str(role), *update.values(), stamp]))
+        except RuntimeError:  # the log is finished (its thread is gone): a late report has nowhere to go
+            pass
+
     def finish(self, status: str, message: str) -> None:
         """Record how the run ended and wait until every queued write is in the file."""
         self.submit(
@@ -134,6 +207,25 @@ def run_rows(conn: sqlite3.Connection, limit: int = 20) -> list[dict]:
         run["probably_killed"] = run["status"] == "running" and (run["silent_s"] or 0) > STALE_HEARTBEAT_S
         out.append(run)
     return out
+
+
+def worker_rows(conn: sqlite3.Connection, run_id: int) -> list[dict]:
+    """One run's workers (`workers`, written by RunLog.worker), by role, then by name with numbers in number order
+    ("cache-2" before "cache-10"). One read through the table's primary key."""
+    cur = conn.execute(
+        "select worker, role, node, pid, state, unit, done, rate, rate_unit, rerun, error, updated_at"
+        " from workers where run = ?",
+        [run_id],
+    )
+    names = [d[0] for d in cur.description]
+    out = [dict(zip(names, row)) for row in cur.fetchall()]
+    out.sort(key=lambda w: (w["role"], _natural(w["worker"])))
+    return out
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    """A sort key reading the runs of digits in a name as numbers: llm-2 < llm-10, 10.0.0.2 < 10.0.0.10."""
+    return [(0, int(part)) if part.isdecimal() else (1, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def latest_heartbeat(conn: sqlite3.Connection) -> str | None:

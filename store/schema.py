@@ -13,7 +13,7 @@ import sqlite_utils
 from .codec import CODEC, LEGACY_CODEC, legacy_decode_offsets, legacy_decode_values
 from .errors import UserError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 class SchemaError(UserError):
@@ -544,6 +544,31 @@ def _create_v9(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_v10(db: sqlite_utils.Database) -> None:
+    """The workers of a scaled-out batch (`autointerp batch --ray`), for the monitor's cluster view."""
+    # One row per (run, worker), rewritten by the run's RunLog whenever the worker changes state or reports progress.
+    db["workers"].create(
+        {
+            "run": int,  # runs.id
+            "worker": str,  # a name such as "cache-0" or "llm-1", or an LLM replica's URL
+            "role": str,  # cache | llm
+            "node": str,  # the host or IP it runs on
+            "pid": int,
+            "state": str,  # starting | busy | idle | dead | restarting | done
+            "unit": str,  # what it is on now ("chunk 12", "latent 4312"), null when on nothing
+            "done": int,  # units it finished
+            "rate": float,  # its throughput, in rate_unit ("tok/s", "latents/min")
+            "rate_unit": str,
+            "rerun": int,  # units taken from it and run again elsewhere after it died
+            "error": str,  # why it died
+            "updated_at": str,
+        },
+        pk=("run", "worker"),
+        not_null={"run", "worker", "role", "state", "done", "rerun", "updated_at"},
+        defaults={"done": 0, "rerun": 0},
+    )
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
 MIGRATIONS = {
     1: _create_v1,
@@ -555,6 +580,7 @@ MIGRATIONS = {
     7: _create_v7,
     8: _create_v8,
     9: _create_v9,
+    10: _create_v10,
 }
 
 

@@ -281,8 +281,15 @@ def assert_metrics_match_outcomes(r: dict) -> None:
         assert r["auroc"] is None, r["scorer"]
 
 
+def to_schema_9(conn) -> None:
+    """Undo schema 10's additions (the workers of a scaled-out run), as a schema-9 file had them."""
+    conn.execute("drop table workers")
+    conn.execute("update meta set value = '9' where key = 'schema_version'")
+
+
 def to_schema_8(conn) -> None:
-    """Undo schema 9's additions (raters, explanation candidates, similarity), as a schema-8 file had them."""
+    """Undo schema 10's and 9's additions (raters, explanation candidates, similarity), as a schema-8 file had them."""
+    to_schema_9(conn)
     if conn.execute("select 1 from sqlite_master where name = 'audits'").fetchone():  # not a file taken to v3
         conn.execute(
             "create table audits_v8 (latent integer, explainer text, rating text, explanation text, note text,"
@@ -301,8 +308,8 @@ def to_schema_8(conn) -> None:
 
 
 def to_schema_7(conn) -> None:
-    """Undo schema 9's and 8's additions (the corpus resume point, the forward, the latent filters), as a schema-7 file had
-    them."""
+    """Undo schema 10's, 9's and 8's additions (the corpus resume point, the forward, the latent filters), as a
+    schema-7 file had them."""
     to_schema_8(conn)
     conn.execute("alter table chunks drop column next_doc")
     conn.execute("alter table chunks drop column carry")
@@ -548,7 +555,7 @@ def reference(shared_dir):
 VOLATILE_COLUMNS = {"created_at", "updated_at", "done_at", "committed_at", "seconds", "llm_seconds", "cached_tokens"}
 # Run bookkeeping (one row per process, so a resumed run has more), and the full-text index's own tables (rowids
 # follow insertion order, which two concurrent latents may swap).
-SKIPPED_TABLES = {"runs", "progress", "events", "columns"}
+SKIPPED_TABLES = {"runs", "progress", "events", "columns", "workers"}
 # `columns` holds packed copies of other tables' columns (store/columns.py), versioned by the `scores_written`
 # counter, which counts write transactions (a resumed run may make more): both are checked against the rows they
 # copy where they are made (test_batch, test_browse_order), not compared here.

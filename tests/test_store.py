@@ -146,7 +146,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
     db.conn.close()
     with ActivationStore.open(path) as store:
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
-        assert int(v) == SCHEMA_VERSION == 9
+        assert int(v) == SCHEMA_VERSION == 10
         assert {
             "segments",
             "staged",
@@ -187,3 +187,30 @@ def test_schema_9_keeps_ratings_made_before_raters(tmp_path):
         got = c.execute("select rater, rating from audits where latent = 5 order by rater").fetchall()
     c.close()
     assert got == [("bo", "correct"), ("unknown", "wrong")]
+
+
+def test_a_write_transaction_takes_the_lock_when_it_begins(tmp_path):
+    """`with conn:` on a writing connection begins IMMEDIATE: the write lock is held from the start, so a transaction
+    that reads before it writes never finds, at its first write, that another connection (the run log's, another
+    process) wrote since its read. Begun deferred, that write failed at once with "database is locked" whatever the
+    busy timeout (seen with `batch --ray`, whose workers report while a latent's explanation is written)."""
+    import sqlite3
+
+    from autointerp.store.connection import connect
+
+    path = str(tmp_path / "w.db")
+    a = connect(path)
+    a.execute("pragma journal_mode = wal")
+    with a:
+        a.execute("create table t (x)")
+    other = sqlite3.connect(path, timeout=0)
+    with a:
+        a.execute("select count(*) from t").fetchone()  # only a read so far
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("insert into t values (1)")  # yet the lock is a's
+    other.execute("insert into t values (2)")  # released at the end of the block
+    other.commit()
+    assert a.execute("select x from t").fetchall() == [(2,)]
+    ro = connect(f"file:{path}?mode=ro", uri=True)
+    with ro:  # a read-only connection begins nothing (BEGIN IMMEDIATE would be refused)
+        assert ro.execute("select count(*) from t").fetchone() == (1,)

@@ -1,10 +1,12 @@
 """Live view of batch runs written by another process: per-stage progress, throughput, ETA, tokens,
-failures, recent events. It only reads what the batch's RunLog writes (runs, progress, events)."""
+failures, recent events, and for a scaled-out run (`autointerp batch --ray`) its workers. It only reads what the
+batch's RunLog writes (runs, progress, events, workers)."""
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
+from datetime import datetime
 
 from rich.table import Table
 from rich.text import Text
@@ -14,10 +16,14 @@ from textual.message import Message
 from textual.widgets import ProgressBar, Sparkline, Static
 
 from autointerp.store.browse import MonitorSnapshot
+from autointerp.store.runs import STALE_HEARTBEAT_S, WORKER_STATES
 from autointerp.store.text import printable
 
 STAGES = ("cache", "explain", "score")
 STATUS_STYLE = {"running": "bold green", "done": "bold", "stopped": "bold yellow", "failed": "bold red"}
+WORKER_STYLE = {"busy": "green", "dead": "bold red", "restarting": "yellow", "starting": "cyan", "done": "dim"}
+SUMMARY_STYLE = {"dead": "bold red", "restarting": "yellow"}
+ROLE_UNIT = {"cache": "chunk", "llm": "latent"}  # what a worker of each role re-runs when it dies
 
 
 def _dur(seconds: float | None) -> str:
@@ -83,6 +89,87 @@ def stage_line(row: dict, rate: float | None) -> Text:
     return text
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def _age(stamp: str | None, now: datetime) -> float | None:
+    try:
+        return (now - datetime.fromisoformat(stamp)).total_seconds() if stamp else None
+    except (TypeError, ValueError):  # a stamp in another format, or without a time zone
+        return None
+
+
+def _short_dur(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{max(0, int(seconds))}s" if seconds < 60 else _dur(seconds)
+
+
+def _rate(rate: float | None, unit: str | None) -> str:
+    if rate is None:
+        return "-"
+    number = f"{rate:,.0f}" if abs(rate) >= 100 else f"{rate:,.1f}"
+    return f"{number} {printable(unit)}" if unit else number
+
+
+def cluster_summary(workers: list[dict]) -> Text:
+    """One line: how many workers in which state, and how many units were taken from dead ones and run again."""
+    states = Counter(w["state"] for w in workers)
+    order = [*WORKER_STATES, *sorted(set(states) - set(WORKER_STATES))]
+    text = Text()
+    text.append(f"{_plural(len(workers), 'worker')}: ", "bold")
+    for i, state in enumerate(s for s in order if states[s]):
+        text.append(", " if i else "")
+        text.append(f"{states[state]:,} {printable(state)}", SUMMARY_STYLE.get(state, ""))
+    reruns: Counter[str] = Counter()
+    for w in workers:
+        reruns[ROLE_UNIT.get(w["role"], "unit")] += w["rerun"] or 0
+    rerun_parts = [f"{_plural(n, unit)} re-run" for unit, n in sorted(reruns.items()) if n]
+    if rerun_parts:
+        text.append("; " + ", ".join(rerun_parts), "yellow")
+    return text
+
+
+def cluster_table(workers: list[dict], now: datetime, live: bool = True) -> Table:
+    """The workers of a scaled-out run: what each is on, how fast it goes, how long since it last reported. While
+    the run is live, a busy or starting worker silent for over STALE_HEARTBEAT_S shows its age in yellow."""
+    table = Table(box=None, pad_edge=False, header_style="bold", expand=True)
+    columns: list[tuple[str, dict]] = [
+        ("worker", {"no_wrap": True}),
+        ("role", {}),
+        ("node", {"no_wrap": True}),
+        ("state", {}),
+        ("on", {"no_wrap": True}),
+        ("done", {"justify": "right"}),
+        ("rate", {"justify": "right", "no_wrap": True}),
+        ("rerun", {"justify": "right"}),
+        ("age", {"justify": "right", "no_wrap": True}),
+    ]
+    with_error = any(w["error"] for w in workers)
+    if with_error:
+        columns.append(("error", {"ratio": 1, "overflow": "ellipsis", "no_wrap": True}))
+    for col, kw in columns:
+        table.add_column(col, **kw)
+    for w in workers:
+        age = _age(w["updated_at"], now)
+        stale = live and w["state"] in ("busy", "starting") and age is not None and age > STALE_HEARTBEAT_S
+        cells: list[Text | str] = [
+            Text(printable(w["worker"])),
+            Text(printable(w["role"])),
+            Text(printable(w["node"] or "-")),
+            Text(printable(w["state"]), WORKER_STYLE.get(w["state"], "")),
+            Text(printable(w["unit"] or "-")),
+            f"{w['done'] or 0:,}",
+            _rate(w["rate"], w["rate_unit"]),
+            Text(f"{w['rerun'] or 0:,}", "yellow" if w["rerun"] else ""),
+            Text(_short_dur(age), "yellow" if stale else ""),
+        ]
+        if with_error:
+            # An error may quote a traceback or a server's answer: one line, literal, never parsed as markup.
+            cells.append(Text(printable(" ".join((w["error"] or "").split())), "red"))
+        table.add_row(*cells)
+    return table
+
+
 def events_table(snap: MonitorSnapshot) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold", expand=True)
     for col, kw in (("at", {"no_wrap": True}), ("run", {}), ("stage", {}), ("kind", {}), ("message", {"ratio": 1})):
@@ -106,6 +193,7 @@ class MonitorPane(Vertical, can_focus=True):
     MonitorPane .m-stage { height: auto; }
     MonitorPane ProgressBar { margin-bottom: 1; }
     MonitorPane Sparkline { height: 3; margin-bottom: 1; }
+    MonitorPane .m-cluster { height: auto; max-height: 50%; border: round $secondary; margin-bottom: 1; }
     MonitorPane .m-events { height: 1fr; border: round $secondary; }
     """
 
@@ -132,6 +220,12 @@ class MonitorPane(Vertical, can_focus=True):
             yield ProgressBar(total=100, show_eta=False, id=f"bar-{stage}")
         yield Static("throughput of the running stage (units/min, as seen by this monitor):", classes="m-spark-label")
         yield Sparkline([], summary_function=max)
+        # A scaled-out run's workers (`autointerp batch --ray`); hidden for a run without any.
+        with VerticalScroll(classes="m-cluster") as cluster:
+            cluster.border_title = "cluster"
+            cluster.display = False
+            yield Static("", classes="m-cluster-summary")
+            yield Static("", classes="m-cluster-body")
         with VerticalScroll(classes="m-events"):
             yield Static("", classes="m-events-body")
 
@@ -169,4 +263,10 @@ class MonitorPane(Vertical, can_focus=True):
         spark.data = list(self.rates)
         # No stage running: no throughput line (a flat [0] would draw as a full bar).
         spark.display = self.query_one(".m-spark-label").display = bool(self.rates) and active_rate is not None
+        cluster = self.query_one(".m-cluster", VerticalScroll)
+        cluster.display = bool(snap.workers)
+        if snap.workers:
+            live = run is not None and run["status"] == "running" and not run["probably_killed"]
+            self.query_one(".m-cluster-summary", Static).update(cluster_summary(snap.workers))
+            self.query_one(".m-cluster-body", Static).update(cluster_table(snap.workers, snap.now, live))
         self.query_one(".m-events-body", Static).update(events_table(snap))
