@@ -2,9 +2,10 @@
 truth, read from what the score row already stores (scores.outcomes / details), the sample set (each window's role
 and source) and the cache (each window's tokens and activations).
 
-What is not stored is said, never guessed (`EvidenceSide.notes`): fuzzing does not keep which tokens it marked (the
-correct marks are recomputed from the explanation's threshold, the moved ones cannot be). Simulation's per-token
-predictions and intruder's groups and picks are kept in `details` by rows scored since stop 27; older rows say so.
+What is not stored is said, never guessed (`EvidenceSide.notes`). Fuzzing keeps the token positions each excerpt
+showed marked, simulation its per-token predictions and intruder its groups and picks, in `details`, by rows scored
+since they were kept; older rows say so (an older fuzzing row's correct marks are recomputed from the explanation's
+threshold; its moved marks were random and cannot be).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class EvidenceExample:
     tokens: np.ndarray | None = None  # token ids of the cached window (None where not a cached window)
     acts: np.ndarray | None = None  # the latent's activation per token (float32)
     marks: np.ndarray | None = None  # fuzzing: which tokens were shown marked, where that can be known
+    marked: list[int] | None = None  # fuzzing: the marked token positions as stored with the score (None: older row)
     text: str | None = None  # generation: the written text
     text_peak: float | None = None  # generation: the text's peak activation
     predicted: np.ndarray | None = None  # simulation: the per-token prediction (0-10), where stored
@@ -51,6 +53,13 @@ class EvidenceExample:
     @property
     def max_act(self) -> float:
         return float(self.acts.max(initial=0.0)) if self.acts is not None and len(self.acts) else 0.0
+
+    @property
+    def wrong_marks(self) -> list[int]:
+        """Fuzzing: the marked positions on tokens that did not fire (the excerpt's wrong marks); [] where unknown."""
+        if self.marks is None or self.acts is None:
+            return []
+        return [int(i) for i in np.flatnonzero(self.marks & (self.acts <= 0))]
 
 
 @dataclass
@@ -83,6 +92,20 @@ class ScorerEvidence:
     control: EvidenceSide | None
     threshold: float | None = None  # fuzzing's marking threshold (from the explanation's settings), if known
     load_ms: float = 0.0
+    signature: tuple = ()  # score_signature of the rows read: a poll compares it to see whether to read again
+
+
+def score_signature(conn: sqlite3.Connection, latent: int, explainer: str, scorer: str) -> tuple:
+    """What changes whenever one of the latent's (real, control) score rows for this scorer is written: each row's
+    rowid (a new row) and created_at (a rewrite: the store upserts, keeping the rowid, and stamps every write to the
+    microsecond). Two rows through the primary key's index, without their JSON: cheap enough for every poll."""
+    return tuple(
+        conn.execute(
+            "select control, rowid, created_at from scores where latent = ? and explainer = ? and scorer = ?"
+            " order by control",
+            [latent, explainer, scorer],
+        ).fetchall()
+    )
 
 
 def verdict(o: dict) -> str:
@@ -116,7 +139,11 @@ def _side(row: dict, scorer: str) -> EvidenceSide:
         for ex, p in zip(examples, predicted or []):
             ex.predicted = None if p is None else np.asarray(p, np.float32)
     elif scorer == "fuzzing":
-        notes.append("which silent tokens a wrongly marked excerpt had marked (only correct marks are shown)")
+        marked = details.get("marks")
+        if marked is None:  # rows scored before the marks were kept
+            notes.append("which silent tokens a wrongly marked excerpt had marked (only correct marks are shown)")
+        for ex, m in zip(examples, marked or []):
+            ex.marked = [int(i) for i in m]
     elif scorer == "intruder":
         groups = details.get("groups")
         if groups is None:  # rows scored before the groups were kept
@@ -143,12 +170,23 @@ def _side(row: dict, scorer: str) -> EvidenceSide:
     )
 
 
+def evidence_signature(browser, latent: int, explainer: str, scorer: str) -> tuple:
+    """`score_signature` on a Browser's connection (store/browse.py), under the Browser's thread checks like its own
+    reads: the TUI runs no SQL of its own (tests/test_tui_no_sql.py). browse imports this module, so its read
+    wrapper is imported here at call time."""
+    from .browse import _read
+
+    return _read(lambda b: score_signature(b._conn, latent, explainer, scorer))(browser)
+
+
 def read_evidence(
     conn: sqlite3.Connection, queries: WindowQueries | None, latent: int, explainer: str, scorer: str
 ) -> ScorerEvidence:
     """One latent's evidence for one (explainer, scorer): both score rows, each outcome with its window's role,
     source, tokens and activations (one activation read and one sequence read for all windows of both rows)."""
     t0 = time.perf_counter()
+    # Read before the rows: a write landing in between makes the next poll read again, never miss the write.
+    signature = score_signature(conn, latent, explainer, scorer)
     cur = conn.execute(
         "select control, explanation, explanation_latent, outcomes, details, errors, tp, fp, tn, fn, n, n_scored,"
         " n_failed, balanced_accuracy, accuracy, precision, recall, f1, auroc, correlation from scores"
@@ -157,7 +195,7 @@ def read_evidence(
     )
     names = [d[0] for d in cur.description]
     sides = {bool(r[0]): _side(dict(zip(names, r)), scorer) for r in cur.fetchall()}
-    ev = ScorerEvidence(latent, explainer, scorer, sides.get(False), sides.get(True))
+    ev = ScorerEvidence(latent, explainer, scorer, sides.get(False), sides.get(True), signature=signature)
     all_examples = [ex for s in sides.values() for ex in s.examples]
     if scorer not in NOT_WINDOWS and all_examples:
         samples = {
@@ -181,9 +219,12 @@ def read_evidence(
         threshold = (json.loads(row[0] or "{}") if row else {}).get("threshold")
         ev.threshold = float(threshold) if threshold is not None else None
         for ex in all_examples:
-            # A correctly marked excerpt (label 1) marks the tokens at or above threshold x its max, as fuzzing drew
-            # them (engine/interpretation/examples.py marked_positions); label 0 marks were random silent tokens.
-            if ex.label == 1 and ev.threshold is not None and ex.acts is not None and ex.max_act > 0:
+            if ex.marked is not None and ex.acts is not None:  # as stored: the positions the prompt marked
+                ex.marks = np.zeros(len(ex.acts), bool)
+                ex.marks[[i for i in ex.marked if 0 <= i < len(ex.acts)]] = True
+            # An older row: a correctly marked excerpt (label 1) marks the tokens at or above threshold x its max, as
+            # fuzzing drew them (engine/interpretation/examples.py marked_positions); label 0 marks were random.
+            elif ex.label == 1 and ev.threshold is not None and ex.acts is not None and ex.max_act > 0:
                 ex.marks = ex.acts >= ev.threshold * ex.max_act
     ev.load_ms = (time.perf_counter() - t0) * 1000
     return ev

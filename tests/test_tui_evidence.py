@@ -202,27 +202,87 @@ def test_simulation_peaks_and_correlation_are_the_scripted_answers(scored, engin
         b.close()
 
 
+def sent_fuzzing_excerpts(script: Scripted) -> list[str]:
+    """Every marked excerpt the scripted server was sent (one excerpt per prompt in these tests), as sent."""
+    head = "Excerpt 1: "
+    return [
+        line[len(head) :] for u in script.labelled for line in u.split("\n") if line.startswith(head) and "<<" in line
+    ]
+
+
 def test_fuzzing_marks_are_the_ones_the_scorer_was_shown(scored, engine_examples):
-    """The correct marks, recomputed from the explanation's threshold, are exactly those in a fuzzing prompt."""
+    """Each excerpt's marks, as the score row stores them, are exactly those of a prompt the scorer sent, for the
+    real explanation and the control; the correct ones are the threshold's, the wrong ones all on tokens that did not
+    fire, and the pane lists those by position and token."""
     db, latents, script = scored
+    sent = sent_fuzzing_excerpts(script)
     b = Browser.open(db)
-    checked = 0
+    vocab = b.vocab()
+    right = wrong = 0
+    stored_texts = []
     try:
         for latent in latents:
             ev = b.evidence(latent, "default", "fuzzing")
             assert ev.threshold is not None
-            shown = engine_examples(latent, [ex.window for ex in ev.real.examples])
+            for side in (ev.real, ev.control):
+                assert not side.notes  # nothing left unsaid for a row scored with the marks kept
+                shown = engine_examples(latent, [ex.window for ex in side.examples])
+                for ex in side.examples:
+                    assert ex.marked is not None and ex.marks is not None and ex.marks.any()
+                    marked = with_marks(shown[ex.window], ex.marks)
+                    assert marked in sent, marked  # this excerpt, these marks, in a prompt sent
+                    stored_texts.append(marked)
+                    if ex.label == 1:
+                        np.testing.assert_array_equal(ex.marks, ex.acts >= ev.threshold * ex.max_act)
+                        assert ex.wrong_marks == []
+                        right += 1
+                    else:
+                        assert ex.wrong_marks == ex.marked and all(ex.acts[i] <= 0 for i in ex.marked)
+                        wrong += 1
+            plain = evidence_text(ev, vocab, 1.0).plain
+            assert "not stored" not in plain
             for ex in ev.real.examples:
                 if ex.label == 0:
-                    assert ex.marks is None  # moved marks are not stored: never guessed
-                    continue
-                marked = with_marks(shown[ex.window], ex.marks)
-                assert any(f"Excerpt 1: {marked}" in u for u in script.labelled), marked
-                assert ex.marks.any()
-                checked += 1
+                    tokens = tokens_as_text(vocab, [ex.tokens[i] for i in ex.marked])
+                    listed = ", ".join(f"{i} {visible(t)!r}" for i, t in zip(ex.marked, tokens))
+                    assert f"wrong marks ({len(ex.marked)}, on tokens that did not fire): {listed}" in plain
+            assert plain.count("wrong marks (") == sum(ex.label == 0 for ex in ev.real.examples)
     finally:
         b.close()
-    assert checked >= 3
+    assert right >= 3 and wrong >= 2
+    # one prompt per stored outcome (one excerpt per prompt, none failed): the stored marks are all that was sent
+    assert sorted(sent) == sorted(stored_texts)
+
+
+def test_an_older_fuzzing_row_without_marks_says_so(scored, tmp_path):
+    """Rows scored before the marks were kept: the correct marks are recomputed from the threshold (the same as the
+    stored ones), the moved ones are said to be not stored, never guessed."""
+    src, latents, _ = scored
+    db = tmp_path / "old.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(db) as c:
+        a.backup(c)
+    b = Browser.open(src)
+    stored = {latent: b.evidence(latent, "default", "fuzzing") for latent in latents}
+    b.close()
+    with sqlite3.connect(db) as c:
+        c.execute("update scores set details = json_remove(details, '$.marks') where scorer = 'fuzzing'")
+    b = Browser.open(db)
+    try:
+        for latent in latents:
+            ev = b.evidence(latent, "default", "fuzzing")
+            assert any("which silent tokens" in note for note in ev.real.notes)
+            for ex, new in zip(ev.real.examples, stored[latent].real.examples):
+                assert ex.marked is None and ex.wrong_marks == []
+                if ex.label == 1:
+                    np.testing.assert_array_equal(ex.marks, new.marks)  # recomputed = as sent
+                else:
+                    assert ex.marks is None
+            plain = evidence_text(ev, b.vocab(), 1.0).plain
+            n_wrong = sum(ex.label == 0 for ex in ev.real.examples)
+            assert plain.count("(marks moved to silent tokens: not stored)") == n_wrong > 0
+            assert "wrong marks (" not in plain
+    finally:
+        b.close()
 
 
 class Pane(App):
@@ -456,3 +516,89 @@ def test_intruder_groups_and_picks_are_the_ones_the_scorer_saw(scored):
             assert shown.count("intruder shown as excerpt") == len(ev.real.examples)
     finally:
         b.close()
+
+
+def test_open_evidence_is_read_again_when_its_score_rows_are_written(scored, tmp_path, monkeypatch):
+    """The evidence open in the app's detail pane follows its score rows: a control row landing and a rescore in
+    place (the store upserts: same rowid, new created_at), each written by another connection as a scoring process
+    would, show on the next polls without a key; polls with nothing written leave the drawing alone."""
+    from autointerp.store.clock import now
+    from autointerp.tui.app import AutointerpApp
+
+    monkeypatch.setenv(CHECK_THREADS_ENV, "1")
+    src, latents, _ = scored
+    db = tmp_path / "live.db"
+    with sqlite3.connect(src) as a, sqlite3.connect(db) as b:
+        a.backup(b)  # the whole file, WAL included
+    latent = latents[0]
+    where = "latent = ? and explainer = 'default' and scorer = 'detection' and control = ?"
+    with sqlite3.connect(db) as c:  # the control row is written back later, while its evidence is open
+        c.row_factory = sqlite3.Row
+        control = dict(c.execute(f"select * from scores where {where}", [latent, 1]).fetchone())
+        c.execute(f"delete from scores where {where}", [latent, 1])
+
+    def counts(row: dict) -> str:
+        return f"(row: tp {row['tp']} fp {row['fp']} tn {row['tn']} fn {row['fn']}, failed {row['n_failed']})"
+
+    def line(view: LatentDetailView, head: str, end: str) -> str:
+        """The evidence's `head` line as shown, unwrapped (whitespace runs as one space), up to `end`."""
+        flat = " ".join(view.plain_text().split())
+        return flat.split(f" {head}: ")[1].split(end)[0]
+
+    async def go():
+        app = AutointerpApp(db, poll_s=0.1)
+        async with app.run_test(size=(100, 40)) as pilot:
+
+            async def until(condition, timeout=30.0):
+                for _ in range(int(timeout / 0.02)):
+                    if condition():
+                        return
+                    await pilot.pause(0.02)
+                raise AssertionError("condition not reached in time")
+
+            await until(lambda: app.detail_count >= 1)
+            app.jump(latent)
+            await until(lambda: app.shown_latent == latent)
+            view = app.query_one("#detail", LatentDetailView)
+            view.focus()
+            for _ in range(view.evidence_keys().index(("default", "detection")) + 1):
+                await pilot.press("e")
+            assert view.evidence.scorer == "detection" and view.evidence.control is None
+            assert "\ncontrol: " not in view.plain_text()
+            drawn, polls = view._lines, app._polls
+            await until(lambda: app._polls >= polls + 3)
+            await pilot.pause()
+            assert view._lines is drawn  # nothing written: not redrawn
+
+            with sqlite3.connect(db) as c:
+                c.execute(
+                    f"insert into scores ({', '.join(control)}) values ({', '.join('?' * len(control))})",
+                    list(control.values()),
+                )
+            await until(lambda: "\ncontrol: " in view.plain_text())
+            assert counts(control) in line(view, "control", " (latent")
+            assert view.evidence.control is not None and view.evidence_at is not None  # still open, same scorer
+            # the latent is read again too: its scores table has the control beside the real row now
+            await until(lambda: any(e["scorer"] == "detection" and e.get("control") for e in view.detail.scores))
+
+            with sqlite3.connect(db) as c:  # a rescore in place: one answer flipped, the counts with it
+                c.row_factory = sqlite3.Row
+                real = dict(c.execute(f"select * from scores where {where}", [latent, 0]).fetchone())
+                outcomes = json.loads(real["outcomes"])
+                flip = next(i for i, o in enumerate(outcomes) if not o.get("failed"))
+                o = outcomes[flip]
+                key = {(1, 1): "tp", (0, 1): "fp", (0, 0): "tn", (1, 0): "fn"}
+                real[key[(o["label"], o["prediction"])]] -= 1
+                o["prediction"] = 1 - o["prediction"]
+                real[key[(o["label"], o["prediction"])]] += 1
+                c.execute(
+                    f"update scores set outcomes = ?, tp = ?, fp = ?, tn = ?, fn = ?, created_at = ? where {where}",
+                    [json.dumps(outcomes), real["tp"], real["fp"], real["tn"], real["fn"], now(), latent, 0],
+                )
+            assert counts(real) not in line(view, "scored", " control: ")
+            await until(lambda: counts(real) in line(view, "scored", " control: "))
+            assert view.evidence.real.examples[flip].prediction == o["prediction"]
+            assert view.evidence.real.examples[flip].verdict == VERDICTS[(o["label"], o["prediction"])]
+            assert app._exception is None
+
+    asyncio_run(go())

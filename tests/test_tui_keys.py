@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from textual import events
+from textual.containers import VerticalScroll
 from textual.keys import _get_unicode_name_from_key
 from textual.widgets import Input
 
@@ -84,13 +85,15 @@ async def press(pilot, key: str) -> None:
     await pilot._wait_for_screen()
 
 
-async def settle(pilot, app: AutointerpApp, tab: str | None, focus) -> None:
+async def settle(pilot, app: AutointerpApp, tab: str | None, focus, keep=None) -> None:
     """Back to a known state between keys, doing only what the last key changed (a tab switch re-reads the
-    audit queue or the plots): no modal, no editor, the tab shown, its widget focused."""
+    audit queue or the plots): no modal, no editor, the tab shown, its widget focused. `keep()`: the modal on top
+    is the prepared one, as it was prepared (left open: closing and opening it again per key costs seconds)."""
     await pilot._wait_for_screen()
     if isinstance(app.focused, Input):
         await press(pilot, "escape")  # the audit editor or the query box
-    while len(app.screen_stack) > 1:  # closed as a user does, once it has mounted; popped if escape does not
+    # closed as a user does, once it has mounted; popped if escape does not
+    while len(app.screen_stack) > 1 and not (keep is not None and keep()):
         screen = app.screen
         await pilot._wait_for_screen()
         await press(pilot, "escape")
@@ -106,34 +109,52 @@ async def settle(pilot, app: AutointerpApp, tab: str | None, focus) -> None:
         await pilot._wait_for_screen()
 
 
-async def press_every_key(pilot, app: AutointerpApp, tab: str | None, focus=None, prepare=None) -> int:
-    """Press each bound key once, from the same state each time (`prepare` sets up a modal screen first). With
-    `focus`, only the focused widget's own keys: the app's were pressed on the same tab already."""
+async def press_every_key(pilot, app: AutointerpApp, tab: str | None, focus=None, prepare=None, prepared=None) -> int:
+    """Press each bound key once, from the same state each time (`prepare` sets up a modal screen first, and again
+    whenever `prepared()` says a key changed it). With `focus`, only the focused widget's own keys: the app's were
+    pressed on the same tab already."""
+    await settle(pilot, app, tab, focus)
     if prepare is not None:
         await prepare(pilot)
-    await settle(pilot, app, tab, focus)
-    keys = sorted(bound_keys(app, own=focus() if focus is not None else None))
+    keys = sorted(bound_keys(app, own=focus() if focus is not None else None))  # the modal's too, when prepared
     for key in keys:
-        await settle(pilot, app, tab, focus)
+        await settle(pilot, app, tab, focus, keep=prepared)
         if prepare is not None:
             await prepare(pilot)
         await press(pilot, key)
         assert app.is_running and app._exception is None, f"key {key!r} on {tab or app.screen}"
     await settle(pilot, app, tab, focus)
-    await pilot.pause()  # what the last keys started (workers, their messages) ends before the next check
+    # What the last keys started ends before the next check: the workers (reads), then their messages. Waited for
+    # as such, not as Pilot.pause's CPU-idle guess (up to a second per call on a loaded machine).
+    await app.workers.wait_for_complete()
+    await pilot._wait_for_screen()
     assert app._exception is None
     return len(keys)
 
 
 def run_every_key_everywhere(app: AutointerpApp, ready, tabs, help_screen: bool = True) -> int:
     count = {"n": 0}
+    opened: dict = {}  # the help screen as last opened: its focus and scroll position, which keys may change
+
+    def help_as_opened() -> bool:
+        screen = app.screen
+        return (
+            screen is opened.get("screen")
+            and len(app.screen_stack) == 2
+            and app.focused is opened["focus"]
+            and screen.query_one(VerticalScroll).scroll_offset == opened["scroll"]
+        )
 
     async def open_help(pilot):
-        if not isinstance(app.screen, HelpScreen):
-            app.action_help()
-            await pilot._wait_for_screen()
+        if help_as_opened():
+            return
+        assert not isinstance(app.screen, HelpScreen)  # settle closed what a key changed
+        app.action_help()
+        await pilot._wait_for_screen()
         await pilot._wait_for_screen()  # the help screen has mounted
         assert isinstance(app.screen, HelpScreen)
+        box = app.screen.query_one(VerticalScroll)
+        opened.update(screen=app.screen, focus=app.focused, scroll=box.scroll_offset)
 
     async def steps(pilot):
         await until(pilot, ready)
@@ -142,7 +163,8 @@ def run_every_key_everywhere(app: AutointerpApp, ready, tabs, help_screen: bool 
         if "latents" in tabs:  # the detail pane's own keys, with it focused
             count["n"] += await press_every_key(pilot, app, "latents", lambda: app.query_one("#detail"))
         if help_screen:
-            count["n"] += await press_every_key(pilot, app, None, prepare=open_help)  # the help screen's own keys
+            # the help screen's own keys and the app's, over the tab the keys above left
+            count["n"] += await press_every_key(pilot, app, None, prepare=open_help, prepared=help_as_opened)
         await pilot.press("q")  # the end: quitting works from wherever the keys left the app
         await pilot.pause()
 

@@ -103,3 +103,52 @@ def test_latents_tab_at_small_and_large_terminals(snap_compare, db, size):
         await pilot.pause()
 
     assert snap_compare(AutointerpApp(db, poll_s=3600), terminal_size=size, run_before=filtered)
+
+
+def visible_list_rows(app: AutointerpApp) -> list[int]:
+    """The latents whose rows are on screen, read from the composited frame (what the terminal gets), not from
+    the list's own sizes: a row hidden under another widget or cut by the screen's edge is not counted."""
+    from autointerp.tui.latent_list import LatentList
+
+    lst = app.query_one(LatentList)
+    lines = ["".join(seg.text for seg in strip) for strip in app.screen._compositor.render_strips()]
+    shown = []
+    for index in range(len(lst.ids)):
+        text = lst.row_text(index)[: lst.scrollable_content_region.width]
+        if any(text in line for line in lines):
+            shown.append(int(lst.ids[index]))
+    return shown
+
+
+def test_the_list_shows_six_rows_at_80x24_and_the_search_box_is_one_line(db):
+    """At 80x24 the stacked layout leaves the list at least 6 rows; the search box is one line there, bordered again
+    once the terminal is wide (a resize toggles it), and the footer keeps `q quit`."""
+    import asyncio
+
+    from textual.widgets import Input
+
+    async def go():
+        app = AutointerpApp(db, poll_s=3600)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await showing(0)(pilot)
+            box = app.query_one("#query", Input)
+            rows = visible_list_rows(app)
+            assert len(rows) >= 6 and rows == list(range(len(rows))), rows  # the first rows, in order
+            assert box.outer_size.height == 1
+            footer = "".join(seg.text for seg in app.screen._compositor.render_strips()[-1])
+            assert footer.startswith("q quit")
+            await pilot.resize_terminal(150, 45)
+            await pilot.pause()
+            assert box.outer_size.height == 3 and not app.query_one("#browse").has_class("narrow")
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause()
+            assert box.outer_size.height == 1 and len(visible_list_rows(app)) >= 6
+            await pilot.press("slash")  # typing into the one-line box works as in the bordered one
+            await pilot.press(*"w38", "enter")
+            for _ in range(500):
+                if app.order_settled and app.query_text == "w38":
+                    break
+                await pilot.pause(0.02)
+            assert app.query_text == "w38" and 0 < len(app.query_one("LatentList").ids) < 120
+
+    asyncio.run(go())

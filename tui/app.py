@@ -33,6 +33,7 @@ from textual.worker import get_current_worker
 from autointerp.store.audits import default_rater
 from autointerp.store.browse import CONTROL_SUFFIX, BrowseError, Browser, LatentDetail, MonitorSnapshot
 from autointerp.store.db import StoreError, preflight
+from autointerp.store.evidence import ScorerEvidence, evidence_signature
 from autointerp.store.text import printable
 
 from .audit import AuditPane
@@ -49,9 +50,13 @@ Screen { layout: vertical; }
 #browse-right { width: 1fr; border-left: vkey $secondary; }
 /* A narrow terminal (80 columns): the list above the detail, each full width, instead of a 27-column detail. */
 #browse.narrow { layout: vertical; }
-#browse.narrow #browse-left { width: 100%; min-width: 0; height: 45%; }
+#browse.narrow #browse-left { width: 100%; min-width: 0; height: 45%; min-height: 11; }
 #browse.narrow #browse-right { width: 100%; height: 1fr; border-left: none; }
 #query { margin: 0 0; }
+/* Narrow: a one-line search box (compact, no border) so 24 rows leave the list 6 rows (min-height above: the box,
+   status, header and the list's border take 5); focus shows as a tint, there being no border to colour. */
+#query.-textual-compact { padding: 0 1; }
+#query.-textual-compact:focus { background-tint: $accent 25%; }
 #list-status, #list-header { height: 1; padding: 0 1; }
 #list-status { height: auto; }  /* wraps in a narrow pane rather than cutting off the explainer */
 #list-header { text-style: bold; }
@@ -171,9 +176,12 @@ class AutointerpApp(App):
             self.request, self.ids, self.scorers, self.total, self.error = request, ids, scorers, total, error
 
     class MonitorRead(Message):
-        def __init__(self, snapshot: MonitorSnapshot | None, error: str | None = None) -> None:
+        def __init__(
+            self, snapshot: MonitorSnapshot | None, error: str | None = None, evidence: ScorerEvidence | None = None
+        ) -> None:
             super().__init__()
-            self.snapshot, self.error = snapshot, error
+            # evidence: the open evidence read again because its score rows changed since it was read
+            self.snapshot, self.error, self.evidence = snapshot, error, evidence
 
     class PlotsRead(Message):
         def __init__(self, latent: int | None, hist, scores: list | None, error: str | None = None) -> None:
@@ -226,6 +234,9 @@ class AutointerpApp(App):
         self.history: list[int] = []
         self.history_at = -1
         self._refreshing: int | None = None  # a latent being re-read because new results landed
+        # (latent, explainer, scorer, signature) of the evidence open in the detail pane: each poll compares the
+        # signature with its score rows' (store/evidence.py score_signature) and reads the evidence again if moved.
+        self._evidence_watch: tuple | None = None
         # Settings from the last session; a file that does not parse is reported once and never overwritten.
         self.settings_file = settings_path()
         self.settings, self._settings_warning = load(self.settings_file)
@@ -250,7 +261,9 @@ class AutointerpApp(App):
                 with Horizontal(id="browse", classes="narrow" if self.size.width < NARROW_BELOW else ""):
                     with Vertical(id="browse-left"):
                         yield QueryInput(
-                            placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3", id="query"
+                            placeholder="/ search explanations; filters: detection<0.6 frequency>1e-3",
+                            id="query",
+                            compact=self.size.width < NARROW_BELOW,
                         )
                         yield Static("", id="list-status")
                         yield Static("", id="list-header")
@@ -278,8 +291,11 @@ class AutointerpApp(App):
         return self.browser.latest_run_status() == "running"
 
     def on_resize(self, event) -> None:
+        narrow = event.size.width < NARROW_BELOW
         for browse in self.query("#browse"):
-            browse.set_class(event.size.width < NARROW_BELOW, "narrow")
+            browse.set_class(narrow, "narrow")
+        for box in self.query("#query").results(Input):
+            box.compact = narrow
 
     def on_mount(self) -> None:
         if self.settings.theme and self.settings.theme in self.available_themes:
@@ -401,7 +417,7 @@ class AutointerpApp(App):
             self._refreshing = None
             if view.detail is not None and detail_signature(view.detail) == detail_signature(message.detail):
                 return
-            view.show(message.detail)
+            view.show(message.detail, keep_scroll=True)  # the reader stays where they were reading
             return
         view.show(message.detail)
         self.call_after_refresh(self._painted, message.detail.latent, self._switch_from)
@@ -639,10 +655,30 @@ class AutointerpApp(App):
                 self._heartbeat = heartbeat
                 snap = self._monitor_db.monitor(counts=None if fresh else self._counts)
                 self._counts = snap.counts
+                evidence = self._reread_evidence()
             except Exception as e:
                 self.post_message(self.MonitorRead(None, f"{type(e).__name__}: {e}"))
                 return
-        self.post_message(self.MonitorRead(snap))
+        self.post_message(self.MonitorRead(snap, evidence=evidence))
+
+    def _reread_evidence(self) -> ScorerEvidence | None:
+        """On the monitor worker: the open evidence again if its score rows were written since it was read (a
+        rescore, a control row landing), else None. The check is two rows by primary key; the result counts the
+        monitor reads would see a rescore late (every 10th poll) or never (`--redo` keeps the count)."""
+        watch = self._evidence_watch  # one tuple, swapped whole by the UI thread
+        if watch is None:
+            return None
+        latent, explainer, scorer, seen = watch
+        # On the monitor Browser, under `_monitor_lock` like its other reads.
+        if evidence_signature(self._monitor_db, latent, explainer, scorer) == seen:
+            return None
+        return self._monitor_db.evidence(latent, explainer, scorer)
+
+    def on_latent_detail_view_evidence_shown(self, message: LatentDetailView.EvidenceShown) -> None:
+        if message.view.id != "detail":  # the audit pane's own detail view: its evidence is not followed
+            return
+        ev = message.evidence
+        self._evidence_watch = None if ev is None else (ev.latent, ev.explainer, ev.scorer, ev.signature)
 
     def on_monitor_pane_mounted(self, message: MonitorPane.Mounted) -> None:
         self.poll()  # held back until the list's first paint when the list is shown first (see poll)
@@ -662,6 +698,17 @@ class AutointerpApp(App):
             message.snapshot.counts["explained"],
             message.snapshot.counts["scored"],
         )
+        # The open evidence, read again by the poll because its rows were written: redrawn if it changed, and the
+        # latent re-read below (its scores table shows the same rows).
+        rescored, new = False, message.evidence
+        if new is not None:
+            view = self.query_one("#detail", LatentDetailView)
+            old = view.evidence  # still the one open, and not already replaced by an earlier poll's re-read
+            rescored = old is not None and old.signature != new.signature
+            rescored = rescored and (old.latent, old.explainer, old.scorer) == (new.latent, new.explainer, new.scorer)
+            if rescored:
+                view.update_evidence(new)
+                self.query_one(LatentList).invalidate()  # its row's metrics too (one page, read when drawn)
         if self._seen_results is not None and seen != self._seen_results:
             for browser in (self.browser, self._order_db, self._detail_db):
                 browser.refresh()  # new scorers, a vocabulary written at the end of the cache stage, ...
@@ -676,7 +723,8 @@ class AutointerpApp(App):
                 self.apply_order(keep=lst.latent)  # new latents or a new scorer column
             else:
                 lst.invalidate()
-        self._refresh_shown(message.snapshot, changed=self._seen_results is not None and seen != self._seen_results)
+        changed = self._seen_results is not None and seen != self._seen_results
+        self._refresh_shown(message.snapshot, changed=changed or rescored)
         self._seen_results = seen
 
     def _refresh_shown(self, snap: MonitorSnapshot, changed: bool) -> None:

@@ -377,6 +377,17 @@ class LatentDetailView(ScrollView, can_focus=True):
             super().__init__()
             self.latent = latent
 
+    class EvidenceShown(Message):
+        """The evidence on screen was opened, stepped, re-read or closed (None): the app watches its score rows."""
+
+        def __init__(self, view: "LatentDetailView", evidence: ScorerEvidence | None) -> None:
+            super().__init__()
+            self.view, self.evidence = view, evidence
+
+        @property
+        def control(self) -> "LatentDetailView":
+            return self.view
+
     def __init__(self, mono: bool = False, **kw) -> None:
         super().__init__(**kw)
         self.mono = mono
@@ -388,6 +399,7 @@ class LatentDetailView(ScrollView, can_focus=True):
         self.per_window = False  # heat relative to each window's own max, not the latent's
         self.evidence_at: int | None = None  # which scorer's evidence is shown (index into `evidence_keys`)
         self.evidence: ScorerEvidence | None = None
+        self._section: Text | None = None  # the evidence section as last drawn (a re-read is compared with it)
 
     def _layout_lines(self) -> None:
         width = max(20, self.scrollable_content_region.width)
@@ -404,27 +416,52 @@ class LatentDetailView(ScrollView, can_focus=True):
         self.scroll_to(y=0, animate=False)
         self.refresh()
 
-    def show(self, detail: LatentDetail) -> None:
+    def show(self, detail: LatentDetail, keep_scroll: bool = False) -> None:
+        """Show `detail`; `keep_scroll` for the same latent re-read (new results landed): the reader stays put."""
         if self.detail is None or detail.latent != self.detail.latent:
-            self.evidence_at, self.evidence = None, None  # a new latent paints without evidence (read on e)
+            self._set_evidence(None, None)  # a new latent paints without evidence (read on e)
         self.detail = detail
-        self._render_detail()
+        self._render_detail(keep_scroll=keep_scroll)
+
+    def _set_evidence(self, at: int | None, evidence: ScorerEvidence | None) -> None:
+        had = self.evidence
+        self.evidence_at, self.evidence = at, evidence
+        if had is not None or evidence is not None:
+            self.post_message(self.EvidenceShown(self, evidence))
+
+    def update_evidence(self, evidence: ScorerEvidence) -> bool:
+        """The open evidence, read again because its score rows were written: redrawn (scroll kept) only if what
+        it shows changed; a re-read of other evidence than the one open (the reader moved on) is dropped."""
+        shown = self.evidence
+        if shown is None or self.detail is None:
+            return False
+        if (shown.latent, shown.explainer, shown.scorer) != (evidence.latent, evidence.explainer, evidence.scorer):
+            return False
+        self._set_evidence(self.evidence_at, evidence)  # its new signature is the one watched from now on
+        before, after = self._section, self._evidence_section()
+        if before is not None and after is not None and (before.plain, before.spans) == (after.plain, after.spans):
+            return False
+        self._render_detail(keep_scroll=True)
+        return True
+
+    def _evidence_section(self) -> Text | None:
+        if self.evidence is None or self.detail is None:
+            return None
+        position = f" {(self.evidence_at or 0) + 1}/{len(self.evidence_keys())}"
+        return evidence_text(
+            self.evidence,
+            self.detail.vocab,
+            latent_scale(self.detail),
+            per_window=self.per_window,
+            mono=self.mono,
+            position=position,
+        )
 
     def _render_detail(self, keep_scroll: bool = False) -> None:
         detail = self.detail
         if detail is None:
             return
-        section = None
-        if self.evidence is not None:
-            position = f" {(self.evidence_at or 0) + 1}/{len(self.evidence_keys())}"
-            section = evidence_text(
-                self.evidence,
-                detail.vocab,
-                latent_scale(detail),
-                per_window=self.per_window,
-                mono=self.mono,
-                position=position,
-            )
+        section = self._section = self._evidence_section()
         y = self.scroll_offset.y
         self._set(detail_renderable(detail, self.mono, self.per_window, section))
         if keep_scroll:
@@ -439,6 +476,7 @@ class LatentDetailView(ScrollView, can_focus=True):
 
     def show_message(self, message: str) -> None:
         self.detail = None
+        self._set_evidence(None, None)
         self._set(Text(message))
 
     def on_resize(self) -> None:
@@ -468,15 +506,14 @@ class LatentDetailView(ScrollView, can_focus=True):
             return
         at = 0 if self.evidence_at is None else self.evidence_at + 1
         if at >= len(keys):
-            self.evidence_at, self.evidence = None, None
+            self._set_evidence(None, None)
             self._render_detail()
             return
         browser = getattr(self.app, "browser", None)  # the UI thread's Browser: a read of ~1-2 ms, no worker
         if browser is None or self.detail is None:
             return
         explainer, scorer = keys[at]
-        self.evidence_at = at
-        self.evidence = browser.evidence(self.detail.latent, explainer, scorer)
+        self._set_evidence(at, browser.evidence(self.detail.latent, explainer, scorer))
         self._render_detail()
 
     def action_window_scale(self) -> None:

@@ -73,25 +73,43 @@ def _counts_line(scorer: str, side: EvidenceSide) -> Text:
 def excerpt_text(
     ex: EvidenceExample, vocab: list[str], scale: float, per_window: bool, mono: bool, marks: bool = False
 ) -> Text:
-    """The excerpt heat-mapped; with `marks`, << >> around the tokens fuzzing showed marked (where known)."""
+    """The excerpt heat-mapped; with `marks`, << >> around the tokens fuzzing showed marked (where known), in red
+    around a run holding a wrong mark (a token that did not fire)."""
     if ex.tokens is None or ex.acts is None:
         return Text("(window not in the cache)", "dim")
     tokens = tokens_as_text(vocab, ex.tokens)
     s = ex.max_act if per_window else scale
     if not marks or ex.marks is None:
         return heat_text(tokens, ex.acts, s, mono)
+    wrong = set(ex.wrong_marks)
     out = Text(no_wrap=False)
-    inside = False
-    for tok, value, m in zip(tokens, ex.acts, ex.marks):
+    inside, style = False, "bold"
+    for i, (tok, value, m) in enumerate(zip(tokens, ex.acts, ex.marks)):
         if m and not inside:
-            out.append("<<", "bold")
+            run = range(i, next((j for j in range(i, len(ex.marks)) if not ex.marks[j]), len(ex.marks)))
+            style = "bold red" if wrong.intersection(run) else "bold"
+            out.append("<<", style)
         elif not m and inside:
-            out.append(">>", "bold")
+            out.append(">>", style)
         inside = bool(m)
         out.append_text(heat_text([tok], [value], s, mono))
     if inside:
-        out.append(">>", "bold")
+        out.append(">>", style)
     return out
+
+
+def wrong_marks_text(ex: EvidenceExample, vocab: list[str]) -> Text:
+    """Fuzzing: the marks an excerpt had on tokens that did not fire, by position and token (colour-blind and
+    NO_COLOR terminals read them here, not only from the red brackets)."""
+    text = Text()
+    wrong = ex.wrong_marks
+    if not wrong or ex.tokens is None:
+        return text
+    tokens = tokens_as_text(vocab, [ex.tokens[i] for i in wrong])
+    text.append(f"  wrong marks ({len(wrong)}, on tokens that did not fire): ", "bold red")
+    text.append(", ".join(f"{i} {visible(t)!r}" for i, t in zip(wrong, tokens)))
+    text.append("\n")
+    return text
 
 
 def evidence_text(
@@ -125,9 +143,16 @@ def evidence_text(
         text.append(")\n", "dim")
     for note in real.notes:
         text.append(f"not stored: {note}\n", "italic dim")
+    stored_marks = ev.scorer == "fuzzing" and any(ex.marked is not None for ex in real.examples)
     if ev.scorer == "fuzzing":
         text.append("positive: the scorer said the marks are on the tokens that fire\n", "dim")
-        if ev.threshold is None:
+        if stored_marks:
+            text.append(
+                "marks: << >> around the tokens the prompt marked, as stored with the score; red << >> and a"
+                " `wrong marks` line where they were on tokens that did not fire\n",
+                "dim",
+            )
+        elif ev.threshold is None:
             text.append("marks: the explanation's threshold is not stored, so no marks are shown\n", "italic dim")
         else:
             text.append(
@@ -154,9 +179,11 @@ def evidence_text(
             text.append(f"  control: {SHORT.get(twin.verdict, twin.verdict)}", "dim")
         text.append("\n  ")
         text.append_text(excerpt_text(ex, vocab, scale, per_window, mono, marks=ev.scorer == "fuzzing"))
-        if ev.scorer == "fuzzing" and ex.label == 0:
+        if ev.scorer == "fuzzing" and ex.label == 0 and ex.marked is None:
             text.append("  (marks moved to silent tokens: not stored)", "italic dim")
         text.append("\n")
+        if ev.scorer == "fuzzing":
+            text.append_text(wrong_marks_text(ex, vocab))
         if ev.scorer == "simulation" and ex.predicted is not None and ex.tokens is not None:
             # the same tokens heated by the prediction (0-10) under the true activations, token for token
             text.append("  predicted: ", "dim")
