@@ -163,6 +163,24 @@ class BatchConfig:
     usd_per_million_output_tokens: float = 0.0
 
 
+@dataclass
+class ClusterConfig:
+    """`autointerp batch --ray`: the cache's forward passes and the LLM on a Ray cluster (`pip install
+    'autointerp[ray]'`). The process running the batch stays the database's only writer."""
+
+    # "" = one process, no Ray; "local" = the cluster `ray start` made on this machine, else a new one here;
+    # "auto" = the cluster `ray start` made here (refused if none); "HOST:6379" or "ray://HOST:10001" = that head.
+    ray_address: str = ""
+    cache_workers: int = 0  # model copies caching at once; 0 = one per GPU, or (no GPU) one per worker_cpus CPUs
+    # llamacpp / vllm: model copies answering as Ray actors; 0 = one per GPU, or (no GPU) one per worker_cpus CPUs.
+    # openai: every llm.base_urls entry is one replica (a `vllm serve` per GPU box), this key unused.
+    llm_replicas: int = 0
+    worker_gpus: float = 1.0  # GPUs per cache worker and per LLM replica, on a cluster with GPUs
+    worker_cpus: float = 1.0  # CPUs per cache worker and per LLM replica, on a cluster without
+    replica_in_flight: int = 2  # latents one replica holds at once; the rest wait on the driver (backpressure)
+    max_restarts: int = 1  # times Ray restarts a dead worker or replica before it is given up
+
+
 # Numbers for the fields left unset. "paper": the seeds' design (40 explainer examples; 10 per decile
 # x 10 deciles + 100 non-activating to score; 5 excerpts per scorer prompt). "cpu": the same design
 # sized for the embedded 135M model on 2 cores, one excerpt per prompt (the shared prefix is then
@@ -205,6 +223,7 @@ class Config:
     explain: ExplainConfig = field(default_factory=ExplainConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
 def _check_type(value, annotation, key: str):
@@ -328,6 +347,16 @@ def check_choices(cfg: Config) -> Config:
         value = getattr(sc, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key 'score.{key}': {value!r} must be at least 1")
+    cl = cfg.cluster
+    for key in ("cache_workers", "llm_replicas", "max_restarts"):
+        if getattr(cl, key) < 0:
+            raise ConfigError(f"config key 'cluster.{key}': {getattr(cl, key)!r} must be 0 or more")
+    if cl.replica_in_flight < 1:
+        raise ConfigError(f"config key 'cluster.replica_in_flight': {cl.replica_in_flight!r} must be at least 1")
+    for key in ("worker_gpus", "worker_cpus"):
+        value = getattr(cl, key)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"config key 'cluster.{key}': {value!r} must be a positive number")
     return cfg
 
 

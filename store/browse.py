@@ -29,7 +29,7 @@ from . import audits
 from .columns import METRICS, read_rows, read_score_column, read_stat_column, score_rows_sql
 from .db import ActivationStore, StoreError
 from .errors import UserError
-from .evidence import ScorerEvidence, read_evidence
+from .evidence import ScorerEvidence, read_evidence, score_signature
 from .queries import LatentWindow, WindowQueries
 from .runs import latest_heartbeat, run_rows, worker_rows
 from .similarity import similar_of
@@ -574,6 +574,12 @@ class Browser:
         else:
             queries = None
         return read_evidence(self._conn, queries, int(latent), explainer, scorer)
+
+    @_read
+    def evidence_signature(self, latent: int, explainer: str, scorer: str) -> tuple:
+        """What changes when the evidence's score rows are written (two reads by primary key): a poll compares it
+        to the open evidence's and reads the evidence again only when it moved."""
+        return score_signature(self._conn, int(latent), explainer, scorer)
 
     def _groups(self, latent: int, per_decile: int) -> list[ExampleGroup]:
         """The latent's activating windows in ten equal-count strength bins, strongest bin first; the

@@ -170,15 +170,6 @@ def _side(row: dict, scorer: str) -> EvidenceSide:
     )
 
 
-def evidence_signature(browser, latent: int, explainer: str, scorer: str) -> tuple:
-    """`score_signature` on a Browser's connection (store/browse.py), under the Browser's thread checks like its own
-    reads: the TUI runs no SQL of its own (tests/test_tui_no_sql.py). browse imports this module, so its read
-    wrapper is imported here at call time."""
-    from .browse import _read
-
-    return _read(lambda b: score_signature(b._conn, latent, explainer, scorer))(browser)
-
-
 def read_evidence(
     conn: sqlite3.Connection, queries: WindowQueries | None, latent: int, explainer: str, scorer: str
 ) -> ScorerEvidence:

@@ -91,7 +91,7 @@ def test_init_writes_every_key_with_its_default(tmp_path):
     assert r.exit_code == 0, r.output
     assert load_config(path) == Config()  # the written values are the defaults
     text = path.read_text()
-    for section in ("", "batch", "cache", "llm", "sample", "explain", "score"):
+    for section in ("", "batch", "cache", "llm", "sample", "explain", "score", "cluster"):
         part = getattr(Config(), section) if section else Config()
         body = text.split(f"[{section}]\n")[1].split("\n[")[0] if section else text.split("\n[")[0]
         for f in dataclasses.fields(part):
@@ -102,6 +102,7 @@ def test_init_writes_every_key_with_its_default(tmp_path):
                 "explain",
                 "score",
                 "batch",
+                "cluster",
             ):
                 assert f"{f.name} = " in body, f"{section}.{f.name} is not documented in the init file"
     assert one_error_line(runner.invoke(main, ["init", str(path)])).endswith(

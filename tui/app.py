@@ -33,7 +33,7 @@ from textual.worker import get_current_worker
 from autointerp.store.audits import default_rater
 from autointerp.store.browse import CONTROL_SUFFIX, BrowseError, Browser, LatentDetail, MonitorSnapshot
 from autointerp.store.db import StoreError, preflight
-from autointerp.store.evidence import ScorerEvidence, evidence_signature
+from autointerp.store.evidence import ScorerEvidence
 from autointerp.store.text import printable
 
 from .audit import AuditPane
@@ -670,7 +670,7 @@ class AutointerpApp(App):
             return None
         latent, explainer, scorer, seen = watch
         # On the monitor Browser, under `_monitor_lock` like its other reads.
-        if evidence_signature(self._monitor_db, latent, explainer, scorer) == seen:
+        if self._monitor_db.evidence_signature(latent, explainer, scorer) == seen:
             return None
         return self._monitor_db.evidence(latent, explainer, scorer)
 

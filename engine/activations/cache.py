@@ -152,6 +152,99 @@ def encode_batch(
     return flat.astype(np.int32), sp.latents.cpu().numpy().astype(np.int32), sp.values.cpu().numpy().astype(np.float16)
 
 
+def encode_chunk(
+    parts: CacheParts, seqs: list[np.ndarray], batch_size: int, via_bridge: bool = False, on_batch=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """One chunk's sparse activations: (uint16 offsets into the chunk, latents, values, seconds in forward
+    passes). The same function runs here and on a cluster's workers, so both give the same rows."""
+    seq_len = len(seqs[0])
+    flat_parts, lat_parts, val_parts = [], [], []
+    forward_s = 0.0
+    for start in range(0, len(seqs), batch_size):
+        batch = torch.from_numpy(np.stack(seqs[start : start + batch_size]))
+        tf = time.perf_counter()
+        with torch.inference_mode():
+            flat, lat, val = encode_batch(parts, batch, via_bridge)
+        forward_s += time.perf_counter() - tf
+        flat += start * seq_len
+        flat_parts.append(flat)
+        lat_parts.append(lat)
+        val_parts.append(val)
+        if on_batch is not None:
+            on_batch(len(batch))
+    offsets = np.concatenate(flat_parts).astype(np.uint16)
+    return offsets, np.concatenate(lat_parts), np.concatenate(val_parts), forward_s
+
+
+@dataclass
+class ChunkTask:
+    """One chunk to encode: its sequences, and where the corpus reader stood after them (kept with the chunk so
+    that a resumed cache starts reading there)."""
+
+    chunk_id: int
+    seqs: list[np.ndarray]
+    position: CorpusPosition | None
+
+
+@dataclass
+class EncodedChunk:
+    offsets: np.ndarray
+    latents: np.ndarray
+    values: np.ndarray
+    seconds: float  # the chunk's wall time where it was encoded
+    forward_s: float
+    report: bool = True  # False: progress was already reported batch by batch (LocalEncoder)
+
+
+class ChunkTasks:
+    """The chunks still to encode, in order, read from the corpus stream; chunks an earlier run committed are read
+    past (their sequence count checked against the corpus). `n_read` counts every sequence read."""
+
+    def __init__(self, stream, packer, first_chunk: int, total_chunks: int, per_chunk: int, done: dict):
+        self.stream, self.packer = stream, packer
+        self.first_chunk, self.total_chunks, self.per_chunk, self.done = first_chunk, total_chunks, per_chunk, done
+        self.n_read = sum(done[c].n_seqs for c in range(first_chunk))
+
+    def __iter__(self) -> Iterator[ChunkTask]:
+        for chunk_id in range(self.first_chunk, self.total_chunks):
+            seqs = list(itertools.islice(self.stream, self.per_chunk))
+            self.n_read += len(seqs)
+            if not seqs:
+                return
+            if chunk_id in self.done:
+                if self.done[chunk_id].n_seqs != len(seqs):
+                    raise StoreError(
+                        f"committed chunk {chunk_id} holds {self.done[chunk_id].n_seqs} sequences, "
+                        f"the corpus now gives {len(seqs)}: the corpus changed"
+                    )
+                log.debug("chunk %d: committed by an earlier run, its sequences skipped", chunk_id)
+                continue
+            yield ChunkTask(chunk_id, seqs, self.packer.position() if self.packer is not None else None)
+
+
+class ChunkEncoder:
+    """Turns chunk tasks into encoded chunks, yielded in chunk order (the writer commits them in that order)."""
+
+    def map(self, tasks: Iterator[ChunkTask], via_bridge: bool) -> Iterator[tuple[ChunkTask, EncodedChunk]]:
+        """`via_bridge`: the forward the cache began with (provenance "forward"), known once the file is open."""
+        raise NotImplementedError
+
+
+class LocalEncoder(ChunkEncoder):
+    """Forward passes in this process, one chunk at a time; progress is reported batch by batch."""
+
+    def __init__(self, parts: CacheParts, cfg: CacheConfig, on_batch=None):
+        self.parts, self.cfg, self.on_batch = parts, cfg, on_batch
+
+    def map(self, tasks, via_bridge):
+        for task in tasks:
+            tc = time.perf_counter()
+            offsets, latents, values, forward_s = encode_chunk(
+                self.parts, task.seqs, self.cfg.batch_size, via_bridge, self.on_batch
+            )
+            yield task, EncodedChunk(offsets, latents, values, time.perf_counter() - tc, forward_s, True)
+
+
 @dataclass
 class CacheInputs:
     """A cache's inputs, checked: its provenance, and the corpus stream already read up to its first sequence
@@ -228,18 +321,21 @@ def run_cache(
     parts: CacheParts | None = None,
     on_event: Callable[[str, str], None] | None = None,
     inputs: CacheInputs | None = None,
+    encoder: ChunkEncoder | None = None,
 ) -> CacheResult:
     """Cache activations of `cfg` into `db_path`, resuming after the last committed chunk.
 
     Everything is validated (`check_cache_inputs`, unless the caller did) before the database is written, so bad
     input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch; events (start,
     warning, end) go to `on_event(kind, message)` when given (a caller with its own event log), else to the
-    store. The stage ends by marking itself complete in the file (`cache_is_complete`)."""
+    store. The stage ends by marking itself complete in the file (`cache_is_complete`). `encoder` runs the forward
+    passes (default: here, `LocalEncoder`; on a Ray cluster: engine/cluster/cache_shards.py); this process stays
+    the database's only writer either way."""
     inputs = inputs or check_cache_inputs(cfg, db_path, parts)
     store = ActivationStore.open(db_path, create=True)
     try:
         store.claim(inputs.provenance)
-        return _fill(cfg, inputs, store, on_progress, on_event)
+        return _fill(cfg, inputs, store, on_progress, on_event, encoder)
     finally:
         store.close()
 
@@ -259,7 +355,7 @@ def resume_point(db_path: str | Path) -> tuple[int, int, np.ndarray] | None:
         return store.resume_point()
 
 
-def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_event=None) -> CacheResult:
+def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_event=None, encoder=None) -> CacheResult:
     parts, stream, packer = inputs.parts, inputs.stream, inputs.packer
 
     def event(kind: str, message: str, data: dict | None = None) -> None:
@@ -291,58 +387,45 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
     via_bridge = store.provenance.get("forward") == "bridge"  # the forward this cache began with
     if stream is not None:
         writer = ChunkWriter(store)
-        n_read = sum(done[c].n_seqs for c in range(inputs.first_chunk))
+        todo = ChunkTasks(stream, packer, inputs.first_chunk, total_chunks, per_chunk, done)
+        seen = [tokens_seen]  # tokens encoded so far, committed or not: the progress bar's count
+
+        def advance(n_seqs: int) -> None:
+            seen[0] += n_seqs * seq_len
+            if on_progress:
+                on_progress(seen[0], tokens_total)
+
+        if encoder is None:
+            encoder = LocalEncoder(parts, cfg, on_batch=advance)
         try:
-            for chunk_id in range(inputs.first_chunk, total_chunks):
-                seqs = list(itertools.islice(stream, per_chunk))
-                n_read += len(seqs)
-                if not seqs:
-                    break
-                if chunk_id in done:
-                    if done[chunk_id].n_seqs != len(seqs):
-                        raise StoreError(
-                            f"committed chunk {chunk_id} holds {done[chunk_id].n_seqs} sequences, "
-                            f"the corpus now gives {len(seqs)}: the corpus changed"
-                        )
-                    log.debug("chunk %d: committed by an earlier run, its sequences skipped", chunk_id)
-                    continue
-                tc = time.perf_counter()
-                flat_parts, lat_parts, val_parts = [], [], []
-                for start in range(0, len(seqs), cfg.batch_size):
-                    batch = torch.from_numpy(np.stack(seqs[start : start + cfg.batch_size]))
-                    tf = time.perf_counter()
-                    with torch.inference_mode():
-                        flat, lat, val = encode_batch(parts, batch, via_bridge)
-                    forward_s += time.perf_counter() - tf
-                    flat += start * seq_len
-                    flat_parts.append(flat)
-                    lat_parts.append(lat)
-                    val_parts.append(val)
-                    new_tokens += len(batch) * seq_len
-                    tokens_seen += len(batch) * seq_len
-                    if on_progress:
-                        on_progress(tokens_seen, tokens_total)
-                offsets = np.concatenate(flat_parts).astype(np.uint16)
-                latents = np.concatenate(lat_parts)
-                values = np.concatenate(val_parts)
-                del flat_parts, lat_parts, val_parts
-                info = ChunkInfo(chunk_id, chunk_id * per_chunk, len(seqs), len(seqs) * (seq_len - 1), len(values))
+            for task, enc in encoder.map(todo, via_bridge):
+                forward_s += enc.forward_s
+                new_tokens += len(task.seqs) * seq_len
+                if enc.report:
+                    advance(len(task.seqs))
+                info = ChunkInfo(
+                    task.chunk_id,
+                    task.chunk_id * per_chunk,
+                    len(task.seqs),
+                    len(task.seqs) * (seq_len - 1),
+                    len(enc.values),
+                )
                 log.debug(
                     "chunk %d of %d: %d sequences, %d activations in %.2fs",
-                    chunk_id + 1,
+                    task.chunk_id + 1,
                     total_chunks,
-                    len(seqs),
-                    len(values),
-                    time.perf_counter() - tc,
+                    len(task.seqs),
+                    len(enc.values),
+                    enc.seconds,
                 )
-                at = packer.position() if packer is not None else None
+                at = task.position
                 writer.submit(
                     info,
-                    seqs,
-                    latents,
-                    offsets,
-                    values,
-                    time.perf_counter() - tc,
+                    task.seqs,
+                    enc.latents,
+                    enc.offsets,
+                    enc.values,
+                    enc.seconds,
                     None if at is None else at.next_doc,
                     None if at is None else at.carry,
                 )
@@ -350,6 +433,7 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
         except BaseException:
             writer.close()
             raise
+        n_read = todo.n_read
         write_s, written = writer.seconds, writer.written
     elif on_progress:
         on_progress(tokens_seen, tokens_total)

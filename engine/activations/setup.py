@@ -116,6 +116,16 @@ def prepare(
     return CacheParts(model, coder, hook)
 
 
+def load_parts(cfg: CacheConfig) -> CacheParts:
+    """The model, coder and hook only, for a worker that encodes sequences it is sent (a cluster's shard worker):
+    the driver already checked them and the corpus, which a worker never reads."""
+    model = SubjectModel.load(cfg.model, cfg.device, cfg.dtype)
+    coder = load_configured_coder(cfg, model)
+    hook = resolve_hook(cfg, coder)
+    coder.to(model.device)
+    return CacheParts(model, coder, hook)
+
+
 MAX_CHUNK_TOKENS = 1 << 16  # chunk offsets are stored as uint16
 
 

@@ -35,6 +35,7 @@ from autointerp.engine.interpretation.interpret import Interpreter, StageTally, 
 from autointerp.engine.interpretation.llm import check_backend_config
 from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
 from autointerp.engine.interpretation.selection import parse_selection
+from autointerp.engine.ray_cluster import Cluster
 from autointerp.store.db import ActivationStore, now, preflight, write_failure
 from autointerp.store.errors import CannotContinue
 from autointerp.store.runs import RunLog
@@ -182,6 +183,10 @@ class BatchRunner:
         self.plain: PlainLines | None = None  # set while a run writes plain progress lines (not a terminal)
         self.tallies: dict[str, StageTally] = {}
         self.latents: list[int] = []
+        self.cluster: Cluster | None = None  # the Ray cluster when cluster.ray_address is set
+        self._board_early: dict[str, tuple[str, dict]] = {}  # worker states posted before the run log existed
+        self._events_early: list[tuple[str, str, str]] = []  # and events
+        self._stage = "explain"  # the latent stage running (a replica pool's events are logged under it)
 
     # ---- the whole run -----------------------------------------------------------------------------
 
@@ -202,6 +207,12 @@ class BatchRunner:
         needs_llm = "explain" in interpret or ("score" in interpret and scorers_need_llm(cfg.score.scorers))
         if needs_llm:
             check_backend_config(cfg.llm)
+        if cfg.cluster.ray_address:
+            from autointerp.engine.ray_cluster import connect
+
+            with self.console.status(f"joining the Ray cluster ({cfg.cluster.ray_address}) ..."):
+                self.cluster = connect(cfg.cluster.ray_address)
+            self.console.print(self.cluster.describe(), markup=False, highlight=False)
         inputs, backend = None, None
         if "cache" in cfg.batch.stages and not self._cache_done():
             from autointerp.engine.activations.cache import check_cache_inputs
@@ -222,6 +233,10 @@ class BatchRunner:
         try:
             store = ActivationStore.open(cfg.db, create=True)
             self.run_log = RunLog(cfg.db, argv=self.argv, selection=selection.text, config=dataclasses.asdict(cfg))
+            for name, (role, fields) in self._board_early.items():
+                self.run_log.worker(name, role, **fields)
+            for stage, kind, message in self._events_early:
+                self._event(stage, kind, message)
             plain = PlainLines(self.console, PLAIN_LINE_S) if not self.console.is_terminal else nullcontext()
             with self._progress() as progress, plain:
                 self.progress, self.plain = progress, plain if isinstance(plain, PlainLines) else None
@@ -252,6 +267,8 @@ class BatchRunner:
                     store.close()
                 except sqlite3.Error:
                     pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
+            if self.cluster is not None:
+                self.cluster.close()
         self._summary()
         return 0
 
@@ -266,9 +283,34 @@ class BatchRunner:
         with ActivationStore.open(self.cfg.db, readonly=True, allow_older=True) as store:
             return cache_is_complete(store, self.cfg.cache)
 
+    def _board(self, worker: str, role: str, **fields) -> None:
+        """A cluster worker's state, for the monitor (the `workers` table), kept until the run log exists."""
+        if self.run_log is not None:
+            self.run_log.worker(worker, role, **fields)
+        else:
+            _, before = self._board_early.get(worker, (role, {}))
+            self._board_early[worker] = (role, {**before, **fields})
+
+    def _llm_event(self, kind: str, message: str) -> None:
+        if self.run_log is None:  # the replicas started before the run log existed
+            self._events_early.append((self._stage, kind, message))
+        else:
+            self._event(self._stage, kind, message)
+
     def _backend(self):
         from autointerp.engine.interpretation.llm import make_backend
 
+        if self.cluster is not None:
+            from autointerp.engine.interpretation.llm.replicas import make_replica_pool
+
+            with self.console.status(f"starting LLM replicas ({self.cfg.llm.backend}, {self.cfg.llm.model}) ..."):
+                return make_replica_pool(
+                    self.cluster,
+                    self.cfg.llm,
+                    self.cfg.cluster,
+                    board=self._board,
+                    on_event=self._llm_event,
+                )
         with self.console.status(f"loading LLM backend {self.cfg.llm.backend} ({self.cfg.llm.model}) ..."):
             return make_backend(self.cfg.llm)
 
@@ -345,12 +387,24 @@ class BatchRunner:
             rate = (done - first[0]) / max(time.monotonic() - clock.started, 1e-9)
             self._report(clock, task, done, f"{rate:,.0f} tok/s", None)
 
+        encoder = None
+        if self.cluster is not None:
+            from autointerp.engine.activations.shards import RayEncoder
+
+            encoder = RayEncoder(
+                self.cluster,
+                self.cfg.cache,
+                self.cfg.cluster,
+                board=self._board,
+                on_event=lambda kind, msg: self._event("cache", kind, msg),
+            )
         result = run_cache(
             self.cfg.cache,
             self.cfg.db,
             on_progress,
             inputs=inputs,
             on_event=lambda kind, msg: self._event("cache", kind, msg),
+            encoder=encoder,
         )
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
 
@@ -366,6 +420,7 @@ class BatchRunner:
         try:
             for stage in stages:
                 redo = self.redo == stage or (self.redo == "explain" and stage == "score")
+                self._stage = stage
                 clock, task = self._clock(stage, "latents", len(self.latents))
 
                 def on_latent(latent: int, tally: StageTally, clock=clock, task=task) -> None:

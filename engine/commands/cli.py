@@ -347,8 +347,19 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and an estimate of LLM calls and tokens; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON object.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on a Ray cluster (pip install 'autointerp[ray]'): shards the cache over workers and spreads "
+    "explain/score over LLM replicas. ADDRESS: HOST:6379, ray://HOST:10001, auto, or local; bare --ray uses "
+    "[cluster] ray_address, else local (the cluster `ray start` made here, or a new one).",
+)
 @user_errors
-def batch(config_path, config_option, db, latents, redo, dry_run, as_json) -> None:
+def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_address) -> None:
     """Cache -> explain -> score for a selection of latents. Resumable: rerun the same command after a crash.
 
     Without a config (CONFIG_PATH or --config) it runs the embedded default (offline). `autointerp init` writes a
@@ -356,6 +367,8 @@ def batch(config_path, config_option, db, latents, redo, dry_run, as_json) -> No
     if config_path and config_option:
         raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
     cfg = resolve_config(config_path or config_option, db=db, latents=latents)
+    if ray_address is not None:
+        cfg.cluster.ray_address = ray_address or cfg.cluster.ray_address or "local"
     if dry_run:
         from .estimate import format_plan, plan
 
@@ -758,6 +771,22 @@ def bench_scale(as_json, latents, tokens, k, workdir) -> None:
         raise click.UsageError("--latents must be at least 256, --tokens at least 16,384, and 1 <= --k <= --latents")
     result = run(latents=latents, tokens=tokens, k=k, workdir=workdir)
     click.echo(json.dumps(result, sort_keys=True) if as_json else format_figures(result))
+
+
+@bench.command("cluster")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--ray", "ray_address", default="local", show_default=True, help="The Ray cluster to measure.")
+@click.option("--tokens", "n_tokens", default=32_768, show_default=True, help="Tokens to cache, each way.")
+@click.option("--latents", "n_latents", default=4, show_default=True, help="Latents to explain + score (0: none).")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
+@user_errors
+def bench_cluster(as_json, ray_address, n_tokens, n_latents, workdir) -> None:
+    """The same cache and explain + score in one process and on a Ray cluster: throughput of each, their ratio,
+    and whether the rows are identical."""
+    from .bench_cluster import bench_cluster as run
+
+    check_output_folder(workdir, "--workdir")
+    print_figures(run(ray_address, n_tokens, n_latents, workdir), as_json)
 
 
 @bench.command("llm")

@@ -606,7 +606,10 @@ class Interpreter:
 
     def latents_in_flight(self) -> int:
         # In-process backends answer one batch at a time: a second latent prepares meanwhile.
-        # Over HTTP, many latents keep a server (or a fleet) busy.
+        # Over HTTP, many latents keep a server (or a fleet) busy; a replica pool says how many it holds.
+        pool = getattr(self.backend, "parallel_latents", 0)
+        if pool:
+            return max(2, pool)
         return 2 if self.backend is None or self.backend.name != "openai" else max(2, self.cfg.llm.max_concurrency)
 
     def begin_stage(self, latents: list[int], outage: Outage) -> None:

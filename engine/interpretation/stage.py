@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from .errors import BackendUnavailable, StageFailed
+from .llm.base import CURRENT_LATENT
 from .outage import Outage
 from .tally import StageTally
 
@@ -67,6 +68,7 @@ async def run_stage(
 
     async def one(latent: int) -> None:
         t = time.perf_counter()
+        CURRENT_LATENT.set(latent)  # this worker task's calls are this latent's (a replica pool's monitor shows it)
         if stage == "explain":
             row, why = await interp.explain_latent(latent, redo)
             rows = [row] if row else []

@@ -11,10 +11,14 @@ from __future__ import annotations
 import abc
 import functools
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from autointerp.store.errors import UserError
+
+# The latent whose calls the running task makes (set per latent by the stage): a replica pool shows it per replica.
+CURRENT_LATENT: ContextVar[int | None] = ContextVar("autointerp_current_latent", default=None)
 
 
 class LLMConfigError(UserError):
