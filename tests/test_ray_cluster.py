@@ -191,6 +191,9 @@ def test_ray_batch_equals_one_process_through_killed_driver_worker_and_replica(t
     assert w[(run_id, "cache-0")]["error"]  # Ray's one line on why the actor is gone
     said = [m for (m,) in rows(db, f"select message from events where run = {run_id} and stage = 'cache'")]
     assert any("lost chunk 2" in m and "re-sent to cache-1" in m for m in said), said
+    assert (
+        "re-sent after their worker died: 1 chunks" in rows(db, f"select message from runs where id = {run_id}")[0][0]
+    )
 
     # 3. Score: replica llm-0 dies holding its second latent's calls; they are re-sent to llm-1.
     r = run(("score",), kill="cluster.llm.llm-0:2")
@@ -201,6 +204,7 @@ def test_ray_batch_equals_one_process_through_killed_driver_worker_and_replica(t
     assert w[(run_id, "llm-1")]["done"] >= 1
     said = [m for (m,) in rows(db, f"select message from events where run = {run_id}")]
     assert any("llm replica llm-0 lost latent" in m for m in said), said
+    assert "latent calls" in rows(db, f"select message from runs where id = {run_id}")[0][0]
     # nothing lost, nothing stored as a failure: the same database as one uninterrupted process
     assert rows(db, "select count(*) from scores where n_failed > 0") == [(0,)]
     a, b = comparable(db), comparable(ref_db)

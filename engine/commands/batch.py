@@ -187,6 +187,7 @@ class BatchRunner:
         self._board_early: dict[str, tuple[str, dict]] = {}  # worker states posted before the run log existed
         self._events_early: list[tuple[str, str, str]] = []  # and events
         self._stage = "explain"  # the latent stage running (a replica pool's events are logged under it)
+        self.reruns: dict[str, int] = {}  # on a cluster: units re-sent after their worker died, by kind
 
     # ---- the whole run -----------------------------------------------------------------------------
 
@@ -406,6 +407,8 @@ class BatchRunner:
             on_event=lambda kind, msg: self._event("cache", kind, msg),
             encoder=encoder,
         )
+        if encoder is not None:
+            self.reruns["chunks"] = encoder.chunks_rerun
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
 
     def _interpret(self, store: ActivationStore, backend, stages: Sequence[str]) -> None:
@@ -438,11 +441,16 @@ class BatchRunner:
         finally:
             if backend is not None:
                 await backend.aclose()
+                if hasattr(backend, "calls_rerun"):  # a replica pool
+                    self.reruns["latent calls"] = backend.calls_rerun
 
     # ---- the end -----------------------------------------------------------------------------------
 
     def _closing_line(self) -> str:
         parts = [f"{s}: {t.done} done, {t.skipped} skipped, {t.failed} failed" for s, t in self.tallies.items()]
+        lost = [f"{n} {what}" for what, n in self.reruns.items() if n]
+        if lost:
+            parts.append(f"re-sent after their worker died: {', '.join(lost)}")
         return "; ".join(parts) or "nothing to do"
 
     def _summary(self) -> None:
