@@ -45,6 +45,18 @@ class ThrottledPost:
         return out
 
 
+def count_loss(worker, life: int, max_restarts: int) -> str:
+    """A call was lost with its worker (any object with `deaths`, `dead`, `rerun`): calls lost together with one life
+    count as one death (the first of them, sent while `deaths` was `life`); Ray restarts the worker `max_restarts`
+    times, past which it is given up. Returns the worker's state for the monitor."""
+    worker.rerun += 1
+    if life == worker.deaths:
+        worker.deaths += 1
+    if worker.deaths > max_restarts:
+        worker.dead = True
+    return "dead" if worker.dead else "restarting"
+
+
 class ClusterError(UserError):
     """A cluster that cannot be used (no ray, an unreachable head, every worker dead), in one line."""
 

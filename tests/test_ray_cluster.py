@@ -66,6 +66,19 @@ def test_without_ray_installed_the_batch_says_how_to_get_it(tmp_path, monkeypatc
     assert r.returncode != 0 and "pip install 'autointerp[ray]'" in r.stderr and not db.exists()
 
 
+def test_calls_lost_with_one_life_are_one_death_and_restarts_are_spent_before_a_worker_is_given_up():
+    from types import SimpleNamespace
+
+    from autointerp.engine.ray_cluster import count_loss
+
+    w = SimpleNamespace(deaths=0, dead=False, rerun=0)
+    assert count_loss(w, 0, max_restarts=1) == "restarting"  # its two calls in flight, lost together
+    assert count_loss(w, 0, max_restarts=1) == "restarting"
+    assert (w.deaths, w.rerun) == (1, 2)
+    assert count_loss(w, 1, max_restarts=1) == "dead"  # a call sent to its restarted life, lost again
+    assert (w.deaths, w.rerun, w.dead) == (2, 3, True)
+
+
 # ---- the replica pool over real HTTP servers ---------------------------------------------------------------------
 
 

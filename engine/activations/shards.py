@@ -22,6 +22,7 @@ from autointerp.engine.ray_cluster import (
     ClusterError,
     ThrottledPost,
     WorkerBoard,
+    count_loss,
     first_line,
     is_worker_loss,
     node_and_pid,
@@ -138,13 +139,8 @@ class RayEncoder(ChunkEncoder):
         """The worker holding `entry` died: count it, give it up past its restarts, re-send the chunk."""
         slot = entry.slot
         slot.in_flight -= 1
-        slot.rerun += 1
         self.chunks_rerun += 1
-        if entry.life == slot.deaths:  # the first call lost with this life: one death (Ray restarts it, or not)
-            slot.deaths += 1
-        if slot.deaths > self.cfg.max_restarts:
-            slot.dead = True
-        state = "dead" if slot.dead else "restarting"
+        state = count_loss(slot, entry.life, self.cfg.max_restarts)
         self._post(slot, state=state, rerun=slot.rerun, error=first_line(error), unit=None)
         again = self._submit(entry.task, via_bridge, avoid=slot)
         self._say(

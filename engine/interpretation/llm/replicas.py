@@ -25,6 +25,7 @@ from autointerp.engine.ray_cluster import (
     ClusterError,
     ThrottledPost,
     WorkerBoard,
+    count_loss,
     first_line,
     is_worker_loss,
     node_and_pid,
@@ -194,13 +195,8 @@ class ReplicaPool(LLMBackend):
         return [o for o in self.replicas if o is not r and not o.dead]
 
     def _lost(self, r: Replica, life: int, what: str, error: BaseException) -> None:
-        r.rerun += 1
         self.calls_rerun += 1
-        if life == r.deaths:  # the first call lost with this life: one death
-            r.deaths += 1
-        if r.deaths > self.max_restarts:
-            r.dead = True
-        state = "dead" if r.dead else "restarting"
+        state = count_loss(r, life, self.max_restarts)
         self._post(r, state=state, rerun=r.rerun, error=first_line(error), unit=None)
         self._say("warning", f"llm replica {r.name} lost {what} ({state}: {first_line(error)}); re-sent")
 
