@@ -77,7 +77,6 @@ class Cluster:
     cpus: float
     gpus: float
     nodes: int
-    started_here: bool  # this process started Ray ("local") and stops it at the end
 
     def worker_count(self, asked: int, cfg: ClusterConfig) -> int:
         """`asked`, or (0) as many workers as the cluster's GPUs (or CPUs) hold at the configured size each."""
@@ -134,7 +133,7 @@ def connect(address: str) -> Cluster:
         raise ClusterError(f"cannot reach the Ray cluster at {address!r}: {first}") from None
     res = ray.cluster_resources()
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    cluster = Cluster(address, float(res.get("CPU", 0)), float(res.get("GPU", 0)), nodes, address == "local")
+    cluster = Cluster(address, float(res.get("CPU", 0)), float(res.get("GPU", 0)), nodes)
     log.info("%s", cluster.describe())
     return cluster
 

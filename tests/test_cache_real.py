@@ -58,8 +58,11 @@ def test_cache_equals_independent_dense_computation(tmp_path, model):
     cfg = CacheConfig(**SMALL)
     parts = prepare(cfg, model=model)
     assert parts.hook == "blocks.15.hook_resid_post"
-    result = run_cache(cfg, str(tmp_path / "c.db"), parts=parts)
+    seen: list[tuple[int, int]] = []
+    result = run_cache(cfg, str(tmp_path / "c.db"), lambda done, total: seen.append((done, total)), parts=parts)
     assert result.chunks_total == 3 and result.tokens == 64 * 6
+    # progress is reported batch by batch, each token once: it climbs to the total and never past it
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1] == (64 * 6, 64 * 6)
     store = ActivationStore.open(tmp_path / "c.db", readonly=True)
     seqs = store.sequences(range(6))
     tokens = np.stack([seqs[i] for i in range(6)]).astype(np.int64)

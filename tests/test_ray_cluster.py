@@ -92,7 +92,7 @@ def pool_over(*urls, in_flight=2, board=None):
         max_concurrency=in_flight,
         api_key_env="AUTOINTERP_TEST_NO_SUCH_KEY",
     )
-    cluster = Cluster("none", cpus=1, gpus=0, nodes=1, started_here=False)  # URL replicas need no Ray
+    cluster = Cluster("none", cpus=1, gpus=0, nodes=1)  # URL replicas need no Ray
     return make_replica_pool(cluster, cfg, ClusterConfig(), board=board)
 
 

@@ -242,7 +242,8 @@ class LocalEncoder(ChunkEncoder):
             offsets, latents, values, forward_s = encode_chunk(
                 self.parts, task.seqs, self.cfg.batch_size, via_bridge, self.on_batch
             )
-            yield task, EncodedChunk(offsets, latents, values, time.perf_counter() - tc, forward_s, True)
+            # Progress was reported batch by batch (on_batch): the chunk is not counted again.
+            yield task, EncodedChunk(offsets, latents, values, time.perf_counter() - tc, forward_s, report=False)
 
 
 @dataclass
@@ -329,7 +330,7 @@ def run_cache(
     input leaves it untouched. `on_progress(tokens_done, tokens_total)` is called per batch; events (start,
     warning, end) go to `on_event(kind, message)` when given (a caller with its own event log), else to the
     store. The stage ends by marking itself complete in the file (`cache_is_complete`). `encoder` runs the forward
-    passes (default: here, `LocalEncoder`; on a Ray cluster: engine/cluster/cache_shards.py); this process stays
+    passes (default: here, `LocalEncoder`; on a Ray cluster: `RayEncoder` in shards.py); this process stays
     the database's only writer either way."""
     inputs = inputs or check_cache_inputs(cfg, db_path, parts)
     store = ActivationStore.open(db_path, create=True)
