@@ -145,5 +145,6 @@ def test_block_hooks_take_the_plain_hf_path_which_stops_at_the_block(model, hf_r
         assert calls == []  # block 3 never ran
     finally:
         handle.remove()
-    # Read inside attention or normalisation: the bridge serves it.
-    assert model._plain_site("blocks.2.attn.hook_z") is None and model.forward_kind("blocks.2.attn.hook_z") == "bridge"
+    # Read between attention and the MLP: no plain module gives it, the bridge serves it.
+    assert model._plain_site("blocks.2.hook_resid_mid") is None
+    assert model.forward_kind("blocks.2.hook_resid_mid") == "bridge"

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import torch
 
 from autointerp.engine.defaults import EMBEDDED_MODEL_NAME, smollm2_gguf
 from autointerp.store.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class ModelError(UserError):
@@ -37,6 +40,7 @@ HOOK_PATTERNS = {
     r"blocks\.(\d+)\.hook_attn_out": "attention output",
     r"blocks\.(\d+)\.mlp\.hook_post": "MLP neurons (hidden activations)",
     r"blocks\.(\d+)\.mlp\.hook_in": "MLP input (what transcoders read)",
+    r"blocks\.(\d+)\.attn\.hook_z": "attention heads' outputs, concatenated head by head (what attention SAEs read)",
 }
 
 
@@ -69,8 +73,12 @@ def check_hook_layer(hook: str, n_layers: int) -> int:
     return layer
 
 
-def hook_width_of(hook: str, d_model: int, d_mlp: int) -> int:
-    return d_mlp if hook.endswith("mlp.hook_post") else d_model
+def hook_width_of(hook: str, shape: "ModelShape") -> int:
+    if hook.endswith("mlp.hook_post"):
+        return shape.d_mlp
+    if hook.endswith("attn.hook_z"):
+        return shape.d_attn
+    return shape.d_model
 
 
 @dataclass(frozen=True)
@@ -78,24 +86,40 @@ class ModelShape:
     n_layers: int
     d_model: int
     d_mlp: int
+    d_attn: int  # n_heads x d_head: the width of attn.hook_z (not d_model in Gemma, Qwen3 and others)
+
+    @classmethod
+    def of_config(cls, cfg) -> "ModelShape":
+        heads = int(cfg.num_attention_heads)
+        d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+        return cls(
+            int(cfg.num_hidden_layers),
+            int(cfg.hidden_size),
+            int(getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size),  # GPT-2's n_inner may be None
+            heads * int(d_head),
+        )
 
 
-def model_shape(spec: str) -> ModelShape | None:
-    """Blocks and widths of a model from its config alone (no weights loaded); None when the config cannot be read
-    here (loading the model then says why)."""
+def model_config(spec: str):
+    """A model's transformers config alone (no weights loaded); None when it cannot be read here (loading the
+    model then says why)."""
     from transformers import AutoConfig
 
     try:
-        folder, _, _ = resolve_model_folder(spec)
-        cfg = AutoConfig.from_pretrained(folder)
-        return ModelShape(
-            int(cfg.num_hidden_layers),
-            int(cfg.hidden_size),
-            int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)),
-        )
+        folder, revision = split_revision(resolve_model_folder(spec)[0])
+        return AutoConfig.from_pretrained(folder, revision=revision)
     except ModelError:
         raise
     except Exception:  # noqa: BLE001 - any reason to fail is reported by the model load that follows
+        return None
+
+
+def model_shape(spec: str) -> ModelShape | None:
+    """Blocks and widths of a model from its config alone; None when the config cannot be read here."""
+    cfg = model_config(spec)
+    try:
+        return None if cfg is None else ModelShape.of_config(cfg)
+    except (AttributeError, TypeError):  # a config without the usual fields: the model load says more
         return None
 
 
@@ -181,8 +205,26 @@ def gguf_as_safetensors(gguf: Path) -> tuple[Path, str]:
     return target, digest
 
 
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """`ORG/NAME@REVISION` (a branch, tag or commit on the Hugging Face hub) -> (ORG/NAME, REVISION); a spec
+    without `@`, or a local path that exists, has no revision."""
+    if "@" not in spec or Path(spec).expanduser().exists():
+        return spec, None
+    name, _, revision = spec.rpartition("@")
+    if not name or not revision:
+        raise ModelError(f"model {spec!r}: write a pinned hub revision as ORG/NAME@REVISION")
+    return name, revision
+
+
 def resolve_model_folder(spec: str) -> tuple[str, str, str]:
-    """A model spec -> (folder or HF id transformers can load, display name, content hash or "")."""
+    """A model spec -> (folder or HF id transformers can load, display name, content hash or "").
+    Specs: "embedded", a .gguf file, `tiny:FAMILY` (engine/activations/tiny.py), a local folder, or a hub id
+    with an optional pinned `@REVISION` (the display name keeps it, so the revision is recorded with a cache)."""
+    if spec.startswith("tiny:"):
+        from .tiny import tiny_model_folder
+
+        folder, digest = tiny_model_folder(spec)
+        return str(folder), spec, digest
     if spec == "embedded":
         folder, digest = gguf_as_safetensors(smollm2_gguf())
         return str(folder), EMBEDDED_MODEL_NAME, digest
@@ -217,8 +259,134 @@ def load_tokenizer(spec: str):
         ) from None
 
 
+def start_tokens(tok) -> tuple[int | None, int | None, str]:
+    """One start-token convention for every tokenizer: (start id, separator id, the rule as recorded).
+
+    Position 0 of every cached sequence is the tokenizer's BOS token, whatever the tokenizer would add by itself
+    (the corpus is tokenised without special tokens: Gemma's and Llama's tokenizers add a BOS, GPT-2's and
+    Qwen's none), and documents are separated by its EOS token. A tokenizer without a BOS token starts with its
+    EOS token (Qwen); GPT-2's and Pythia's BOS is their EOS, <|endoftext|>."""
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    sep = eos if eos is not None else bos
+    if bos is not None:
+        same = " (= EOS)" if bos == eos else ""
+        return int(bos), sep, f"bos: {tok.convert_ids_to_tokens(int(bos))!s}{same}"
+    if eos is None:
+        return None, None, ""
+    return int(eos), int(eos), f"eos (no BOS token): {tok.convert_ids_to_tokens(int(eos))!s}"
+
+
 class _Stop(Exception):
     """Raised by the capturing hook of the hot path: the blocks after the hooked one never run."""
+
+
+@dataclass(frozen=True)
+class PlainLayout:
+    """Where TransformerLens's hooks sit among one family's own HF modules, so the cache's hot path can read them
+    without the bridge. `blocks`: the blocks' ModuleList from the CausalLM; `sites`: hook (without `blocks.N.`) ->
+    (module path inside the block, "" for the block itself; "in" for the module's input, "out" for its output)."""
+
+    blocks: str
+    sites: dict[str, tuple[str, str]]
+
+
+_PRE_NORM = PlainLayout(
+    "model.layers",
+    {
+        "hook_resid_pre": ("", "in"),
+        "hook_resid_post": ("", "out"),
+        "hook_attn_out": ("self_attn", "out"),  # after o_proj: what the block adds to the residual stream
+        "hook_mlp_out": ("mlp", "out"),
+        "mlp.hook_in": ("mlp", "in"),  # what a transcoder reads: the normalised residual entering the MLP
+        "mlp.hook_post": ("mlp.down_proj", "in"),  # the MLP's neurons
+        "attn.hook_z": ("self_attn.o_proj", "in"),  # the heads' outputs, concatenated head by head
+    },
+)
+# Gemma-2/3 and OLMo-2 normalise the attention and MLP outputs inside the block before adding them to the
+# residual stream; TransformerLens's hook_attn_out / hook_mlp_out are after those norms, the submodules' own
+# outputs before them (reading the submodules was the cause of wrong Gemma caches before PLAIN_SITES_VERSION 2).
+_POST_NORM = PlainLayout(
+    "model.layers",
+    dict(
+        _PRE_NORM.sites,
+        hook_attn_out=("post_attention_layernorm", "out"),
+        hook_mlp_out=("post_feedforward_layernorm", "out"),
+    ),
+)
+_GPT2 = PlainLayout(
+    "transformer.h",
+    {
+        "hook_resid_pre": ("", "in"),
+        "hook_resid_post": ("", "out"),
+        "hook_attn_out": ("attn", "out"),
+        "hook_mlp_out": ("mlp", "out"),
+        "mlp.hook_in": ("mlp", "in"),
+        "mlp.hook_post": ("mlp.c_proj", "in"),
+        "attn.hook_z": ("attn.c_proj", "in"),
+    },
+)
+_GPT_NEOX = PlainLayout(
+    "gpt_neox.layers",
+    {
+        "hook_resid_pre": ("", "in"),
+        "hook_resid_post": ("", "out"),
+        "hook_attn_out": ("attention", "out"),
+        "hook_mlp_out": ("mlp", "out"),
+        "mlp.hook_in": ("mlp", "in"),
+        "mlp.hook_post": ("mlp.dense_4h_to_h", "in"),
+        "attn.hook_z": ("attention.dense", "in"),
+    },
+)
+# config.model_type -> layout. Each family here is proven against TransformerLens at every hook by
+# tests/test_families.py; a model type not listed tries the pre-norm layout, and like every plain site it is used
+# only when it matches TransformerLens on a probe (SubjectModel.forward_choice).
+PLAIN_LAYOUTS = {
+    "llama": _PRE_NORM,
+    "mistral": _PRE_NORM,
+    "qwen2": _PRE_NORM,
+    "qwen3": _PRE_NORM,
+    "phi3": _PRE_NORM,
+    "gemma2": _POST_NORM,
+    "gemma3_text": _POST_NORM,
+    "olmo2": _POST_NORM,
+    "gpt2": _GPT2,
+    "gpt_neox": _GPT_NEOX,
+}
+# Recorded with a cache (provenance `forward_sites`). Version 2 fixed the post-norm families' attention and MLP
+# outputs; a cache recorded "plain" without a version was made by version 1 (see stale_forward).
+PLAIN_SITES_VERSION = "2"
+POST_NORM_TYPES = frozenset(t for t, layout in PLAIN_LAYOUTS.items() if layout is _POST_NORM)
+
+# How far the plain path may sit from TransformerLens's value and still count as the same activation: relative to the
+# largest value on the probe, by the dtype both run in (float32 agrees to ~1e-6 on every family tested).
+PLAIN_TOLERANCE = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
+@dataclass(frozen=True)
+class ForwardChoice:
+    kind: str  # "plain" | "bridge"
+    reason: str  # one line: why this forward serves the hook
+
+
+def stale_forward(prov: dict, model_type: str | None) -> str | None:
+    """One line when a cache's activations come from a site the plain path read wrongly before PLAIN_SITES_VERSION
+    2 (the attention or MLP output of a post-norm family, before its norm), else None. `model_type`: the model's
+    config.model_type, recorded with caches since that version, read from the model's config for older ones."""
+    if prov.get("forward") != "plain" or prov.get("forward_sites"):
+        return None
+    if not re.fullmatch(r"blocks\.\d+\.hook_(attn|mlp)_out", str(prov.get("hook"))):
+        return None
+    if model_type is None:
+        return (
+            f"cannot tell whether the activations at {prov.get('hook')} come from the right site: the cache predates "
+            "the Gemma-2/3 and OLMo-2 fix and its model's config cannot be read here"
+        )
+    if model_type not in POST_NORM_TYPES:
+        return None
+    return (
+        f"the activations at {prov.get('hook')} come from the wrong site ({model_type}: before the block's post-norm, "
+        "cached before autointerp fixed it) and must be recomputed: `autointerp batch --redo cache` or a new --db"
+    )
 
 
 def plain_twin(hf_model):
@@ -230,6 +398,14 @@ def plain_twin(hf_model):
 
     memo = {id(t): t for t in itertools.chain(hf_model.parameters(), hf_model.buffers())}
     return copy.deepcopy(hf_model, memo)
+
+
+def _submodule(root, path: str):
+    for part in path.split(".") if path else ():
+        root = getattr(root, part, None)
+        if root is None:
+            return None
+    return root
 
 
 @dataclass
@@ -246,6 +422,10 @@ class SubjectModel:
     start_id: int  # token at position 0 of every sequence
     sep_id: int  # token placed between documents
     plain: Any = None  # the HF model with its own modules (plain_twin), for the cache's hot path
+    dtype: torch.dtype = torch.float32
+    revision: str = ""  # the hub revision asked for ("" = a local folder, or the hub's main branch)
+    start_rule: str = ""  # how the start token was chosen (recorded with a cache)
+    _choices: dict = field(default_factory=dict, repr=False)  # hook -> ForwardChoice, decided once
 
     @classmethod
     def load(cls, spec: str = "embedded", device: str = "auto", dtype: str = "auto") -> "SubjectModel":
@@ -257,9 +437,10 @@ class SubjectModel:
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         folder, name, digest = resolve_model_folder(spec)
+        folder, revision = split_revision(folder)
         try:
-            hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dt)
-            tok = AutoTokenizer.from_pretrained(str(folder))
+            hf_model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dt, revision=revision)
+            tok = AutoTokenizer.from_pretrained(str(folder), revision=revision)
         except Exception as e:  # OSError, ValueError, hub errors...: one line names the model
             raise ModelError(f"cannot load model {spec!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         if not digest:
@@ -268,13 +449,12 @@ class SubjectModel:
 
         plain = plain_twin(hf_model).eval()
         bridge = TransformerBridge.boot_transformers(
-            str(folder), hf_model=hf_model, tokenizer=tok, device=str(dev), dtype=dt
+            str(folder), hf_model=hf_model, tokenizer=tok, device=str(dev), dtype=dt, revision=revision
         )
         bridge.eval()
         plain.to(dev)  # buffers the bridge moved were replaced, not shared (parameters are moved in place)
         cfg = hf_model.config
-        sep = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
-        start = tok.bos_token_id if tok.bos_token_id is not None else sep
+        start, sep, rule = start_tokens(tok)
         if start is None:
             raise ModelError(f"model {spec!r}: tokenizer has neither a BOS nor an EOS token")
         return cls(
@@ -290,6 +470,9 @@ class SubjectModel:
             start_id=int(start),
             sep_id=int(sep),
             plain=plain,
+            dtype=dt,
+            revision=revision or "",
+            start_rule=rule,
         )
 
     # ---- hooks ----------------------------------------------------------------------------
@@ -300,51 +483,97 @@ class SubjectModel:
             raise ModelError(f"hook {hook!r} is not served by this model's TransformerLens bridge")
         return layer
 
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape.of_config(self.plain.config)
+
+    @property
+    def model_type(self) -> str:
+        return str(self.plain.config.model_type)
+
     def hook_width(self, hook: str) -> int:
-        return hook_width_of(hook, self.d_model, self.d_mlp)
+        return hook_width_of(hook, self.shape)
 
     def _plain_site(self, hook: str):
-        """(module, kind) of the plain HF module whose forward gives `hook`, or None where the hot path does not
-        serve it (another layout than model.layers[N], or a hook read inside a block: those go through the bridge).
-        Served: the residual stream entering / leaving a block, the attention and MLP outputs, the MLP's input (a
-        transcoder's) and its neurons (the input of mlp.down_proj)."""
-        decoder = self.plain.get_decoder() if self.plain is not None and hasattr(self.plain, "get_decoder") else None
-        layers = getattr(decoder, "layers", None)
-        if layers is None:
+        """(module, "in" | "out") of the plain HF module whose input or output is `hook` in this family's layout, or
+        None where the layout has no such site (resid_mid, or a hook read inside attention or a norm)."""
+        m = re.fullmatch(r"blocks\.(\d+)\.(.+)", hook)
+        layout = PLAIN_LAYOUTS.get(self.model_type, _PRE_NORM)
+        if m is None or m.group(2) not in layout.sites or self.plain is None:
             return None
-        m = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook)
-        if m:
-            return layers[int(m.group(1))], m.group(2)
-        m = re.fullmatch(r"blocks\.(\d+)\.(hook_attn_out|hook_mlp_out|mlp\.hook_in|mlp\.hook_post)", hook)
-        if m is None:
+        blocks = _submodule(self.plain, layout.blocks)
+        if blocks is None or int(m.group(1)) >= len(blocks):
             return None
-        block = layers[int(m.group(1))]
-        mlp = getattr(block, "mlp", None)
-        site = {
-            "hook_attn_out": (getattr(block, "self_attn", None), "post"),  # after o_proj: the block's attention output
-            "hook_mlp_out": (mlp, "post"),
-            "mlp.hook_in": (mlp, "pre"),  # what a transcoder reads: the normalised residual entering the MLP
-            "mlp.hook_post": (getattr(mlp, "down_proj", None), "pre"),  # the MLP's neurons
-        }[m.group(2)]
-        return site if site[0] is not None else None
+        path, kind = layout.sites[m.group(2)]
+        module = _submodule(blocks[int(m.group(1))], path)
+        return None if module is None else (module, kind)
+
+    def forward_choice(self, hook: str) -> ForwardChoice:
+        """Which forward serves `hook` by default, and why. The plain HF forward (a hook on the family's own module,
+        stopped there: ~34% faster) only where this family's layout has a site for the hook AND that site gives
+        TransformerLens's value on a probe within the dtype's tolerance; else TransformerLens's bridge. Decided once
+        per hook; recorded with a cache (provenance "forward"), which resumes with the forward it began with."""
+        if hook in self._choices:
+            return self._choices[hook]
+        family = self.model_type
+        known = family in PLAIN_LAYOUTS
+        if self._plain_site(hook) is None:
+            why = "its layout has no plain module for this hook" if known else "no plain layout is known for it"
+            choice = ForwardChoice("bridge", f"TransformerLens bridge: {family} {why}")
+        else:
+            # A fixed probe: the start token, then token ids spread over the vocabulary, two rows.
+            n = 24
+            probe = (torch.arange(2 * n).reshape(2, n) * 7919 + 13) % self.vocab_size
+            probe[:, 0] = self.start_id
+            plain = self._plain_activations(probe, hook).float()
+            ref = self._bridge_activations(probe, hook).float()
+            diff = float((plain - ref).abs().max()) if plain.shape == ref.shape else float("inf")
+            scale = max(float(ref.abs().max()), 1e-6)
+            tol = PLAIN_TOLERANCE.get(self.dtype, 3e-2)
+            layout = f"{family} layout" if known else f"{family} (an unlisted family, read as pre-norm)"
+            if diff <= tol * scale:
+                choice = ForwardChoice(
+                    "plain", f"plain HF forward: {layout}, equal to TransformerLens on a probe (max |diff| {diff:.1e})"
+                )
+            else:
+                choice = ForwardChoice(
+                    "bridge",
+                    f"TransformerLens bridge: the plain {layout} site differs from TransformerLens on a probe "
+                    f"(max |diff| {diff:.2g} on values up to {scale:.2g})",
+                )
+        log.info("forward for %s: %s", hook, choice.reason)
+        self._choices[hook] = choice
+        return choice
 
     def forward_kind(self, hook: str) -> str:
-        """Which forward `hook_activations` takes for `hook` by default: "plain" or "bridge" (recorded with a cache,
-        which resumes with the forward it began with)."""
-        return "bridge" if self._plain_site(hook) is None else "plain"
+        """ "plain" or "bridge": the forward `hook_activations` takes for `hook` by default (see forward_choice)."""
+        return self.forward_choice(hook).kind
+
+    def forward_reason(self, hook: str) -> str:
+        return self.forward_choice(hook).reason
 
     def hook_activations(self, tokens: torch.Tensor, hook: str, via_bridge: bool = False) -> torch.Tensor:
         """[B, T] token ids -> [B, T, width] activations at `hook`, running only the blocks needed.
 
         The hot path: a forward hook on the plain HF module, raising to stop the forward right there, so caching
-        costs what a plain HF forward to the layer costs (the bridge's hook points and wrappers cost ~34% on the
-        embedded model). `via_bridge`, and any hook the plain path does not serve, use TransformerLens."""
-        site = None if via_bridge else self._plain_site(hook)
+        costs what a plain HF forward to the layer costs. `via_bridge`, and any hook the plain path does not serve
+        exactly (forward_choice), use TransformerLens. attn.hook_z comes as [B, T, n_heads x d_head], the heads
+        concatenated head by head (SAELens's order) on either path."""
+        if via_bridge or self.forward_kind(hook) == "bridge":
+            return self._bridge_activations(tokens, hook)
+        return self._plain_activations(tokens, hook)
+
+    def _bridge_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
+        _, cache = self.bridge.run_with_cache(
+            tokens.to(self.device), names_filter=hook, stop_at_layer=hook_layer(hook) + 1, return_cache_object=False
+        )
+        acts = cache[hook]
+        return acts.flatten(-2) if hook.endswith("attn.hook_z") else acts  # [B, T, heads, d_head] -> heads x d_head
+
+    def _plain_activations(self, tokens: torch.Tensor, hook: str) -> torch.Tensor:
+        site = self._plain_site(hook)
         if site is None:
-            _, cache = self.bridge.run_with_cache(
-                tokens.to(self.device), names_filter=hook, stop_at_layer=hook_layer(hook) + 1, return_cache_object=False
-            )
-            return cache[hook]
+            raise ModelError(f"hook {hook!r} has no plain site in the {self.model_type} layout")
         module, kind = site
         got: dict[str, torch.Tensor] = {}
 
@@ -352,9 +581,9 @@ class SubjectModel:
             got["x"] = value[0] if isinstance(value, tuple) else value
             raise _Stop
 
-        if kind == "post":
+        if kind == "out":
             handle = module.register_forward_hook(lambda m, args, out: grab(out))
-        else:  # the module's input: a block's hidden states, the MLP's input, or down_proj's input (the neurons)
+        else:  # the module's input: a block's hidden states, the MLP's input, or the input of its output projection
             handle = module.register_forward_pre_hook(
                 lambda m, args, kwargs: grab(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
             )
@@ -367,13 +596,21 @@ class SubjectModel:
             handle.remove()
         return got["x"]
 
+    def residual_directions(self, hook: str, directions: torch.Tensor) -> torch.Tensor:
+        """Directions in `hook`'s space -> the residual-stream directions they write: through the attention's
+        output weights W_O for attn.hook_z (the logit lens of an attention SAE's latent), unchanged elsewhere."""
+        if not hook.endswith("attn.hook_z"):
+            return directions
+        w_o = self.bridge.blocks[hook_layer(hook)].attn.W_O  # [heads, d_head, d_model]
+        return directions.float() @ w_o.detach().float().to(directions.device).flatten(0, 1)
+
     def forward_to(self, tokens: torch.Tensor, layer: int, via_bridge: bool = False) -> None:
         """Bare forward through blocks 0..layer and no further, nothing kept (the benchmark's references): the plain
         HF model stopped after the block, or the bridge's forward with stop_at_layer."""
         if via_bridge or self._plain_site(f"blocks.{layer}.hook_resid_post") is None:
             self.bridge(tokens.to(self.device), stop_at_layer=layer + 1)
             return
-        self.hook_activations(tokens, f"blocks.{layer}.hook_resid_post")
+        self._plain_activations(tokens, f"blocks.{layer}.hook_resid_post")
 
 
 def _folder_hash(folder: Path) -> str:

@@ -95,7 +95,7 @@ def prepare(
         if shape is not None:
             hook = resolve_hook(cfg, coder)
             check_hook_layer(hook, shape.n_layers)
-            check_width(coder, hook, hook_width_of(hook, shape.d_model, shape.d_mlp))
+            check_width(coder, hook, hook_width_of(hook, shape))
     if precheck is not None:
         identity = {
             "model": model_display_name(cfg.model),
