@@ -679,6 +679,7 @@ class Browser:
         cache["latents"] = self.n_latents()
         prov = self.provenance
         cache["target_tokens"] = prov["n_tokens_target"] if prov else None
+        cache["site_problem"] = prov.get("forward_stale") if prov else None
         if counts is None:
             counts = dict(
                 zip(

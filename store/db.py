@@ -221,6 +221,30 @@ class ActivationStore:
     def close(self) -> None:
         self.db.conn.close()
 
+    @staticmethod
+    def set_aside(path: str | Path) -> Path:
+        """Move a database out of the way whole (`batch --redo cache`): its WAL folded in first under an exclusive
+        lock (a process still writing makes this fail, nothing moved), then the file renamed to `NAME.before-redo-N`
+        beside it. Nothing in it is deleted; returns the new name."""
+        path = Path(path)
+        try:
+            conn = sqlite3.connect(str(path), timeout=1.0, isolation_level=None)  # explicit transactions only
+            try:
+                conn.execute("begin exclusive")
+                conn.execute("rollback")
+                conn.execute("pragma wal_checkpoint(truncate)")
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot set {path} aside ({e}): is a batch still running on it?") from None
+        n = 1
+        while (aside := path.with_name(f"{path.name}.before-redo-{n}")).exists():
+            n += 1
+        os.replace(path, aside)
+        for suffix in ("-wal", "-shm"):  # empty after the checkpoint; they belong to the old name
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return aside
+
     def __enter__(self):
         return self
 
@@ -267,6 +291,13 @@ class ActivationStore:
                 row[key] = json.dumps(row.get(key), sort_keys=True)
         with self.db.conn:
             self.db["provenance"].insert(row)
+        self._prov = None
+
+    def update_provenance(self, **fields) -> None:
+        """Fill in provenance columns of an existing cache (what `upgrade` learns of a cache made before them)."""
+        sets = ", ".join(f"{name} = ?" for name in fields)  # names are this code's own, never a user's
+        with self.db.conn:
+            self.db.execute(f"update provenance set {sets} where id = 1", list(fields.values()))
         self._prov = None
 
     # ---- chunks and sequences --------------------------------------------------------------

@@ -13,7 +13,7 @@ import sqlite_utils
 from .codec import CODEC, LEGACY_CODEC, legacy_decode_offsets, legacy_decode_values
 from .errors import UserError
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 
 class SchemaError(UserError):
@@ -569,6 +569,22 @@ def _create_v10(db: sqlite_utils.Database) -> None:
     )
 
 
+def _create_v11(db: sqlite_utils.Database) -> None:
+    """How a cache's forward was chosen, per model family (the Gemma-2/3 and OLMo-2 fix of the plain path)."""
+    # config.model_type of the subject model (gemma2, gpt2, ...); null for caches made before schema 11 until
+    # `autointerp upgrade` reads it from the model's config.
+    db["provenance"].add_column("model_type", str)
+    # One line: why the recorded forward serves the hook (engine/activations/model.py `forward_choice`).
+    db["provenance"].add_column("forward_reason", str)
+    # The version of the plain path's sites the cache was made with; null: before the post-norm fix.
+    db["provenance"].add_column("forward_sites", str)
+    # How position 0 of every sequence was chosen ("bos: <s>", "eos (no BOS token): ...").
+    db["provenance"].add_column("start_rule", str)
+    # Set by `autointerp upgrade` when the activations come from a site the plain path read wrongly before the fix:
+    # the one line every reader (info, batch, the TUI) shows. Null: nothing known to be wrong.
+    db["provenance"].add_column("forward_stale", str)
+
+
 # MIGRATIONS[v] brings a database at version v-1 to version v.
 MIGRATIONS = {
     1: _create_v1,
@@ -581,6 +597,7 @@ MIGRATIONS = {
     8: _create_v8,
     9: _create_v9,
     10: _create_v10,
+    11: _create_v11,
 }
 
 

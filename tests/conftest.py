@@ -281,8 +281,19 @@ def assert_metrics_match_outcomes(r: dict) -> None:
         assert r["auroc"] is None, r["scorer"]
 
 
+PROVENANCE_V11 = ("model_type", "forward_reason", "forward_sites", "start_rule", "forward_stale")
+
+
+def to_schema_10(conn) -> None:
+    """Undo schema 11's additions (how the forward was chosen per model family), as a schema-10 file had them."""
+    for col in PROVENANCE_V11:
+        conn.execute(f"alter table provenance drop column {col}")
+    conn.execute("update meta set value = '10' where key = 'schema_version'")
+
+
 def to_schema_9(conn) -> None:
-    """Undo schema 10's additions (the workers of a scaled-out run), as a schema-9 file had them."""
+    """Undo schema 11's and 10's additions (the workers of a scaled-out run), as a schema-9 file had them."""
+    to_schema_10(conn)
     conn.execute("drop table workers")
     conn.execute("update meta set value = '9' where key = 'schema_version'")
 

@@ -43,6 +43,10 @@ def run_header(snap: MonitorSnapshot) -> Text:
     if c.get("target_tokens"):
         text.append(f" (target {c['target_tokens']:,})")
     text.append(f", {c['latents']:,} latents with statistics   ")
+    if c.get("site_problem"):  # set by `autointerp upgrade` for caches made from the wrong site
+        text.append("\n")
+        text.append(printable(c["site_problem"]), "bold red")
+        text.append("\n")
     k = snap.counts
     text.append("results: ", "bold")
     text.append(f"{k['explained']:,} explained, {k['failed']:,} failed explanations, {k['scored']:,} scored\n")

@@ -106,7 +106,8 @@ def annotate(
     if missing:  # the lens and the neighbours copy the decoder: only when a row is to be written
         device = decoder.device
         near = DecoderNeighbours(decoder, n_neighbours, device)
-        lens = LogitLens.of_model(model, near.w, device)  # the same float32 decoder: one copy at most
+        # The same float32 decoder (one copy at most), except for attn.hook_z, whose lens goes through W_O.
+        lens = LogitLens.of_model(model, near.w, device, hook=str(prov["hook"]))
         written = annotate_directions(store, lens, near, k, batch, progress, missing)
     return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
 

@@ -21,9 +21,13 @@ class LogitLens:
         self.tokenizer = tokenizer
 
     @classmethod
-    def of_model(cls, subject, decoder: torch.Tensor, device: str | torch.device = "cpu") -> "LogitLens":
-        """The lens of a loaded SubjectModel: its W_U and, where it has one, its final norm's gain."""
+    def of_model(
+        cls, subject, decoder: torch.Tensor, device: str | torch.device = "cpu", hook: str = ""
+    ) -> "LogitLens":
+        """The lens of a loaded SubjectModel: its W_U and, where it has one, its final norm's gain. `hook`: where the
+        decoder writes; an attention SAE's directions (attn.hook_z) reach the residual stream through W_O first."""
         bridge = subject.bridge
+        decoder = subject.residual_directions(hook, decoder)
         gain = getattr(getattr(bridge, "ln_final", None), "weight", None)  # absent for some architectures
         return cls(bridge.W_U, decoder, gain if isinstance(gain, torch.Tensor) else None, subject.tokenizer, device)
 

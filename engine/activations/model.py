@@ -598,11 +598,16 @@ class SubjectModel:
 
     def residual_directions(self, hook: str, directions: torch.Tensor) -> torch.Tensor:
         """Directions in `hook`'s space -> the residual-stream directions they write: through the attention's
-        output weights W_O for attn.hook_z (the logit lens of an attention SAE's latent), unchanged elsewhere."""
-        if not hook.endswith("attn.hook_z"):
+        output weights W_O for attn.hook_z (the logit lens of an attention SAE's latent), through the MLP's W_out for
+        mlp.hook_post (an SAE over neurons), unchanged elsewhere (the residual stream's own width). The post-norms
+        of Gemma-2/3 and OLMo-2 are left out: a direction's lens is the linear path, as for every other family."""
+        if hook.endswith("attn.hook_z"):
+            w = self.bridge.blocks[hook_layer(hook)].attn.W_O.flatten(0, 1)  # [heads x d_head, d_model]
+        elif hook.endswith("mlp.hook_post"):
+            w = self.bridge.blocks[hook_layer(hook)].mlp.W_out  # [d_mlp, d_model]
+        else:
             return directions
-        w_o = self.bridge.blocks[hook_layer(hook)].attn.W_O  # [heads, d_head, d_model]
-        return directions.float() @ w_o.detach().float().to(directions.device).flatten(0, 1)
+        return directions.float() @ w.detach().float().to(directions.device)
 
     def forward_to(self, tokens: torch.Tensor, layer: int, via_bridge: bool = False) -> None:
         """Bare forward through blocks 0..layer and no further, nothing kept (the benchmark's references): the plain

@@ -109,7 +109,8 @@ class Steerer:
         delta = strength * self.direction
 
         def add(act, hook):
-            return act + delta.to(act.dtype)
+            # attn.hook_z is [B, T, heads, d_head] at the hook, the direction heads x d_head (the cache's layout)
+            return act + delta.to(act.dtype).reshape(act.shape[2:] if act.dim() == 4 else act.shape[-1:])
 
         return self.model.bridge.hooks(fwd_hooks=[(self.site.hook, add)])
 
@@ -123,6 +124,8 @@ class Steerer:
                 prompts, names_filter=self.site.hook, return_cache_object=False
             )
         acts = cache[self.site.hook].float()
+        if acts.dim() == 4:  # attn.hook_z: heads concatenated, as the direction is
+            acts = acts.flatten(-2)
         # Position 0 (the start token) is an attention sink with a norm ~100x the others: leave it out.
         norms = (acts[:, 1:] if acts.shape[1] > 1 else acts).norm(dim=-1).flatten()
         scale = float(norms.median()) if norms.numel() else 1.0

@@ -164,7 +164,7 @@ class Interpreter:
 
     @cached_property
     def logit_lens(self) -> LogitLens:
-        return LogitLens.of_model(self.subject, self.decoder)
+        return LogitLens.of_model(self.subject, self.decoder, hook=str(self.store.provenance["hook"]))
 
     @cached_property
     def sampler(self) -> ExampleSampler:
