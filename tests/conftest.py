@@ -640,3 +640,18 @@ def assert_same_database(got: Path, want: Path) -> None:
     assert a.keys() == b.keys()
     for name in a:
         _same(a[name], b[name], name)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache that everything in this process reads, offline (huggingface_hub's module
+    constants are read at import, so they are set beside the environment). Layouts: tests/hub_layout.py."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache

@@ -1,4 +1,5 @@
-"""Reading checkpoint tensors from safetensors and npz only: never pickles."""
+"""Reading checkpoint tensors from safetensors and npz: never a pickle (dictionary_learning.py reads ae.pt with
+torch.load(weights_only=True), which unpickles tensors only)."""
 
 from __future__ import annotations
 
