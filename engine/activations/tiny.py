@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from autointerp.store.errors import UserError
 
@@ -23,35 +24,34 @@ VOCAB = 49_152  # the embedded tokenizer's
 HIDDEN, LAYERS, HEADS, KV_HEADS, MLP = 64, 3, 4, 2, 128
 
 
-def _llama_like(config_cls: str, **extra) -> Callable[[], object]:
-    def make():
+def _family(config_cls: str, **base) -> Callable[..., Any]:
+    """A family's config maker: `config_cls(**base)`, with any key overridden (the token ids, the block count)."""
+
+    def make(**over):
         import transformers
 
-        kw = dict(
-            vocab_size=VOCAB,
-            hidden_size=HIDDEN,
-            intermediate_size=MLP,
-            num_hidden_layers=LAYERS,
-            num_attention_heads=HEADS,
-            num_key_value_heads=KV_HEADS,
-            max_position_embeddings=512,
-        )
-        kw.update(extra)
-        return getattr(transformers, config_cls)(**kw)
+        return getattr(transformers, config_cls)(**{**base, **over})
 
     return make
 
 
-def _gpt2():
-    from transformers import GPT2Config
+_LLAMA_LIKE = dict(
+    vocab_size=VOCAB,
+    hidden_size=HIDDEN,
+    intermediate_size=MLP,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+    num_key_value_heads=KV_HEADS,
+    max_position_embeddings=512,
+)
+_GEMMA = dict(_LLAMA_LIKE, head_dim=16, query_pre_attn_scalar=16, sliding_window=16)
 
-    return GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=512)
-
-
-def _gpt_neox():
-    from transformers import GPTNeoXConfig
-
-    return GPTNeoXConfig(
+# family -> its config, as the families' own model cards set the parts that change the block's wiring (post-norms,
+# GQA, explicit head_dim, Pythia's parallel residual with partial rotary).
+TINY_FAMILIES: dict[str, Callable[..., Any]] = {
+    "gpt2": _family("GPT2Config", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=512),
+    "gpt_neox": _family(
+        "GPTNeoXConfig",
         vocab_size=VOCAB,
         hidden_size=HIDDEN,
         intermediate_size=MLP,
@@ -59,22 +59,15 @@ def _gpt_neox():
         num_attention_heads=HEADS,
         max_position_embeddings=512,
         rotary_pct=0.25,  # Pythia's
-    )
-
-
-# family -> its config, as the families' own model cards set the parts that change the block's wiring (post-norms,
-# GQA, explicit head_dim, Pythia's parallel residual with partial rotary).
-TINY_FAMILIES: dict[str, Callable[[], object]] = {
-    "gpt2": _gpt2,
-    "gpt_neox": _gpt_neox,
-    "llama": _llama_like("LlamaConfig"),
-    "mistral": _llama_like("MistralConfig", sliding_window=None),
-    "qwen2": _llama_like("Qwen2Config"),
-    "qwen3": _llama_like("Qwen3Config", head_dim=16),
-    "phi3": _llama_like("Phi3Config", pad_token_id=0),
-    "olmo2": _llama_like("Olmo2Config"),
-    "gemma2": _llama_like("Gemma2Config", head_dim=16, query_pre_attn_scalar=16, sliding_window=16),
-    "gemma3": _llama_like("Gemma3TextConfig", head_dim=16, query_pre_attn_scalar=16, sliding_window=16),
+    ),
+    "llama": _family("LlamaConfig", **_LLAMA_LIKE),
+    "mistral": _family("MistralConfig", **_LLAMA_LIKE, sliding_window=None),
+    "qwen2": _family("Qwen2Config", **_LLAMA_LIKE),
+    "qwen3": _family("Qwen3Config", **_LLAMA_LIKE, head_dim=16),
+    "phi3": _family("Phi3Config", **_LLAMA_LIKE, pad_token_id=0),
+    "olmo2": _family("Olmo2Config", **_LLAMA_LIKE),
+    "gemma2": _family("Gemma2Config", **_GEMMA),
+    "gemma3": _family("Gemma3TextConfig", **_GEMMA),
 }
 
 
@@ -91,11 +84,9 @@ def tiny_model_folder(spec: str) -> tuple[Path, str]:
 
     from .model import _cache_root, gguf_as_safetensors
 
-    cfg = TINY_FAMILIES[family]()
     embedded, _ = gguf_as_safetensors(smollm2_gguf())
     tok = AutoTokenizer.from_pretrained(str(embedded))
-    for attr in ("bos_token_id", "eos_token_id"):
-        setattr(cfg, attr, getattr(tok, attr))
+    cfg = TINY_FAMILIES[family](bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     recipe = json.dumps([family, cfg.to_dict(), transformers.__version__], sort_keys=True, default=str)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
     target = _cache_root() / "models" / f"tiny-{family}-{digest}"

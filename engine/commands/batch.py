@@ -203,6 +203,9 @@ class BatchRunner:
         interpret = [s for s in ("explain", "score") if s in cfg.batch.stages]
         selection = parse_selection(cfg.batch.latents)
         preflight(cfg.db, must_exist="cache" not in cfg.batch.stages, writing=True)
+        from autointerp.engine.activations.cache import check_cache_site
+
+        check_cache_site(cfg.db)  # activations from the wrong site are never resumed, explained or scored
         if not cfg.batch.stages:
             raise ConfigError("config key 'batch.stages' is empty: name at least one of cache, explain, score")
         needs_llm = "explain" in interpret or ("score" in interpret and scorers_need_llm(cfg.score.scorers))
@@ -216,11 +219,13 @@ class BatchRunner:
             self.console.print(self.cluster.describe(), markup=False, highlight=False)
         inputs, backend = None, None
         if "cache" in cfg.batch.stages and not self._cache_done():
-            from autointerp.engine.activations.cache import check_cache_inputs
+            from autointerp.engine.activations.cache import check_cache_inputs, check_first_batch
 
             with self.console.status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
                 inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
             selection.check_width(inputs.parts.coder.num_latents)
+            with self.console.status("checking the coder's reconstruction on the first batch ..."):
+                check_first_batch(inputs, cfg.cache)  # an unusable one stops here, nothing written
         elif interpret:
             # The cache is there: the selection is resolved now, read-only, so that one matching no latent (or a
             # cache left unfinished) is refused before anything is written or any LLM is loaded.

@@ -12,6 +12,11 @@
 - bytes_per_activation: database bytes / stored activations (the 10N database)
 - p95_window_fetch_ms: one latent's 40 strongest windows (tokens + per-token activations),
   over 200 random live latents of a 1M-token store
+- tokens_per_s_hooked_forward / ratio_hooked_vs_hf_forward: the forward the cache takes to its hook (plain or
+  bridge, as `forward` and `forward_reason` say), nothing encoded or written, against the plain HF forward
+
+`--model SPEC` (with `--hook`, `--coder`) measures another model; without `--coder` it caches that model's MLP
+neurons (the middle block's by default), so any model can be measured without an SAE of its own.
 """
 
 from __future__ import annotations
@@ -37,13 +42,22 @@ from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
 
 
-def _child(n_tokens: int, db: str, reference: bool) -> None:
+def bench_config(n_tokens: int, model: str = "embedded", hook: str = "", coder: str = "") -> CacheConfig:
+    """The cache config a benchmark run uses: the embedded default, or `model` with `coder` (default: for a model
+    other than the embedded one, its MLP neurons at `hook`, else the middle block's, top 32 per token)."""
+    if model == "embedded" and not coder:
+        return CacheConfig(n_tokens=n_tokens, hook=hook)
+    return CacheConfig(n_tokens=n_tokens, model=model, hook=hook, coder=coder or "neurons", check_reconstruction=False)
+
+
+def _child(n_tokens: int, db: str, reference: bool, spec: dict | None = None) -> None:
     """Run in a fresh process: cache n_tokens, print throughput and peak RSS as JSON.
 
     With `reference`, a bare forward over the same batches runs before and after the cache
-    (their mean is the reference time), so the ratio comes from one process and one set of batches.
+    (their mean is the reference time), so the ratio comes from one process and one set of batches; the hooked
+    forward alone (the forward the cache takes to its hook, nothing encoded or written) is timed beside it.
     """
-    cfg = CacheConfig(n_tokens=n_tokens)
+    cfg = bench_config(n_tokens, **(spec or {}))
     parts = prepare(cfg)
     seqs = list(sequence_stream(parts, cfg))
     layer = hook_layer(parts.hook)
@@ -57,11 +71,19 @@ def _child(n_tokens: int, db: str, reference: bool) -> None:
                 parts.model.forward_to(b, layer, via_bridge=via_bridge)
             return time.perf_counter() - t
 
+        def hooked_pass() -> float:
+            t = time.perf_counter()
+            for b in batches:
+                parts.model.hook_activations(b, parts.hook)
+            return time.perf_counter() - t
+
         fwd1 = forward_pass(False) if reference else 0.0
         bridge1 = forward_pass(True) if reference else 0.0
+        hooked1 = hooked_pass() if reference else 0.0
         t = time.perf_counter()
         result = run_cache(cfg, db, parts=parts)
         total_s = time.perf_counter() - t
+        hooked2 = hooked_pass() if reference else 0.0
         bridge2 = forward_pass(True) if reference else 0.0
         fwd2 = forward_pass(False) if reference else 0.0
     tokens = len(seqs) * cfg.seq_len
@@ -73,6 +95,12 @@ def _child(n_tokens: int, db: str, reference: bool) -> None:
                 "tokens": tokens,
                 "forward_s": fwd,
                 "bridge_forward_s": bridge,
+                "hooked_forward_s": (hooked1 + hooked2) / 2,
+                "model": parts.model.name,
+                "hook": parts.hook,
+                "coder": parts.coder.kind,
+                "forward": parts.model.forward_kind(parts.hook),
+                "forward_reason": parts.model.forward_reason(parts.hook),
                 "cache_s": result.seconds,
                 "write_s": result.write_seconds,
                 "written": result.written,
@@ -84,9 +112,17 @@ def _child(n_tokens: int, db: str, reference: bool) -> None:
     )
 
 
-def _run_child(n_tokens: int, db: Path, reference: bool) -> dict:
+def _run_child(n_tokens: int, db: Path, reference: bool, spec: dict) -> dict:
     out = subprocess.run(
-        [sys.executable, "-m", "autointerp.engine.commands.bench", str(n_tokens), str(db), str(int(reference))],
+        [
+            sys.executable,
+            "-m",
+            "autointerp.engine.commands.bench",
+            str(n_tokens),
+            str(db),
+            str(int(reference)),
+            json.dumps(spec),
+        ],
         check=True,
         capture_output=True,
         text=True,
@@ -146,13 +182,22 @@ def fetch_p95_ms(db: Path, n_latents: int = 200, per_latent: int = 40, seed: int
     return float(np.percentile(times, 95))
 
 
-def bench_cache(n_tokens: int = 32_768, fetch_tokens: int = 1_000_000, workdir: str | None = None) -> dict:
+def bench_cache(
+    n_tokens: int = 32_768,
+    fetch_tokens: int = 1_000_000,
+    workdir: str | None = None,
+    model: str = "embedded",
+    hook: str = "",
+    coder: str = "",
+) -> dict:
+    spec = {"model": model, "hook": hook, "coder": coder}
+    prepare(bench_config(n_tokens, **spec), precheck=lambda identity: None)  # bad input: one line, before any run
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(workdir or tmp.name)
     root.mkdir(parents=True, exist_ok=True)
     try:
-        small = _run_child(n_tokens, root / "small.db", reference=True)
-        large = _run_child(10 * n_tokens, root / "large.db", reference=False)
+        small = _run_child(n_tokens, root / "small.db", reference=True, spec=spec)
+        large = _run_child(10 * n_tokens, root / "large.db", reference=False, spec=spec)
         large_bytes = db_bytes(root / "large.db")
         with ActivationStore.open(root / "large.db", readonly=True) as template:
             synthetic_store(root / "fetch.db", template, fetch_tokens)
@@ -160,7 +205,15 @@ def bench_cache(n_tokens: int = 32_768, fetch_tokens: int = 1_000_000, workdir: 
         tps_fwd = small["tokens"] / small["forward_s"]
         tps_bridge = small["tokens"] / small["bridge_forward_s"]
         write_s = small["write_s"] + large["write_s"]
+        tps_hooked = small["tokens"] / small["hooked_forward_s"]
         return {
+            "model": small["model"],
+            "hook": small["hook"],
+            "coder": small["coder"],
+            "forward": small["forward"],
+            "forward_reason": small["forward_reason"],
+            "tokens_per_s_hooked_forward": round(tps_hooked, 1),
+            "ratio_hooked_vs_hf_forward": round(tps_hooked / tps_fwd, 3),
             "tokens_small": small["tokens"],
             "tokens_large": large["tokens"],
             "tokens_per_s_cache": round(tps_cache, 1),
@@ -186,5 +239,5 @@ def bench_cache(n_tokens: int = 32_768, fetch_tokens: int = 1_000_000, workdir: 
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
+    _child(int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", json.loads(sys.argv[4]) if len(sys.argv) > 4 else None)
     os._exit(0)

@@ -136,15 +136,16 @@ def main() -> None:
     """Cache which text makes each latent fire, explain latents with an LLM, score the explanations."""
 
 
-def cache_options(fn):
+def source_options(fn):
+    """The model, hook, coder and corpus a cache reads, and how (`cache` and `check` take them alike)."""
     opts = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
-        click.option("--db", help="Database file (default autointerp.db)."),
         click.option("--model", help="HF id, model folder, .gguf file or 'embedded'."),
         click.option("--hook", help="Hook point, e.g. blocks.15.hook_resid_post or layers.15."),
-        click.option("--coder", help="Coder checkpoint folder / npz, 'embedded' or 'neurons'."),
+        click.option(
+            "--coder",
+            help="Coder checkpoint folder / npz, 'embedded', 'neurons', or by hub: saelens:RELEASE/SAE_ID, hf:ORG/REPO[/PATH].",
+        ),
         click.option("--corpus", help="'embedded', a .txt/.jsonl/.parquet file, a dataset folder or hf:NAME."),
-        click.option("--n-tokens", type=int, help="Tokens to cache."),
         click.option("--seq-len", type=int, help="Tokens per sequence."),
         click.option("--batch-size", type=int, help="Sequences per forward pass."),
         click.option("--device", help="auto, cpu, cuda, cuda:N."),
@@ -154,19 +155,40 @@ def cache_options(fn):
     return fn
 
 
+def cache_options(fn):
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
+        click.option("--db", help="Database file (default autointerp.db)."),
+        click.option("--n-tokens", type=int, help="Tokens to cache."),
+    ]
+    fn = source_options(fn)
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+NO_CHECK_HELP = (
+    "Skip the reconstruction check of the first batch (cache.check_reconstruction = false): cache even when the "
+    "coder's reconstruction at the hook is unusable."
+)
+
+
 @main.command()
 @cache_options
+@click.option("--no-check", is_flag=True, help=NO_CHECK_HELP)
 @user_errors
-def cache(config_path, db, **overrides) -> None:
+def cache(config_path, db, no_check, **overrides) -> None:
     """Cache latent activations into the database (resumes where a killed run stopped)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from autointerp.engine.activations.cache import check_cache_inputs, run_cache
+    from autointerp.engine.activations.cache import check_cache_inputs, check_first_batch, run_cache
 
-    cfg = resolve_config(config_path, db=db, **overrides)
+    cfg = resolve_config(config_path, db=db, check_reconstruction=False if no_check else None, **overrides)
     preflight(cfg.db, must_exist=False, writing=True)
     with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
         inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
+    with status("checking the coder's reconstruction on the first batch ..."):
+        check_first_batch(inputs, cfg.cache)  # an unusable one stops here, nothing written
     parts = inputs.parts
     columns = (
         TextColumn("[bold]cache"),
@@ -240,6 +262,7 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
         TimeRemainingColumn,
     )
 
+    from autointerp.engine.activations.cache import check_cache_site
     from autointerp.engine.interpretation.interpret import Interpreter, select_latents
     from autointerp.engine.interpretation.llm import make_backend
     from autointerp.store.db import ActivationStore
@@ -248,6 +271,7 @@ def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> 
 
     chosen = parse_selection(selection)
     preflight(cfg.db, must_exist=True, writing=True)
+    check_cache_site(cfg.db)  # activations from the wrong site are never explained or scored
     latents = select_latents(cfg, chosen)
     needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
     backend = None
@@ -342,8 +366,9 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
 )
 @click.option(
     "--redo",
-    type=click.Choice(["explain", "score"]),
-    help="Recompute stored results of this stage (explain also rescores).",
+    type=click.Choice(["cache", "explain", "score"]),
+    help="Recompute stored results of this stage (explain also rescores). cache: set the database aside whole "
+    "(renamed DB.before-redo-N, nothing deleted) and run every stage anew into DB.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan and an estimate of LLM calls and tokens; run nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: print the plan as one JSON object.")
@@ -358,15 +383,18 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
     "explain/score over LLM replicas. ADDRESS: HOST:6379, ray://HOST:10001, auto, or local; bare --ray uses "
     "[cluster] ray_address, else local (the cluster `ray start` made here, or a new one).",
 )
+@click.option("--no-check", is_flag=True, help=NO_CHECK_HELP)
 @user_errors
-def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_address) -> None:
+def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_address, no_check) -> None:
     """Cache -> explain -> score for a selection of latents. Resumable: rerun the same command after a crash.
 
     Without a config (CONFIG_PATH or --config) it runs the embedded default (offline). `autointerp init` writes a
     commented config."""
     if config_path and config_option:
         raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
-    cfg = resolve_config(config_path or config_option, db=db, latents=latents)
+    cfg = resolve_config(
+        config_path or config_option, db=db, latents=latents, check_reconstruction=False if no_check else None
+    )
     if ray_address is not None:
         cfg.cluster.ray_address = ray_address or cfg.cluster.ray_address or "local"
     if dry_run:
@@ -377,7 +405,47 @@ def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_a
         return
     from .batch import BatchRunner
 
+    if redo == "cache":
+        if Path(cfg.db).exists():
+            from autointerp.store.db import ActivationStore
+
+            click.echo(f"{cfg.db}: set aside as {ActivationStore.set_aside(cfg.db)}; caching anew")
+        redo = None
     BatchRunner(cfg, redo=redo, argv=sys.argv).run()
+
+
+@main.command()
+@click.argument("config_path", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--config",
+    "config_option",
+    type=click.Path(dir_okay=False),
+    help="TOML config file (the same as giving it as CONFIG_PATH).",
+)
+@source_options
+@click.option(
+    "--n-tokens", type=click.IntRange(min=1), help="Tokens of the corpus to check on, in whole sequences (default 512)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def check(config_path, config_option, n_tokens, as_json, **overrides) -> int:
+    """Does the coder fit the model and hook? Loads both as the cache does, runs a few hundred tokens of the corpus
+    through and prints which forward serves the hook, the reconstruction's FVU, the next-token loss with it spliced
+    in (beside clean and zero-ablated), L0, dead latents and a verdict. Exit status 1 when it is unusable."""
+    from autointerp.engine.activations.reconstruction import CHECK_TOKENS
+
+    from .check import format_check, run_check
+
+    if config_path and config_option:
+        raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
+    cfg = resolve_config(config_path or config_option, **overrides)
+    with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r}, then checking ..."):
+        result, load_s = run_check(cfg.cache, n_tokens or CHECK_TOKENS)
+    if as_json:
+        click.echo(json.dumps(dict(result.to_json(), load_seconds=load_s), sort_keys=True))
+    else:
+        click.echo(format_check(result, load_s))
+    return 1 if result.unusable else 0
 
 
 @main.command()
@@ -589,6 +657,9 @@ def info(db, top, as_json) -> None:
             else:
                 click.echo(f"{db}: empty (no activation cache yet)")
             return
+        from autointerp.engine.activations.setup import cache_site_problem
+
+        site_problem = cache_site_problem(prov)
         size = os.path.getsize(db)
         nnz = store.nnz()
         top_rows = store.db.execute(
@@ -597,6 +668,7 @@ def info(db, top, as_json) -> None:
         summary = {
             "db": str(db),
             "provenance": dict(prov),
+            "site_problem": site_problem,
             "chunks": len(store.chunks()),
             "tokens": store.n_tokens(),
             "activations": nnz,
@@ -627,6 +699,12 @@ def info(db, top, as_json) -> None:
         p = {k: printable(v) for k, v in prov.items()}  # what a file says is shown, never obeyed
         click.echo(f"model       {p['model']}  ({p['model_hash']})")
         click.echo(f"hook        {p['hook']}")
+        forward = p.get("forward_reason") or {"plain": "plain HF forward", "bridge": "TransformerLens bridge"}.get(
+            str(p.get("forward")), str(p.get("forward"))
+        )
+        click.echo(f"forward     {forward}" + (f"; start token {p['start_rule']}" if p.get("start_rule") else ""))
+        if site_problem:
+            click.echo(f"warning     {printable(site_problem)}")
         click.echo(
             f"coder       {p['coder_kind']} {p['coder_path']}  ({p['coder_hash']}), "
             f"{p['num_latents']} latents, d_in {p['d_in']}"
@@ -703,9 +781,26 @@ def upgrade(db) -> None:
     before = preflight(db, must_exist=True, writing=True)
     if before == 0:
         raise UserError(f"{db}: not an autointerp database (an empty file): nothing to upgrade")
-    with ActivationStore.open(db):  # read-write: opening migrates
-        pass
+    with ActivationStore.open(db) as store:  # read-write: opening migrates
+        problem = note_cache_site(store)
     click.echo(f"{db}: schema v{SCHEMA_VERSION}")
+    if problem:
+        click.echo(f"warning: {printable(problem)}")
+
+
+def note_cache_site(store) -> str | None:
+    """For a cache made before schema 11 whose site may have moved (an attention or MLP output read plainly): record
+    its model family (read from the model's config, without weights) and, where the plain path read the hook from
+    the wrong site, the line every reader shows (the TUI included, which reads no model). Returns that line."""
+    from autointerp.engine.activations.model import site_may_have_moved
+    from autointerp.engine.activations.setup import cache_site_problem, recorded_model_type
+
+    prov = store.provenance
+    if prov is None or not site_may_have_moved(prov) or prov.get("model_type") is not None:
+        return cache_site_problem(prov)
+    problem = cache_site_problem(prov)
+    store.update_provenance(model_type=recorded_model_type(prov), forward_stale=problem)
+    return problem
 
 
 def _print_runs(store, limit: int = 5) -> None:
@@ -742,13 +837,16 @@ def print_figures(result: dict, as_json: bool) -> None:
 @click.option("--n-tokens", default=32_768, help="N: tokens of the small run (the large run caches 10N).")
 @click.option("--fetch-tokens", default=1_000_000, help="Tokens in the cache used for the window-fetch timing.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
+@click.option("--model", default="embedded", help="Model spec (a HF id[@REV], a folder, tiny:FAMILY, a .gguf).")
+@click.option("--hook", default="", help="Hook point (default: the coder's, or the middle block's MLP neurons).")
+@click.option("--coder", default="", help="Coder checkpoint (default: the embedded SAE, or the model's MLP neurons).")
 @user_errors
-def bench_cache(as_json, n_tokens, fetch_tokens, workdir) -> None:
+def bench_cache(as_json, n_tokens, fetch_tokens, workdir, model, hook, coder) -> None:
     """Cache throughput vs a bare forward, bytes per activation, peak RSS at N and 10N, fetch latency."""
     from .bench import bench_cache as run
 
     check_output_folder(workdir, "--workdir")
-    result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir)
+    result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir, model=model, hook=hook, coder=coder)
     print_figures(result, as_json)
 
 

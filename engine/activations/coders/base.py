@@ -35,6 +35,18 @@ def topk_sparse(pre: torch.Tensor, k: int) -> SparseActs:
     return SparseActs(rows[keep], idx[keep], vals[keep].float())
 
 
+def sparse_decode(acts: SparseActs, n_rows: int, W_dec: torch.Tensor) -> torch.Tensor:
+    """`acts @ W_dec` as a dense [n_rows, d_out], from the sparse activations: a sparse [rows x latents] matrix
+    times the decoder (work ~ nnz x d_out, memory ~ n_rows x d_out), never a dense [rows x latents] one."""
+    out_shape = (n_rows, W_dec.shape[1])
+    if len(acts) == 0:
+        return torch.zeros(out_shape, dtype=W_dec.dtype, device=W_dec.device)
+    index = torch.stack([acts.rows.to(W_dec.device), acts.latents.to(W_dec.device)])
+    values = acts.values.to(W_dec.device, W_dec.dtype)
+    sparse = torch.sparse_coo_tensor(index, values, (n_rows, W_dec.shape[0]), check_invariants=False)
+    return torch.sparse.mm(sparse, W_dec)
+
+
 def nonzero_sparse(acts: torch.Tensor) -> SparseActs:
     rows, latents = torch.nonzero(acts > 0, as_tuple=True)
     return SparseActs(rows, latents, acts[rows, latents].float())
@@ -58,6 +70,13 @@ class SparseCoder:
 
     def encode(self, x: torch.Tensor) -> SparseActs:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def decode(self, acts: SparseActs, n_rows: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The reconstruction [n_rows, d_out] of `n_rows` rows from their sparse activations (as `encode` gave
+        them), in the hook's own units (an input normalisation undone). `x` is the input `encode` read [n_rows,
+        d_in]: needed where the output depends on it beyond the latents (a skip transcoder's `W_skip`, SAELens's
+        per-row normalisations); a transcoder's output is its prediction of the MLP output, not of `x`."""
+        raise NotImplementedError  # pragma: no cover - abstract
 
     def decoder_directions(self) -> torch.Tensor | None:
         """[num_latents, d] directions the latents write (None for neurons without weights)."""

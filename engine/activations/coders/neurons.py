@@ -23,3 +23,10 @@ class NeuronCoder(SparseCoder):
 
     def encode(self, x: torch.Tensor) -> SparseActs:
         return topk_sparse(x, self.k) if self.k else nonzero_sparse(x)
+
+    def decode(self, acts: SparseActs, n_rows: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The identity: the kept (positive, top-k) neuron activations in place, zeros elsewhere. Dense, as the
+        hook is: [n_rows, d_mlp]."""
+        out = torch.zeros(n_rows, self.d_in, dtype=torch.float32, device=acts.values.device)
+        out[acts.rows, acts.latents] = acts.values.float()
+        return out

@@ -8,7 +8,17 @@ from pathlib import Path
 
 import torch
 
-from .base import CoderError, SparseActs, SparseCoder, check_shape, hash_files, nonzero_sparse, require, topk_sparse
+from .base import (
+    CoderError,
+    SparseActs,
+    SparseCoder,
+    check_shape,
+    hash_files,
+    nonzero_sparse,
+    require,
+    sparse_decode,
+    topk_sparse,
+)
 from .weights import load_npz, load_safetensors
 
 
@@ -37,6 +47,10 @@ class _EncoderDecoderCoder(SparseCoder):
 
     def decoder_directions(self) -> torch.Tensor:
         return self.W_dec
+
+    def decode(self, acts: SparseActs, n_rows: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """acts @ W_dec + b_dec."""
+        return sparse_decode(acts, n_rows, self.W_dec) + self.b_dec
 
 
 class SAELensCoder(_EncoderDecoderCoder):
@@ -94,6 +108,28 @@ class SAELensCoder(_EncoderDecoderCoder):
             x = x - x.mean(dim=-1, keepdim=True)
             return x / (x.var(dim=-1, keepdim=True, unbiased=False) + 1e-5).sqrt()
         return x
+
+    def _denormalise(self, out: torch.Tensor, x: torch.Tensor | None) -> torch.Tensor:
+        """SAELens's output normalisation: the input's undone. constant_norm_rescale divides by the row's scale
+        (sqrt(d_in) / |x|) and expected_average_only_in by its constant factor. layer_norm cannot be undone from
+        the latents alone (the row's mean and spread were divided out before encoding): SAELens multiplies back
+        the mean and standard deviation it stored on the way in, and so does this, from `x`."""
+        if self.normalize in ("none", None):
+            return out
+        if self.normalize == "expected_average_only_in":
+            return out / float(self.scaling_factor)
+        if x is None:
+            raise ValueError(f"undoing SAELens's {self.normalize} needs the input rows it encoded (x)")
+        x = x.float()
+        if self.normalize == "constant_norm_rescale":
+            return out * (x.norm(dim=-1, keepdim=True).clamp_min(1e-8) / math.sqrt(self.d_in))
+        mean = x.mean(dim=-1, keepdim=True)  # layer_norm: the stored mean / std per row, as _normalise made them
+        std = (x.var(dim=-1, keepdim=True, unbiased=False) + 1e-5).sqrt()
+        return out * std + mean
+
+    def decode(self, acts: SparseActs, n_rows: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """acts @ W_dec + b_dec, then the input normalisation undone (`_denormalise`)."""
+        return self._denormalise(super().decode(acts, n_rows, x), x)
 
     def encode(self, x: torch.Tensor) -> SparseActs:
         x = self._normalise(x)

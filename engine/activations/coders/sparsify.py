@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .base import CoderError, SparseActs, SparseCoder, check_shape, hash_files, require, topk_sparse
+from .base import CoderError, SparseActs, SparseCoder, check_shape, hash_files, require, sparse_decode, topk_sparse
 from .weights import load_safetensors
 
 
@@ -34,6 +34,10 @@ class SparsifyCoder(SparseCoder):
         check_shape(self.b_enc, (num_latents,), "encoder.bias", src)
         check_shape(self.W_dec, (num_latents, d_in), "W_dec", src)
         check_shape(self.b_dec, (d_in,), "b_dec", src)
+        # A skip transcoder adds x @ W_skip.T (a linear path from the MLP input) to its decoder's output.
+        self.W_skip = w["W_skip"].float() if "W_skip" in w else None
+        if self.W_skip is not None:
+            check_shape(self.W_skip, (self.W_dec.shape[1], d_in), "W_skip", src)
         self.k = int(cfg.get("k", 32))
         self.activation = cfg.get("activation", "topk")
         if self.activation not in ("topk", "groupmax"):
@@ -63,6 +67,15 @@ class SparsifyCoder(SparseCoder):
         rows = torch.arange(x.shape[0], device=x.device).unsqueeze(1).expand_as(idx)
         keep = vals > 0
         return SparseActs(rows[keep], idx[keep], vals[keep])
+
+    def decode(self, acts: SparseActs, n_rows: int, x: torch.Tensor | None = None) -> torch.Tensor:
+        """acts @ W_dec + b_dec (sparsify's decoder), plus x @ W_skip.T for a skip transcoder."""
+        out = sparse_decode(acts, n_rows, self.W_dec) + self.b_dec
+        if self.W_skip is not None:
+            if x is None:
+                raise ValueError("a skip transcoder's reconstruction needs the input it encoded (x)")
+            out = out + x.to(self.W_skip.dtype) @ self.W_skip.T
+        return out
 
     def decoder_directions(self) -> torch.Tensor:
         return self.W_dec
