@@ -5,6 +5,8 @@ The reference is TransformerLens's own value at the hook (`run_with_cache` on th
 the cache stores: `SubjectModel.hook_activations` on its default path.
 """
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -20,6 +22,8 @@ HOOKS = [
     "mlp.hook_in",
     "mlp.hook_post",
     "attn.hook_z",
+    "attn.hook_out",
+    "mlp.hook_out",
 ]
 POST_NORM = {"gemma2", "gemma3", "olmo2"}
 _loaded: dict[tuple[str, str], SubjectModel] = {}
@@ -148,3 +152,35 @@ def test_one_start_token_convention_for_tokenizers_with_and_without_a_bos_token(
     assert no_bos.bos_token_id is None
     start, sep, rule = start_tokens(no_bos)
     assert start == sep == tok.eos_token_id and rule == f"eos (no BOS token): {tok.eos_token}"
+
+
+def test_sparsify_module_paths_of_a_post_norm_family_read_the_module_itself():
+    """`layers.N.mlp` is the MLP module's output, which sparsify hooks: in Gemma that is before the post-norm, so not
+    TransformerLens's hook_mlp_out. The cache reads it at mlp.hook_out (attn.hook_out for self_attn)."""
+    from autointerp.engine.activations.coders.base import SparseCoder
+    from autointerp.engine.activations.model import hook_from_module_path
+    from autointerp.engine.activations.setup import resolve_hook
+    from autointerp.engine.config import CacheConfig
+
+    coder = SparseCoder("sparsify", 8, 64, None, "", "")
+    for family, post_norm in (("gemma2", True), ("llama", False)):
+        cfg = CacheConfig(model=f"tiny:{family}", coder="x")
+        mlp = resolve_hook(dataclasses.replace(cfg, hook="layers.1.mlp"), coder)
+        attn = resolve_hook(dataclasses.replace(cfg, hook="layers.1.self_attn"), coder)
+        assert (mlp, attn) == (
+            ("blocks.1.mlp.hook_out", "blocks.1.attn.hook_out")
+            if post_norm
+            else ("blocks.1.hook_mlp_out", "blocks.1.hook_attn_out")
+        )
+    assert hook_from_module_path("layers.1.mlp", transcoder=True, post_norm=True) == "blocks.1.mlp.hook_in"
+    model = tiny("gemma2")
+    toks = tokens(model)
+    block = model.plain.model.layers[1]
+    got = {}
+    handle = block.mlp.register_forward_hook(lambda m, a, out: got.__setitem__("x", out))
+    try:
+        with torch.no_grad():
+            model.plain(toks)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(model.hook_activations(toks, "blocks.1.mlp.hook_out"), got["x"], rtol=0, atol=0)

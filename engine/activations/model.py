@@ -41,11 +41,16 @@ HOOK_PATTERNS = {
     r"blocks\.(\d+)\.mlp\.hook_post": "MLP neurons (hidden activations)",
     r"blocks\.(\d+)\.mlp\.hook_in": "MLP input (what transcoders read)",
     r"blocks\.(\d+)\.attn\.hook_z": "attention heads' outputs, concatenated head by head (what attention SAEs read)",
+    r"blocks\.(\d+)\.attn\.hook_out": "the attention module's own output (before a post-norm, where the family has one)",
+    r"blocks\.(\d+)\.mlp\.hook_out": "the MLP module's own output (before a post-norm, where the family has one)",
 }
 
 
-def hook_from_module_path(path: str, transcoder: bool = False) -> str:
-    """Translate sparsify's Hugging Face module paths (`layers.N`, `layers.N.mlp`) to hook names."""
+def hook_from_module_path(path: str, transcoder: bool = False, post_norm: bool = False) -> str:
+    """Translate sparsify's Hugging Face module paths (`layers.N`, `layers.N.mlp`) to hook names. A module path
+    means that module's own output: in a post-norm family (Gemma-2/3, OLMo-2: `post_norm`) that is before the
+    block's post-norm, TransformerLens's `mlp.hook_out` / `attn.hook_out`, not `hook_mlp_out` / `hook_attn_out`
+    (elsewhere the two are the same values, and the latter names are kept)."""
     m = re.fullmatch(r"(?:model\.)?layers\.(\d+)(\.mlp|\.self_attn)?", path)
     if not m:
         return path
@@ -53,8 +58,10 @@ def hook_from_module_path(path: str, transcoder: bool = False) -> str:
     if sub is None:
         return f"blocks.{n}.hook_resid_post"
     if sub == ".mlp":
-        return f"blocks.{n}.mlp.hook_in" if transcoder else f"blocks.{n}.hook_mlp_out"
-    return f"blocks.{n}.hook_attn_out"
+        if transcoder:
+            return f"blocks.{n}.mlp.hook_in"
+        return f"blocks.{n}.mlp.hook_out" if post_norm else f"blocks.{n}.hook_mlp_out"
+    return f"blocks.{n}.attn.hook_out" if post_norm else f"blocks.{n}.hook_attn_out"
 
 
 def hook_layer(hook: str) -> int:
@@ -300,6 +307,8 @@ _PRE_NORM = PlainLayout(
         "mlp.hook_in": ("mlp", "in"),  # what a transcoder reads: the normalised residual entering the MLP
         "mlp.hook_post": ("mlp.down_proj", "in"),  # the MLP's neurons
         "attn.hook_z": ("self_attn.o_proj", "in"),  # the heads' outputs, concatenated head by head
+        "attn.hook_out": ("self_attn", "out"),
+        "mlp.hook_out": ("mlp", "out"),
     },
 )
 # Gemma-2/3 and OLMo-2 normalise the attention and MLP outputs inside the block before adding them to the
@@ -323,6 +332,8 @@ _GPT2 = PlainLayout(
         "mlp.hook_in": ("mlp", "in"),
         "mlp.hook_post": ("mlp.c_proj", "in"),
         "attn.hook_z": ("attn.c_proj", "in"),
+        "attn.hook_out": ("attn", "out"),
+        "mlp.hook_out": ("mlp", "out"),
     },
 )
 _GPT_NEOX = PlainLayout(
@@ -335,6 +346,8 @@ _GPT_NEOX = PlainLayout(
         "mlp.hook_in": ("mlp", "in"),
         "mlp.hook_post": ("mlp.dense_4h_to_h", "in"),
         "attn.hook_z": ("attention.dense", "in"),
+        "attn.hook_out": ("attention", "out"),
+        "mlp.hook_out": ("mlp", "out"),
     },
 )
 # config.model_type -> layout. Each family here is proven against TransformerLens at every hook by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from .coders import NeuronCoder, SparseCoder, hub, load_coder
 from .corpus import CorpusSpec, corpus_hash
 from .model import (
     PLAIN_SITES_VERSION,
+    POST_NORM_TYPES,
     ModelError,
     SubjectModel,
     check_hook_layer,
@@ -74,9 +76,17 @@ def resolve_hook(cfg: CacheConfig, coder: SparseCoder) -> str:
         hook_spec = cfg.hook or coder.hook or ""
     if not hook_spec:
         raise ModelError(f"the coder checkpoint {coder.path} names no hook point: set `hook`")
-    hook = hook_from_module_path(hook_spec, coder.transcoder)
+    hook = hook_from_module_path(hook_spec, coder.transcoder, _post_norm(cfg.model, hook_spec))
     hook_layer(hook)  # an unknown hook name fails here, before any model is loaded
     return hook
+
+
+def _post_norm(model: str, hook_spec: str) -> bool:
+    """Whether a sparsify module path names a submodule of a post-norm family's block (model.hook_from_module_path):
+    the model's config is read only for such a path."""
+    if not re.fullmatch(r"(?:model\.)?layers\.\d+\.(mlp|self_attn)", hook_spec):
+        return False
+    return getattr(model_config(model), "model_type", None) in POST_NORM_TYPES
 
 
 def check_width(coder: SparseCoder, hook: str, width: int) -> None:
