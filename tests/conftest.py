@@ -655,3 +655,19 @@ def hub_cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     return cache
+
+
+@pytest.fixture
+def requested(monkeypatch) -> list[str]:
+    """The repo files asked of huggingface_hub, in order (a spy: every call goes through)."""
+    import huggingface_hub
+
+    asked: list[str] = []
+    real = huggingface_hub.hf_hub_download
+
+    def spy(repo_id, filename, **kw):
+        asked.append(filename)
+        return real(repo_id, filename, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
+    return asked

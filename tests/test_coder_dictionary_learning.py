@@ -370,21 +370,6 @@ needs_saelens = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def requested(monkeypatch) -> list[str]:
-    import huggingface_hub
-
-    asked: list[str] = []
-    real = huggingface_hub.hf_hub_download
-
-    def spy(repo_id, filename, **kw):
-        asked.append(filename)
-        return real(repo_id, filename, **kw)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
-    return asked
-
-
 def sweep_files(weights: bool = True, path: str = PATH, layer: int = 3) -> dict[str, bytes]:
     files = checkpoint_files(
         "AutoEncoderTopK", config=trainer_config("AutoEncoderTopK", layer, f"resid_post_layer_{layer}")

@@ -77,22 +77,6 @@ def jb_cache(cache: Path, weights: bool = True) -> Path:
     return lay_out(cache, JB_REPO, files)
 
 
-@pytest.fixture
-def requested(monkeypatch) -> list[str]:
-    """The repo files asked of huggingface_hub, in order."""
-    import huggingface_hub
-
-    asked: list[str] = []
-    real = huggingface_hub.hf_hub_download
-
-    def spy(repo_id, filename, **kw):
-        asked.append(filename)
-        return real(repo_id, filename, **kw)
-
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", spy)
-    return asked
-
-
 def error_of(fn, *args) -> str:
     with pytest.raises(CoderError) as e:
         fn(*args)

@@ -184,3 +184,18 @@ def test_sparsify_module_paths_of_a_post_norm_family_read_the_module_itself():
     finally:
         handle.remove()
     torch.testing.assert_close(model.hook_activations(toks, "blocks.1.mlp.hook_out"), got["x"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["gemma2", "llama", "gpt2"])
+def test_the_logit_lens_scales_by_what_the_final_norm_multiplies(family):
+    """Gemma's RMS norm multiplies by (1 + weight): the lens's gain is that, not the stored weight (zeros at init,
+    which gave every Gemma latent all-zero logits). Llama's multiplies by its weight; GPT-2's LayerNorm gain is its
+    weight, as before."""
+    from autointerp.engine.activations.lens import final_norm_gain
+
+    model = SubjectModel.load(f"tiny:{family}", "cpu", "float32")  # its own copy: the weight is changed below
+    norm = model.bridge.ln_final
+    with torch.no_grad():
+        norm.weight.copy_(torch.linspace(-0.5, 0.5, norm.weight.numel()))
+    expected = norm.weight + 1 if family == "gemma2" else norm.weight
+    torch.testing.assert_close(final_norm_gain(model.bridge), expected.detach(), rtol=1e-5, atol=1e-5)

@@ -28,8 +28,7 @@ class LogitLens:
         decoder writes; an attention SAE's directions (attn.hook_z) reach the residual stream through W_O first."""
         bridge = subject.bridge
         decoder = subject.residual_directions(hook, decoder)
-        gain = getattr(getattr(bridge, "ln_final", None), "weight", None)  # absent for some architectures
-        return cls(bridge.W_U, decoder, gain if isinstance(gain, torch.Tensor) else None, subject.tokenizer, device)
+        return cls(bridge.W_U, decoder, final_norm_gain(bridge), subject.tokenizer, device)
 
     def _scaled(self, latents) -> torch.Tensor:
         """Decoder direction(s) of `latents` (an int or an index tensor) through the norm's gain."""
@@ -49,3 +48,20 @@ class LogitLens:
         logits = self._scaled(latents) @ self.w_u
         k = min(k, logits.shape[1])
         return logits.topk(k, dim=1), logits.topk(k, dim=1, largest=False)
+
+
+def final_norm_gain(bridge) -> torch.Tensor | None:
+    """The per-dimension scale the final norm applies to a unit-RMS direction; None where there is no final norm.
+
+    An RMS norm's gain is read by running it on a vector of ones (RMS 1): Gemma's norms scale by (1 + weight), not
+    by their stored weight, and reading `weight` gave Gemma-2/3's lens all-zero logits. A LayerNorm (it has a bias)
+    centres ones to zero, so its weight is taken as the gain, as before."""
+    norm = getattr(bridge, "ln_final", None)
+    weight = getattr(norm, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None
+    if getattr(norm, "bias", None) is not None:
+        return weight
+    with torch.no_grad():
+        ones = torch.ones(1, 1, weight.shape[-1], dtype=weight.dtype, device=weight.device)
+        return norm(ones).flatten().detach()

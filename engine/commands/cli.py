@@ -225,6 +225,24 @@ def cache(config_path, db, no_check, **overrides) -> None:
     click.echo(f"next: autointerp info {cfg.db}")
 
 
+def config_arguments(fn):
+    """A config given as CONFIG_PATH or as --config (the command refuses both at once)."""
+    fn = click.option(
+        "--config",
+        "config_option",
+        type=click.Path(dir_okay=False),
+        help="TOML config file (the same as giving it as CONFIG_PATH).",
+    )(fn)
+    return click.argument("config_path", required=False, type=click.Path(dir_okay=False))(fn)
+
+
+def one_config(config_path: str | None, config_option: str | None) -> str | None:
+    """The config of `config_arguments`: CONFIG_PATH or --config, not both."""
+    if config_path and config_option:
+        raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
+    return config_path or config_option
+
+
 def llm_options(fn):
     opts = [
         click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file."),
@@ -351,13 +369,7 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
 
 
 @main.command()
-@click.argument("config_path", required=False, type=click.Path(dir_okay=False))
-@click.option(
-    "--config",
-    "config_option",
-    type=click.Path(dir_okay=False),
-    help="TOML config file (the same as giving it as CONFIG_PATH).",
-)
+@config_arguments
 @click.option("--db", help="Database file (overrides the config's `db`).")
 @click.option(
     "--latents",
@@ -390,10 +402,8 @@ def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_a
 
     Without a config (CONFIG_PATH or --config) it runs the embedded default (offline). `autointerp init` writes a
     commented config."""
-    if config_path and config_option:
-        raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
     cfg = resolve_config(
-        config_path or config_option, db=db, latents=latents, check_reconstruction=False if no_check else None
+        one_config(config_path, config_option), db=db, latents=latents, check_reconstruction=False if no_check else None
     )
     if ray_address is not None:
         cfg.cluster.ray_address = ray_address or cfg.cluster.ray_address or "local"
@@ -415,13 +425,7 @@ def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_a
 
 
 @main.command()
-@click.argument("config_path", required=False, type=click.Path(dir_okay=False))
-@click.option(
-    "--config",
-    "config_option",
-    type=click.Path(dir_okay=False),
-    help="TOML config file (the same as giving it as CONFIG_PATH).",
-)
+@config_arguments
 @source_options
 @click.option(
     "--n-tokens", type=click.IntRange(min=1), help="Tokens of the corpus to check on, in whole sequences (default 512)."
@@ -436,9 +440,7 @@ def check(config_path, config_option, n_tokens, as_json, **overrides) -> int:
 
     from .check import format_check, run_check
 
-    if config_path and config_option:
-        raise ConfigError(f"two configs given ({config_path} and --config {config_option}): give one")
-    cfg = resolve_config(config_path or config_option, **overrides)
+    cfg = resolve_config(one_config(config_path, config_option), **overrides)
     with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r}, then checking ..."):
         result, load_s = run_check(cfg.cache, n_tokens or CHECK_TOKENS)
     if as_json:
