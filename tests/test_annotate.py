@@ -4,7 +4,10 @@ import json
 import sqlite3
 
 import pytest
-from conftest import copy_db, fill_store, run_cli, to_schema_6_layout
+from helpers.cli import run_cli
+from helpers.databases import copy_db
+from helpers.schema import to_schema_6_layout
+from helpers.stores import fill_store
 from safetensors.torch import load_file
 
 from autointerp.engine.activations.annotate import annotate, needs_annotation

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import copy_db, write_stand_in_explanation
+from helpers.databases import copy_db
+from helpers.llm_stage import write_stand_in_explanation
 from safetensors.torch import save_file
 
 from autointerp.engine.commands.cli import main

@@ -10,7 +10,9 @@ import subprocess
 import time
 
 import pytest
-from conftest import batch_cmd, invoke_cli, results, rows, write_config
+from helpers.batch_config import write_config
+from helpers.cli import batch_cmd, invoke_cli
+from helpers.databases import results, rows
 
 
 def test_an_uninterrupted_run_caches_explains_scores_and_says_how_to_browse(reference):

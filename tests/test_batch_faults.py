@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import batch_cmd, copy_db, free_port, results, rows, start_llama_server, stop_process
+from helpers.cli import batch_cmd
+from helpers.databases import copy_db, results, rows
+from helpers.servers import free_port, start_llama_server, stop_process
 
 from autointerp.engine.commands.cli import main
 from autointerp.store.db import ActivationStore

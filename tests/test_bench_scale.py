@@ -3,7 +3,8 @@
 import json
 import math
 
-from conftest import invoke_cli, rows
+from helpers.cli import invoke_cli
+from helpers.databases import rows
 
 from autointerp.engine.commands.bench_scale import TARGET_LATENTS, TARGET_TOKENS
 

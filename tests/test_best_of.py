@@ -9,8 +9,9 @@ import re
 import threading
 
 import pytest
-from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage
-from test_llm_faults import completion, fake_server, reply
+from helpers.databases import copy_db
+from helpers.fake_llm import completion, fake_server, reply
+from helpers.llm_stage import FAULT_SAMPLE_SIZES, llm_stage_config, run_llm_stage
 
 from autointerp.engine.config import Config, ConfigError, ExplainConfig, SampleConfig, check_choices
 from autointerp.engine.interpretation.examples import plain

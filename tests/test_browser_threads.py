@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers.tui import until
 
 from autointerp.store.browse import CHECK_THREADS_ENV, Browser, ThreadMisuse
 from autointerp.store.synthetic import make_synthetic_db
@@ -105,13 +106,6 @@ def test_audit_mode_while_the_detail_worker_loads(db, tmp_path):
     path = tmp_path / "a.db"
     path.write_bytes(db.read_bytes())
     app = AutointerpApp(path, poll_s=0.05)  # monitor polls on their own worker all along
-
-    async def until(pilot, condition):
-        for _ in range(500):
-            if condition():
-                return
-            await pilot.pause(0.02)
-        raise AssertionError("condition not reached in time")
 
     async def steps(pilot):
         await until(pilot, lambda: app.detail_count >= 1)

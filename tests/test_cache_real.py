@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from helpers.cli import run_cli
 from safetensors.torch import load_file
 
 from autointerp.engine.activations.cache import run_cache, sequence_stream

@@ -13,7 +13,7 @@ import json
 
 import pytest
 import torch
-from conftest import invoke_cli
+from helpers.cli import invoke_cli
 from safetensors.torch import save_file
 
 from autointerp.engine.activations.coders import NeuronCoder, load_coder

@@ -8,7 +8,7 @@ import re
 import time
 
 import pytest
-from conftest import run_cli
+from helpers.cli import run_cli
 from rich.console import Console
 
 from autointerp.engine.commands.batch import PlainLines, StageClock

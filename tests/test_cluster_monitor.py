@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import to_schema_9
+from helpers.schema import to_schema_9
+from helpers.tui import until
 from textual.geometry import Region
 
 from autointerp.store import browse, runs
@@ -179,14 +180,6 @@ def drive(app: AutointerpApp, steps) -> None:
             await steps(pilot)
 
     asyncio.run(go())
-
-
-async def until(pilot, condition, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def painted(widget) -> list:

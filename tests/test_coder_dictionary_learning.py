@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_layout import REV, lay_out
+from helpers.hub import REV, lay_out
 
 from autointerp.engine.activations.coders import CoderError, detect_kind, hub, load_coder
 from autointerp.engine.activations.coders.base import hash_files

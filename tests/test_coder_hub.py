@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from hub_layout import REV, lay_out
+from helpers.hub import REV, lay_out
 from safetensors.torch import save
 
 from autointerp.engine.activations.coders import CoderError, hub, load_coder

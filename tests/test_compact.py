@@ -7,7 +7,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import base_provenance
+from helpers.stores import base_provenance
 
 from autointerp.store import compact as compact_mod
 from autointerp.store.codec import legacy_encode

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import rows, run_cli
-from test_dry_run import answer_to_schema
-from test_llm_faults import fake_server
+from helpers.cli import run_cli
+from helpers.databases import rows
+from helpers.fake_llm import answer_to_schema, fake_server
 
 pytestmark = pytest.mark.slow  # two whole batches through the CLI (about two minutes): run by `pytest -q -m slow`
 

@@ -1,7 +1,8 @@
 """The random-explanation control: another explained latent's explanation, drawn by (seed, latent)."""
 
 import numpy as np
-from conftest import copy_db, write_stand_in_explanation
+from helpers.databases import copy_db
+from helpers.llm_stage import write_stand_in_explanation
 
 from autointerp.engine.config import Config
 from autointerp.engine.interpretation.interpret import Interpreter

@@ -11,29 +11,11 @@ import json
 import subprocess
 import sys
 
-from conftest import copy_db, invoke_cli, rows
-from test_llm_faults import completion, fake_server, reply
+from helpers.cli import invoke_cli
+from helpers.databases import copy_db, rows
+from helpers.fake_llm import answer_to_schema, fake_server
 
 SCORERS = ["detection", "fuzzing", "embedding", "simulation", "intruder", "generation"]
-
-
-def answer_to_schema(body, headers):
-    """A valid answer for whichever prompt this is, read off the schema it sends."""
-    schema = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
-    props = schema.get("properties", {})
-    if "explanation" in props:
-        text = {"explanation": f"explanation number {len(json.dumps(body)) % 97}"}
-    elif "labels" in props:
-        text = {"labels": [1] * props["labels"]["minItems"]}
-    elif "activations" in props:
-        text = {"activations": [0] * props["activations"]["minItems"]}
-    elif "intruder" in props:
-        text = {"intruder": 1}
-    elif "texts" in props:
-        text = {"texts": ["The king spoke to the people."] * props["texts"].get("minItems", 1)}
-    else:
-        text = {"intervened": "A"}
-    return reply(body=completion(json.dumps(text)))
 
 
 def test_the_dry_run_counts_every_call_the_run_makes(real_cache_db, tmp_path):

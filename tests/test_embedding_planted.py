@@ -9,7 +9,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import base_provenance, write_stand_in_explanation
+from helpers.llm_stage import write_stand_in_explanation
+from helpers.stores import base_provenance
 
 from autointerp.engine.activations.model import load_tokenizer
 from autointerp.engine.config import CacheConfig, Config, SampleConfig, ScoreConfig

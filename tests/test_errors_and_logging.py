@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from conftest import assert_same_database, copy_db
+from helpers.databases import assert_same_database, copy_db
 
 from autointerp.engine.commands.cli import main, user_errors
 from autointerp.store.errors import CannotContinue, UserError

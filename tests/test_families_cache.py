@@ -124,7 +124,7 @@ def test_attention_sae_logit_lens_goes_through_w_o(tmp_path):
 def stale_db(tmp_path_factory):
     """A Gemma-2 MLP-output cache as autointerp made it before the fix: schema 10, forward "plain", no sites
     version. (Its activations here are the right ones; what it records is what made the old ones wrong.)"""
-    from conftest import to_schema_10
+    from helpers.schema import to_schema_10
 
     tmp = tmp_path_factory.mktemp("stale")
     coder_dir = saelens_sae(tmp / "sae", 64, "blocks.1.hook_mlp_out")
@@ -191,7 +191,7 @@ def test_a_cache_made_from_the_wrong_site_is_named_by_upgrade_info_and_the_monit
 
 def test_an_old_llama_cache_is_not_flagged(tmp_path):
     """Pre-norm families read the same site before and after the fix: nothing to say about their old caches."""
-    from conftest import to_schema_10
+    from helpers.schema import to_schema_10
 
     coder_dir = saelens_sae(tmp_path / "sae", 64, "blocks.1.hook_mlp_out")
     db = tmp_path / "llama.db"

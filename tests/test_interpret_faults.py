@@ -7,8 +7,9 @@ the store is a real cache made by the embedded model.
 import sqlite3
 
 import pytest
-from conftest import FAULT_SAMPLE_SIZES, copy_db, llm_stage_config, run_llm_stage
-from test_llm_faults import completion, cycling, fake_server, reply
+from helpers.databases import copy_db
+from helpers.fake_llm import completion, cycling, fake_server, reply
+from helpers.llm_stage import FAULT_SAMPLE_SIZES, llm_stage_config, run_llm_stage
 
 from autointerp.engine.config import Config, SampleConfig
 from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter

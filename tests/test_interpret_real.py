@@ -5,7 +5,10 @@ import json
 import subprocess
 
 import pytest
-from conftest import assert_metrics_match_outcomes, batch_cmd, copy_db, rows, run_cli, share_subject
+from conftest import share_subject
+from helpers.cli import batch_cmd, run_cli
+from helpers.databases import copy_db, rows
+from helpers.metrics import assert_metrics_match_outcomes
 
 from autointerp.engine.config import Config, SampleConfig, ScoreConfig
 from autointerp.engine.interpretation.interpret import Interpreter

@@ -7,7 +7,8 @@ import asyncio
 import json
 
 import pytest
-from conftest import complete_and_close, free_port, start_llama_server, stop_process
+from helpers.llm_stage import complete_and_close
+from helpers.servers import free_port, start_llama_server, stop_process
 
 from autointerp.engine.config import LLMConfig
 from autointerp.engine.interpretation.llm.base import LLMRequest
@@ -103,7 +104,8 @@ def test_complete_many_keeps_order(server_url):
 
 def test_score_stage_end_to_end_through_the_real_server(server_url, tmp_path, real_cache_db):
     """The whole score stage over HTTP: real server, real cache, stored rows with honest accounting."""
-    from conftest import copy_db, write_stand_in_explanation
+    from helpers.databases import copy_db
+    from helpers.llm_stage import write_stand_in_explanation
 
     from autointerp.engine.config import Config, SampleConfig, ScoreConfig
     from autointerp.engine.interpretation.interpret import Interpreter

@@ -17,16 +17,10 @@ import threading
 import time
 
 import pytest
-from conftest import (
-    FAULT_SAMPLE_SIZES,
-    copy_db,
-    free_port,
-    llm_stage_config,
-    rows,
-    run_llm_stage,
-    write_stand_in_explanation,
-)
-from test_llm_faults import FAST_RETRY, completion, cycling, fake_server, reply
+from helpers.databases import copy_db, rows
+from helpers.fake_llm import FAST_RETRY, completion, cycling, fake_server, reply
+from helpers.llm_stage import FAULT_SAMPLE_SIZES, llm_stage_config, run_llm_stage, write_stand_in_explanation
+from helpers.servers import free_port
 
 from autointerp.engine.config import Config, SampleConfig
 from autointerp.engine.interpretation.interpret import BackendUnavailable, Interpreter, StageFailed

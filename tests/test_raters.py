@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import invoke_cli
+from helpers.cli import invoke_cli
 from rich.console import Console
 
 from autointerp.store.audits import (

@@ -12,18 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import (
-    _same as same,
-)
-from conftest import (
-    batch_cmd,
-    database_tables,
-    free_port,
-    invoke_cli,
-    rows,
-    write_config,
-)
-from test_llm_faults import FAST_RETRY, fake_server, reply, scripted
+from helpers.batch_config import write_config
+from helpers.cli import batch_cmd, invoke_cli
+from helpers.databases import database_tables, rows, same_values
+from helpers.fake_llm import FAST_RETRY, fake_server, reply, scripted
+from helpers.servers import free_port
 
 ray = pytest.importorskip("ray")
 
@@ -223,5 +216,5 @@ def test_ray_batch_equals_one_process_through_killed_driver_worker_and_replica(t
     a, b = comparable(db), comparable(ref_db)
     assert a.keys() == b.keys()
     for name in a:
-        same(a[name], b[name], name)
+        same_values(a[name], b[name], name)
     assert json.loads(rows(db, "select config from runs order by id desc limit 1")[0][0])["cluster"]["ray_address"]

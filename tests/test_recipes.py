@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_layout import lay_out, lay_out_folder
+from helpers.hub import lay_out, lay_out_folder
 from safetensors.torch import save
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -16,17 +16,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import (
-    assert_same_database,
-    batch_cmd,
-    copy_db,
-    fill_store,
-    invoke_cli,
-    rows,
-    run_cli,
-    to_schema_6_layout,
-    write_config,
-)
+from helpers.batch_config import write_config
+from helpers.cli import batch_cmd, invoke_cli, run_cli
+from helpers.databases import assert_same_database, copy_db, rows
+from helpers.schema import to_schema_6_layout
+from helpers.stores import fill_store
 
 from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import CacheConfig, Config

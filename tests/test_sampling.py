@@ -4,7 +4,7 @@ import sqlite3
 
 import pytest
 import torch
-from conftest import fill_store
+from helpers.stores import fill_store
 
 from autointerp.engine.activations.neighbours import CoactivationIndex, DecoderNeighbours
 from autointerp.engine.config import Config, SampleConfig, resolve_profile

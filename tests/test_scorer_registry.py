@@ -9,7 +9,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import FAULT_SAMPLE_SIZES, copy_db, write_stand_in_explanation
+from helpers.databases import copy_db
+from helpers.llm_stage import FAULT_SAMPLE_SIZES, write_stand_in_explanation
 
 from autointerp.engine.config import CHOICES, CacheConfig, Config, ConfigError, SampleConfig, ScoreConfig, load_config
 from autointerp.engine.interpretation.examples import Example, plain

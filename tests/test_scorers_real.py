@@ -6,7 +6,9 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import assert_metrics_match_outcomes, copy_db, share_subject
+from conftest import share_subject
+from helpers.databases import copy_db
+from helpers.metrics import assert_metrics_match_outcomes
 
 from autointerp.engine.activations.steering import Steerer, steering_site
 from autointerp.engine.config import Config, ExplainConfig, SampleConfig, ScoreConfig

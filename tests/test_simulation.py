@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import complete_and_close
+from helpers.llm_stage import complete_and_close
 
 from autointerp.engine.config import LLMConfig
 from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob, make_backend

@@ -2,7 +2,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import base_provenance, fill_store
+from helpers.stores import base_provenance, fill_store
 
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.queries import WindowQueries
@@ -167,7 +167,7 @@ def test_schema_9_keeps_ratings_made_before_raters(tmp_path):
     the rater "unknown", and a second rater can then rate the same explanation beside them."""
     import sqlite3
 
-    from conftest import to_schema_8
+    from helpers.schema import to_schema_8
 
     from autointerp.store.audits import write_audit
     from autointerp.store.synthetic import make_synthetic_db

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tui import until
 
 from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.store.db import ActivationStore
@@ -51,14 +52,6 @@ def sql(path: Path, query: str, args=()) -> list[tuple]:
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-async def until(pilot, condition, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 def drive(app: AutointerpApp, steps) -> None:

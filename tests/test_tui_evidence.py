@@ -14,8 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import copy_db, llm_stage_config, run_llm_stage, share_subject
-from test_llm_faults import completion, fake_server, reply
+from conftest import share_subject
+from helpers.databases import copy_db
+from helpers.fake_llm import completion, fake_server, reply
+from helpers.llm_stage import llm_stage_config, run_llm_stage
+from helpers.tui import until as wait_until
 from textual.app import App, ComposeResult
 
 from autointerp.engine.interpretation.examples import with_marks
@@ -549,12 +552,8 @@ def test_open_evidence_is_read_again_when_its_score_rows_are_written(scored, tmp
         app = AutointerpApp(db, poll_s=0.1)
         async with app.run_test(size=(100, 40)) as pilot:
 
-            async def until(condition, timeout=30.0):
-                for _ in range(int(timeout / 0.02)):
-                    if condition():
-                        return
-                    await pilot.pause(0.02)
-                raise AssertionError("condition not reached in time")
+            def until(condition, timeout=30.0):
+                return wait_until(pilot, condition, timeout)
 
             await until(lambda: app.detail_count >= 1)
             app.jump(latent)

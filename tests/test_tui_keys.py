@@ -11,6 +11,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+from helpers.tui import until as wait_until
 from textual import events
 from textual.containers import VerticalScroll
 from textual.keys import _get_unicode_name_from_key
@@ -41,12 +42,8 @@ def db(base_db, tmp_path) -> Path:
     return Path(shutil.copy(base_db, tmp_path / "s.db"))
 
 
-async def until(pilot, condition, timeout: float = 60.0) -> None:  # generous: a loaded CI machine
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await pilot.pause(0.02)
-    raise AssertionError("condition not reached in time")
+def until(pilot, condition, timeout: float = 60.0):  # generous: a loaded CI machine
+    return wait_until(pilot, condition, timeout)
 
 
 def drive(app: AutointerpApp, steps, size=SIZE) -> None:

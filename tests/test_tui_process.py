@@ -17,7 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import batch_cmd, copy_db, free_port, rows, stop_process, write_config
+from helpers.batch_config import write_config
+from helpers.cli import batch_cmd
+from helpers.databases import copy_db, rows
+from helpers.servers import free_port, stop_process
 
 from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.tui.heatmap import visible
