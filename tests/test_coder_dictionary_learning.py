@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.hub import REV, lay_out
+from helpers.hub import REV, lay_out, tiny_model
 
 from autointerp.engine.activations.coders import CoderError, detect_kind, hub, load_coder
 from autointerp.engine.activations.coders.base import hash_files
@@ -442,36 +442,12 @@ def test_dictionary_learning_folder_by_hf(hub_cache):
     assert coder.content_hash == hash_files([snap / PATH / "config.json", snap / PATH / "ae.pt"])
 
 
-def tiny_pythia(folder: Path) -> None:
-    """A 4-block GPT-NeoX (Pythia's family) of width 64 with a word-level tokenizer, saved as the hub holds it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
-
-    words = ["<|endoftext|>", "<unk>"] + [f"w{i}" for i in range(98)] + ["the", "cat", "sat"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    cfg = GPTNeoXConfig(
-        vocab_size=len(words),
-        hidden_size=D_IN,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=4 * D_IN,
-        max_position_embeddings=64,
-    )
-    GPTNeoXForCausalLM(cfg).save_pretrained(folder)
-    fast.save_pretrained(folder)
-
-
 @needs_saelens
 def test_prepare_runs_the_saebench_sae_on_pythia(hub_cache, tmp_path):
     """`coder = "saelens:sae_bench_pythia70m_sweep_topk_ctx128_0730/blocks.3.hook_resid_post__trainer_0"` alone: the
     SAE's model (a tiny stand-in for EleutherAI/pythia-70m-deduped in the hub cache) runs at the SAE's hook."""
     snap = lay_out(hub_cache, REPO, sweep_files())
-    tiny_pythia(lay_out(hub_cache, LM, {}))
+    tiny_model(lay_out(hub_cache, LM, {}), "gpt_neox", 4)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(" ".join(f"w{i % 98} the cat sat" for i in range(200)))
     cfg = CacheConfig(coder=SPEC, corpus=str(corpus), device="cpu", dtype="float32")

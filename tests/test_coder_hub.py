@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers.hub import REV, lay_out
+from helpers.hub import REV, lay_out, tiny_model
 from safetensors.torch import save
 
 from autointerp.engine.activations.coders import CoderError, hub, load_coder
@@ -243,23 +243,6 @@ def test_cache_command_with_a_mismatching_model_exits_2_with_one_line(hub_cache,
     assert not db.exists()
 
 
-def tiny_gpt2(folder: Path) -> None:
-    """A 2-block GPT-2 of width 64 with a word-level tokenizer, saved as a hub repo would hold it."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    words = ["<|endoftext|>", "<unk>"] + [f"w{i}" for i in range(98)] + ["the", "cat", "sat"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>"
-    )
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(words), n_embd=D_IN, n_layer=2, n_head=4, n_positions=64)
-    GPT2LMHeadModel(cfg).save_pretrained(folder)
-    fast.save_pretrained(folder)
-
-
 def test_prepare_runs_the_sae_on_the_model_it_names(hub_cache, tmp_path):
     """`model` left unset: the SAE's own (gpt2, here a tiny stand-in in the hub cache) is loaded, at its hook."""
     snap = lay_out(
@@ -270,7 +253,7 @@ def test_prepare_runs_the_sae_on_the_model_it_names(hub_cache, tmp_path):
             "blocks.1.hook_resid_pre/sae_weights.safetensors": saelens_weights(),
         },
     )
-    tiny_gpt2(lay_out(hub_cache, "gpt2", {}))
+    tiny_model(lay_out(hub_cache, "gpt2", {}), "gpt2", 2)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(" ".join(f"w{i % 98} the cat sat" for i in range(200)))
     cfg = CacheConfig(

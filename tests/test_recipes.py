@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.hub import lay_out, lay_out_folder
+from helpers.hub import lay_out, tiny_model
 from safetensors.torch import save
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -56,22 +56,6 @@ def recipes() -> dict[str, str]:
 
 def rand(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) / shape[0] ** 0.5
-
-
-def stand_in_model(tmp: Path, model_id: str) -> Path:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from autointerp.engine.activations.tiny import TINY_FAMILIES, tiny_model_folder
-
-    family, layers = STAND_INS[model_id]
-    tok = AutoTokenizer.from_pretrained(tiny_model_folder(f"tiny:{family}")[0])
-    key = "n_layer" if family == "gpt2" else "num_hidden_layers"
-    cfg = TINY_FAMILIES[family](bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **{key: layers})
-    torch.manual_seed(0)
-    folder = tmp / "models" / model_id.replace("/", "--")
-    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def sae_files(kind: str, hook: str) -> dict[str, bytes]:
@@ -142,7 +126,7 @@ def laid_out(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("recipes")
     cache = tmp / "hub"
     for model_id in STAND_INS:
-        lay_out_folder(cache, model_id, stand_in_model(tmp, model_id))
+        tiny_model(lay_out(cache, model_id, {}), *STAND_INS[model_id])
     found = recipes()
     for name, (_, hook) in EXPECTED.items():
         spec = re.search(r'^coder = "([^"]+)"', found[name], flags=re.M).group(1)

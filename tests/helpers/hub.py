@@ -3,7 +3,6 @@ reaches the hub): `models--ORG--NAME/snapshots/<commit>/<path>`, `refs/main` hol
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -22,8 +21,18 @@ def lay_out(cache: Path, repo_id: str, files: dict[str, bytes], rev: str = REV) 
     return snap
 
 
-def lay_out_folder(cache: Path, repo_id: str, folder: Path, rev: str = REV) -> Path:
-    """A whole local folder (a saved model) as a repo's snapshot."""
-    snap = lay_out(cache, repo_id, {}, rev)
-    shutil.copytree(folder, snap, dirs_exist_ok=True)
-    return snap
+def tiny_model(folder: Path, family: str, layers: int) -> Path:
+    """A tiny random-weight model of `family` (engine/activations/tiny.py's config, 64 wide) with `layers` blocks and
+    the embedded tokenizer, saved into `folder` as a hub repo holds it: a stand-in for a real model's id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from autointerp.engine.activations.tiny import TINY_FAMILIES, tiny_model_folder
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_folder(f"tiny:{family}")[0])
+    depth = {"n_layer" if family == "gpt2" else "num_hidden_layers": layers}
+    cfg = TINY_FAMILIES[family](bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **depth)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
