@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.errors import error_of as one_line_error
 from helpers.hub import REV, lay_out, tiny_model
 
 from autointerp.engine.activations.coders import CoderError, detect_kind, hub, load_coder
@@ -298,11 +299,7 @@ def test_an_unnamed_site_leaves_the_hook_to_the_config(tmp_path):
 
 
 def error_of(fn, *args) -> str:
-    with pytest.raises(CoderError) as e:
-        fn(*args)
-    message = str(e.value)
-    assert "\n" not in message
-    return message
+    return one_line_error(fn, *args, error=CoderError)
 
 
 def test_unknown_dict_class_is_one_line_naming_it(tmp_path):

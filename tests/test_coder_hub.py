@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.errors import error_of as one_line_error
 from helpers.hub import REV, lay_out, tiny_model
 from safetensors.torch import save
 
@@ -78,11 +79,7 @@ def jb_cache(cache: Path, weights: bool = True) -> Path:
 
 
 def error_of(fn, *args) -> str:
-    with pytest.raises(CoderError) as e:
-        fn(*args)
-    message = str(e.value)
-    assert "\n" not in message
-    return message
+    return one_line_error(fn, *args, error=CoderError)
 
 
 # ---- saelens: -----------------------------------------------------------------------------------------------------

@@ -475,6 +475,7 @@ class SubjectModel:
         bridge.eval()
         plain.to(dev)  # buffers the bridge moved were replaced, not shared (parameters are moved in place)
         cfg = hf_model.config
+        shape = ModelShape.of_config(cfg)  # the one reading of widths from a config (model_shape reads it too)
         start, sep, rule = start_tokens(tok)
         if start is None or sep is None:
             raise ModelError(f"model {spec!r}: tokenizer has neither a BOS nor an EOS token")
@@ -484,9 +485,9 @@ class SubjectModel:
             name=name,
             content_hash=digest,
             device=dev,
-            n_layers=int(cfg.num_hidden_layers),
-            d_model=int(cfg.hidden_size),
-            d_mlp=int(getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)),
+            n_layers=shape.n_layers,
+            d_model=shape.d_model,
+            d_mlp=shape.d_mlp,
             vocab_size=int(cfg.vocab_size),
             start_id=int(start),
             sep_id=int(sep),
