@@ -1,5 +1,7 @@
 """The logit lens of a latent: which output tokens its decoder direction promotes and suppresses."""
 
+from typing import Any
+
 import torch
 
 
@@ -56,7 +58,7 @@ def final_norm_gain(bridge) -> torch.Tensor | None:
     An RMS norm's gain is read by running it on a vector of ones (RMS 1): Gemma's norms scale by (1 + weight), not
     by their stored weight, and reading `weight` gave Gemma-2/3's lens all-zero logits. A LayerNorm (it has a bias)
     centres ones to zero, so its weight is taken as the gain, as before."""
-    norm = getattr(bridge, "ln_final", None)
+    norm: Any = getattr(bridge, "ln_final", None)
     weight = getattr(norm, "weight", None)
     if not isinstance(weight, torch.Tensor):
         return None
