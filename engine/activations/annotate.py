@@ -153,8 +153,9 @@ def annotate_db(path: str, on_event: Callable[[str, str], None] | None = None) -
     import dataclasses
 
     from autointerp.engine.config import CacheConfig
+    from autointerp.store.stages import CACHE as CACHE_STAGE
 
-    from .cache import CACHE_STAGE, check_identity
+    from .identity import check_identity
     from .setup import chunk_seqs_for, prepare, provenance
 
     with ActivationStore.open(path, readonly=True, allow_older=True) as store:

@@ -26,12 +26,14 @@ from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.filters import FilterSettings, compute_filters, filters_done
 from autointerp.store.killpoints import kill_point
+from autointerp.store.stages import CACHE
 from autointerp.store.stats import compute_latent_stats
 
 from .annotate import annotate
 from .corpus import CorpusError, CorpusPosition, CorpusSpec, SequencePacker, iter_documents
 from .filters import FiltersResult
-from .setup import CacheParts, cache_site_problem, chunk_seqs_for, prepare, provenance
+from .identity import check_identity
+from .setup import CacheParts, chunk_seqs_for, prepare, provenance
 
 if TYPE_CHECKING:
     from .reconstruction import ReconstructionCheck
@@ -71,7 +73,7 @@ def sequence_source(
     return packer, itertools.islice(packer, cfg.n_sequences - skip)
 
 
-CACHE_STAGE = "cache"  # the stage row marking a whole cache done (chunks, statistics, vocabulary, directions, filters)
+CACHE_STAGE = CACHE
 
 # Cache settings that say how it was computed, not what: a cache made with another batch size is the same cache.
 HOW_NOT_WHAT = frozenset({"batch_size", "device", "dtype", "check_reconstruction"})
@@ -369,32 +371,6 @@ def run_cache(
         return _fill(cfg, inputs, store, on_progress, on_event, encoder)
     finally:
         store.close()
-
-
-def check_identity(db_path: str | Path, identity: dict) -> int:
-    """Refuse (read-only, before anything is written) a database whose cache was made from other inputs; returns how
-    many chunks it already holds (0 when there is no file or no cache yet)."""
-    if not Path(db_path).exists():
-        return 0
-    with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
-        store.check_claim(identity)
-        refuse_wrong_site(store)  # never resumed: new chunks would be right and old ones wrong
-        return len(store.chunks()) if store.provenance is not None else 0
-
-
-def refuse_wrong_site(store: ActivationStore) -> None:
-    """Raise (one line) when the database's activations come from a site the plain path read wrongly before the
-    post-norm fix: resuming, explaining or scoring them would build on the wrong activations."""
-    problem = cache_site_problem(store.provenance)
-    if problem:
-        raise StoreError(f"{store.path}: {problem}")
-
-
-def check_cache_site(db_path: str | Path) -> None:
-    """refuse_wrong_site for a database file, read-only; nothing when there is no file yet."""
-    if Path(db_path).exists():
-        with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
-            refuse_wrong_site(store)
 
 
 def resume_point(db_path: str | Path) -> tuple[int, int, np.ndarray] | None:

@@ -22,6 +22,7 @@ import torch
 from autointerp.store.db import ActivationStore
 from autointerp.store.filters import UNIGRAM_STAGE, FilterSettings, compute_filters
 from autointerp.store.killpoints import kill_point
+from autointerp.store.unigram import restart_verification, unverified_candidates, write_verdicts
 
 UNIGRAM_STREAM = 0x0171  # the random draw of a latent's scrambled sentences
 ROWS_PER_FORWARD = 256  # sentences per forward pass
@@ -97,13 +98,8 @@ def verify_unigrams(
     if state is not None and state["fingerprint"] == fingerprint and state["done_at"] is not None:
         return 0
     if state is None or state["fingerprint"] != fingerprint:  # other settings or another cache: start over
-        with store.db.conn:
-            store.db.execute("update latent_filters set unigram_fire = null, unigram = null where unigram_candidate")
-            store.set_stage(UNIGRAM_STAGE, fingerprint, {}, False)
-    todo = store.db.execute(
-        "select latent, unigram_tokens from latent_filters where unigram_candidate and unigram_fire is null"
-        " order by latent"
-    ).fetchall()
+        restart_verification(store, fingerprint)
+    todo = unverified_candidates(store)
     vocab = random_vocab(model, int(store.provenance["vocab_size"]))
     for start in range(0, len(todo), LATENTS_PER_COMMIT):
         part = todo[start : start + LATENTS_PER_COMMIT]
@@ -120,9 +116,7 @@ def verify_unigrams(
             share = float(ok[owner == latent].mean())
             rows.append((round(share, 6), int(share >= settings.unigram_min_fire_fraction), latent))
         last = start + len(part) == len(todo)
-        with store.db.conn:
-            store.db.conn.executemany("update latent_filters set unigram_fire = ?, unigram = ? where latent = ?", rows)
-            store.set_stage(UNIGRAM_STAGE, fingerprint, {}, last)
+        write_verdicts(store, fingerprint, rows, last)
         kill_point("cache.unigram")
         if progress is not None:
             progress(len(part))
@@ -148,7 +142,7 @@ def filters_db(path: str, settings: FilterSettings | None = None) -> FiltersResu
     from autointerp.engine.config import CacheConfig
     from autointerp.store.db import StoreError
 
-    from .cache import check_identity
+    from .identity import check_identity
     from .setup import prepare, provenance
 
     with ActivationStore.open(path, readonly=True, allow_older=True) as store:

@@ -28,6 +28,7 @@ from autointerp.engine.ray_cluster import (
     node_and_pid,
     require_ray,
 )
+from autointerp.store.errors import RESUME
 from autointerp.store.killpoints import kill_point
 
 from .cache import ChunkEncoder, ChunkTask, EncodedChunk, encode_chunk
@@ -125,9 +126,7 @@ class RayEncoder(ChunkEncoder):
     def _submit(self, task: ChunkTask, via_bridge: bool, avoid: ShardSlot | None = None) -> Pending:
         live = self._live()
         if not live:
-            raise ClusterError(
-                "every cache worker died; the chunks committed so far are kept: rerun the same command to resume"
-            )
+            raise ClusterError(f"every cache worker died; the chunks committed so far are kept: {RESUME}")
         choices = [s for s in live if s is not avoid] or live
         slot = min(choices, key=lambda s: (s.in_flight, s.name))
         slot.in_flight += 1

@@ -82,14 +82,14 @@ def tiny_model_folder(spec: str) -> tuple[Path, str]:
 
     from autointerp.engine.defaults import smollm2_gguf
 
-    from .model import _cache_root, gguf_as_safetensors
+    from .model_files import cache_root, gguf_as_safetensors
 
     embedded, _ = gguf_as_safetensors(smollm2_gguf())
     tok = AutoTokenizer.from_pretrained(str(embedded))
     cfg = TINY_FAMILIES[family](bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     recipe = json.dumps([family, cfg.to_dict(), transformers.__version__], sort_keys=True, default=str)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:16]
-    target = _cache_root() / "models" / f"tiny-{family}-{digest}"
+    target = cache_root() / "models" / f"tiny-{family}-{digest}"
     if (target / "config.json").exists():
         return target, digest
     torch.manual_seed(0)
