@@ -82,3 +82,7 @@ def activation_list(ex: Example, mask: np.ndarray, scale: float) -> str:
         if m
     ]
     return ", ".join(items)
+
+
+def numbered(lines: list[str], start: int = 1) -> str:
+    return "\n".join(f"Excerpt {i}: {line}" for i, line in enumerate(lines, start))

@@ -7,47 +7,56 @@ explanation first, excerpts last), so the backend's prefix cache serves the shar
 sampling work runs on one worker thread, off the event loop, while the backend answers another latent.
 
 This module is one latent's work. Beside it: stage.py runs a stage over many latents (tally.py counts it,
-outage.py waits out an unreachable backend, errors.py names its faults; all importable from here as before), and
-each scorer is one object in scorers/ (the SCORERS registry), seeing this Interpreter through scorer_context.py.
+outage.py waits out an unreachable backend, errors.py names its faults; all importable from here as before);
+resources.py loads the models on first use; llm_calls.py is the LLM call; each explainer and each scorer is one
+object (explainers/'s EXPLAINERS, scorers/'s SCORERS), seeing the stage through scorer_context.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from autointerp.engine.activations.lens import LogitLens
 from autointerp.engine.config import CacheConfig, Config, resolve_profile
 from autointerp.engine.interpretation.llm.base import stored_answer
 from autointerp.engine.interpretation.scorers.base import Accounting, ScoredRun
 from autointerp.store.db import ActivationStore
 from autointerp.store.killpoints import kill_point
-from autointerp.store.queries import ActivatingWindows, WindowQueries
+from autointerp.store.latent_reads import live_latents
+from autointerp.store.queries import WindowQueries
 from autointerp.store.results import SampleSet
 
 from . import best_of
 from .errors import BackendUnavailable, InterpretError, StageFailed  # noqa: F401
-from .examples import Example, TokenText, plain
-from .explainers import EXPLAINERS, build_request, parse_explanation
-from .llm import LLMBackend, LLMRequest, LLMResponse
+from .examples import Example
+from .explainers import EXPLAINERS, ExplainPrompt
+from .llm import LLMBackend, LLMRequest
+from .llm_calls import LLMCalls
 from .metrics import classification_metrics
-from .outage import Outage, complete_answered
-from .prompts import PromptLibrary
-from .sampling import ExampleSampler, NegativeSources
-from .scorer_context import InterpreterContext
-from .scorers import SCORERS, intervention, primary_metric
+from .outage import Outage
+from .resources import Resources
+from .scorer_context import StageContext
+from .scorers import SCORERS, primary_metric
 from .selection import Selection, parse_selection
 from .stage import first_error  # noqa: F401
 from .stage import run_stage as _run_stage
 from .tally import COPIED_DEMONSTRATION, StageTally
 
 ACCOUNTING_KEYS = tuple(vars(Accounting()))  # n_calls, tokens, seconds: what every row accounts
-INTERVENTION_STREAM = 0x57EE  # the draw of a latent's intervention prompt pool
+
+
+@dataclass
+class PreparedExplain:
+    """One latent's explain call, ready to send (made on the store's worker thread)."""
+
+    prompt: ExplainPrompt
+    seed: int  # the sample set's
+    pick: Any = None  # best-of-N: the candidate scorer's state on the explainer's side (None: not picking)
 
 
 def select_latents(cfg: Config, selection: Selection) -> list[int]:
@@ -78,127 +87,45 @@ class Interpreter:
             )
         self.queries = WindowQueries(store, self.cache_cfg.window_len)
         self.results = store.results
-        self.prompts = PromptLibrary(cfg.prompts_dir or None)
-        self.spec = EXPLAINERS[cfg.explain.explainer]
-        cpu_embedded = (
-            backend is not None
-            and backend.name == "llamacpp"
-            and cfg.llm.model == "embedded"
-            and getattr(backend, "n_gpu_layers", 0) == 0
-        )
+        self.explainer = EXPLAINERS[cfg.explain.explainer]
+        cpu_embedded = backend is not None and backend.on_cpu and cfg.llm.model == "embedded"
         self.cfg = cfg = resolve_profile(cfg, cpu_embedded)
         for name in cfg.score.scorers:  # a setting that cannot work is refused before any latent
             problem = SCORERS[name].check(cfg) if name in SCORERS else None
             if problem:
                 raise InterpretError(problem)
         self.sample_cfg = cfg.sample
-        self.json_output = not (
-            backend is not None and backend.name == "openai" and cfg.llm.structured_output == "none"
+        self.num_latents = int(prov["num_latents"])
+        self.resources = Resources(
+            cfg, store, self.cache_cfg, self.queries, explainer_negatives=self.explainer.draws_negatives(cfg)
         )
+        self.llm = LLMCalls(cfg, backend)
         # One thread owns the SQLite connection's work and the numpy sampling, off the event loop.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="autointerp-store")
-        self.num_latents = int(prov["num_latents"])
+        self.context = StageContext(self.resources, self.llm, self.worker)  # what explainers and scorers see
         self._explained: np.ndarray | None = None  # latents with an explanation, for controls
-        self._outage = Outage(cfg.batch.outage_wait_s)  # replaced by each run_stage with one that logs its events
         self._selection: list[int] = []  # the latents of the stage being run
-        self.context = InterpreterContext(self)  # what the scorers see of this
+
+    @property
+    def spec(self):
+        """The explainer (its older name, still read by commands)."""
+        return self.explainer
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
 
-    async def _off_loop(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.worker, fn, *args)
+    async def off_loop(self, fn: Callable, *args):
+        """`fn(*args)` on the store's worker thread (store and sampling work, off the event loop)."""
+        return await self.context.off_loop(fn, *args)
 
-    # ---- lazily loaded parts ------------------------------------------------------------------
-
-    @cached_property
-    def token_text(self) -> TokenText:
-        from autointerp.engine.activations.model import load_tokenizer
-
-        tok = load_tokenizer(self.cache_cfg.model)
-        sep = tok.eos_token_id if tok.eos_token_id is not None else tok.bos_token_id
-        return TokenText(tok, int(self.store.provenance["bos_token_id"]), sep)
-
-    @cached_property
-    def subject(self):
-        from autointerp.engine.activations.model import SubjectModel
-
-        return SubjectModel.load(self.cache_cfg.model, "cpu", "float32")
-
-    @cached_property
-    def coder(self):
-        from autointerp.engine.activations.setup import load_configured_coder
-
-        return load_configured_coder(self.cache_cfg, self.subject)
-
-    @cached_property
-    def decoder(self):
-        w = self.coder.decoder_directions()
-        if w is None:
-            raise InterpretError(
-                f"coder {self.coder.kind} has no decoder directions (logit lens / neighbours need them)"
-            )
-        return w
-
-    @cached_property
-    def probe(self):
-        from autointerp.engine.activations.probe import LatentProbe
-
-        prov = self.store.provenance
-        return LatentProbe(self.subject, self.coder, prov["hook"], via_bridge=prov.get("forward") == "bridge")
-
-    @cached_property
-    def base_lm(self):
-        from .surprisal import SurprisalError, load_base_lm
-
-        try:
-            return load_base_lm(self.cfg.score.surprisal_model, lambda: self.subject)
-        except SurprisalError as e:
-            raise InterpretError(str(e)) from None
-
-    @cached_property
-    def embedder(self):
-        from .embedding import Embedder
-
-        return Embedder(self.cfg.score.embedding_model)
-
-    @cached_property
-    def logit_lens(self) -> LogitLens:
-        return LogitLens.of_model(self.subject, self.decoder, hook=str(self.store.provenance["hook"]))
-
-    @cached_property
-    def sampler(self) -> ExampleSampler:
-        from autointerp.engine.activations.neighbours import CoactivationIndex, DecoderNeighbours
-
-        src = self.sample_cfg.non_activating_source
-        sources = NegativeSources()
-        if src == "neighbours":
-            sources.neighbours = DecoderNeighbours(self.decoder)
-        elif src == "coactivation":
-            sources.coactivating = CoactivationIndex(self.queries, self.num_latents)
-        elif src == "embedding":
-            sources.by_embedding = self._rank_by_embedding
-        # Best-of-N picks among candidates on explainer-side negatives too, drawn apart from the held-out ones.
-        negatives = self.spec.needs_negatives or self.cfg.explain.candidates > 1
-        return ExampleSampler(self.queries, self.sample_cfg, sources, explainer_negatives=negatives)
-
-    def _rank_by_embedding(self, pool: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        """Non-activating candidates ordered by similarity to the centroid of the explainer's examples."""
-        cand = self.examples(-1, pool)
-        ref = self.examples(-1, reference)
-        c = self.embedder.encode([plain(e) for e in cand])
-        r = self.embedder.encode([plain(e) for e in ref]).mean(axis=0)
-        return pool[np.argsort(-(c @ r), kind="stable")]
+    def log_event(self, stage: str, kind: str, message: str, data: dict | None = None) -> None:
+        self.worker.submit(self.store.log_event, stage, kind, message, data)
 
     # ---- selection ----------------------------------------------------------------------------
 
     def live_latents(self) -> list[int]:
         """Latents with enough activating windows to sample, most frequent first."""
-        rows = self.store.db.execute(
-            "select latent from latents where n_windows >= ? order by count desc, latent",
-            [self.sample_cfg.min_windows],
-        )
-        return [r[0] for r in rows]
+        return live_latents(self.store.db.conn, self.sample_cfg.min_windows)
 
     def select(self, spec: str | list) -> list[int]:
         return self.resolve(parse_selection(spec))
@@ -231,110 +158,37 @@ class Interpreter:
 
     def examples(self, latent: int, windows, deciles=None) -> list[Example]:
         """Windows -> Examples with this latent's activations (latent -1: windows only, no activations)."""
-        windows = np.asarray(windows, dtype=np.int64)
-        if latent >= 0:
-            aw = self.queries.activating(latent)
-        else:
-            empty = np.zeros(0, np.int64)
-            aw = ActivatingWindows(-1, empty, np.zeros(0, np.float32), empty, np.zeros(0, np.float32))
-        lws = self.queries.fetch(aw, windows)
-        deciles = deciles if deciles is not None else [0] * len(lws)
-        return [
-            Example(
-                int(w.seq * self.queries.windows_per_seq + w.start // self.queries.window_len),
-                self.token_text(w.tokens),
-                w.acts,
-                int(d),
-            )
-            for w, d in zip(lws, deciles)
-        ]
+        return self.resources.examples(latent, windows, deciles)
 
     def role_examples(self, s: SampleSet, role: str) -> list[Example]:
-        items = s.role(role)
-        return self.examples(s.latent, [w for w, _, _ in items], [d for _, d, _ in items])
+        return self.resources.role_examples(s, role)
 
     def sample_set(self, latent: int, redo: bool = False) -> SampleSet:
         s = None if redo else self.results.sample_set(latent)
         if s is None:
-            s = self.sampler.draw(latent)
+            s = self.resources.sampler.draw(latent)
             self.results.write_sample_set(s)
         return s
-
-    # ---- steering (intervention scorer and explainer) -----------------------------------------
-
-    def intervention_prompts(self, latent: int) -> dict[str, tuple[list[int], np.ndarray]]:
-        """The latent's pool of corpus prompts (seeded by (seed, latent)), split into disjoint explainer and
-        scorer sets: role -> (sequence ids, [n, prompt_tokens] token ids; each starts with the start token)."""
-        sc = self.cfg.score
-        n_seq = self.store.n_sequences()
-        rng = np.random.default_rng([self.sample_cfg.seed, latent, INTERVENTION_STREAM])
-        total = min(sc.intervention_explain_prompts + sc.intervention_prompts, n_seq)
-        ids = [int(x) for x in rng.choice(n_seq, size=total, replace=False)]
-        length = min(sc.intervention_prompt_tokens, self.queries.seq_len)
-        seqs = self.store.sequences(ids)
-        tokens = np.stack([seqs[i][:length].astype(np.int64) for i in ids]) if ids else np.zeros((0, length), np.int64)
-        k = min(sc.intervention_explain_prompts, total // 2)  # the scorer keeps at least half
-        return {"explain": (ids[:k], tokens[:k]), "score": (ids[k:], tokens[k:])}
-
-    def steering_effects(self, latent: int, role: str, targets: list[float]) -> list[intervention.TargetEffects]:
-        """Clean and steered continuations of the role's prompts at each KL target (runs the subject model)."""
-        import torch
-
-        from autointerp.engine.activations.model import ModelError
-        from autointerp.engine.activations.steering import Steerer, SteeringError, steering_site
-
-        ids, tokens = self.intervention_prompts(latent)[role]
-        try:
-            steerer = Steerer(self.subject, steering_site(self.coder, self.store.provenance["hook"], latent))
-        except (SteeringError, ModelError) as e:  # counted failures of this latent, not a stopped stage
-            return [intervention.TargetEffects(t, None, None, 0, str(e), len(ids)) for t in targets]
-        return intervention.steer_prompts(
-            steerer,
-            torch.from_numpy(tokens),
-            ids,
-            lambda x: "".join(self.token_text(x)),
-            targets,
-            self.cfg.score.intervention_new_tokens,
-        )
 
     # ---- explain ------------------------------------------------------------------------------
 
     @cached_property
     def _demonstrated(self) -> set[str]:
-        answers = (parse_explanation(a)[0] for a in self.prompts.get(self.spec.template).demonstrations())
-        return {a.lower() for a in answers if a}
+        return self.explainer.demonstrated(self.resources.prompts)
 
-    def _prepare_explain(self, latent: int, redo: bool):
-        explainer = self.spec.name
+    def _prepare_explain(self, latent: int, redo: bool) -> tuple[PreparedExplain | None, str | None]:
         if not redo:
-            row = self.results.explanation(latent, explainer)
+            row = self.results.explanation(latent, self.explainer.name)
             if row is not None and row["text"] is not None:
                 return None, "already explained"
         s = self.sample_set(latent, redo)
         if s.skipped:
             return None, s.skipped
-        if self.spec.needs_steering:
-            return self._prepare_explain_steered(latent, s), None
-        examples = self.role_examples(s, "explain")
-        negatives = self.role_examples(s, "explain_non") if self.spec.needs_negatives else None
-        promoted = self.logit_lens.promoted(latent) if self.spec.needs_logit_lens else None
-        stats = self.store.latent_stats(latent)
-        req = build_request(
-            self.spec,
-            self.prompts,
-            examples,
-            threshold=self.cfg.explain.threshold,
-            scale=float(stats["max_act"]),
-            max_tokens=self.cfg.explain.max_tokens,
-            seed=self.cfg.llm.seed,
-            json_output=self.json_output,
-            temperature=self.cfg.llm.temperature,
-            promoted=promoted,
-            negatives=negatives,
-        )
-        extras = {"promoted": promoted} if promoted else {}
-        pick = self._pick_state(latent, s, examples) if self.cfg.explain.candidates > 1 else None
-        return (req, len(examples), extras, s.seed, None, pick), None
+        prompt = self.explainer.prepare(self.context, latent, s)
+        pick = None
+        if self.cfg.explain.candidates > 1 and prompt.examples is not None:
+            pick = self._pick_state(latent, s, prompt.examples)
+        return PreparedExplain(prompt, s.seed, pick), None
 
     def _pick_state(self, latent: int, s: SampleSet, examples: list[Example]):
         """Best-of-N: the candidate scorer's items from the explainer's examples and explainer-side negatives only
@@ -346,59 +200,43 @@ class Interpreter:
         rng = np.random.default_rng([s.seed, latent, scorer.stream, best_of.PICK_STREAM])
         return scorer.prepare(self.context, latent, s, examples, negatives, rng)
 
-    def _prepare_explain_steered(self, latent: int, s: SampleSet):
-        """The output-side explainer: continuations clean and steered at the median KL target, no excerpts."""
-        target = intervention.explain_target(self.cfg.score.kl_targets)
-        (effects,) = self.steering_effects(latent, "explain", [target])
-        extras = {"steering": effects.summary()}
-        if effects.strength is None:
-            return None, len(effects.pairs), extras, s.seed, effects.error, None
-        messages = self.prompts.get(self.spec.template).render(examples=intervention.explain_examples(effects))
-        req = LLMRequest(
-            messages,
-            max_tokens=self.cfg.explain.max_tokens,
-            temperature=self.cfg.llm.temperature,
-            seed=self.cfg.llm.seed,
-            json_schema=self.spec.schema if self.json_output else None,
-        )
-        return req, len(effects.pairs), extras, s.seed, None, None
-
     async def explain_latent(self, latent: int, redo: bool = False) -> tuple[dict | None, str | None]:
         """Explain one latent; returns (the stored row, None) or (None, why it was skipped)."""
-        prepared, skipped = await self._off_loop(self._prepare_explain, latent, redo)
+        prepared, skipped = await self.off_loop(self._prepare_explain, latent, redo)
         if prepared is None:
             return None, skipped
-        req, n_examples, extras, seed, failed, pick = prepared
+        prompt, req, extras = prepared.prompt, prepared.prompt.request, prepared.prompt.extras
         acc = Accounting()
         candidates = None
-        if failed is not None:  # nothing to ask (a steering target out of reach): a counted failure
-            text, error, raw = None, failed, None
+        if req is None:  # nothing to ask (a steering target out of reach): a counted failure
+            text, error, raw = None, prompt.failed, None
         elif self.cfg.explain.candidates > 1:
-            text, error, raw, candidates, acc, extras = await self._best_of(latent, req, pick, extras)
+            text, error, raw, candidates, acc, extras = await self._best_of(latent, req, prepared.pick, extras)
         else:
-            (r,) = await self._complete([req])
-            text, error = parse_explanation(r.text) if r.ok else (None, r.error)
+            (r,) = await self.llm.complete([req])
+            text, error = self.explainer.parse(r.text) if r.ok else (None, r.error)
             if text is not None and text.lower() in self._demonstrated:
                 # Small models often repeat a few-shot answer word for word: that explains nothing here.
                 text, error = None, COPIED_DEMONSTRATION
             acc.add(r)
             raw = stored_answer(r.text)
+        assert self.backend is not None, "explaining needs a backend"
         row = {
             "latent": latent,
-            "explainer": self.spec.name,
+            "explainer": self.explainer.name,
             "text": text,
             "error": error,
             "raw": raw,
             "model": self.backend.model,
             "backend": self.backend.name,
-            "prompt_sha": self.prompts.get(self.spec.template).sha,
-            "seed": seed,
-            "n_examples": n_examples,
+            "prompt_sha": self.explainer.prompt_sha(self.resources.prompts),
+            "seed": prepared.seed,
+            "n_examples": prompt.n_examples,
             "extras": extras,
-            "settings": self._settings(threshold=self.cfg.explain.threshold, **self._best_of_settings()),
+            "settings": self.llm.settings(threshold=self.cfg.explain.threshold, **self._best_of_settings()),
             **acc.as_row(),
         }
-        await self._off_loop(self.results.write_explanation, row, candidates)
+        await self.off_loop(self.results.write_explanation, row, candidates)
         kill_point("explain")
         return row, None
 
@@ -416,7 +254,9 @@ class Interpreter:
         """N candidate explanations, each scored by the candidate scorer on the explainer's side (`pick`); returns
         the kept one's (text, error, raw), the candidate rows, the accounting of every call made, and the extras."""
         ex, seed = self.cfg.explain, self.cfg.llm.seed
-        responses = await self._complete(best_of.candidate_requests(req, ex.candidates, ex.candidate_temperature, seed))
+        responses = await self.llm.complete(
+            best_of.candidate_requests(req, ex.candidates, ex.candidate_temperature, seed)
+        )
         rows = best_of.read_candidates(responses, self._demonstrated, ex.candidate_temperature, seed)
         scorer = SCORERS[ex.candidate_scorer]
         metric = scorer.primary_metric
@@ -444,7 +284,7 @@ class Interpreter:
         stored = [
             {
                 "latent": latent,
-                "explainer": self.spec.name,
+                "explainer": self.explainer.name,
                 **{k: v for k, v in r.items() if k != "accounting"},
                 "chosen": int(r["idx"] == chosen),
                 **r["accounting"].as_row(),
@@ -458,7 +298,7 @@ class Interpreter:
     def control_for(self, latent: int) -> tuple[int, str] | None:
         """Another latent's explanation from the same explainer, chosen by (seed, latent)."""
         if self._explained is None:  # read once per stage, not once per latent
-            explained = self.results.explained_latents(self.spec.name)
+            explained = self.results.explained_latents(self.explainer.name)
             # Drawn from this stage's own selection where it has another explained latent: the choice then
             # does not depend on what other processes (on other latent ranges) have explained meanwhile.
             mine = sorted(set(explained) & set(self._selection))
@@ -474,10 +314,10 @@ class Interpreter:
         rng = np.random.default_rng([self.sample_cfg.seed, latent, 0xC0])
         i = int(rng.integers(0, n_others))
         other = int(explained[i + 1 if own and i >= j else i])
-        return other, self.results.explanation(other, self.spec.name)["text"]
+        return other, self.results.explanation(other, self.explainer.name)["text"]
 
     def _prepare_score(self, latent: int, redo: bool):
-        row = self.results.explanation(latent, self.spec.name)
+        row = self.results.explanation(latent, self.explainer.name)
         if row is None or row["text"] is None:
             return None, "no explanation"
         s = self.sample_set(latent)
@@ -489,7 +329,7 @@ class Interpreter:
             (scorer, c, who, text)
             for scorer in self.cfg.score.scorers
             for c, who, text in explanations
-            if redo or not self.results.score_done(latent, self.spec.name, scorer, c)
+            if redo or not self.results.score_done(latent, self.explainer.name, scorer, c)
         ]
         first = self._first_candidate_todo(latent, redo)
         if not todo and first is None:
@@ -504,7 +344,7 @@ class Interpreter:
     def _first_candidate_todo(self, latent: int, redo: bool) -> tuple[str, list[str]] | None:
         """Best-of-N: when another candidate than the first was kept, the first one's text and the scorers still to
         score it with on the held-out examples (the same items as the kept one: a paired comparison)."""
-        candidates = self.results.candidates(latent, self.spec.name)
+        candidates = self.results.candidates(latent, self.explainer.name)
         if len(candidates) < 2 or candidates[0]["chosen"] or candidates[0]["text"] is None:
             return None
         missing = [sc for sc in self.cfg.score.scorers if redo or sc not in candidates[0]["heldout"]]
@@ -516,7 +356,7 @@ class Interpreter:
         return SCORERS[scorer].prepare(self.context, latent, s, act, non, rng)
 
     async def score_latent(self, latent: int, redo: bool = False) -> tuple[list[dict], str | None]:
-        prepared, skipped = await self._off_loop(self._prepare_score, latent, redo)
+        prepared, skipped = await self.off_loop(self._prepare_score, latent, redo)
         if prepared is None:
             return [], skipped
         todo, state, seed, no_control, first = prepared
@@ -533,7 +373,7 @@ class Interpreter:
                 extra.append(self._score_row(latent, scorer, 0, latent, text, run, model, backend, sha, seed, settings))
             heldout = {
                 "latent": latent,
-                "explainer": self.spec.name,
+                "explainer": self.explainer.name,
                 "heldout": {
                     r["scorer"]: {
                         "value": r.get(primary_metric(r["scorer"])),
@@ -544,14 +384,9 @@ class Interpreter:
             }
             # Returned beside the score rows so the stage counts their calls and tokens; never stored as scores.
             rows += [dict(r, first_candidate=1) for r in extra]
-        await self._off_loop(self.results.write_scores, [r for r in rows if "first_candidate" not in r], heldout)
+        await self.off_loop(self.results.write_scores, [r for r in rows if "first_candidate" not in r], heldout)
         kill_point("score")
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
-
-    async def _complete(self, requests: list[LLMRequest]) -> list[LLMResponse]:
-        """One response per request; calls that found no server are retried through the stage's outage pause."""
-        assert self.backend is not None, "LLM calls need a backend"
-        return await complete_answered(self.backend, self._outage, requests)
 
     def _score_row(
         self, latent, scorer, control, who, text, run: ScoredRun, model, backend, sha, seed, settings
@@ -570,7 +405,7 @@ class Interpreter:
         ]
         return {
             "latent": latent,
-            "explainer": self.spec.name,
+            "explainer": self.explainer.name,
             "scorer": scorer,
             "control": control,
             "explanation_latent": who,
@@ -589,33 +424,17 @@ class Interpreter:
             "settings": settings,
         }
 
-    def _settings(self, **more) -> dict:
-        """What an answer depended on besides the prompt and the examples (recorded with every row)."""
-        llm = self.cfg.llm
-        return {
-            "llm_seed": llm.seed,
-            "temperature": llm.temperature,
-            "top_logprobs": llm.top_logprobs,
-            "json_output": self.json_output,
-            "profile": self.cfg.profile,
-            **(self.backend.describe() if self.backend else {}),
-            **more,
-        }
-
     # ---- stages over many latents -------------------------------------------------------------
 
     def latents_in_flight(self) -> int:
-        # In-process backends answer one batch at a time: a second latent prepares meanwhile.
-        # Over HTTP, many latents keep a server (or a fleet) busy; a replica pool says how many it holds.
-        pool = getattr(self.backend, "parallel_latents", 0)
-        if pool:
-            return max(2, pool)
-        return 2 if self.backend is None or self.backend.name != "openai" else max(2, self.cfg.llm.max_concurrency)
+        # As many as the backend answers at once (a replica pool says how many it holds), and never fewer than two:
+        # an in-process backend answers one latent's batch while the next one prepares.
+        return 2 if self.backend is None else max(2, self.backend.parallel_latents)
 
     def begin_stage(self, latents: list[int], outage: Outage) -> None:
         """A stage over `latents` starts: controls are drawn from its selection, calls wait out its outage."""
         self._explained, self._selection = None, list(latents)
-        self._outage = outage
+        self.llm.outage = outage
 
     async def run_stage(
         self,

@@ -12,8 +12,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from autointerp.store.scorer_meta import METRICS
+
 # "correlation" is simulation's (Pearson, simulated vs true activations); classification_metrics leaves it out.
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "correlation")
+METRIC_NAMES = METRICS  # the `scores` table's metric columns, named once in the store
 
 
 @dataclass

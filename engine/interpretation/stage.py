@@ -1,13 +1,13 @@
 """One stage (explain or score) over many latents: how many run at once, the events and the tally, the outage
-watch, and how the stage ends (a clean stop, a failed stage, or its tally). The work of one latent is the
-Interpreter's (interpret.py)."""
+watch, and how the stage ends (a clean stop, a failed stage, or its tally). The work of one latent is a
+`LatentWork`'s (interpret.py's Interpreter is the one)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from .errors import BackendUnavailable, StageFailed
 from .llm.base import CURRENT_LATENT
@@ -15,9 +15,38 @@ from .outage import Outage
 from .tally import StageTally
 
 if TYPE_CHECKING:
-    from .interpret import Interpreter
+    from autointerp.engine.config import Config
+    from autointerp.store.db import ActivationStore
+
+    from .llm import LLMBackend
 
 log = logging.getLogger(__name__)
+
+
+class LatentWork(Protocol):
+    """What a stage runs over its latents: one latent's explain or score, on the store the rows go to."""
+
+    @property
+    def cfg(self) -> Config: ...
+    @property
+    def store(self) -> ActivationStore: ...
+    @property
+    def backend(self) -> LLMBackend | None: ...
+
+    def begin_stage(self, latents: list[int], outage: Outage) -> None:
+        """A stage over `latents` starts: its calls wait out `outage`."""
+
+    async def explain_latent(self, latent: int, redo: bool) -> tuple[dict | None, str | None]: ...
+
+    async def score_latent(self, latent: int, redo: bool) -> tuple[list[dict], str | None]: ...
+
+    def latents_in_flight(self) -> int: ...
+
+    def off_loop(self, fn: Callable, *args) -> Awaitable[Any]:
+        """Run `fn(*args)` on the store's worker thread (in order with the results it writes)."""
+
+    def log_event(self, stage: str, kind: str, message: str, data: dict | None) -> None:
+        """Write an event to the store's log, on its worker thread (in order with the results)."""
 
 
 def first_error(eg: BaseExceptionGroup) -> BaseException:
@@ -32,7 +61,7 @@ def first_error(eg: BaseExceptionGroup) -> BaseException:
     return eg.exceptions[0]
 
 
-def pack_sort_columns(interp: Interpreter) -> None:
+def pack_sort_columns(interp: LatentWork) -> None:
     """Each configured scorer's primary metric over every latent, packed (store/columns.py): a reader of a million
     latents then sorts by it without reading a million rows. On the store's thread, after the stage's writes."""
     from autointerp.store.columns import pack_score_columns
@@ -45,15 +74,27 @@ def pack_sort_columns(interp: Interpreter) -> None:
     log.info("score: %d sort columns packed in %.1fs", len(metrics), time.perf_counter() - t)
 
 
+def record_scorer_meta(interp: LatentWork) -> None:
+    """What each configured scorer is (primary metric, outcome, evidence), written before its first score so every
+    reader of the file (browser, TUI, report, export) reads it there (store/scorer_meta.py). On the store's thread."""
+    from autointerp.store.scorer_meta import record_scorers
+
+    from .scorers import SCORERS
+
+    conn = interp.store.db.conn
+    with conn:
+        record_scorers(conn, [SCORERS[s].meta for s in interp.cfg.score.scorers if s in SCORERS])
+
+
 async def run_stage(
-    interp: Interpreter,
+    interp: LatentWork,
     stage: str,
     latents: list[int],
     redo: bool = False,
     on_latent: Callable[[int, StageTally], None] | None = None,
     on_event: Callable[[str, str], None] | None = None,
 ) -> StageTally:
-    """Run one stage over `latents` (see Interpreter.run_stage)."""
+    """Run one stage over `latents` (see interpret.Interpreter.run_stage)."""
     tally = StageTally()
     started = time.perf_counter()
 
@@ -61,7 +102,7 @@ async def run_stage(
         if on_event is not None:  # a caller with its own event log (the batch's RunLog)
             on_event(kind, message)
         else:  # on the store's own thread, in order with the results
-            interp.worker.submit(interp.store.log_event, stage, kind, message, data)
+            interp.log_event(stage, kind, message, data)
 
     outage = Outage(interp.cfg.batch.outage_wait_s, event)
     interp.begin_stage(latents, outage)
@@ -99,6 +140,8 @@ async def run_stage(
             for _ in range(min(interp.latents_in_flight(), len(latents))):
                 group.create_task(worker())
 
+    if stage == "score":
+        await interp.off_loop(record_scorer_meta, interp)
     event("start", f"{stage}: {len(latents)} latents", {"latents": len(latents)})
     log.info("%s: %d latents", stage, len(latents))
     try:
@@ -113,9 +156,9 @@ async def run_stage(
             event("stopped", f"{stage}: {error}")
         raise error from None
     finally:
-        await interp._off_loop(lambda: None)  # the events queued on the store's thread are written
+        await interp.off_loop(lambda: None)  # the events queued on the store's thread are written
     if stage == "score":  # each scorer's sort column, packed for readers of a million latents (store/columns.py)
-        await interp._off_loop(pack_sort_columns, interp)
+        await interp.off_loop(pack_sort_columns, interp)
     reasons = "; ".join(f"{n} {why}" for why, n in tally.reasons.most_common())
     event(
         "end",
@@ -133,7 +176,7 @@ async def run_stage(
         tally.prompts,
         time.perf_counter() - started,
     )
-    await interp._off_loop(lambda: None)
+    await interp.off_loop(lambda: None)
     if tally.all_failed:
         raise StageFailed(
             f"every LLM call of the {stage} stage failed ({tally.failure_summary()}); what failed "

@@ -12,15 +12,11 @@ are the same with and without the explanation: only the context changes, never w
 from __future__ import annotations
 
 import abc
-import math
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from autointerp.engine.interpretation.metrics import ExampleOutcome
-from autointerp.engine.interpretation.scorers.base import Item, ScoredRun
 from autointerp.store.errors import UserError
 
 # Caps, in tokens. Texts are example windows (~32 tokens) and prefixes a template plus one explanation,
@@ -195,29 +191,3 @@ def load_base_lm(spec: str, subject_loader: Callable[[], object]) -> BaseLM:
     if spec.endswith(".gguf"):
         return GGUFLM(spec)
     raise SurprisalError(f"unknown base model {spec!r} (use 'subject', 'embedded' or a path to a .gguf file)")
-
-
-def surprisal_run(
-    lm: BaseLM, prefix: str, items: list[Item], baseline: list[float | None] | None = None
-) -> tuple[ScoredRun, list[float | None]]:
-    """Score one prefix (template + explanation) on items: probability = baseline loss - loss with prefix.
-
-    Returns the run and the baseline losses (prefix ""), so a caller can reuse them for a control prefix.
-    """
-    texts = [it.text for it in items]
-    if baseline is None:
-        baseline = lm.losses("", texts)
-    if len(baseline) != len(items):
-        raise ValueError(f"baseline has {len(baseline)} losses for {len(items)} items")
-    with_prefix = lm.losses(prefix, texts)
-    run = ScoredRun([], list(items), errors=Counter())
-    for it, b, w in zip(items, baseline, with_prefix):
-        if b is None or w is None:
-            run.errors[EMPTY_TEXT] += 1
-            run.outcomes.append(ExampleOutcome(it.label, it.decile, failed=True))
-        elif not (math.isfinite(b) and math.isfinite(w)):
-            run.errors[NON_FINITE] += 1
-            run.outcomes.append(ExampleOutcome(it.label, it.decile, failed=True))
-        else:
-            run.outcomes.append(ExampleOutcome(it.label, it.decile, prediction=None, probability=b - w))
-    return run, baseline

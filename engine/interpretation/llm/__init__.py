@@ -1,70 +1,53 @@
-"""LLM backends behind one interface (`LLMBackend`), chosen by the config's `llm.backend` key."""
+"""LLM backends behind one interface (`LLMBackend`), chosen by the config's `llm.backend` key.
+
+`BACKENDS` is the one registry: name -> (module, class), the module imported only when its name is used (so naming
+the registry loads neither llama_cpp, openai nor vllm). A new backend is one module with an `LLMBackend` subclass
+(its name, its `check_config`, the capabilities it differs in) and one line here.
+"""
 
 from __future__ import annotations
 
-import importlib.util
-import urllib.parse
-
-from autointerp.engine.config import LLMConfig
+import importlib
+from typing import TYPE_CHECKING
 
 from .base import LLMBackend, LLMConfigError, LLMRequest, LLMResponse, TokenLogprob
+
+if TYPE_CHECKING:
+    from autointerp.engine.config import LLMConfig
+
+# A relative module is one of this package's; a test registers its own class by the module's absolute name.
+BACKENDS: dict[str, tuple[str, str]] = {
+    "llamacpp": (".llamacpp", "LlamaCppBackend"),
+    "openai": (".openai_http", "OpenAIBackend"),
+    "vllm": (".vllm_engine", "VLLMBackend"),
+}
+BACKEND_NAMES = BACKENDS.keys()  # a live view: what the config accepts for llm.backend
+
+
+def backend_class(name: str) -> type[LLMBackend]:
+    """The class registered under `name` (its module imported now); an unknown name is refused in one line."""
+    if name not in BACKENDS:
+        raise LLMConfigError(f"unknown llm.backend {name!r} ({', '.join(BACKENDS)})")
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module, __name__), cls)
 
 
 def check_backend_config(cfg: LLMConfig) -> None:
     """What can be told wrong with the LLM settings without loading a model or calling a server (raises
     LLMConfigError in one line): commands check this before they write anything."""
-    if cfg.backend == "llamacpp":
-        from .llamacpp import resolve_gguf
-
-        path = resolve_gguf(cfg.model)
-        with open(path, "rb") as f:
-            if f.read(4) != b"GGUF":
-                raise LLMConfigError(f"llm.model: {path} is not a GGUF file")
-        if cfg.n_ctx < 4096:
-            raise LLMConfigError(f"llm.n_ctx must be at least 4096 (got {cfg.n_ctx}): scorer prompts are long")
-    elif cfg.backend == "openai":
-        if not cfg.base_urls:
-            raise LLMConfigError("llm.base_urls is empty: the openai backend needs at least one server URL")
-        for url in cfg.base_urls:
-            parts = urllib.parse.urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise LLMConfigError(f"llm.base_urls: {url!r} is not an http:// or https:// URL")
-        if cfg.max_concurrency < 1:
-            raise LLMConfigError(f"llm.max_concurrency must be at least 1, got {cfg.max_concurrency}")
-        if not cfg.timeout_s > 0 or cfg.max_retries < 0:
-            raise LLMConfigError("llm.timeout_s must be positive and llm.max_retries at least 0")
-    elif cfg.backend == "vllm":
-        if importlib.util.find_spec("vllm") is None:
-            raise LLMConfigError(
-                "the vllm backend needs the package vllm (pip install 'autointerp[vllm]') on a machine with a GPU"
-            )
-        if cfg.model == "embedded":
-            raise LLMConfigError(
-                "llm.model 'embedded' is a GGUF for the llamacpp backend; "
-                "the vllm backend needs a Hugging Face id or a local model folder"
-            )
-    else:
-        raise LLMConfigError(f"unknown llm.backend {cfg.backend!r} (llamacpp, openai, vllm)")
+    backend_class(cfg.backend).check_config(cfg)
 
 
 def make_backend(cfg: LLMConfig) -> LLMBackend:
-    check_backend_config(cfg)
-    if cfg.backend == "llamacpp":
-        from .llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(cfg)
-    if cfg.backend == "openai":
-        from .openai_http import OpenAIBackend
-
-        return OpenAIBackend(cfg)
-    if cfg.backend == "vllm":
-        from .vllm_engine import VLLMBackend
-
-        return VLLMBackend(cfg)
-    raise LLMConfigError(f"unknown llm.backend {cfg.backend!r} (llamacpp, openai, vllm)")
+    cls = backend_class(cfg.backend)
+    cls.check_config(cfg)
+    return cls(cfg)
 
 
 __all__ = [
+    "BACKENDS",
+    "BACKEND_NAMES",
+    "backend_class",
     "check_backend_config",
     "LLMBackend",
     "LLMConfigError",

@@ -13,9 +13,12 @@ import functools
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from autointerp.store.errors import UserError
+
+if TYPE_CHECKING:
+    from autointerp.engine.config import LLMConfig
 
 # The latent whose calls the running task makes (set per latent by the stage): a replica pool shows it per replica.
 CURRENT_LATENT: ContextVar[int | None] = ContextVar("autointerp_current_latent", default=None)
@@ -112,10 +115,34 @@ def never_raises(failure):
 
 
 class LLMBackend(abc.ABC):
-    """An LLM that answers chat requests. Implementations: llamacpp, openai (HTTP), vllm."""
+    """An LLM that answers chat requests. Implementations: one module each, named in llm/__init__.py's BACKENDS.
 
-    name: str  # "llamacpp" | "openai" | "vllm"
+    What the stage asks of a backend is asked of these attributes and methods, never of its name: a new backend
+    keeps the defaults or sets its own."""
+
+    name: str  # its name in the registry (llm/__init__.py BACKENDS) and in the config's llm.backend
     model: str  # what it runs, for provenance (never a secret)
+    in_process: bool = True  # the model runs in this process (a Ray replica of it); False: behind llm.base_urls
+    threads_from_config: bool = False  # takes llm.n_threads (0: every core; a Ray replica gets the CPUs Ray gave it)
+    # Set per instance where the config decides them:
+    on_cpu: bool = False  # the model runs on this machine's CPU (the `auto` profile then picks `cpu` for "embedded")
+    json_output: bool = True  # requests carry their JSON schema; False: answers are free text, parsed as such
+    parallel_latents: int = 1  # latents whose calls it answers at once (the stage keeps one more preparing)
+
+    @abc.abstractmethod
+    def __init__(self, cfg: LLMConfig) -> None:
+        """A registered backend is made from the LLM settings alone (llm/__init__.py's make_backend)."""
+
+    @classmethod  # noqa: B027 (optional: a backend with nothing to check keeps it)
+    def check_config(cls, cfg: LLMConfig) -> None:
+        """What can be told wrong with the LLM settings without loading a model or calling a server (raises
+        LLMConfigError in one line): commands check this before they write anything."""
+
+    @classmethod
+    def runs_on_cpu(cls, cfg: LLMConfig) -> bool:
+        """Whether this config would run the model on this machine's CPU, told before the backend is made (the dry
+        run's profile); a made backend says it in `on_cpu`."""
+        return False
 
     @abc.abstractmethod
     async def complete_many(self, requests: Sequence[LLMRequest]) -> list[LLMResponse]:

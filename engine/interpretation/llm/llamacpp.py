@@ -98,8 +98,31 @@ class _LogprobRecorder:
         return out
 
 
+def gpu_offload() -> bool:
+    """Whether this llama.cpp build can offload layers to a GPU (a CUDA/Metal wheel)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return False
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 class LlamaCppBackend(LLMBackend):
     name = "llamacpp"
+    threads_from_config = True
+
+    @classmethod
+    def check_config(cls, cfg: LLMConfig) -> None:
+        path = resolve_gguf(cfg.model)
+        with open(path, "rb") as f:
+            if f.read(4) != b"GGUF":
+                raise LLMConfigError(f"llm.model: {path} is not a GGUF file")
+        if cfg.n_ctx < 4096:
+            raise LLMConfigError(f"llm.n_ctx must be at least 4096 (got {cfg.n_ctx}): scorer prompts are long")
+
+    @classmethod
+    def runs_on_cpu(cls, cfg: LLMConfig) -> bool:
+        return not gpu_offload() or cfg.n_gpu_layers == 0
 
     def __init__(self, cfg: LLMConfig):
         try:
@@ -128,6 +151,7 @@ class LlamaCppBackend(LLMBackend):
             raise LLMConfigError(f"llm.model: cannot load GGUF {path} ({e})") from None
         self.model = "embedded:SmolLM2-135M-Instruct" if cfg.model == "embedded" else str(path)
         self.n_threads, self.n_gpu_layers, self.n_ctx = threads, gpu_layers, cfg.n_ctx
+        self.on_cpu = gpu_layers == 0
         log.info(
             "llamacpp: loaded %s in %.1fs (%d threads, %d GPU layers, n_ctx %d)",
             path,

@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import time
+import urllib.parse
 from typing import Sequence
 
 import openai
@@ -77,6 +78,20 @@ class BadResponse(Exception):
 
 class OpenAIBackend(LLMBackend):
     name = "openai"
+    in_process = False
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if not cfg.base_urls:
+            raise LLMConfigError("llm.base_urls is empty: the openai backend needs at least one server URL")
+        for url in cfg.base_urls:
+            parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise LLMConfigError(f"llm.base_urls: {url!r} is not an http:// or https:// URL")
+        if cfg.max_concurrency < 1:
+            raise LLMConfigError(f"llm.max_concurrency must be at least 1, got {cfg.max_concurrency}")
+        if not cfg.timeout_s > 0 or cfg.max_retries < 0:
+            raise LLMConfigError("llm.timeout_s must be positive and llm.max_retries at least 0")
 
     def __init__(self, cfg):
         if not cfg.base_urls:
@@ -89,6 +104,8 @@ class OpenAIBackend(LLMBackend):
             )
         self.model = cfg.model
         self._cfg = cfg
+        self.json_output = cfg.structured_output != "none"  # "none": the server takes no schema, free text is parsed
+        self.parallel_latents = cfg.max_concurrency  # many latents keep a server (or a fleet) busy
         # Kept only to scrub it from error text; never returned or logged.
         self._key = os.environ.get(cfg.api_key_env) or _NO_KEY
         self._turn = itertools.count()  # round-robin position over the replicas

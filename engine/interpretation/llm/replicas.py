@@ -33,6 +33,7 @@ from autointerp.engine.ray_cluster import (
 )
 from autointerp.store.killpoints import kill_point
 
+from . import backend_class, make_backend
 from .base import CURRENT_LATENT, LLMBackend, LLMRequest, LLMResponse
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,13 @@ UNREACHABLE_COOLDOWN_S = 30.0  # a URL replica that could not be reached is trie
 
 
 class LLMReplicaActor:
-    """Runs inside a Ray worker: one copy of the configured backend (llamacpp or vllm) answering calls."""
+    """Runs inside a Ray worker: one copy of the configured in-process backend (llamacpp or vllm) answering calls."""
 
     def __init__(self, llm_cfg: dict, name: str):
-        from . import make_backend
-
         self.name = name
         cfg = LLMConfig(**llm_cfg)
-        if cfg.backend == "llamacpp" and cfg.n_threads == 0:  # the CPUs Ray gave this replica, not the whole node's
+        if backend_class(cfg.backend).threads_from_config and cfg.n_threads == 0:
+            # the CPUs Ray gave this replica, not the whole node's
             cpus = require_ray().get_runtime_context().get_assigned_resources().get("CPU")
             cfg.n_threads = max(1, int(cpus)) if cpus else 0
         self.backend = make_backend(cfg)
@@ -56,7 +56,8 @@ class LLMReplicaActor:
     def info(self) -> dict:
         return {
             **node_and_pid(),
-            "n_gpu_layers": int(getattr(self.backend, "n_gpu_layers", 0) or 0),
+            "on_cpu": self.backend.on_cpu,
+            "json_output": self.backend.json_output,
             "model": self.backend.model,  # as resolved by the backend ("embedded:SmolLM2-..."), stored with results
             "describe": self.backend.describe(),
         }
@@ -96,15 +97,17 @@ class ReplicaPool(LLMBackend):
         max_restarts: int,
         board: WorkerBoard | None = None,
         on_event: Callable[[str, str], None] | None = None,
-        n_gpu_layers: int = 0,
         model: str | None = None,
         replica_describe: dict | None = None,
+        *,
+        on_cpu: bool = False,
+        json_output: bool = True,
     ):
         self.name, self.model = llm_cfg.backend, model or llm_cfg.model
         self.replica_describe = replica_describe or {}  # what one replica records (its threads, context, ...)
         self.replicas, self.max_restarts = replicas, max_restarts
         self.board, self.on_event = board, on_event
-        self.n_gpu_layers = n_gpu_layers  # what the Interpreter reads of an in-process llama.cpp (its profile)
+        self.on_cpu, self.json_output = on_cpu, json_output  # as one replica has them
         self.parallel_latents = sum(r.limit for r in replicas)  # latents the stage keeps in flight
         self.calls_rerun = 0
         self._changed: asyncio.Condition | None = None  # made on the stage's loop
@@ -231,20 +234,24 @@ def make_replica_pool(
 ) -> ReplicaPool:
     """The replicas a `batch --ray` explains and scores with: each base URL (openai), or model copies started as
     Ray actors (llamacpp, vllm), each checked to have started before any latent is sent."""
-    from . import check_backend_config
-
-    check_backend_config(llm_cfg)
-    if llm_cfg.backend == "openai":
-        from .openai_http import OpenAIBackend
-
-        clients = [OpenAIBackend(dataclasses.replace(llm_cfg, base_urls=[url])) for url in llm_cfg.base_urls]
+    kind = backend_class(llm_cfg.backend)
+    kind.check_config(llm_cfg)
+    if not kind.in_process:  # a server per URL
+        clients = [kind(dataclasses.replace(llm_cfg, base_urls=[url])) for url in llm_cfg.base_urls]
         replicas = [
             Replica(url, c.complete_many, max(1, llm_cfg.max_concurrency), backend=c)
             for url, c in zip(llm_cfg.base_urls, clients)
         ]
         first = clients[0]
         pool = ReplicaPool(
-            llm_cfg, replicas, cfg.max_restarts, board, on_event, model=first.model, replica_describe=first.describe()
+            llm_cfg,
+            replicas,
+            cfg.max_restarts,
+            board,
+            on_event,
+            model=first.model,
+            replica_describe=first.describe(),
+            json_output=first.json_output,
         )
         for r in replicas:
             pool._post(r, state="idle", node=r.name, done=0)
@@ -270,9 +277,10 @@ def make_replica_pool(
         cfg.max_restarts,
         board,
         on_event,
-        infos[0]["n_gpu_layers"],
         infos[0]["model"],
         infos[0]["describe"],
+        on_cpu=infos[0]["on_cpu"],
+        json_output=infos[0]["json_output"],
     )
     for r, info in zip(replicas, infos):
         pool._post(r, state="idle", done=0, node=info["node"], pid=info["pid"])

@@ -7,6 +7,7 @@ vLLM is imported only when this backend is made; the rest of autointerp never ne
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
 import threading
@@ -23,6 +24,18 @@ _MAX_ERROR_CHARS = 300
 
 class VLLMBackend(LLMBackend):
     name = "vllm"
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if importlib.util.find_spec("vllm") is None:
+            raise LLMConfigError(
+                "the vllm backend needs the package vllm (pip install 'autointerp[vllm]') on a machine with a GPU"
+            )
+        if cfg.model == "embedded":
+            raise LLMConfigError(
+                "llm.model 'embedded' is a GGUF for the llamacpp backend; "
+                "the vllm backend needs a Hugging Face id or a local model folder"
+            )
 
     def __init__(self, cfg):
         try:

@@ -7,7 +7,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from autointerp.engine.interpretation.explainers import numbered
+from autointerp.engine.interpretation.examples import numbered
 from autointerp.engine.interpretation.llm import LLMRequest, LLMResponse
 from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.interpretation.metrics import ExampleOutcome

@@ -58,6 +58,7 @@ def fuzzing_items(
 
 class Fuzzing(LabelScorer):
     name = "fuzzing"
+    evidence = "marks"
     stream = 2
 
     def prepare(self, ctx, latent, sample_set, act, non, rng) -> list[Item]:

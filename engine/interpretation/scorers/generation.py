@@ -85,7 +85,8 @@ class Generation(Scorer):
     stream = 5
     needs = Needs(subject_model=True)
     primary_metric = "recall"  # the fraction of written texts that fire the latent
-    outcomes_are_windows = False
+    outcome = "text"
+    evidence = "texts"
 
     def prepare(self, ctx, latent, sample_set, act, non, rng) -> int:
         return latent  # nothing but the explanation, and which latent the texts should fire

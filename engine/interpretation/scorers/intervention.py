@@ -213,7 +213,8 @@ class Intervention(Scorer):
     name = "intervention"
     stream = 6
     needs = Needs(subject_model=True)
-    outcomes_are_windows = False  # outcome "windows" are the sequences the prompts were cut from
+    outcome = "prompt"  # outcome "windows" are the sequences the prompts were cut from
+    evidence = "steering"
     calls_exact = False  # an unreached target, or a steered continuation like the clean one, asks nothing
 
     def prepare(self, ctx, latent, sample_set, act, non, rng) -> tuple[list[TargetEffects], list[PairItem], dict]:
@@ -254,18 +255,3 @@ class Intervention(Scorer):
         sc = cfg.score
         base = template_tokens(prompts, self.name, explanation=ROUGH_EXPLANATION, prompt="", a="", b="")
         return base + sc.intervention_prompt_tokens + 2 * sc.intervention_new_tokens, 16
-
-
-# ---- output-side explainer --------------------------------------------------------------------
-
-
-def explain_examples(effects: TargetEffects) -> str:
-    blocks = [
-        f"Text {i}: {p.prompt}\nNormal: {p.clean}\nFeature on: {p.steered}" for i, p in enumerate(effects.pairs, 1)
-    ]
-    return "\n".join(blocks)
-
-
-def explain_target(targets: list[float]) -> float:
-    """The KL target the explainer sees: the median one (strong enough to show, not so strong it is noise)."""
-    return sorted(targets)[len(targets) // 2]

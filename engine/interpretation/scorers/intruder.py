@@ -8,8 +8,7 @@ import re
 
 import numpy as np
 
-from autointerp.engine.interpretation.examples import Example, plain
-from autointerp.engine.interpretation.explainers import numbered
+from autointerp.engine.interpretation.examples import Example, numbered, plain
 from autointerp.engine.interpretation.llm import LLMRequest, LLMResponse
 from autointerp.engine.interpretation.llm.base import NOT_JSON, answer_json, never_raises
 from autointerp.engine.interpretation.metrics import ExampleOutcome
@@ -103,6 +102,7 @@ def _choice_probabilities(r: LLMResponse, value: int, n: int) -> list[float] | N
 
 class Intruder(Scorer):
     name = "intruder"
+    evidence = "groups"
     stream = 4
     primary_metric = "accuracy"  # the share of groups whose intruder was named
 

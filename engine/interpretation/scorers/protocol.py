@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple, Protocol
 
 import numpy as np
 
+from autointerp.store.scorer_meta import ScorerMeta
+
 from .base import Item, ScoredRun, label_requests, outcomes_from
 
 if TYPE_CHECKING:
@@ -44,7 +46,8 @@ class Scored(NamedTuple):
 
 
 class ScorerContext(Protocol):
-    """What a scorer may use of the Interpreter (engine/interpretation/scorer_context.py gives one)."""
+    """What a scorer may use of the stage: the loaded models (resources.py) and the LLM call (llm_calls.py), as
+    engine/interpretation/scorer_context.py's StageContext gives them."""
 
     @property
     def cfg(self) -> Config: ...
@@ -85,8 +88,20 @@ class Scorer:
     stream: int = 0
     needs: Needs = Needs()
     primary_metric: str = "balanced_accuracy"  # the metric it is sorted and summarised by
-    outcomes_are_windows: bool = True  # outcome windows are cached windows (export shows their tokens)
+    fallback_metric: str = "auroc"  # shown for a latent whose primary metric is undefined
+    outcome: str = "window"  # what one outcome is (store/scorer_meta.py OUTCOMES)
+    evidence: str = "labels"  # how its evidence renders (store/scorer_meta.py EVIDENCE)
     calls_exact: bool = True  # the dry run's call count is exact, not an upper bound
+
+    @property
+    def meta(self) -> ScorerMeta:
+        """What readers of the file need to know of this scorer, recorded when it scores (store/scorer_meta.py)."""
+        return ScorerMeta(self.name, self.primary_metric, self.fallback_metric, self.outcome, self.evidence)
+
+    @property
+    def outcomes_are_windows(self) -> bool:
+        """Outcome windows are cached windows (export shows their tokens)."""
+        return self.meta.outcomes_are_windows
 
     def check(self, cfg: Config) -> str | None:
         """A setting of this scorer that cannot work, in one line (checked before any latent); None if fine."""

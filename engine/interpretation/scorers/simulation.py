@@ -246,6 +246,7 @@ def simulation_correlations(true: list[np.ndarray], predicted: list[np.ndarray |
 
 class Simulation(Scorer):
     name = "simulation"
+    evidence = "predictions"
     stream = 3
     primary_metric = "correlation"
 

@@ -3,9 +3,14 @@ the loss are in engine/interpretation/surprisal.py). No LLM call; the score is t
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from pathlib import Path
 
-from .base import ScoredRun
+from autointerp.engine.interpretation.metrics import ExampleOutcome
+from autointerp.engine.interpretation.surprisal import EMPTY_TEXT, NON_FINITE, BaseLM
+
+from .base import Item, ScoredRun
 from .detection import plain_items_state
 from .protocol import Needs, Scored, Scorer
 
@@ -36,11 +41,34 @@ class SurprisalScorer(Scorer):
         )
 
     def _losses(self, ctx, explanation: str, state: dict) -> ScoredRun:
-        # imported here: that module imports this package's base (a cycle at import time)
-        from autointerp.engine.interpretation.surprisal import surprisal_run
-
         prefix = ctx.prompts.get("surprisal").render(explanation=explanation)[-1]["content"] + "\n"
         cache = state["cache"]  # the baseline losses (no prefix), computed once for the explanation and its control
         run, cache["baseline"] = surprisal_run(ctx.base_lm, prefix, state["items"], cache.get("baseline"))
         run.details = {"base_model": ctx.base_lm.name}
         return run
+
+
+def surprisal_run(
+    lm: BaseLM, prefix: str, items: list[Item], baseline: list[float | None] | None = None
+) -> tuple[ScoredRun, list[float | None]]:
+    """Score one prefix (template + explanation) on items: probability = baseline loss - loss with prefix.
+
+    Returns the run and the baseline losses (prefix ""), so a caller can reuse them for a control prefix.
+    """
+    texts = [it.text for it in items]
+    if baseline is None:
+        baseline = lm.losses("", texts)
+    if len(baseline) != len(items):
+        raise ValueError(f"baseline has {len(baseline)} losses for {len(items)} items")
+    with_prefix = lm.losses(prefix, texts)
+    run = ScoredRun([], list(items), errors=Counter())
+    for it, b, w in zip(items, baseline, with_prefix):
+        if b is None or w is None:
+            run.errors[EMPTY_TEXT] += 1
+            run.outcomes.append(ExampleOutcome(it.label, it.decile, failed=True))
+        elif not (math.isfinite(b) and math.isfinite(w)):
+            run.errors[NON_FINITE] += 1
+            run.outcomes.append(ExampleOutcome(it.label, it.decile, failed=True))
+        else:
+            run.outcomes.append(ExampleOutcome(it.label, it.decile, prediction=None, probability=b - w))
+    return run, baseline
