@@ -280,13 +280,21 @@ def _build(cls, data: dict, prefix: str):
     return cls(**kwargs)
 
 
-class _ScorerNames(Sequence):
-    """The names in the scorer registry (engine/interpretation/scorers: SCORERS), looked up when a config is
-    checked. Every layer imports this module and it imports none of them (the registry's modules import it, and
-    activations/ must not depend on interpretation/), so the registry is found by name at that moment."""
+def _registry(module: str, name: str) -> dict:
+    """A registry of engine/interpretation, found by name when it is read. Every layer imports this module and it
+    imports none of them (the registries' modules import it, and activations/ must not depend on
+    interpretation/); none of the registries loads a model when imported."""
+    return getattr(importlib.import_module(module), name)
+
+
+class _RegistryNames(Sequence):
+    """The names in a registry, looked up each time a config is checked (a test may register its own)."""
+
+    def __init__(self, module: str, name: str):
+        self._where = (module, name)
 
     def _names(self) -> tuple[str, ...]:
-        return tuple(importlib.import_module("autointerp.engine.interpretation.scorers").SCORERS)
+        return tuple(_registry(*self._where))
 
     def __getitem__(self, i):
         return self._names()[i]
@@ -295,17 +303,19 @@ class _ScorerNames(Sequence):
         return len(self._names())
 
 
+_EXPLAINERS = ("autointerp.engine.interpretation.explainers", "EXPLAINERS")
+
 # Keys whose value must be one of a few names (checked for files and command-line overrides alike).
 CHOICES = {
     "cache.coder_kind": ("auto", "sparsify", "saelens", "gemmascope", "dictionary_learning", "neurons"),
-    "llm.backend": ("llamacpp", "openai", "vllm"),
+    "llm.backend": _RegistryNames("autointerp.engine.interpretation.llm", "BACKENDS"),
     "llm.structured_output": ("json_schema", "json_object", "none"),
     ".profile": ("auto", "paper", "cpu"),
     "sample.explain_strategy": ("top", "random", "stratified", "mix"),
     "sample.non_activating_source": ("random", "neighbours", "coactivation", "embedding"),
-    "explain.explainer": ("default", "activations", "cot", "logit_lens", "contrastive", "intervention"),
+    "explain.explainer": _RegistryNames(*_EXPLAINERS),
     "explain.candidate_scorer": ("detection", "fuzzing", "embedding"),
-    "score.scorers": _ScorerNames(),
+    "score.scorers": _RegistryNames("autointerp.engine.interpretation.scorers", "SCORERS"),
     "batch.stages": ("cache", "explain", "score"),
 }
 
@@ -334,9 +344,9 @@ def check_choices(cfg: Config) -> Config:
             f"config key 'explain.candidate_temperature': {ex.candidate_temperature!r} must be above 0 when"
             " explain.candidates > 1 (greedy decoding would draw the same explanation N times)"
         )
-    if ex.candidates > 1 and ex.explainer == "intervention":
+    if ex.candidates > 1 and not _registry(*_EXPLAINERS)[ex.explainer].shows_excerpts:
         raise ConfigError(
-            "config key 'explain.candidates': best-of-N needs activating excerpts to pick with; the intervention"
+            f"config key 'explain.candidates': best-of-N needs activating excerpts to pick with; the {ex.explainer}"
             " explainer shows none"
         )
     sc = cfg.score

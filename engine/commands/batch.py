@@ -1,4 +1,5 @@
-"""`autointerp batch`: cache -> explain -> score for a selection of latents, resumable at any moment.
+"""`autointerp batch`: cache -> explain -> score for a selection of latents, resumable at any moment. `autointerp
+cache`, `explain` and `score` are runs of one of its stages (`run_one_stage`).
 
 Every unit of work is committed in its own transaction (a cache chunk, one latent's explanation, one
 latent's scores), and each stage skips what is committed, so a killed run rerun with the same command
@@ -17,6 +18,7 @@ import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -37,9 +39,14 @@ from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_l
 from autointerp.engine.interpretation.selection import parse_selection
 from autointerp.engine.ray_cluster import Cluster
 from autointerp.store.db import ActivationStore, now, preflight, write_failure
-from autointerp.store.errors import CannotContinue
+from autointerp.store.errors import CannotContinue, resumable
 from autointerp.store.runs import RunLog
+from autointerp.store.stages import BATCH_STAGES, CACHE, EXPLAIN, LATENT_STAGES, SCORE
 from autointerp.store.text import printable
+
+if TYPE_CHECKING:  # the cache's modules load torch: imported where a cache runs
+    from autointerp.engine.activations.cache import CacheResult
+    from autointerp.engine.activations.setup import CacheParts
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +57,6 @@ class Interrupted(CannotContinue):
     """Ctrl-C (or SIGINT) during a run: what is committed stays and the same command resumes."""
 
     exit_code = 130
-
-
-def resumable(message: str) -> str:
-    """A stop's line says how to go on: everything committed is kept, so the same command resumes."""
-    return message if "rerun" in message else f"{message}; rerun the same command to resume"
 
 
 def stopped(e: BaseException, db) -> CannotContinue | None:
@@ -186,29 +188,38 @@ class BatchRunner:
         self.cluster: Cluster | None = None  # the Ray cluster when cluster.ray_address is set
         self._board_early: dict[str, tuple[str, dict]] = {}  # worker states posted before the run log existed
         self._events_early: list[tuple[str, str, str]] = []  # and events
-        self._stage = "explain"  # the latent stage running (a replica pool's events are logged under it)
+        self._stage = EXPLAIN  # the latent stage running (a replica pool's events are logged under it)
         self.reruns: dict[str, int] = {}  # on a cluster: units re-sent after their worker died, by kind
+        self.cache_result: CacheResult | None = None  # what the cache stage did, when it ran
+        self.cache_parts: CacheParts | None = None  # and the model, hook and coder it ran with
 
     # ---- the whole run -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run every configured stage and return 0, or raise: a stop (the backend gone too long, a full disk, a
-        locked database, an interrupt) as CannotContinue, after it is recorded in the run log.
+        """Run every configured stage (`run_stages`), print the batch's report and return 0."""
+        self.run_stages()
+        self._summary()
+        return 0
+
+    def run_stages(self) -> None:
+        """Run every configured stage, or raise: a stop (the backend gone too long, a full disk, a locked database,
+        an interrupt) as CannotContinue, after it is recorded in the run log. What each stage did is left in
+        `tallies` (the latent stages, over `latents`) and `cache_result`.
 
         Every input is checked before the first write or the first model load that can be avoided: the config
         (when it was read), the latent selection's syntax, the database file (through a read-only connection),
         the LLM settings, then the model, coder and corpus against the database's identity. Bad input raises
         a one-line error and leaves the file byte for byte as it was."""
         cfg = self.cfg
-        interpret = [s for s in ("explain", "score") if s in cfg.batch.stages]
+        interpret = [s for s in LATENT_STAGES if s in cfg.batch.stages]
         selection = parse_selection(cfg.batch.latents)
-        preflight(cfg.db, must_exist="cache" not in cfg.batch.stages, writing=True)
-        from autointerp.engine.activations.cache import check_cache_site
+        preflight(cfg.db, must_exist=CACHE not in cfg.batch.stages, writing=True)
+        from autointerp.engine.activations.identity import check_cache_site
 
         check_cache_site(cfg.db)  # activations from the wrong site are never resumed, explained or scored
         if not cfg.batch.stages:
-            raise ConfigError("config key 'batch.stages' is empty: name at least one of cache, explain, score")
-        needs_llm = "explain" in interpret or ("score" in interpret and scorers_need_llm(cfg.score.scorers))
+            raise ConfigError(f"config key 'batch.stages' is empty: name at least one of {', '.join(BATCH_STAGES)}")
+        needs_llm = EXPLAIN in interpret or (SCORE in interpret and scorers_need_llm(cfg.score.scorers))
         if needs_llm:
             check_backend_config(cfg.llm)
         if cfg.cluster.ray_address:
@@ -218,7 +229,7 @@ class BatchRunner:
                 self.cluster = connect(cfg.cluster.ray_address)
             self.console.print(self.cluster.describe(), markup=False, highlight=False)
         inputs, backend = None, None
-        if "cache" in cfg.batch.stages and not self._cache_done():
+        if CACHE in cfg.batch.stages and not self._cache_done():
             from autointerp.engine.activations.cache import check_cache_inputs, check_first_batch
 
             with self.console.status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
@@ -250,8 +261,8 @@ class BatchRunner:
                     store.close()  # run_cache opens its own connection
                     self._cache(inputs)
                     store = ActivationStore.open(cfg.db)
-                elif "cache" in cfg.batch.stages:
-                    self._event("cache", "skip", "cache already complete")
+                elif CACHE in cfg.batch.stages:
+                    self._event(CACHE, "skip", "cache already complete")
                 if interpret:
                     if inputs is not None:
                         self.latents = select_latents(cfg, selection)
@@ -275,8 +286,6 @@ class BatchRunner:
                     pass  # closing checkpoints the log, which a full disk refuses; the log keeps the data
             if self.cluster is not None:
                 self.cluster.close()
-        self._summary()
-        return 0
 
     def _cache_done(self) -> bool:
         """The database already holds the whole cache this config asks for (read-only: nothing written)."""
@@ -384,7 +393,7 @@ class BatchRunner:
         from autointerp.engine.activations.cache import run_cache
 
         total = self.cfg.cache.n_sequences * self.cfg.cache.seq_len
-        clock, task = self._clock("cache", "tokens", total)
+        clock, task = self._clock(CACHE, "tokens", total)
         first: list[int] = []  # tokens already committed when this run started (a resumed cache)
 
         def on_progress(done: int, total: int) -> None:
@@ -402,16 +411,17 @@ class BatchRunner:
                 self.cfg.cache,
                 self.cfg.cluster,
                 board=self._board,
-                on_event=lambda kind, msg: self._event("cache", kind, msg),
+                on_event=lambda kind, msg: self._event(CACHE, kind, msg),
             )
         result = run_cache(
             self.cfg.cache,
             self.cfg.db,
             on_progress,
             inputs=inputs,
-            on_event=lambda kind, msg: self._event("cache", kind, msg),
+            on_event=lambda kind, msg: self._event(CACHE, kind, msg),
             encoder=encoder,
         )
+        self.cache_result, self.cache_parts = result, inputs.parts
         if encoder is not None:
             self.reruns["chunks"] = encoder.chunks_rerun
         self._report(clock, task, total, f"{result.tokens_per_s:,.0f} tok/s", None, final=True)
@@ -427,7 +437,7 @@ class BatchRunner:
     async def _stages(self, interp: Interpreter, backend, stages: Sequence[str]) -> None:
         try:
             for stage in stages:
-                redo = self.redo == stage or (self.redo == "explain" and stage == "score")
+                redo = self.redo == stage or (self.redo == EXPLAIN and stage == SCORE)
                 self._stage = stage
                 clock, task = self._clock(stage, "latents", len(self.latents))
 
@@ -480,3 +490,24 @@ class BatchRunner:
             f"  sqlite-utils tables {db} --counts  (or: datasette {db})",
             highlight=False,
         )
+
+
+def run_one_stage(
+    cfg: Config,
+    stage: str,
+    *,
+    latents: str | None = None,
+    redo: bool = False,
+    console: Console | None = None,
+    argv: list[str] | None = None,
+) -> BatchRunner:
+    """`autointerp cache`, `explain` or `score`: a batch of that one stage, with the batch's checks, progress, run
+    log and stop handling, in this process (a Ray cluster is the batch's: `batch --ray`). Returns the runner, for
+    the command to print what the stage did (`cache_result`, `tallies`)."""
+    cfg.batch.stages = [stage]
+    if latents is not None:
+        cfg.batch.latents = latents
+    cfg.cluster.ray_address = ""
+    runner = BatchRunner(cfg, redo=stage if redo else None, console=console, argv=argv)
+    runner.run_stages()
+    return runner

@@ -8,36 +8,18 @@ import json
 import os
 import sqlite3
 import sys
-import time
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from autointerp.engine.config import CHOICES, Config, ConfigError, resolve_config
-from autointerp.engine.interpretation.llm import check_backend_config
-from autointerp.engine.interpretation.scorers import needs_llm as scorers_need_llm
-from autointerp.engine.interpretation.selection import parse_selection
+from autointerp.engine.config import CHOICES, ConfigError, resolve_config
 from autointerp.store.db import preflight, why_not_creatable, write_failure
-from autointerp.store.errors import AutointerpError, CannotContinue, UserError
+from autointerp.store.errors import AutointerpError, CannotContinue, UserError, exit_with, say
+from autointerp.store.stages import BATCH_STAGES, CACHE, EXPLAIN, SCORE
 from autointerp.store.text import printable
 
+from .export.formats import EXPORT_FORMATS
 from .logs import log_options
-
-
-def say(kind: str, message: object) -> None:
-    """The one line a failed command ends with (`error:` bad input, `stopped:` cannot go on), shown literally."""
-    click.echo(f"{kind}: {printable(message)}", err=True)
-
-
-def exit_with(error: AutointerpError) -> NoReturn:
-    """The one place a fault becomes a command's last line (`{kind}: {message}`) and its exit status."""
-    message = str(error)
-    if isinstance(error, CannotContinue) and "rerun" not in message:
-        message += "; rerun the same command to resume"  # a stop keeps what is committed: the same command resumes
-    say(error.kind, message)
-    sys.exit(error.exit_code)
-
 
 # A full disk or a failing device is no fault of the input: a clean stop (3), not bad input (2).
 OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
@@ -179,49 +161,23 @@ NO_CHECK_HELP = (
 @user_errors
 def cache(config_path, db, no_check, **overrides) -> None:
     """Cache latent activations into the database (resumes where a killed run stopped)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.console import Console
 
-    from autointerp.engine.activations.cache import check_cache_inputs, check_first_batch, run_cache
+    from .batch import run_one_stage
 
     cfg = resolve_config(config_path, db=db, check_reconstruction=False if no_check else None, **overrides)
-    preflight(cfg.db, must_exist=False, writing=True)
-    with status(f"loading model {cfg.cache.model!r} and coder {cfg.cache.coder!r} ..."):
-        inputs = check_cache_inputs(cfg.cache, cfg.db)  # model, coder, corpus, the file's identity
-    with status("checking the coder's reconstruction on the first batch ..."):
-        check_first_batch(inputs, cfg.cache)  # an unusable one stops here, nothing written
-    parts = inputs.parts
-    columns = (
-        TextColumn("[bold]cache"),
-        BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} tokens"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-    progress = Progress(*columns, transient=False)
-    task = progress.add_task("cache", total=cfg.cache.n_sequences * cfg.cache.seq_len, rate="")
-    t0, first = time.perf_counter(), [-1]  # -1: no progress seen yet
-
-    def on_progress(done: int, total: int) -> None:
-        if first[0] < 0:  # the bar appears once the inputs are checked and work has begun
-            first[0] = done
-            progress.start()
-        rate = (done - first[0]) / max(time.perf_counter() - t0, 1e-9)
-        progress.update(task, completed=done, total=total, rate=f"{rate:,.0f} tok/s")
-
-    try:
-        result = run_cache(cfg.cache, cfg.db, on_progress, inputs=inputs)
-    finally:
-        progress.stop()
-    click.echo(
-        f"cached {result.tokens:,} new tokens ({result.chunks_done_before} of {result.chunks_total} chunks were "
-        f"already committed) in {result.seconds:.1f}s, {result.tokens_per_s:,.0f} tok/s; "
-        f"{result.nnz:,} activations in {cfg.db}; hook {parts.hook}, {parts.coder.num_latents} latents "
-        f"({parts.coder.kind}), device {parts.model.device}"
-    )
-    if result.corpus_exhausted:
-        click.echo("warning: the corpus ran out before --n-tokens; everything it holds is cached", err=True)
+    # Its progress on stdout, where this command always showed it: stderr stays for warnings and a stop's line.
+    run = run_one_stage(cfg, CACHE, console=Console(), argv=sys.argv)
+    result, parts = run.cache_result, run.cache_parts
+    if result is not None and parts is not None:  # None: the cache was already complete (the run said so)
+        click.echo(
+            f"cached {result.tokens:,} new tokens ({result.chunks_done_before} of {result.chunks_total} chunks were "
+            f"already committed) in {result.seconds:.1f}s, {result.tokens_per_s:,.0f} tok/s; "
+            f"{result.nnz:,} activations in {cfg.db}; hook {parts.hook}, {parts.coder.num_latents} latents "
+            f"({parts.coder.kind}), device {parts.model.device}"
+        )
+        if result.corpus_exhausted:
+            click.echo("warning: the corpus ran out before --n-tokens; everything it holds is cached", err=True)
     click.echo(f"next: autointerp info {cfg.db}")
 
 
@@ -253,7 +209,7 @@ def llm_options(fn):
             "(default random:8).",
         ),
         click.option("--redo", is_flag=True, help="Recompute results already in the database."),
-        click.option("--backend", type=click.Choice(["llamacpp", "openai", "vllm"]), help="LLM backend."),
+        click.option("--backend", type=click.Choice(list(CHOICES["llm.backend"])), help="LLM backend."),
         click.option(
             "--llm-model", help="GGUF path or 'embedded' (llamacpp), served model name (openai), HF id (vllm)."
         ),
@@ -265,85 +221,19 @@ def llm_options(fn):
     return fn
 
 
-def run_interpret_stage(cfg: Config, stage: str, selection: str, redo: bool) -> None:
-    """Check everything read-only (the file, its cache, the selection, the LLM settings), then open the store
-    and the backend and run one stage over the selected latents with a progress bar."""
-    import asyncio
+DEFAULT_LATENTS = "random:8"  # what `explain` and `score` take without --latents
 
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+
+def print_tally(stage: str, tally) -> None:
+    """What a latent stage did: its counts and tokens, then why latents were skipped."""
+    click.echo(
+        f"{stage}: {tally.done} latents done, {tally.skipped} skipped, {tally.failed} "
+        f"{'explanations' if stage == EXPLAIN else 'examples'} failed; {tally.prompts} prompts, "
+        f"{tally.prompt_tokens:,} prompt tokens ({tally.cached_tokens:,} from cache), "
+        f"{tally.output_tokens:,} output tokens, {tally.backend_s:.1f}s in the backend"
     )
-
-    from autointerp.engine.activations.cache import check_cache_site
-    from autointerp.engine.interpretation.interpret import Interpreter, select_latents
-    from autointerp.engine.interpretation.llm import make_backend
-    from autointerp.store.db import ActivationStore
-
-    from .report import score_summary, summary_table
-
-    chosen = parse_selection(selection)
-    preflight(cfg.db, must_exist=True, writing=True)
-    check_cache_site(cfg.db)  # activations from the wrong site are never explained or scored
-    latents = select_latents(cfg, chosen)
-    needs_llm = stage == "explain" or scorers_need_llm(cfg.score.scorers)
-    backend = None
-    if needs_llm:
-        check_backend_config(cfg.llm)
-        with status(f"loading LLM backend {cfg.llm.backend} ({cfg.llm.model}) ..."):
-            backend = make_backend(cfg.llm)
-    console = Console(stderr=True)
-    with ActivationStore.open(cfg.db) as store:
-        interp = Interpreter(cfg, store, backend)
-        try:
-            columns = (
-                TextColumn(f"[bold]{stage}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-            )
-            with Progress(*columns, console=console) as progress:
-                task = progress.add_task(stage, total=len(latents), info="")
-
-                def on_latent(latent, tally):
-                    rate = tally.prompt_tokens / max(tally.backend_s, 1e-9)
-                    progress.update(
-                        task,
-                        advance=1,
-                        info=(f"{tally.failed} failed, {tally.prompts} prompts, {rate:,.0f} prompt tok/s in backend"),
-                    )
-
-                tally = asyncio.run(_run_and_close(interp, backend, stage, latents, redo, on_latent))
-        finally:
-            interp.close()
-        click.echo(
-            f"{stage}: {tally.done} latents done, {tally.skipped} skipped, {tally.failed} "
-            f"{'explanations' if stage == 'explain' else 'examples'} failed; {tally.prompts} prompts, "
-            f"{tally.prompt_tokens:,} prompt tokens ({tally.cached_tokens:,} from cache), "
-            f"{tally.output_tokens:,} output tokens, {tally.backend_s:.1f}s in the backend"
-        )
-        for why, n in tally.reasons.most_common():
-            click.echo(f"  {n} latents: {printable(why)}")
-        if stage == "score":
-            console.print(summary_table(score_summary(store.results, cfg.explain.explainer, latents)))
-        else:
-            click.echo(f"next: autointerp score --db {cfg.db} --latents {selection}")
-
-
-async def _run_and_close(interp, backend, stage, latents, redo, on_latent):
-    try:
-        return await interp.run_stage(stage, latents, redo, on_latent)
-    finally:
-        if backend is not None:
-            await backend.aclose()
+    for why, n in tally.reasons.most_common():
+        click.echo(f"  {n} latents: {printable(why)}")
 
 
 @main.command()
@@ -352,8 +242,13 @@ async def _run_and_close(interp, backend, stage, latents, redo, on_latent):
 @user_errors
 def explain(config_path, explainer, redo, latents, **opts) -> None:
     """Explain latents with the LLM from their explainer examples (held out from scoring)."""
+    from .batch import run_one_stage
+
     cfg = resolve_config(config_path, explainer=explainer, **opts)
-    run_interpret_stage(cfg, "explain", latents if latents is not None else "random:8", redo)
+    selection = latents if latents is not None else DEFAULT_LATENTS
+    run = run_one_stage(cfg, EXPLAIN, latents=selection, redo=redo, argv=sys.argv)
+    print_tally(EXPLAIN, run.tallies[EXPLAIN])
+    click.echo(f"next: autointerp score --db {cfg.db} --latents {selection}")
 
 
 @main.command()
@@ -363,9 +258,18 @@ def explain(config_path, explainer, redo, latents, **opts) -> None:
 @user_errors
 def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
     """Score explanations (and a random-explanation control) on held-out examples."""
+    from autointerp.store.db import ActivationStore
+
+    from .batch import run_one_stage
+    from .report.summary import score_summary, summary_table
+
     names = [s.strip() for s in scorers.split(",") if s.strip()] if scorers else None
     cfg = resolve_config(config_path, explainer=explainer, scorers=names, **opts)
-    run_interpret_stage(cfg, "score", latents if latents is not None else "random:8", redo)
+    selection = latents if latents is not None else DEFAULT_LATENTS
+    run = run_one_stage(cfg, SCORE, latents=selection, redo=redo, argv=sys.argv)
+    print_tally(SCORE, run.tallies[SCORE])
+    with ActivationStore.open(cfg.db, readonly=True) as store:
+        run.console.print(summary_table(score_summary(store.results, cfg.explain.explainer, run.latents)))
 
 
 @main.command()
@@ -378,7 +282,7 @@ def score(config_path, explainer, scorers, redo, latents, **opts) -> None:
 )
 @click.option(
     "--redo",
-    type=click.Choice(["cache", "explain", "score"]),
+    type=click.Choice(list(BATCH_STAGES)),
     help="Recompute stored results of this stage (explain also rescores). cache: set the database aside whole "
     "(renamed DB.before-redo-N, nothing deleted) and run every stage anew into DB.",
 )
@@ -415,7 +319,7 @@ def batch(config_path, config_option, db, latents, redo, dry_run, as_json, ray_a
         return
     from .batch import BatchRunner
 
-    if redo == "cache":
+    if redo == CACHE:
         if Path(cfg.db).exists():
             from autointerp.store.db import ActivationStore
 
@@ -485,13 +389,13 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
 
     from autointerp.store.db import ActivationStore
 
-    from .report import batch_report, print_report
+    from .report.summary import batch_report, print_report
 
     cfg = resolve_config(config_path, db=db, explainer=explainer)
     b = cfg.batch
     preflight(db, must_exist=True, writing=False)
     if html_path is not None or png_dir is not None:  # unusable outputs are refused before any work
-        from .report_html import check_html_path, check_png_folder
+        from .report.html import check_html_path, check_png_folder
 
         if html_path is not None:
             check_html_path(html_path)
@@ -507,7 +411,7 @@ def report(db, config_path, explainer, usd_per_mtok_prompt, usd_per_mtok_output,
             usd_per_mtok_output if usd_per_mtok_output is not None else b.usd_per_million_output_tokens,
         )
         if html_path is not None or png_dir is not None:
-            from .report_html import write_pictures
+            from .report.html import write_pictures
 
             with status("drawing figures ...") as spinner:
                 written = write_pictures(
@@ -542,8 +446,8 @@ def compare(db_a, db_b, explainer, n_boot, seed, as_json) -> None:
     """Two runs' scores side by side (e.g. SAE latents vs neurons): per scorer, B - A with a bootstrap CI and a
     Mann-Whitney test, beside the random-explanation control."""
 
-    from .compare import compare as run
-    from .compare import format_comparison
+    from .report.compare import compare as run
+    from .report.compare import format_comparison
 
     for db in (db_a, db_b):
         preflight(db, must_exist=True, writing=False)
@@ -625,9 +529,7 @@ def similarity(
 
 @main.command()
 @click.argument("db", type=click.Path(dir_okay=False))
-@click.option(
-    "--format", "fmt", type=click.Choice(["delphi", "json", "csv", "neuronpedia"]), default="json", show_default=True
-)
+@click.option("--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), default="json", show_default=True)
 @click.option("--out", required=True, type=click.Path(), help="A folder (delphi, neuronpedia) or a file (json, csv).")
 @click.option(
     "--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), default="default", show_default=True
@@ -635,7 +537,7 @@ def similarity(
 @user_errors
 def export(db, fmt, out, explainer) -> None:
     """Export explanations and scores: delphi's results layout, or one flat JSON / CSV file."""
-    from .export import export as run
+    from .export.formats import export as run
 
     result = run(resolve_config(None, db=db, explainer=explainer), fmt, out)
     click.echo(f"exported {result['latents']} latents to {result['path']} ({result['files']} files)")
@@ -649,6 +551,7 @@ def export(db, fmt, out, explainer) -> None:
 def info(db, top, as_json) -> None:
     """Summarise a database: provenance, cache size, most frequent latents."""
     from autointerp.store.db import ActivationStore
+    from autointerp.store.overview import dead_latents, explainer_counts, top_latents
 
     preflight(db, must_exist=True, writing=False)
     with ActivationStore.open(db, readonly=True) as store:
@@ -664,9 +567,7 @@ def info(db, top, as_json) -> None:
         site_problem = cache_site_problem(prov)
         size = os.path.getsize(db)
         nnz = store.nnz()
-        top_rows = store.db.execute(
-            "select latent, count, frequency, max_act from latents order by count desc limit ?", [top]
-        ).fetchall()
+        conn = store.db.conn
         summary = {
             "db": str(db),
             "provenance": dict(prov),
@@ -676,24 +577,9 @@ def info(db, top, as_json) -> None:
             "activations": nnz,
             "bytes": size,
             "bytes_per_activation": size / max(nnz, 1),
-            "dead_latents": store.db.execute("select count(*) from latents where count = 0").fetchone()[0],
-            "top_latents": [
-                {"latent": latent, "count": count, "frequency": freq, "max_act": mx}
-                for latent, count, freq, mx in top_rows
-            ],
-            "explainers": [
-                {
-                    "explainer": explainer,
-                    "explanations": ok,
-                    "failed": failed,
-                    "scored": store.db.execute(
-                        "select count(distinct latent) from scores where explainer = ? and control = 0", [explainer]
-                    ).fetchone()[0],
-                }
-                for explainer, ok, failed in store.db.execute(
-                    "select explainer, count(text), count(*) - count(text) from explanations group by explainer"
-                ).fetchall()
-            ],
+            "dead_latents": dead_latents(conn),
+            "top_latents": top_latents(conn, top),
+            "explainers": explainer_counts(conn),
         }
         if as_json:
             click.echo(json.dumps(summary, indent=1))
@@ -845,7 +731,7 @@ def print_figures(result: dict, as_json: bool) -> None:
 @user_errors
 def bench_cache(as_json, n_tokens, fetch_tokens, workdir, model, hook, coder) -> None:
     """Cache throughput vs a bare forward, bytes per activation, peak RSS at N and 10N, fetch latency."""
-    from .bench import bench_cache as run
+    from .bench.cache import bench_cache as run
 
     check_output_folder(workdir, "--workdir")
     result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir, model=model, hook=hook, coder=coder)
@@ -863,8 +749,8 @@ def bench_scale(as_json, latents, tokens, k, workdir) -> None:
     """Every stage after the forward pass on a synthetic wide-SAE cache, at this size and a quarter of it:
     seconds, peak RSS, bytes per activation, TUI latencies, and each stage extrapolated to 1M latents x 100M
     tokens."""
-    from .bench_scale import bench_scale as run
-    from .bench_scale import format_figures
+    from .bench.scale import bench_scale as run
+    from .bench.scale import format_figures
 
     check_output_folder(workdir, "--workdir")
     if latents < 256 or tokens < 16_384 or not 1 <= k <= latents:
@@ -883,7 +769,7 @@ def bench_scale(as_json, latents, tokens, k, workdir) -> None:
 def bench_cluster(as_json, ray_address, n_tokens, n_latents, workdir) -> None:
     """The same cache and explain + score in one process and on a Ray cluster: throughput of each, their ratio,
     and whether the rows are identical."""
-    from .bench_cluster import bench_cluster as run
+    from .bench.cluster import bench_cluster as run
 
     check_output_folder(workdir, "--workdir")
     print_figures(run(ray_address, n_tokens, n_latents, workdir), as_json)
@@ -901,7 +787,7 @@ def bench_cluster(as_json, ray_address, n_tokens, n_latents, workdir) -> None:
 @user_errors
 def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers) -> None:
     """Explain + score throughput, prefix-cache hit ratio, overhead, and per scorer tokens and seconds per latent."""
-    from .bench_llm import bench_llm as run
+    from .bench.llm import bench_llm as run
 
     names = list(CHOICES["score.scorers"]) if scorers == "all" else [s.strip() for s in scorers.split(",") if s.strip()]
     # --db here is a cache to read, not the config's database: it goes to the benchmark as it is.

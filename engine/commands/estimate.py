@@ -19,24 +19,19 @@ from __future__ import annotations
 from autointerp.engine.activations.cache import cache_is_complete
 from autointerp.engine.config import Config, resolve_profile
 from autointerp.engine.interpretation.explainers import EXPLAINERS
+from autointerp.engine.interpretation.llm import backend_class
 from autointerp.engine.interpretation.prompts import PromptLibrary
 from autointerp.engine.interpretation.sampling import CONTRASTIVE_NEGATIVES, sample_sizes
 from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.engine.interpretation.scorers.protocol import template_tokens as _template_tokens
 from autointerp.engine.interpretation.selection import parse_selection
+from autointerp.store import plan_reads as reads
 from autointerp.store.db import ActivationStore, preflight
 from autointerp.store.text import printable
 
 
 def _embedded_on_cpu(cfg: Config) -> bool:
-    if cfg.llm.backend != "llamacpp" or cfg.llm.model != "embedded":
-        return False
-    try:
-        import llama_cpp
-
-        return not llama_cpp.llama_supports_gpu_offload()
-    except ImportError:
-        return True
+    return cfg.llm.model == "embedded" and backend_class(cfg.llm.backend).runs_on_cpu(cfg.llm)
 
 
 def scorer_calls(cfg: Config, scorer: str, n_act: int, n_non: int) -> int:
@@ -70,9 +65,9 @@ def plan(cfg: Config) -> dict:
             "complete": complete,
             "chunks_committed": len(store.chunks()) if store is not None and store.provenance else 0,
         }
-        spec = EXPLAINERS[cfg.explain.explainer]
+        explainer = EXPLAINERS[cfg.explain.explainer]
         if complete and store is not None:
-            work = _work_from_cache(cfg, store, selection, spec.needs_negatives or cfg.explain.candidates > 1)
+            work = _work_from_cache(cfg, store, selection, explainer.draws_negatives(cfg))
             measured = _measured(store, cfg)
         else:
             if store is not None and store.provenance is not None:
@@ -86,21 +81,16 @@ def plan(cfg: Config) -> dict:
         prompts = PromptLibrary(cfg.prompts_dir or None)
         stages = {}
         if "explain" in cfg.batch.stages:
-            shown = (
-                cfg.score.intervention_explain_prompts
-                * (cfg.score.intervention_prompt_tokens + 2 * cfg.score.intervention_new_tokens + 8)
-                if spec.needs_steering
-                else cfg.sample.n_explain * (cfg.cache.window_len + 2)
-            )
-            rough = _template_tokens(prompts, spec.template, examples="", promoted="", negatives="") + shown
+            rough = _template_tokens(prompts, explainer.template, examples="", promoted="", negatives="")
+            rough += explainer.shown_tokens(cfg)
             n_draws = cfg.explain.candidates
             stages["explain"] = _stage(
                 work["explain"],
                 None if work["explain"] is None else work["explain"] * n_draws,
                 measured.get("explain") if n_draws == 1 else None,
                 rough,
-                int(cfg.explain.max_tokens * spec.token_budget),
-                work["exact"] and not spec.needs_steering,
+                explainer.max_tokens(cfg),
+                work["exact"] and explainer.calls_exact,
             )
             if n_draws > 1 and SCORERS[cfg.explain.candidate_scorer].needs.llm:
                 # Best-of-N: each draw scored on the explainer's examples and explainer-side negatives (an upper
@@ -172,30 +162,17 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
         total_windows = interp.queries.n_windows()
     finally:
         interp.close()
-    explainer, db = cfg.explain.explainer, store.db
+    explainer, conn = cfg.explain.explainer, store.db.conn
 
     def blocks():
         """Per block of selected latents: {latent: its example-set sizes or None (skipped)}, and the explained."""
         for start in range(0, len(latents), PLAN_BLOCK):
             part = latents[start : start + PLAN_BLOCK]
             span = [part[0], part[-1]]
-            where = "latent between ? and ?"
-            n_windows = dict(db.execute(f"select latent, n_windows from latents where {where}", span))
-            stored: dict[int, dict] = {}
-            for latent, role, n in db.execute(
-                f"select latent, role, count(*) from samples where {where} group by latent, role", span
-            ):
-                stored.setdefault(latent, {})[role] = n
-            skipped = {
-                r[0] for r in db.execute(f"select latent from sample_sets where {where} and skipped is not null", span)
-            }
-            explained = {
-                r[0]
-                for r in db.execute(
-                    f"select latent from explanations where explainer = ? and text is not null and {where}",
-                    [explainer, *span],
-                )
-            }
+            n_windows = reads.window_counts(conn, span)
+            stored = reads.stored_sample_sizes(conn, span)
+            skipped = reads.skipped_latents(conn, span)
+            explained = reads.explained_latents(conn, explainer, span)
             sizes = {
                 x: None
                 if x in skipped
@@ -209,9 +186,7 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
     for part, _, sizes, explained in blocks():
         to_explain += sum(1 for x in part if sizes[x] is not None and x not in explained)
         mine += sum(1 for x in part if x in explained or sizes[x] is not None)
-    n_explained = db.execute(
-        "select count(*) from explanations where explainer = ? and text is not null", [explainer]
-    ).fetchone()[0]
+    n_explained = reads.explained_count(conn, explainer)
     # As Interpreter.control_for draws a control: from this selection's explained latents when it has two, else from
     # every explained latent; a scored latent has a control when that pool holds another latent than itself.
     pool = mine if mine >= 2 else n_explained + to_explain
@@ -219,14 +194,7 @@ def _work_from_cache(cfg: Config, store: ActivationStore, selection, explainer_n
     # Pass 2: the calls still to make.
     score = {scorer: [0, 0] for scorer in cfg.score.scorers}
     for part, span, sizes, _explained in blocks():
-        done = {
-            (r[0], r[1], r[2])
-            for r in db.execute(
-                "select latent, scorer, control from scores where explainer = ? and latent between ? and ?"
-                " and coalesce(n_retry, n_failed) = 0",
-                [explainer, *span],
-            )
-        }
+        done = reads.finished_scores(conn, explainer, span)
         for x in part:
             sz = sizes[x]
             if sz is None:
@@ -271,15 +239,13 @@ def _stage(todo, calls, measured, rough_per_call, max_output_per_call, exact: bo
 
 
 def _measured(store: ActivationStore, cfg: Config) -> dict:
-    from .report import sum_accounting
+    """LLM use per call so far (rows that made a call), by stage: what measured token counts come from."""
+    from .report.summary import sum_accounting
 
-    out = {
-        "explain": sum_accounting(store.db, "explanations", "explainer = ? and n_calls > 0", [cfg.explain.explainer])
-    }
+    conn, explainer = store.db.conn, cfg.explain.explainer
+    out = {"explain": sum_accounting(conn, explainer, called_only=True)}
     for scorer in cfg.score.scorers:
-        out[f"score/{scorer}"] = sum_accounting(
-            store.db, "scores", "explainer = ? and scorer = ? and n_calls > 0", [cfg.explain.explainer, scorer]
-        )
+        out[f"score/{scorer}"] = sum_accounting(conn, explainer, scorer, called_only=True)
     return out
 
 

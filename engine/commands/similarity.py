@@ -33,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from autointerp.store import compare_reads as reads
 from autointerp.store.db import ActivationStore
 from autointerp.store.errors import UserError
 from autointerp.store.similarity import write_similarity
 from autointerp.store.text import printable
 
-from .compare import describe
+from .report.compare import describe
 
 BLOCK_SIZE = 8192  # rows and columns of one similarity tile: 256 MB of float32
 EXACT_LIMIT = 4096  # the exact matching while n_A x n_B <= EXACT_LIMIT^2 (a 134 MB float64 cost matrix)
@@ -99,15 +100,12 @@ class SimilarityResult:
 
 def read_side(store: ActivationStore, explainer: str, option: str) -> Side:
     """A database's explained latents and texts, in latent order; refused in one line when it has none."""
-    path = store.path
-    db = store.db
-    if db.execute("select not exists (select 1 from explanations)").fetchone()[0]:
+    path, conn = store.path, store.db.conn
+    if not reads.holds_explanations(conn):
         raise SimilarityError(f"{path} holds no explanations; run `autointerp explain` first")
-    rows = db.execute(
-        "select latent, text from explanations where explainer = ? and text is not null order by latent", [explainer]
-    ).fetchall()
+    rows = reads.explanation_texts(conn, explainer)
     if not rows:
-        held = [e for (e,) in db.execute("select distinct explainer from explanations order by explainer")]
+        held = reads.explainers_explained(conn)
         if explainer in held:
             raise SimilarityError(
                 f"{path} holds no explanation text of the {printable(explainer)!r} explainer (every attempt failed)"

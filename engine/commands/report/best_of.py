@@ -12,33 +12,22 @@ import math
 
 import numpy as np
 
+from autointerp.store import report_reads as reads
 
-def best_of_report(db, explainer: str, metrics: dict[str, str]) -> dict | None:
+
+def best_of_report(conn, explainer: str, metrics: dict[str, str]) -> dict | None:
     """{"latents", "chosen_first", "by_draw", "scorers": {scorer: {"metric", "n", "kept", "first", "gain",
     "gain_ci95", "missing"}}, "rescoring"} or None when no latent of this explainer has candidates. Streams: one row
     per latent is read at a time, and only two float arrays per scorer are kept."""
-    n = db.execute(
-        "select count(*) from explanation_candidates where explainer = ? and idx = 0", [explainer]
-    ).fetchone()[0]
+    n = reads.candidate_latents(conn, explainer)
     if not n:
         return None
-    by_draw = {
-        int(idx): count
-        for idx, count in db.execute(
-            "select idx, count(*) from explanation_candidates where explainer = ? and chosen = 1 group by idx",
-            [explainer],
-        )
-    }
+    by_draw = reads.chosen_by_draw(conn, explainer)
     out: dict = {"latents": n, "chosen_first": by_draw.get(0, 0), "by_draw": by_draw, "scorers": {}}
     rescoring = {"calls": 0, "prompt_tokens": 0, "output_tokens": 0}
     for scorer, metric in metrics.items():
         kept, first, missing = [], [], 0
-        cursor = db.execute(
-            f"select s.{metric}, c.chosen, c.heldout from explanation_candidates c join scores s"
-            " on s.latent = c.latent and s.explainer = c.explainer and s.scorer = ? and s.control = 0"
-            " where c.explainer = ? and c.idx = 0",
-            [scorer, explainer],
-        )
+        cursor = reads.first_draws(conn, explainer, scorer, metric)
         for value, first_chosen, heldout in cursor:
             if first_chosen:
                 other = value

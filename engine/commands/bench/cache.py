@@ -37,6 +37,7 @@ from autointerp.engine.activations.cache import run_cache, sequence_stream
 from autointerp.engine.activations.model import hook_layer
 from autointerp.engine.activations.setup import chunk_seqs_for, prepare
 from autointerp.engine.config import CacheConfig
+from autointerp.store.bench_reads import database_bytes, stored_latents
 from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
@@ -117,7 +118,7 @@ def _run_child(n_tokens: int, db: Path, reference: bool, spec: dict) -> dict:
         [
             sys.executable,
             "-m",
-            "autointerp.engine.commands.bench",
+            "autointerp.engine.commands.bench.cache",
             str(n_tokens),
             str(db),
             str(int(reference)),
@@ -128,14 +129,6 @@ def _run_child(n_tokens: int, db: Path, reference: bool, spec: dict) -> dict:
         text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def db_bytes(db: Path) -> int:
-    """The database's bytes once its write-ahead log is checkpointed into it (the -shm index is not data)."""
-    with ActivationStore.open(db) as store:
-        store.db.execute("pragma wal_checkpoint(truncate)")
-    wal = db.with_name(db.name + "-wal")
-    return db.stat().st_size + (wal.stat().st_size if wal.exists() else 0)
 
 
 def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: int = 0) -> None:
@@ -170,7 +163,7 @@ def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: 
 def fetch_p95_ms(db: Path, n_latents: int = 200, per_latent: int = 40, seed: int = 0) -> float:
     store = ActivationStore.open(db, readonly=True)
     q = WindowQueries(store, 32)
-    live = [r[0] for r in store.db.execute("select distinct latent from segments")]
+    live = stored_latents(store.db.conn)
     rng = np.random.default_rng(seed)
     times = []
     for latent in rng.choice(live, size=min(n_latents, len(live)), replace=False):
@@ -198,7 +191,7 @@ def bench_cache(
     try:
         small = _run_child(n_tokens, root / "small.db", reference=True, spec=spec)
         large = _run_child(10 * n_tokens, root / "large.db", reference=False, spec=spec)
-        large_bytes = db_bytes(root / "large.db")
+        large_bytes = database_bytes(root / "large.db")
         with ActivationStore.open(root / "large.db", readonly=True) as template:
             synthetic_store(root / "fetch.db", template, fetch_tokens)
         tps_cache = small["tokens"] / small["cache_s"]

@@ -62,7 +62,7 @@ def report_html_fragment(report: dict) -> str:
     """The text report as an HTML <pre> block with inline styles (rich's own export), no page around it."""
     from rich.console import Console
 
-    from .report import print_report
+    from .summary import print_report
 
     console = Console(record=True, file=io.StringIO(), width=120, color_system="truecolor", force_terminal=True)
     print_report(report, console)

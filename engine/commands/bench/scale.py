@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from autointerp.store.bench_reads import database_bytes
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.directions import write_vocab
-
-from .bench import db_bytes
+from autointerp.store.latent_reads import latents_with_windows
 
 TARGET_LATENTS, TARGET_TOKENS = 1_048_576, 100_000_000
 
@@ -119,32 +119,24 @@ def synthetic_chunk(shape: Shape, cdf: np.ndarray, scale: np.ndarray, n_seqs: in
 
 
 def provenance(shape: Shape) -> dict:
+    """The synthetic cache's provenance (store/synthetic.py's, the one every synthetic file has), at this shape."""
     from autointerp.engine.config import CacheConfig
+    from autointerp.store.synthetic import synthetic_provenance
 
     cfg = CacheConfig(
         n_tokens=shape.tokens, seq_len=shape.seq_len, chunk_tokens=shape.chunk_tokens, window_len=shape.window_len
     )
-    return {
-        "model": "synthetic",
-        "model_hash": "synthetic",
-        "hook": "blocks.0.hook_resid_post",
-        "coder_kind": "topk",
-        "coder_path": "synthetic",
-        "coder_hash": "synthetic",
-        "num_latents": shape.latents,
-        "d_in": shape.d_model,
-        "corpus": "synthetic",
-        "corpus_hash": str(shape.seed),
-        "seq_len": shape.seq_len,
-        "n_tokens_target": shape.tokens,
-        "chunk_seqs": shape.chunk_tokens // shape.seq_len,
-        "token_dtype": "uint16",
-        "vocab_size": shape.vocab,
-        "bos_token_id": 0,
-        "seed": shape.seed,
-        "versions": {},
-        "config": dataclasses.asdict(cfg),
-    }
+    return synthetic_provenance(
+        num_latents=shape.latents,
+        seq_len=shape.seq_len,
+        chunk_seqs=shape.chunk_tokens // shape.seq_len,
+        n_tokens_target=shape.tokens,
+        vocab_size=shape.vocab,
+        d_in=shape.d_model,
+        seed=shape.seed,
+        config=dataclasses.asdict(cfg),
+        coder_kind="topk",
+    )
 
 
 def synthetic_vocab(shape: Shape) -> list[str]:
@@ -214,7 +206,7 @@ def finalise(store: ActivationStore, shape: Shape, stages: Stages) -> None:
 
 
 def live_latents(store: ActivationStore, n: int, min_windows: int, seed: int) -> list[int]:
-    live = [r[0] for r in store.db.execute("select latent from latents where n_windows >= ?", [min_windows])]
+    live = latents_with_windows(store.db.conn, min_windows)
     rng = np.random.default_rng(seed)
     return sorted(int(x) for x in rng.choice(live, size=min(n, len(live)), replace=False)) if live else []
 
@@ -254,25 +246,20 @@ def sampling_and_controls(store: ActivationStore, shape: Shape, stages: Stages, 
 def write_results(store: ActivationStore, shape: Shape) -> int:
     """Explanations and scores with controls (store/synthetic.py's rows) for a share of the live latents; not
     timed: they are what the report, the exports and the TUI's sort read."""
-    from autointerp.engine.interpretation.scorers import primary_metric
-    from autointerp.store.columns import pack_score_columns
-    from autointerp.store.synthetic import SCORERS, explanation_rows, score_rows
+    from autointerp.store.synthetic import insert_results, pack_results
 
     rng = np.random.default_rng(shape.seed + 1)
     latents = live_latents(store, max(int(shape.explained * shape.latents), 2), 1, shape.seed + 1)
-    vocab = synthetic_vocab(shape)
     with store.db.conn:
-        store.db["explanations"].insert_all(explanation_rows(rng, latents, vocab, shape.vocab), batch_size=2000)
-        store.db["scores"].insert_all(score_rows(rng, latents), batch_size=2000)
-    # As the score stage's end does: each scorer's sort column packed (store/columns.py).
-    pack_score_columns(store.db.conn, "default", {s: primary_metric(s) for s in SCORERS})
+        insert_results(store.db, rng, latents, synthetic_vocab(shape))
+    pack_results(store.db.conn)  # as the score stage's end does: each scorer's sort column packed
     return len(latents)
 
 
 def later_stages(db: Path, shape: Shape, stages: Stages, workdir: Path) -> None:
     from autointerp.engine.commands.estimate import plan
-    from autointerp.engine.commands.export import export
-    from autointerp.engine.commands.report import batch_report
+    from autointerp.engine.commands.export.formats import export
+    from autointerp.engine.commands.report.summary import batch_report
     from autointerp.engine.config import BatchConfig, Config
 
     cfg = Config(db=str(db), batch=BatchConfig(latents="live", stages=["explain", "score"]))
@@ -314,7 +301,7 @@ def run_size(shape: Shape, workdir: Path) -> dict:
     finally:
         store.close()
     later_stages(db, shape, stages, workdir)
-    return {"latents": shape.latents, "tokens": shape.tokens, "activations": nnz, "bytes": db_bytes(db)} | {
+    return {"latents": shape.latents, "tokens": shape.tokens, "activations": nnz, "bytes": database_bytes(db)} | {
         "stages": stages.figures
     }
 

@@ -2,55 +2,36 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.text import Text
 
 from autointerp.engine.interpretation.metrics import METRIC_NAMES, summarise, summarise_columns
-from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store import report_reads as reads
 from autointerp.store.audits import rater_report
-from autointerp.store.columns import METRICS
 from autointerp.store.filters import filter_counts
 from autointerp.store.results import Results
+from autointerp.store.scorer_meta import METRICS, primary_metrics
 from autointerp.store.text import printable
 
-from .best_of_report import best_of_report, print_best_of
+from .best_of import best_of_report, print_best_of
 
 
 def score_summary(results: Results, explainer: str, latents: list[int] | None = None) -> dict:
     """{scorer: {"real": summary, "control": summary, "primary_metric": name}} over the given latents (default:
     all scored)."""
-    db = results.db
-    sel, sel_args = _in(latents)
+    conn = results.db.conn
     names = (*METRIC_NAMES, "n_failed", "n")
     out: dict = {}
-    scorers = db.execute(
-        f"select distinct scorer from scores where explainer = ? and {sel} order by scorer", [explainer, *sel_args]
-    ).fetchall()
-    for (scorer,) in scorers:
+    scorers = reads.scorer_names(conn, explainer, latents)
+    metrics = primary_metrics(conn, scorers)  # as each scorer recorded it (store/scorer_meta.py)
+    for scorer in scorers:
         out[scorer] = {}
         for side, c in (("real", 0), ("control", 1)):
-            # The metric columns only, as columns: never the rows' outcomes, never a dict per latent.
-            cursor = db.execute(
-                f"select {', '.join(names)} from scores where explainer = ? and scorer = ? and control = ? and {sel}"
-                " order by latent",
-                [explainer, scorer, c, *sel_args],
-            )
-            rows = cursor.fetchall()
-            columns = {name: [r[i] for r in rows] for i, name in enumerate(names)}
-            out[scorer][side] = summarise_columns(columns, len(rows))
-            del rows
-        # a scorer not in the registry (a newer file's), as the TUI does: balanced accuracy if there is one, else AUROC
-        has_bal = out[scorer]["real"]["balanced_accuracy"]["mean"] is not None
-        out[scorer]["primary_metric"] = primary_metric(scorer, "balanced_accuracy" if has_bal else "auroc")
+            columns, n = reads.metric_columns(conn, explainer, scorer, c, names, latents)
+            out[scorer][side] = summarise_columns(columns, n)
+            del columns
+        out[scorer]["primary_metric"] = metrics[scorer]
         if scorer == "intervention":  # the same metrics per KL target, from each row's details
-            details = db.execute(
-                f"select control, details from scores where explainer = ? and scorer = ? and {sel} order by latent",
-                [explainer, scorer, *sel_args],
-            )
-            out[scorer]["per_target"] = per_target_summary(
-                [{"control": c, "details": json.loads(d) if d else None} for c, d in details]
-            )
+            out[scorer]["per_target"] = per_target_summary(reads.score_details(conn, explainer, scorer, latents))
     return out
 
 
@@ -111,25 +92,14 @@ def summary_table(summary: dict):
     return table
 
 
-def sum_accounting(db, table: str, where: str, args: list) -> dict:
-    row = db.execute(
-        f"select count(distinct latent), coalesce(sum(n_calls), 0), coalesce(sum(n_failed_calls), 0),"
-        f" coalesce(sum(prompt_tokens), 0), coalesce(sum(max(cached_tokens, 0)), 0),"
-        f" coalesce(sum(output_tokens), 0), coalesce(sum(llm_seconds), 0) from {table} where {where}",
-        args,
-    ).fetchone()
-    keys = ("latents", "calls", "failed_calls", "prompt_tokens", "cached_tokens", "output_tokens", "backend_s")
-    out = dict(zip(keys, row))
+def sum_accounting(conn, explainer: str, scorer: str | None = None, latents=None, *, called_only=False) -> dict:
+    """LLM use of the explanations (scorer None) or one scorer's scores (store/report_reads.py `llm_accounting`),
+    with prompt and output tokens per latent."""
+    out = reads.llm_accounting(conn, explainer, scorer, latents, called_only=called_only)
     n = max(out["latents"], 1)
     out["prompt_tokens_per_latent"] = out["prompt_tokens"] / n
     out["output_tokens_per_latent"] = out["output_tokens"] / n
     return out
-
-
-def _in(latents: list[int] | None) -> tuple[str, list]:
-    if latents is None:
-        return "1", []
-    return "latent in (select value from json_each(?))", [json.dumps(list(latents))]
 
 
 def batch_report(
@@ -141,43 +111,21 @@ def batch_report(
 ) -> dict:
     """Everything `autointerp report` shows, as one JSON-able dict: per-scorer metrics with the control,
     failures by reason, tokens per stage (and per scorer), price per million latents, time per stage."""
-    db = store.db
-    sel, sel_args = _in(latents)
-    failures = dict(
-        db.execute(
-            f"select error, count(*) from explanations where explainer = ? and text is null and {sel}"
-            " group by error order by count(*) desc",
-            [explainer, *sel_args],
-        ).fetchall()
-    )
-    n_expl, n_ok = db.execute(
-        f"select count(*), count(text) from explanations where explainer = ? and {sel}", [explainer, *sel_args]
-    ).fetchone()
-    tokens = {"explain": sum_accounting(db, "explanations", f"explainer = ? and {sel}", [explainer, *sel_args])}
+    conn = store.db.conn
+    failures = reads.explanation_failures(conn, explainer, latents)
+    n_expl, n_ok = reads.explanation_counts(conn, explainer, latents)
+    tokens = {"explain": sum_accounting(conn, explainer, latents=latents)}
     score_errors: dict[str, dict[str, int]] = {}
-    for (scorer,) in db.execute("select distinct scorer from scores where explainer = ? order by scorer", [explainer]):
-        tokens[f"score/{scorer}"] = sum_accounting(
-            db, "scores", f"explainer = ? and scorer = ? and {sel}", [explainer, scorer, *sel_args]
-        )
-        errs: dict[str, int] = {}
-        for (blob,) in db.execute(
-            f"select errors from scores where explainer = ? and scorer = ? and {sel}", [explainer, scorer, *sel_args]
-        ):
-            for why, n in (json.loads(blob) if blob else {}).items():
-                errs[why] = errs.get(why, 0) + n
-        score_errors[scorer] = errs
+    for scorer in reads.scorer_names(conn, explainer):
+        tokens[f"score/{scorer}"] = sum_accounting(conn, explainer, scorer, latents)
+        score_errors[scorer] = reads.score_error_counts(conn, explainer, scorer, latents)
     per_latent_prompt = sum(t["prompt_tokens_per_latent"] for t in tokens.values())
     per_latent_output = sum(t["output_tokens_per_latent"] for t in tokens.values())
     price = None
     if usd_per_m_prompt or usd_per_m_output:
         # $/Mtok x tokens per latent / 1e6 tokens x 1e6 latents: the factors of a million cancel.
         price = per_latent_prompt * usd_per_m_prompt + per_latent_output * usd_per_m_output
-    times = {
-        stage: {"wall_s": wall, "runs": runs}
-        for stage, wall, runs in db.execute(
-            "select stage, sum(wall_s), count(distinct run) from progress group by stage order by min(started_at)"
-        )
-    }
+    times = reads.stage_times(conn)
     out: dict = {
         "explainer": explainer,
         "latents": len(latents) if latents is not None else None,
@@ -199,12 +147,12 @@ def batch_report(
     # Human ratings (audit mode): who rated how many, agreement between raters and with each scorer. Over every
     # rating whatever `latents` says (ratings are few, and agreement needs all of them); absent when nobody rated.
     metrics = {scorer: v["primary_metric"] for scorer, v in out["scores"].items() if v["primary_metric"] in METRICS}
-    raters = rater_report(db.conn, explainer, metrics)
+    raters = rater_report(conn, explainer, metrics)
     if raters is not None:
         out["raters"] = raters
     # Best-of-N (explain.candidates > 1): the held-out gain of the kept explanation over the first draw; absent
     # when no latent had candidates.
-    best_of = best_of_report(db, explainer, metrics)
+    best_of = best_of_report(conn, explainer, metrics)
     if best_of is not None:
         out["best_of"] = best_of
     return out

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from autointerp.engine.interpretation.scorers import primary_metric
-from autointerp.store.columns import METRICS, read_rows, read_score_column, read_stat_column, score_rows_sql
+from autointerp.store import figure_reads as reads
 from autointerp.store.db import ActivationStore
+from autointerp.store.report_reads import scorer_names
+from autointerp.store.scorer_meta import primary_metrics
 from autointerp.store.text import printable
 
 MAX_SCATTER_POINTS = 50_000
@@ -63,59 +64,26 @@ class RunData:
     def scorers(self) -> dict[str, str]:
         """{scorer: its primary metric} for the explainer's scorers, in name order (as the text report has them)."""
         if self._scorers is None:
-            names = [
-                r[0]
-                for r in self.conn.execute(
-                    "select distinct scorer from scores where explainer = ? order by scorer", [self.explainer]
-                )
-            ]
-            out = {}
-            for scorer in names:
-                # A scorer this autointerp does not know: balanced accuracy when it has one, else AUROC (report.py).
-                has_bal = self.conn.execute(
-                    "select 1 from scores where explainer = ? and scorer = ? and balanced_accuracy is not null limit 1",
-                    [self.explainer, scorer],
-                ).fetchone()
-                out[scorer] = primary_metric(scorer, "balanced_accuracy" if has_bal else "auroc")
-            self._scorers = out
+            self._scorers = primary_metrics(self.conn, scorer_names(self.conn, self.explainer))
         return self._scorers
 
     def real(self, scorer: str) -> tuple[np.ndarray, np.ndarray]:
         """(latents, primary metric) of the real explanations' scores, NaN where a latent's metric is undefined."""
         if scorer not in self._real:
-            metric = self.scorers()[scorer]
-            packed = read_score_column(self.conn, self.explainer, scorer, metric)
-            self._real[scorer] = (
-                packed if packed is not None else read_rows(self.conn, score_rows_sql(metric), [self.explainer, scorer])
-            )
+            self._real[scorer] = reads.real_metric(self.conn, self.explainer, scorer, self.scorers()[scorer])
         return self._real[scorer]
 
     def control(self, scorer: str) -> np.ndarray:
         """The primary metric of the random-explanation control's scores (defined values only)."""
         if scorer not in self._control:
-            metric = self.scorers()[scorer]
-            if metric not in METRICS:  # a name from the registry, checked before it goes into SQL
-                raise ValueError(f"unknown metric {metric!r}")
-            _, values = read_rows(
-                self.conn,
-                f"select latent, {metric} from scores where explainer = ? and scorer = ? and control = 1",
-                [self.explainer, scorer],
-            )
+            values = reads.control_metric(self.conn, self.explainer, scorer, self.scorers()[scorer])
             self._control[scorer] = values[~np.isnan(values)]
         return self._control[scorer]
 
     def frequency(self) -> tuple[np.ndarray, np.ndarray]:
         """(latents, firing frequency) of every latent with statistics, ascending by latent."""
         if self._frequency is None:
-            stats = self.store.stage("cache.stats")
-            packed = (
-                read_stat_column(self.conn, "frequency", stats["fingerprint"]) if stats and stats["done_at"] else None
-            )
-            self._frequency = (
-                packed
-                if packed is not None
-                else read_rows(self.conn, "select latent, frequency from latents order by latent", [])
-            )
+            self._frequency = reads.frequencies(self.store)
         return self._frequency
 
     def num_latents(self) -> int:
@@ -184,30 +152,8 @@ def score_distributions(data: RunData, bins: int = 40) -> Figure:
 
 
 def recall_per_decile_means(data: RunData, scorer: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """{control: (mean recall per decile, latents counted per decile)}, deciles 1 (weakest) .. n, aggregated in
-    SQL: a million JSON lists are never parsed in Python. A decile no latent has an example in is NaN."""
-    # Only JSON arrays start with "[" (the column is written by json.dumps; "null" where a scorer has none). One
-    # json_extract per decile and row is ~2x faster than json_each's row per element.
-    where = "explainer = ? and scorer = ? and recall_per_decile like '[%'"
-    args = [data.explainer, scorer]
-    (n_deciles,) = data.conn.execute(
-        f"select coalesce(max(json_array_length(recall_per_decile)), 0) from scores where {where}", args
-    ).fetchone()
-    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    if not n_deciles:
-        return out
-    columns = ", ".join(
-        f"avg(json_extract(recall_per_decile, '$[{i}]')), count(json_extract(recall_per_decile, '$[{i}]'))"
-        for i in range(int(n_deciles))
-    )
-    for control, *cells in data.conn.execute(
-        f"select control, {columns} from scores where {where} group by control", args
-    ):
-        means = np.array([np.nan if m is None else m for m in cells[0::2]], dtype=np.float64)
-        counts = np.array(cells[1::2], dtype=np.int64)
-        if counts.any():
-            out[int(control)] = (means, counts)
-    return out
+    """{control: (mean recall per decile, latents counted per decile)}, deciles 1 (weakest) .. n."""
+    return reads.recall_per_decile_means(data.conn, data.explainer, scorer)
 
 
 def recall_per_decile(data: RunData) -> Figure:
@@ -299,11 +245,8 @@ def activation_density(data: RunData, bins: int = 60) -> Figure:
 
 
 def explanation_words(data: RunData) -> np.ndarray:
-    """Words (whitespace-separated) of each usable explanation, streamed: one int per explanation is kept."""
-    cursor = data.conn.execute(
-        "select text from explanations where explainer = ? and text is not null", [data.explainer]
-    )
-    return np.fromiter((len(t.split()) for (t,) in cursor), dtype=np.int64)
+    """Words (whitespace-separated) of each usable explanation."""
+    return reads.explanation_words(data.conn, data.explainer)
 
 
 def explanation_length(data: RunData) -> Figure:
@@ -322,20 +265,8 @@ def explanation_length(data: RunData) -> Figure:
 
 
 def failure_reasons(data: RunData) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """(failed explanations by reason, failed scorer examples by `scorer: reason`), each largest first, summed
-    in SQL (scores.errors is a JSON object {message: count} per row)."""
-    explain = data.conn.execute(
-        "select coalesce(error, '(no reason recorded)'), count(*) from explanations"
-        " where explainer = ? and text is null group by 1 order by 2 desc, 1",
-        [data.explainer],
-    ).fetchall()
-    score = data.conn.execute(
-        "select s.scorer || ': ' || j.key, sum(j.value) from scores s, json_each(s.errors) j"
-        " where s.explainer = ? and json_valid(s.errors) and json_type(s.errors) = 'object'"
-        " group by 1 having sum(j.value) > 0 order by 2 desc, 1",
-        [data.explainer],
-    ).fetchall()
-    return [(str(r), int(n)) for r, n in explain], [(str(r), int(n)) for r, n in score]
+    """(failed explanations by reason, failed scorer examples by `scorer: reason`), each largest first."""
+    return reads.failure_reasons(data.conn, data.explainer)
 
 
 def _top(reasons: list[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -370,13 +301,8 @@ def failures(data: RunData) -> Figure:
 
 
 def stage_tokens(data: RunData) -> list[tuple[str, int, int]]:
-    """(stage, prompt tokens, output tokens) summed over batch runs (the `progress` table), stages that used an
-    LLM only, in the order they first ran."""
-    rows = data.conn.execute(
-        "select stage, coalesce(sum(prompt_tokens), 0), coalesce(sum(output_tokens), 0) from progress"
-        " group by stage order by min(started_at), stage"
-    ).fetchall()
-    return [(str(s), int(p), int(o)) for s, p, o in rows if p or o]
+    """(stage, prompt tokens, output tokens) summed over batch runs, stages that used an LLM only."""
+    return reads.stage_tokens(data.conn)
 
 
 def tokens_and_dollars(data: RunData) -> Figure:

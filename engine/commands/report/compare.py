@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autointerp.engine.interpretation.metrics import METRIC_NAMES
-from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store import compare_reads as reads
 from autointerp.store.db import ActivationStore
 from autointerp.store.errors import UserError
+from autointerp.store.scorer_meta import primary_metrics
 from autointerp.store.text import printable
 
 CONFIDENCE = 0.95
@@ -53,10 +53,7 @@ def compare(
             "only_in_b": sorted(set(scorers_b) - set(scorers_a)),
         }
         for scorer in common:
-            # As the report does for a scorer not in the registry: balanced accuracy where both runs have one.
-            has_bal = _has_balanced_accuracy(a, explainer, scorer) and _has_balanced_accuracy(b, explainer, scorer)
-            metric = primary_metric(scorer, "balanced_accuracy" if has_bal else "auroc")
-            assert metric in METRIC_NAMES  # a column name, formatted into the SQL below
+            metric = _primary_metric(a, b, scorer)
             values = {
                 (side, kind): _metric_values(store, explainer, scorer, control, metric)
                 for side, store in (("a", a), ("b", b))
@@ -77,36 +74,29 @@ def compare(
 
 def _scorers(store: ActivationStore, explainer: str) -> list[str]:
     """The scorers with scores from this explainer; refused in one line when there are none at all."""
-    path = store.path
-    if store.db.execute("select not exists (select 1 from scores)").fetchone()[0]:
+    path, conn = store.path, store.db.conn
+    if not reads.holds_scores(conn):
         raise CompareError(f"{path} holds no scores; run `autointerp batch` first")
-    names = [s for (s,) in store.db.execute("select distinct scorer from scores where explainer = ?", [explainer])]
+    names = reads.scorers_of(conn, explainer)
     if not names:
-        held = [e for (e,) in store.db.execute("select distinct explainer from scores order by explainer")]
+        held = reads.explainers_scored(conn)
         raise CompareError(
             f"{path} holds no scores of the {printable(explainer)!r} explainer (it has {', '.join(held)}); "
             "choose one with --explainer"
         )
-    return sorted(names)
+    return names
 
 
-def _has_balanced_accuracy(store: ActivationStore, explainer: str, scorer: str) -> bool:
-    return bool(
-        store.db.execute(
-            "select exists (select 1 from scores where explainer = ? and scorer = ? and control = 0"
-            " and balanced_accuracy is not null)",
-            [explainer, scorer],
-        ).fetchone()[0]
-    )
+def _primary_metric(a: ActivationStore, b: ActivationStore, scorer: str) -> str:
+    """The scorer's primary metric as both runs recorded it (store/scorer_meta.py); where they differ, AUROC (as the
+    rule for a scorer recorded in neither: balanced accuracy only where both runs have one)."""
+    metric_a, metric_b = (primary_metrics(s.db.conn, [scorer])[scorer] for s in (a, b))
+    return metric_a if metric_a == metric_b else "auroc"
 
 
 def _metric_values(store: ActivationStore, explainer: str, scorer: str, control: int, metric: str) -> np.ndarray:
-    """One metric over latents as a float array, streamed from the cursor; undefined values (null) left out."""
-    cursor = store.db.execute(
-        f"select {metric} from scores where explainer = ? and scorer = ? and control = ? and {metric} is not null",
-        [explainer, scorer, control],
-    )
-    return np.fromiter((row[0] for row in cursor), dtype=np.float64)
+    """One metric over latents as a float array; undefined values (null) left out."""
+    return reads.metric_values(store.db.conn, explainer, scorer, control, metric)
 
 
 def describe(values: np.ndarray) -> dict:

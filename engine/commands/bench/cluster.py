@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from autointerp.engine.config import CacheConfig, ClusterConfig, Config
-
-
-def _rows(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        return c.execute(sql).fetchall()
+from autointerp.store.bench_reads import cache_rows, score_outcome_rows
 
 
 def bench_cluster(
@@ -38,7 +33,7 @@ def bench_cluster(
     from autointerp.engine.activations.shards import RayEncoder
     from autointerp.engine.ray_cluster import connect
 
-    from .batch import BatchRunner
+    from ..batch import BatchRunner
 
     work = Path(workdir or tempfile.mkdtemp(prefix="autointerp-bench-cluster-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -64,8 +59,7 @@ def bench_cluster(
         out["cache_tok_s_ray"] = round(spread.tokens / spread.seconds)
         out["cache_tok_s_ray_with_start"] = round(spread.tokens / (spread.seconds + out["ray_cache_start_s"]))
         out["cache_ratio_ray_to_single"] = round(out["cache_tok_s_ray"] / max(out["cache_tok_s_single"], 1), 2)
-        segs = "select latent, seg, n, data from segments order by 1, 2"
-        out["identical_cache"] = _rows(one, segs) == _rows(many, segs)
+        out["identical_cache"] = cache_rows(one) == cache_rows(many)
     finally:
         cluster.close()
     if n_latents:
@@ -82,6 +76,5 @@ def bench_cluster(
         out["llm_ratio_ray_to_single"] = round(
             out["llm_latents_per_min_ray"] / max(out["llm_latents_per_min_single"], 1e-9), 2
         )
-        q = "select latent, scorer, control, explanation, tp, fp, tn, fn from scores order by 1, 2, 3"
-        out["identical_scores"] = _rows(one, q) == _rows(many, q)
+        out["identical_scores"] = score_outcome_rows(one) == score_outcome_rows(many)
     return out

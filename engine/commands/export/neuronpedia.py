@@ -43,13 +43,14 @@ import numpy as np
 
 from autointerp.engine.config import CacheConfig, Config
 from autointerp.engine.interpretation.metrics import METRIC_NAMES
-from autointerp.engine.interpretation.scorers import primary_metric
+from autointerp.store import export_reads as reads
 from autointerp.store.clock import now
-from autointerp.store.db import ActivationStore, preflight
+from autointerp.store.db import ActivationStore
 from autointerp.store.directions import read_vocab
 from autointerp.store.queries import WindowQueries
+from autointerp.store.scorer_meta import read_scorers, scorer_meta
 
-from .export import ExportError, output_path, swap_into_place
+from .common import ExportError, cannot_write, check_database, folder_output, open_results, swap_into_place
 
 # The Neuronpedia source this layout was read from (the Prisma schema, the importer, the converter scripts).
 NEURONPEDIA_REPO = "https://github.com/hijohnnylin/neuronpedia"
@@ -149,6 +150,14 @@ class _Writer:
         self.scorers: set[str] = set()
         self.stamp = now()
         self.counts = {"features": 0, "activations": 0, "explanations": 0, "scores": 0, "scores_undefined": 0}
+        self.recorded = read_scorers(self.store.db.conn)
+        self.primary: dict[str, str] = {}
+
+    def primary_metric(self, scorer: str) -> str:
+        """The scorer's primary metric, as the file recorded it (store/scorer_meta.py)."""
+        if scorer not in self.primary:
+            self.primary[scorer] = scorer_meta(self.store.db.conn, scorer, self.recorded).primary_metric
+        return self.primary[scorer]
 
     def _base(self, latent: int) -> dict:
         return {"modelId": self.names.model_id, "layer": self.names.source_id, "index": str(latent)}
@@ -219,7 +228,7 @@ class _Writer:
     def score(self, latent: int, explanation_id: str, scorer: str, real: dict, control: dict | None) -> dict | None:
         """One ExplanationScore row: the primary metric as `value`, every metric and the control in jsonDetails.
         None where the metric is undefined (the column takes no null)."""
-        metric = primary_metric(scorer)
+        metric = self.primary_metric(scorer)
         value = real["metrics"].get(metric)
         if value is None:
             self.counts["scores_undefined"] += 1
@@ -259,27 +268,9 @@ def score_type(scorer: str) -> str:
     return f"autointerp_{scorer}"
 
 
-# The latents exported: every one that fired, and every explained one (union: each once, in latent order).
-_IDS_SQL = "select latent from latents where count > 0 union select latent from explanations where explainer = ?"
-_FEATURES_SQL = f"""
-select ids.latent, l.frequency, l.max_act, l.count, l.hist_edges, l.hist_counts,
-       d.promoted, d.suppressed, d.neighbours, e.text, e.model, e.created_at
-from ({_IDS_SQL}) ids
-left join latents l on l.latent = ids.latent
-left join directions d on d.latent = ids.latent
-left join explanations e on e.latent = ids.latent and e.explainer = ?
-order by ids.latent
-"""
-
-
 def _score_sides(store: ActivationStore, explainer: str):
     """(latent, {scorer: {"real": side, "control": side}}) in latent order, metrics only (never the outcomes)."""
-    cols = ", ".join(METRIC_NAMES)
-    cur = store.db.execute(
-        f"select latent, scorer, control, {cols}, n, n_failed, explanation_latent, model, created_at"
-        " from scores where explainer = ? order by latent, scorer, control",
-        [explainer],
-    )
+    cur = reads.score_metric_rows(store.db.conn, explainer, provenance=True)
     latent: int | None = None
     sides: dict[str, dict] = {}
     for row in cur:
@@ -303,7 +294,7 @@ def _write_rows(w: _Writer, root: Path, batch_size: int, progress) -> int:
     scores = _score_sides(w.store, w.explainer)
     pending = next(scores, None)
     batch: _Batch | None = None
-    for n, row in enumerate(w.store.db.execute(_FEATURES_SQL, [w.explainer, w.explainer])):
+    for n, row in enumerate(reads.feature_rows(w.store.db.conn, w.explainer)):
         latent, freq, max_act, count, edges, heights, promoted, suppressed, neighbours, text, model, created = row
         if n % batch_size == 0:
             files += batch.close() if batch else 0
@@ -435,7 +426,7 @@ def _write_metadata(w: _Writer, out: Path, source_dir: Path) -> int:
                 "displayName": f"autointerp {s}",
                 "description": f"autointerp's {s} scorer; jsonDetails holds every metric and the random-explanation "
                 "control's",
-                "scoreDescription": primary_metric(s),
+                "scoreDescription": w.primary_metric(s),
                 **by,
                 **creator,
             }
@@ -482,30 +473,25 @@ def export_neuronpedia(
 ) -> dict:
     """Write the folder; returns {"files", "latents" (features written), "path", and row counts}. The database and
     the path are checked before anything is written."""
-    preflight(cfg.db, must_exist=True, writing=False)
-    target = Path(out).expanduser()
-    if target.exists() and not target.is_dir():
-        raise ExportError(f"--out {target} is a file; Neuronpedia's layout is a folder: name a folder")
-    target = output_path(target, "neuronpedia", cfg.db)
-    with ActivationStore.open(cfg.db, readonly=True) as store:
+    check_database(cfg)
+    target = folder_output(out, "Neuronpedia's")
+    with open_results(cfg) as store:
         prov = store.provenance
-        if prov is None:
-            raise ExportError(f"{cfg.db} holds no activation cache yet: nothing to export")
         if not store.stats_done(CacheConfig(**json.loads(prov["config"])).window_len):
             raise ExportError(f"{cfg.db}: the cache is not finished (no complete latent statistics): finish it first")
-        if store.db.execute("select count(*) from vocab").fetchone()[0] == 0:
+        if reads.vocab_size(store.db.conn) == 0:
             raise ExportError(
                 f"{cfg.db} stores no vocabulary, and Neuronpedia shows tokens as text: run `autointerp annotate` first"
             )
         names = names or default_names(prov)
         salt = "/".join(str(prov[k]) for k in ("model_hash", "coder_hash", "corpus_hash", "hook"))
         writer = _Writer(store, names, cfg.explain.explainer, n_top, salt)
-        total = store.db.execute(f"select count(*) from ({_IDS_SQL})", [cfg.explain.explainer]).fetchone()[0]
+        total = reads.feature_count(store.db.conn, cfg.explain.explainer)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
         except OSError as e:
-            raise ExportError(f"cannot write --out {target} ({e.strerror or e})") from None
+            raise cannot_write(target, e) from None
         advance, stop = _progress_bar(total, show_progress)
         try:
             source_dir = tmp / names.model_id / names.source_id
@@ -514,7 +500,7 @@ def export_neuronpedia(
             files += _write_metadata(writer, tmp, source_dir)
             swap_into_place(tmp, target)
         except OSError as e:
-            raise ExportError(f"cannot write --out {target} ({e.strerror or e})") from None
+            raise cannot_write(target, e) from None
         finally:
             stop()
             shutil.rmtree(tmp, ignore_errors=True)
