@@ -8,14 +8,13 @@ that long).
 from __future__ import annotations
 
 import getpass
-import math
 import os
 import sqlite3
-import warnings
 from pathlib import Path
 
 import numpy as np
 
+from . import agreement as agreement_stats
 from .clock import now
 from .connection import connect
 
@@ -174,18 +173,6 @@ def _rated_metric(
     ).fetchall()
 
 
-def _spearman(x: list[float], y: list[float]) -> float | None:
-    """Spearman's rho; None with fewer than 3 pairs or no spread on either side."""
-    if len(x) < 3:
-        return None
-    xa, ya = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if xa.std() == 0 or ya.std() == 0:
-        return None
-    from scipy.stats import spearmanr  # lazily: only the audit view and the report need scipy
-
-    return float(spearmanr(xa, ya).statistic)
-
-
 def _agreement_row(scorer: str, metric: str, rows: list[tuple[int, str, str, float]]) -> dict:
     """One scorer's agreement over `rows` (one rater's, or every rater's for the pooled view).
 
@@ -198,7 +185,7 @@ def _agreement_row(scorer: str, metric: str, rows: list[tuple[int, str, str, flo
         by_latent.setdefault(latent, []).append(RATING_VALUE[rating])
         metric_of[latent] = value
     latents = sorted(by_latent)
-    rho = _spearman([float(np.mean(by_latent[x])) for x in latents], [metric_of[x] for x in latents])
+    rho = agreement_stats.spearman([float(np.mean(by_latent[x])) for x in latents], [metric_of[x] for x in latents])
     by_rating = {r: [v for _, _, rr, v in rows if rr == r] for r in RATINGS}
     return {
         "scorer": scorer,
@@ -242,42 +229,18 @@ def agreement_by_rater(conn: sqlite3.Connection, explainer: str, scorers: dict[s
     return out
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
-
-
 def cohen_kappa(a: list[str], b: list[str]) -> float | None:
     """Unweighted Cohen's kappa of two raters' ratings of the same latents (None: under MIN_SHARED latents, or
     chance agreement is 1, i.e. both gave one and the same rating throughout). Unweighted: partly-vs-wrong
     counts as much a disagreement as correct-vs-wrong; the ordinal alpha beside it weighs by distance."""
-    if len(a) < MIN_SHARED or len(set(a) | set(b)) == 1:  # one rating throughout: kappa is 0/0
-        return None
-    from sklearn.metrics import cohen_kappa_score  # lazily: only agreement between raters needs it
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an undefined kappa warns and gives nan, turned into None below
-        value = float(cohen_kappa_score(a, b, labels=list(RATINGS)))
-    return _finite(value)
+    return agreement_stats.cohen_kappa(a, b, list(RATINGS), MIN_SHARED)
 
 
 def krippendorff_alpha(matrix: np.ndarray) -> float | None:
     """Krippendorff's alpha at the ordinal level over a raters x latents matrix of rating ranks (NaN: not rated by
     that rater). Only latents with two or more ratings are pairable; None with fewer than MIN_SHARED of them or no
     spread among their ratings."""
-    pairable = (~np.isnan(matrix)).sum(axis=0) >= 2
-    if pairable.sum() < MIN_SHARED:
-        return None
-    values = matrix[:, pairable]
-    if len(np.unique(values[~np.isnan(values)])) < 2:  # every rating the same: expected disagreement is 0
-        return None
-    import krippendorff  # lazily: only agreement between raters needs it
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = krippendorff.alpha(
-            reliability_data=values, value_domain=sorted(RATING_RANK.values()), level_of_measurement="ordinal"
-        )
-    return _finite(value)
+    return agreement_stats.ordinal_alpha(matrix, sorted(RATING_RANK.values()), MIN_SHARED)
 
 
 def rater_agreement(conn: sqlite3.Connection, explainer: str) -> dict:

@@ -32,18 +32,10 @@ from .errors import UserError
 from .evidence import ScorerEvidence, read_evidence, score_signature
 from .queries import LatentWindow, WindowQueries
 from .runs import latest_heartbeat, run_rows, worker_rows
+from .scorer_meta import ScorerMeta, read_scorers, scorer_meta
 from .similarity import similar_of
+from .stages import CACHE_STATS
 
-# The metric a scorer is sorted and shown by; scorers not named here use balanced accuracy when they
-# have it, else AUROC. Generation's texts all should fire, so its recall is the fraction that did; the
-# intruder's accuracy is the share of groups whose intruder was named.
-PRIMARY_METRIC = {
-    "embedding": "auroc",
-    "surprisal": "auroc",
-    "simulation": "correlation",
-    "generation": "recall",
-    "intruder": "accuracy",
-}
 STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
 # `detection-control`, `detection.auroc-control`: the real score minus the control's (another latent's
 # explanation scored on this latent's examples) for the same latent, explainer and scorer: the margin that matters.
@@ -207,7 +199,7 @@ class Browser:
         self._conn: sqlite3.Connection = store.db.conn
         self._vocab: list[str] | None = None
         self._window_len: int | None = None
-        self._scorers: dict[str, str] | None = None
+        self._scorers: dict[str, ScorerMeta] | None = None
         self._all_ids: np.ndarray | None = None  # every latent, ascending (`_ids`)
         self._columns: dict[tuple[str, str], np.ndarray] = {}  # (column, explainer) -> values aligned to _ids
         self._stale = False  # set by `refresh` from any thread, applied by the next read
@@ -240,12 +232,9 @@ class Browser:
     @classmethod
     def open(cls, path: str | Path) -> "Browser":
         path = Path(path)
-        if not path.exists():
-            raise BrowseError(f"database {path} does not exist")
-        if path.is_dir():
-            raise BrowseError(f"{path} is a directory, not a database")
         try:
-            store = ActivationStore.open(path, readonly=True)  # the one schema check (store/schema.py)
+            # The one path check (store/db.py check_database_path) and the one schema check (store/schema.py).
+            store = ActivationStore.open(path, readonly=True)
         except StoreError as e:
             raise BrowseError(str(e)) from None
         return cls(store)
@@ -266,21 +255,19 @@ class Browser:
         return [r[0] for r in self._conn.execute("select distinct explainer from explanations order by explainer")]
 
     @_read
-    def scorers(self) -> dict[str, str]:
-        """{scorer: its primary metric} for every scorer with real (non-control) scores (read once; `refresh`)."""
+    def scorer_metas(self) -> dict[str, ScorerMeta]:
+        """{scorer: what it is, as recorded when it scored (store/scorer_meta.py)} for every scorer with real
+        (non-control) scores, by name (read once; `refresh`)."""
         if self._scorers is None:
-            out = {}
-            for explainer, scorer in self._scorer_pairs():
-                if scorer in out:
-                    continue
-                has_bal = self._conn.execute(
-                    "select balanced_accuracy is not null from scores where explainer = ? and scorer = ?"
-                    " and control = 0 limit 1",
-                    [explainer, scorer],
-                ).fetchone()
-                out[scorer] = PRIMARY_METRIC.get(scorer, "balanced_accuracy" if has_bal and has_bal[0] else "auroc")
-            self._scorers = out
+            recorded = read_scorers(self._conn)
+            names = sorted({scorer for _, scorer in self._scorer_pairs()})
+            self._scorers = {s: scorer_meta(self._conn, s, recorded) for s in names}
         return self._scorers
+
+    @_read
+    def scorers(self) -> dict[str, str]:
+        """{scorer: its primary metric} for every scorer with real (non-control) scores."""
+        return {name: meta.primary_metric for name, meta in self.scorer_metas().items()}
 
     def _scorer_pairs(self) -> list[tuple[str, str]]:
         """Distinct (explainer, scorer) in `scores`, by a loose index scan: one index probe per pair found,
@@ -374,7 +361,7 @@ class Browser:
                 self._columns[key] = self._values(real, explainer) - self._control_values(real, explainer)
                 return self._columns[key]
             if name in STAT_COLUMNS:
-                stats = self._store.stage("cache.stats")
+                stats = self._store.stage(CACHE_STATS)
                 packed = (
                     read_stat_column(self._conn, name, stats["fingerprint"]) if stats and stats["done_at"] else None
                 )
@@ -507,6 +494,9 @@ class Browser:
             r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
             r["details"] = json.loads(r["details"]) if r["details"] else {}
             entry["control" if r["control"] else "real"] = r
+        metas = self.scorer_metas()
+        for entry in scores.values():  # what the scorer is: which metric the line shows, how its details read
+            entry["meta"] = metas.get(entry["scorer"]) or scorer_meta(self._conn, entry["scorer"])
         vocab = self.vocab()
         has_vocab = len(vocab) > 0
         promoted: list = []

@@ -14,9 +14,10 @@ import sqlite3
 
 import numpy as np
 
+from .scorer_meta import METRICS
+
 SCORES_WRITTEN = "scores_written"  # meta key: bumped with every write of score rows
 STAT_COLUMNS = ("frequency", "max_act", "mean_act", "n_windows", "count")
-METRICS = ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")
 
 
 def scores_written(conn: sqlite3.Connection) -> str:

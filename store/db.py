@@ -31,6 +31,7 @@ from .schema import (
     implied_stages,
     read_version,
 )
+from .stages import CACHE_STATS
 
 # Fields that say which activations a database holds; reusing a database for another value
 # of any of them would mix incompatible activations.
@@ -117,6 +118,18 @@ def why_not_creatable(path: Path) -> str | None:
     return None
 
 
+def check_database_path(path: Path, *, must_exist: bool = True) -> bool:
+    """Whether a database file is at `path`; refused in one line (StoreError) when the path is a directory, or when
+    there is nothing there and `must_exist`. Every opener of a database checks its path here first."""
+    if path.is_dir():
+        raise StoreError(f"database path {path} is a directory")
+    if not path.exists():
+        if must_exist:
+            raise StoreError(f"database {path} does not exist")
+        return False
+    return True
+
+
 def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: bool = True) -> int | None:
     """Check a database file before a command does anything with it, through a read-only connection: nothing
     is written, whatever the outcome. Returns the schema version (0: an empty file, which only a command that
@@ -126,11 +139,7 @@ def preflight(path: str | Path, *, must_exist: bool, writing: bool, integrity: b
     `integrity` runs SQLite's quick_check (every page's structure, not the packed arrays' contents), so a
     truncated or page-corrupted file is refused before a command writes its first row into it."""
     path = Path(path)
-    if path.is_dir():
-        raise StoreError(f"database path {path} is a directory")
-    if not path.exists():
-        if must_exist:
-            raise StoreError(f"database {path} does not exist")
+    if not check_database_path(path, must_exist=must_exist):
         why = why_not_creatable(path)
         if why:
             raise StoreError(f"cannot create database {path}: {why}")
@@ -187,10 +196,7 @@ class ActivationStore:
         """Open a database. Read-only connections never write (not even a migration); `allow_older` lets a
         read-only look at an older schema (a command checking its inputs before it migrates and writes)."""
         path = Path(path)
-        if not path.exists() and not create:
-            raise StoreError(f"database {path} does not exist")
-        if path.exists() and path.is_dir():
-            raise StoreError(f"database path {path} is a directory")
+        check_database_path(path, must_exist=not create)
         try:
             if readonly:
                 conn = connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
@@ -488,7 +494,7 @@ class ActivationStore:
         )
 
     def stats_done(self, window_len: int) -> bool:
-        return self.stage_done("cache.stats", self.stats_fingerprint(window_len))
+        return self.stage_done(CACHE_STATS, self.stats_fingerprint(window_len))
 
     # ---- per-latent statistics -------------------------------------------------------------
 
@@ -497,7 +503,7 @@ class ActivationStore:
         with self.db.conn:
             self.db["latents"].upsert_all(rows, pk="latent")
             if stage is not None:
-                self.set_stage("cache.stats", *stage)
+                self.set_stage(CACHE_STATS, *stage)
                 if stage[2]:  # the last batch: the list's sort columns, packed from the finished statistics
                     pack_stat_columns(self.db.conn, stage[0])
 

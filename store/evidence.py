@@ -18,10 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .queries import WindowQueries
-
-# Scorers whose outcome "windows" are not cached windows (engine: Scorer.outcomes_are_windows = False); the store
-# cannot import the engine's registry, so tests/test_tui_evidence.py checks this set against it.
-NOT_WINDOWS = frozenset({"generation", "intervention"})
+from .scorer_meta import METRICS, ScorerMeta, scorer_meta
 
 VERDICTS = {(1, 1): "true positive", (0, 1): "false positive", (0, 0): "true negative", (1, 0): "false negative"}
 VERDICT_ORDER = ("false positive", "false negative", "true positive", "true negative", "failed", "unlabelled")
@@ -31,7 +28,7 @@ VERDICT_ORDER = ("false positive", "false negative", "true positive", "true nega
 class EvidenceExample:
     """One scored example: the stored outcome, its verdict, where its window came from, and its cached text."""
 
-    window: int  # global window id; a sequence / prompt id or -1 for scorers in NOT_WINDOWS
+    window: int  # global window id; a sequence / prompt id or -1 where the scorer's outcomes are not windows
     label: int  # 1: the explanation should say yes (activating, correctly marked, the intruder named, ...)
     decile: int  # 1..n for activating windows, 0 otherwise
     prediction: int | None
@@ -90,6 +87,7 @@ class ScorerEvidence:
     scorer: str
     real: EvidenceSide | None
     control: EvidenceSide | None
+    meta: ScorerMeta  # what the scorer is, as recorded: its `evidence` says how these outcomes render
     threshold: float | None = None  # fuzzing's marking threshold (from the explanation's settings), if known
     load_ms: float = 0.0
     signature: tuple = ()  # score_signature of the rows read: a poll compares it to see whether to read again
@@ -116,7 +114,7 @@ def verdict(o: dict) -> str:
     return VERDICTS[(int(o["label"]), int(o["prediction"]))]
 
 
-def _side(row: dict, scorer: str) -> EvidenceSide:
+def _side(row: dict, evidence: str) -> EvidenceSide:
     outcomes = json.loads(row["outcomes"] or "[]")
     details = json.loads(row["details"] or "null") or {}
     examples = [
@@ -132,26 +130,26 @@ def _side(row: dict, scorer: str) -> EvidenceSide:
         for o in outcomes
     ]
     notes = []
-    if scorer == "simulation":
+    if evidence == "predictions":
         predicted = details.get("predicted")
         if predicted is None:  # rows scored before the predictions were kept
             notes.append("per-token predictions (each excerpt shows its predicted peak, 0-10, only)")
         for ex, p in zip(examples, predicted or []):
             ex.predicted = None if p is None else np.asarray(p, np.float32)
-    elif scorer == "fuzzing":
+    elif evidence == "marks":
         marked = details.get("marks")
         if marked is None:  # rows scored before the marks were kept
             notes.append("which silent tokens a wrongly marked excerpt had marked (only correct marks are shown)")
         for ex, m in zip(examples, marked or []):
             ex.marked = [int(i) for i in m]
-    elif scorer == "intruder":
+    elif evidence == "groups":
         groups = details.get("groups")
         if groups is None:  # rows scored before the groups were kept
             notes.append("the excerpt picked instead of a missed intruder, and the rest of each group")
         for ex, g in zip(examples, groups or []):
             ex.group = [int(w) for w in g["windows"]]
             ex.named = None if g["named"] is None else ex.group[int(g["named"])]
-    elif scorer == "generation":
+    elif evidence == "texts":
         texts = details.get("texts") or []
         # details.texts holds every written text in outcome order (a text that tokenised to nothing is a failed
         # outcome with its text kept); texts asked for but not written are the trailing failed outcomes.
@@ -162,7 +160,7 @@ def _side(row: dict, scorer: str) -> EvidenceSide:
         row["explanation"],
         row["explanation_latent"],
         {k: row[k] for k in ("tp", "fp", "tn", "fn", "n", "n_scored", "n_failed")},
-        {k: row[k] for k in ("balanced_accuracy", "accuracy", "precision", "recall", "f1", "auroc", "correlation")},
+        {k: row[k] for k in METRICS},
         examples,
         details,
         json.loads(row["errors"] or "null") or {},
@@ -180,15 +178,16 @@ def read_evidence(
     signature = score_signature(conn, latent, explainer, scorer)
     cur = conn.execute(
         "select control, explanation, explanation_latent, outcomes, details, errors, tp, fp, tn, fn, n, n_scored,"
-        " n_failed, balanced_accuracy, accuracy, precision, recall, f1, auroc, correlation from scores"
+        f" n_failed, {', '.join(METRICS)} from scores"
         " where latent = ? and explainer = ? and scorer = ? order by control",
         [latent, explainer, scorer],
     )
     names = [d[0] for d in cur.description]
-    sides = {bool(r[0]): _side(dict(zip(names, r)), scorer) for r in cur.fetchall()}
-    ev = ScorerEvidence(latent, explainer, scorer, sides.get(False), sides.get(True), signature=signature)
+    meta = scorer_meta(conn, scorer)
+    sides = {bool(r[0]): _side(dict(zip(names, r)), meta.evidence) for r in cur.fetchall()}
+    ev = ScorerEvidence(latent, explainer, scorer, sides.get(False), sides.get(True), meta, signature=signature)
     all_examples = [ex for s in sides.values() for ex in s.examples]
-    if scorer not in NOT_WINDOWS and all_examples:
+    if meta.outcomes_are_windows and all_examples:
         samples = {
             w: (role, source)
             for w, role, source in conn.execute("select window, role, source from samples where latent = ?", [latent])
@@ -203,7 +202,7 @@ def read_evidence(
                 w = by_id.get(ex.window)
                 if w is not None:
                     ex.tokens, ex.acts = w.tokens, w.acts
-    if scorer == "fuzzing":
+    if meta.evidence == "marks":
         row = conn.execute(
             "select settings from explanations where latent = ? and explainer = ?", [latent, explainer]
         ).fetchone()

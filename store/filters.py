@@ -42,9 +42,10 @@ import numpy as np
 
 from .db import ActivationStore
 from .killpoints import kill_point
+from .stages import CACHE_FILTERS, CACHE_UNIGRAM
 
-FILTERS_STAGE = "cache.filters"  # positional MI and unigram candidates (the store alone)
-UNIGRAM_STAGE = "cache.unigram"  # the candidates verified through the subject model
+FILTERS_STAGE = CACHE_FILTERS
+UNIGRAM_STAGE = CACHE_UNIGRAM
 EXCLUSIONS = ("positional", "unigram")  # what a selection can exclude (`live,-positional,-unigram`)
 
 
@@ -223,7 +224,7 @@ def compute_filters(store: ActivationStore, settings: FilterSettings, progress=N
         with store.db.conn:
             store.db["latent_filters"].upsert_all(rows, pk="latent")
             store.set_stage(FILTERS_STAGE, fingerprint, {"next_latent": hi}, hi == num_latents)
-        kill_point("cache.filters")
+        kill_point(FILTERS_STAGE)
         if progress is not None:
             progress(hi - lo)
     if num_latents == 0 or start >= num_latents:

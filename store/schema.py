@@ -1,8 +1,9 @@
 """The one place that owns the database schema and its version.
 
-Every table is created here through sqlite-utils. A database records its schema version in
-`meta`; opening one made by a newer autointerp is refused, an older one is migrated forward
-by the additive steps in `MIGRATIONS` (later stages add their tables that way).
+A database records its schema version in `meta`. A new file is made from the current schema, written out once in
+store/schema_current.py; opening one made by a newer autointerp is refused, an older one is migrated forward by the
+additive steps in `MIGRATIONS` (frozen history: a released step never changes). A change to the schema is a new
+step here and the same change in schema_current.py; tests/test_store.py checks that the two paths agree.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ import sqlite_utils
 
 from .codec import CODEC, LEGACY_CODEC, legacy_decode_offsets, legacy_decode_values
 from .errors import UserError
+from .schema_current import NEW_FILE_PRAGMAS, SCHEMA, statements
+from .scorer_meta import backfill_before_schema_12
+from .stages import CACHE_STATS
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 
 class SchemaError(UserError):
@@ -365,7 +369,7 @@ def implied_stages(db: sqlite_utils.Database) -> list[tuple[str, str, str, str]]
         return []
     cfg = json.loads(config or "{}")
     fp = f"{chunk_fingerprint(db)};window_len={int(cfg.get('window_len', 32))}"
-    rows = [("cache.stats", fp, json.dumps({"next_latent": num_latents}), "migrated")]
+    rows = [(CACHE_STATS, fp, json.dumps({"next_latent": num_latents}), "migrated")]
     tables = set(db.table_names())
     n_vocab = db.execute("select count(*) from vocab").fetchone()[0] if "vocab" in tables else 0
     n_dirs = db.execute("select count(*) from directions").fetchone()[0] if "directions" in tables else 0
@@ -585,7 +589,18 @@ def _create_v11(db: sqlite_utils.Database) -> None:
     db["provenance"].add_column("forward_stale", str)
 
 
-# MIGRATIONS[v] brings a database at version v-1 to version v.
+def _create_v12(db: sqlite_utils.Database) -> None:
+    """What each scorer is (primary metric, its fallback, outcome, evidence), recorded when it scores
+    (store/scorer_meta.py); a file that already holds scores gets what its scorers declared then."""
+    db.execute(
+        "create table scorers (name text primary key, primary_metric text not null, fallback_metric text,"
+        " outcome text not null, evidence text not null)"
+    )
+    backfill_before_schema_12(db.conn)
+
+
+# MIGRATIONS[v] brings a database at version v-1 to version v. Only older files take these steps; a new one is made
+# from store/schema_current.py.
 MIGRATIONS = {
     1: _create_v1,
     2: _create_v2,
@@ -598,6 +613,7 @@ MIGRATIONS = {
     9: _create_v9,
     10: _create_v10,
     11: _create_v11,
+    12: _create_v12,
 }
 
 
@@ -611,6 +627,13 @@ def check_codec(db: sqlite_utils.Database, version: int) -> None:
         raise SchemaError(f"database packs activations with codec {found!r}; this autointerp reads {expected!r}")
 
 
+def _create_current(db: sqlite_utils.Database) -> None:
+    """A new file's tables, indexes, triggers and meta rows, straight from the current schema."""
+    values = {"codec": CODEC, "schema_version": str(SCHEMA_VERSION)}
+    for statement in statements(SCHEMA):
+        db.execute(statement, values)
+
+
 def ensure_schema(db: sqlite_utils.Database) -> int:
     """Create or migrate the schema; returns the version. Raises SchemaError, writing nothing."""
     version = read_version(db)
@@ -620,18 +643,20 @@ def ensure_schema(db: sqlite_utils.Database) -> int:
     if version == SCHEMA_VERSION:
         return version
     if version == 0:
-        # Compaction deletes staged rows as it writes segments: incremental auto-vacuum lets it hand the freed
-        # pages back to the file system at its end. Only a file with no tables can take this setting.
-        db.execute("pragma auto_vacuum = incremental")
-    # One explicit transaction: a failed migration leaves the file as it was.
+        for statement in statements(NEW_FILE_PRAGMAS):  # outside the transaction: SQLite ignores them inside
+            db.execute(statement)
+    # One explicit transaction: a failed creation or migration leaves the file as it was.
     db.execute("begin immediate")
     try:
-        for v in range(version + 1, SCHEMA_VERSION + 1):
-            MIGRATIONS[v](db)
-        db.execute(
-            "insert or replace into meta (key, value) values ('schema_version', ?)",
-            [str(SCHEMA_VERSION)],
-        )
+        if version == 0:
+            _create_current(db)
+        else:
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[v](db)
+            db.execute(
+                "insert or replace into meta (key, value) values ('schema_version', ?)",
+                [str(SCHEMA_VERSION)],
+            )
         db.execute("commit")
     except BaseException:
         db.execute("rollback")

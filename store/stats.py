@@ -13,6 +13,7 @@ import numpy as np
 from .compact import compact
 from .db import ActivationStore
 from .killpoints import kill_point
+from .stages import CACHE_STATS
 
 HIST_BINS = 20
 FINE_BINS = 4000  # a multiple of HIST_BINS
@@ -104,7 +105,7 @@ def compute_latent_stats(store: ActivationStore, window_len: int, progress=None,
     compact(store)  # statistics read segments: nothing may still be staged
     fingerprint = store.stats_fingerprint(window_len)
     num_latents = int(store.provenance["num_latents"])
-    state = store.stage("cache.stats")
+    state = store.stage(CACHE_STATS)
     if state is not None and state["fingerprint"] == fingerprint:
         if state["done_at"] is not None:
             return 0
@@ -119,10 +120,10 @@ def compute_latent_stats(store: ActivationStore, window_len: int, progress=None,
         hi = min(lo + batch, num_latents)
         rows = batch_stats(store, lo, hi, window_len, n_tokens)
         store.write_latent_stats(rows, (fingerprint, {"next_latent": hi}, hi == num_latents))
-        kill_point("cache.stats")
+        kill_point(CACHE_STATS)
         if progress is not None:
             progress(hi - lo)
     if num_latents == 0 or start >= num_latents:  # nothing to write: still record the end
         with store.db.conn:
-            store.set_stage("cache.stats", fingerprint, {"next_latent": num_latents}, True)
+            store.set_stage(CACHE_STATS, fingerprint, {"next_latent": num_latents}, True)
     return num_latents - start

@@ -10,6 +10,7 @@ from the seed, and time stamps are fixed, so the same call makes the same file.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import sqlite_utils
 from .columns import pack_score_columns, pack_stat_columns
 from .compact import compact
 from .db import ActivationStore, ChunkInfo
+from .scorer_meta import primary_metrics
+from .stages import CACHE, CACHE_STATS
 
 STAMP = "2026-01-02T03:04:05+00:00"
 SPECIAL = ["\n", "  ", "\t", "[bold red]", "[/]", "[link=x]", " the", " of", "\\", "[", "]"]
@@ -31,6 +34,58 @@ def _vocab(size: int) -> list[str]:
 
 def home_token(latent: int, vocab_size: int) -> int:
     return 1 + (latent * 7919) % (vocab_size - 1)
+
+
+def synthetic_provenance(
+    *,
+    num_latents: int,
+    seq_len: int,
+    chunk_seqs: int,
+    n_tokens_target: int,
+    vocab_size: int,
+    d_in: int = 16,
+    seed: int = 0,
+    config: dict | None = None,
+    **fields,
+) -> dict:
+    """The provenance of a synthetic cache, for `ActivationStore.claim`: the fields a real cache records
+    (engine/activations/setup.py `provenance`), so every synthetic file (the TUI's, `bench scale`'s, the tests') has
+    the same ones. `fields` sets any other field (a coder kind, a hook); an unknown name is refused.
+
+    A synthetic cache ran no model, so what the model would say of its forward (forward, forward_reason,
+    forward_sites, model_type, start_rule) is null unless given: those keys are left out, which `claim` stores as
+    null, so the row also fits a table of an older schema (migration tests)."""
+    prov = {
+        "model": "synthetic",
+        "model_hash": "0",
+        "hook": "blocks.0.hook_resid_post",
+        "forward": None,
+        "forward_reason": None,
+        "forward_sites": None,
+        "model_type": None,
+        "start_rule": None,
+        "coder_kind": "synthetic",
+        "coder_path": "-",
+        "coder_hash": "0",
+        "num_latents": num_latents,
+        "d_in": d_in,
+        "corpus": "synthetic",
+        "corpus_hash": str(seed),
+        "seq_len": seq_len,
+        "n_tokens_target": n_tokens_target,
+        "chunk_seqs": chunk_seqs,
+        "token_dtype": "uint16" if vocab_size <= 1 << 16 else "uint32",
+        "vocab_size": vocab_size,
+        "bos_token_id": 0,
+        "seed": seed,
+        "versions": {},  # package versions of the writer: none wrote it
+        "config": {"window_len": 32, "seq_len": seq_len} if config is None else config,  # the cache config
+    }
+    unknown = set(fields) - set(prov)
+    if unknown:
+        raise TypeError(f"not provenance fields: {sorted(unknown)}")
+    prov.update(fields)
+    return {k: v for k, v in prov.items() if v is not None}
 
 
 def make_synthetic_db(
@@ -48,27 +103,14 @@ def make_synthetic_db(
     path = Path(path)
     rng = np.random.default_rng(seed)
     vocab = _vocab(vocab_size)
-    prov = {
-        "model": "synthetic",
-        "model_hash": "0",
-        "hook": "blocks.0.hook_resid_post",
-        "coder_kind": "synthetic",
-        "coder_path": "-",
-        "coder_hash": "0",
-        "num_latents": n_latents,
-        "d_in": 16,
-        "corpus": "synthetic",
-        "corpus_hash": str(seed),
-        "seq_len": seq_len,
-        "n_tokens_target": n_chunks * chunk_seqs * seq_len,
-        "chunk_seqs": chunk_seqs,
-        "token_dtype": "uint16",
-        "vocab_size": vocab_size,
-        "bos_token_id": 0,
-        "seed": seed,
-        "versions": "{}",
-        "config": json.dumps({"window_len": 32, "seq_len": seq_len}),
-    }
+    prov = synthetic_provenance(
+        num_latents=n_latents,
+        seq_len=seq_len,
+        chunk_seqs=chunk_seqs,
+        n_tokens_target=n_chunks * chunk_seqs * seq_len,
+        vocab_size=vocab_size,
+        seed=seed,
+    )
     store = ActivationStore.open(path, create=True)
     store.claim(prov)
     tokens_per_chunk = chunk_seqs * seq_len
@@ -109,17 +151,28 @@ def make_synthetic_db(
         db["latents"].insert_all(_stats(lat, pos, val, n_latents, n_tokens, seq_len), batch_size=2000)
         db["directions"].insert_all(_directions(rng, n_latents, vocab_size), batch_size=2000)
         ids = np.flatnonzero(rng.random(n_latents) < explained)
-        db["explanations"].insert_all(explanation_rows(rng, ids, vocab, vocab_size), batch_size=2000)
-        db["scores"].insert_all(score_rows(rng, ids), batch_size=2000)
+        insert_results(db, rng, ids, vocab)
         _run(db, n_latents, len(ids))
         # A finished cache, as the cache stage marks one (window_len 32, as the statistics above count windows).
-        store.set_stage("cache.stats", store.stats_fingerprint(32), {"next_latent": n_latents}, True)
-        store.set_stage("cache", store.chunk_fingerprint(), {"config": json.loads(str(prov["config"]))}, True)
+        store.set_stage(CACHE_STATS, store.stats_fingerprint(32), {"next_latent": n_latents}, True)
+        store.set_stage(CACHE, store.chunk_fingerprint(), {"config": prov["config"]}, True)
         # The sort columns a finished statistics pass and score stage pack (store/columns.py).
         pack_stat_columns(db.conn, store.stats_fingerprint(32))
-    pack_score_columns(db.conn, "default", {s: "auroc" if s == "embedding" else "balanced_accuracy" for s in SCORERS})
+    pack_results(db.conn)
     store.close()
     return path
+
+
+def insert_results(db: sqlite_utils.Database, rng: np.random.Generator, latents, vocab: list[str]) -> None:
+    """Explanations naming each latent's home token, and every SCORERS score with its control, for `latents`; in
+    the caller's transaction."""
+    db["explanations"].insert_all(explanation_rows(rng, latents, vocab, len(vocab)), batch_size=2000)
+    db["scores"].insert_all(score_rows(rng, latents), batch_size=2000)
+
+
+def pack_results(conn: sqlite3.Connection, explainer: str = "default") -> None:
+    """Each scorer's sort column, as the score stage's end packs it (store/columns.py), by its primary metric."""
+    pack_score_columns(conn, explainer, primary_metrics(conn, SCORERS))
 
 
 def _stats(lat, pos, val, n_latents, n_tokens, seq_len):
