@@ -19,8 +19,9 @@ from textual.strip import Strip
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from autointerp.store.browse import METRICS, PRIMARY_METRIC, LatentDetail
+from autointerp.store.browse import METRICS, LatentDetail
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.scorer_meta import shown_metric
 from autointerp.store.text import printable
 
 from .evidence import ValuesScreen, ValuesWindow, evidence_text
@@ -79,9 +80,7 @@ def scores_table(detail: LatentDetail) -> Text:
     )
     for entry in detail.scores:
         real, control = entry.get("real") or {}, entry.get("control") or {}
-        metric = PRIMARY_METRIC.get(entry["scorer"], "balanced_accuracy")
-        if real.get(metric) is None and control.get(metric) is None:
-            metric = "auroc"
+        metric = shown_metric(entry["meta"], real, control)
         first = True
         for m in (metric, *[x for x in METRICS if x != metric]):
             if real.get(m) is None and control.get(m) is None:
@@ -94,15 +93,16 @@ def scores_table(detail: LatentDetail) -> Text:
                 f" {str(real.get('n_failed', '-')) if first else '':>4}  {bars(rec, 1.0) if rec else ''}\n"
             )
             first = False
-        for line in details_lines(entry["scorer"], real.get("details") or {}):
+        for line in details_lines(entry["meta"].evidence, real.get("details") or {}):
             text.append(f"{'':<10} {lit(line)}\n", "dim")
     text.append(SCORES_LEGEND + "\n", "dim")
     return text
 
 
-def details_lines(scorer: str, d: dict) -> list[str]:
-    """What a scorer stores beside its metrics, one short line each (the real explanation's row)."""
-    if scorer == "intervention":
+def details_lines(evidence: str, d: dict) -> list[str]:
+    """What a scorer stores beside its metrics, one short line each (the real explanation's row), by the kind of
+    evidence the scorer recorded (store/scorer_meta.py EVIDENCE)."""
+    if evidence == "steering":
         lines = []
         for t in d.get("per_target", []):
             if t.get("strength") is None:
@@ -114,17 +114,17 @@ def details_lines(scorer: str, d: dict) -> list[str]:
                     f" identical pairs {t.get('identical', 0)}"
                 )
         return lines
-    if scorer == "simulation" and d:
+    if evidence == "predictions" and d:
         return [
             f"per-example r {_fmt(d.get('mean_example_correlation'))} over {d.get('n_example_correlations', 0)}"
             f" excerpts, pooled over {d.get('n_tokens', 0)} tokens"
         ]
-    if scorer == "intruder" and d.get("chance"):
+    if evidence == "groups" and d.get("chance"):
         return [f"chance {d['chance']:.2f} ({d.get('group', '?')} excerpts per group)"]
-    if scorer == "generation" and d.get("texts") is not None:
+    if evidence == "texts" and d.get("texts") is not None:
         fired = sum(1 for t in d["texts"] if (t.get("max_act") or 0) > 0)
         return [f"{fired} of {len(d['texts'])} written texts fired the latent"]
-    if scorer == "surprisal" and d.get("base_model"):
+    if d.get("base_model"):  # a scorer that ran a base model (surprisal) names it
         return [f"base model {d['base_model']}"]
     return []
 

@@ -29,10 +29,10 @@ VERDICT_STYLE = {
     "failed": "italic",
     "unlabelled": "",
 }
-# What a verdict means for the scorers whose "label 1" is not "this excerpt fires".
-SCORER_WORDS = {
-    "intruder": {"true positive": "intruder named", "false negative": "intruder missed"},
-    "generation": {"true positive": "fired", "false negative": "did not fire"},
+# What a verdict means where "label 1" is not "this excerpt fires", by the scorer's kind of evidence.
+EVIDENCE_WORDS = {
+    "groups": {"true positive": "intruder named", "false negative": "intruder missed"},
+    "texts": {"true positive": "fired", "false negative": "did not fire"},
 }
 SHORT = {"true positive": "TP", "false positive": "FP", "true negative": "TN", "false negative": "FN"}
 
@@ -46,8 +46,8 @@ class ValuesWindow:
     acts: np.ndarray
 
 
-def word(scorer: str, verdict: str) -> str:
-    return SCORER_WORDS.get(scorer, {}).get(verdict, verdict)
+def word(evidence: str, verdict: str) -> str:
+    return EVIDENCE_WORDS.get(evidence, {}).get(verdict, verdict)
 
 
 def _where(ex: EvidenceExample) -> str:
@@ -60,10 +60,10 @@ def _where(ex: EvidenceExample) -> str:
     return kind
 
 
-def _counts_line(scorer: str, side: EvidenceSide) -> Text:
+def _counts_line(evidence: str, side: EvidenceSide) -> Text:
     counts = side.verdict_counts()
     text = Text()
-    parts = [f"{n} {word(scorer, v)}" for v, n in counts.items() if n]
+    parts = [f"{n} {word(evidence, v)}" for v, n in counts.items() if n]
     text.append(" · ".join(parts) or "no examples")
     c = side.counts
     text.append(f"   (row: tp {c['tp']} fp {c['fp']} tn {c['tn']} fn {c['fn']}, failed {c['n_failed']})", "dim")
@@ -123,6 +123,7 @@ def evidence_text(
 ) -> Text:
     """The section: header, the explanation, verdict counts (real and control), what is not stored, then every
     example, errors first, each with its verdict, where it came from, the control's verdict on it and its text."""
+    kind = ev.meta.evidence  # how this scorer's outcomes render, as recorded when it scored
     text = Text()
     text.append(f"evidence{position}: {printable(ev.scorer)}", "bold reverse")
     text.append(f"  ({printable(ev.explainer)})  e next · h heat scale · v values\n", "dim")
@@ -133,18 +134,18 @@ def evidence_text(
     text.append("explanation: ", "bold")
     text.append(visible(real.explanation or "-") + "\n")
     text.append("scored: ", "bold")
-    text.append_text(_counts_line(ev.scorer, real))
+    text.append_text(_counts_line(kind, real))
     text.append("\n")
     if control is not None:
         text.append("control: ", "bold")
-        text.append_text(_counts_line(ev.scorer, control))
+        text.append_text(_counts_line(kind, control))
         text.append(f"\n  (latent {control.explanation_latent}'s explanation: ", "dim")
         text.append(visible(control.explanation or "-"), "dim")
         text.append(")\n", "dim")
     for note in real.notes:
         text.append(f"not stored: {note}\n", "italic dim")
-    stored_marks = ev.scorer == "fuzzing" and any(ex.marked is not None for ex in real.examples)
-    if ev.scorer == "fuzzing":
+    stored_marks = kind == "marks" and any(ex.marked is not None for ex in real.examples)
+    if kind == "marks":
         text.append("positive: the scorer said the marks are on the tokens that fire\n", "dim")
         if stored_marks:
             text.append(
@@ -160,36 +161,36 @@ def evidence_text(
                 " window's max) for the correctly marked excerpts\n",
                 "dim",
             )
-    if ev.scorer == "generation":
+    if kind == "texts":
         return text.append_text(_generation(real))
-    if ev.scorer == "intervention":
+    if kind == "steering":
         return text  # its prompts and per-target results are in the scores table; outcomes are not windows
     on_control = {(ex.window, ex.label): ex for ex in control.examples} if control is not None else {}
     order = {v: i for i, v in enumerate(VERDICT_ORDER)}
     for ex in sorted(real.examples, key=lambda e: (order[e.verdict], -e.decile, -e.max_act)):
-        text.append(f"{word(ev.scorer, ex.verdict):<15}", VERDICT_STYLE.get(ex.verdict, ""))
+        text.append(f"{word(kind, ex.verdict):<15}", VERDICT_STYLE.get(ex.verdict, ""))
         text.append(f" {_where(ex)}", "dim")
-        if ex.probability is not None and ev.scorer != "simulation":
+        if ex.probability is not None and kind != "predictions":
             text.append(f"  p {ex.probability:.2f}", "dim")
-        if ev.scorer == "simulation" and not ex.failed:
+        if kind == "predictions" and not ex.failed:
             peak = "-" if ex.probability is None else f"{10 * ex.probability:.1f}"
             text.append(f"  predicted peak {peak}/10, true peak {ex.max_act:.2f}", "dim")
         twin = on_control.get((ex.window, ex.label))
         if twin is not None:
             text.append(f"  control: {SHORT.get(twin.verdict, twin.verdict)}", "dim")
         text.append("\n  ")
-        text.append_text(excerpt_text(ex, vocab, scale, per_window, mono, marks=ev.scorer == "fuzzing"))
-        if ev.scorer == "fuzzing" and ex.label == 0 and ex.marked is None:
+        text.append_text(excerpt_text(ex, vocab, scale, per_window, mono, marks=kind == "marks"))
+        if kind == "marks" and ex.label == 0 and ex.marked is None:
             text.append("  (marks moved to silent tokens: not stored)", "italic dim")
         text.append("\n")
-        if ev.scorer == "fuzzing":
+        if kind == "marks":
             text.append_text(wrong_marks_text(ex, vocab))
-        if ev.scorer == "simulation" and ex.predicted is not None and ex.tokens is not None:
+        if kind == "predictions" and ex.predicted is not None and ex.tokens is not None:
             # the same tokens heated by the prediction (0-10) under the true activations, token for token
             text.append("  predicted: ", "dim")
             text.append_text(heat_text(tokens_as_text(vocab, ex.tokens), ex.predicted, 10.0, mono))
             text.append("\n")
-        if ev.scorer == "intruder" and ex.group is not None:
+        if kind == "groups" and ex.group is not None:
             place = ex.group.index(ex.window) + 1 if ex.window in ex.group else "?"
             if ex.named is None:
                 named = "no answer"

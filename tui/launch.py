@@ -11,6 +11,6 @@ def main() -> None:
     # this process alone (the engine and the tests, which import it, are untouched).
     if "pandas" not in sys.modules:
         sys.modules["pandas"] = None  # type: ignore[assignment]
-    from .app import main as run
+    from .command import main as run
 
     run(prog_name="autointerp-tui")

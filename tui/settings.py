@@ -13,8 +13,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .tabs import TABS
+
 CONFIG_ENV = "AUTOINTERP_TUI_CONFIG"
-TABS = ("monitor", "latents", "audit", "plots")
 
 
 @dataclass
