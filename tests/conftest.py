@@ -119,9 +119,8 @@ def real_cache_db(shared_dir, subject_model):
 
 
 def share_subject(interp, subject_model):
-    """An Interpreter using the session's subject model instead of loading its own (its lazily loaded
-    `subject` is a cached_property: setting it first is what the first use would have stored)."""
-    interp.subject = subject_model
+    """An Interpreter using the session's subject model instead of loading its own."""
+    interp.resources.use_subject(subject_model)
     return interp
 
 

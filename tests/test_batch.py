@@ -195,7 +195,7 @@ def test_report_and_exports(reference, tmp_path):
 def test_streamed_json_export_writes_the_bytes_of_one_json_dump(n):
     import io
 
-    from autointerp.engine.commands.export import _write_json
+    from autointerp.engine.commands.export.flat import _write_json
 
     rows = [
         {"latent": i, "scores": {"detection": {"f1": 0.5, "n": 3}}, "explanation": "a\nb", "x": None} for i in range(n)

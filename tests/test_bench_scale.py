@@ -6,7 +6,7 @@ import math
 from helpers.cli import invoke_cli
 from helpers.databases import rows
 
-from autointerp.engine.commands.bench_scale import TARGET_LATENTS, TARGET_TOKENS
+from autointerp.engine.commands.bench.scale import TARGET_LATENTS, TARGET_TOKENS
 
 STAGES = {
     "write",

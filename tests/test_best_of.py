@@ -165,7 +165,7 @@ def test_bad_candidate_settings_are_refused_in_one_line(explain, message):
 
 
 def test_the_report_says_what_the_pick_gained_on_held_out_scores(best_of_run):
-    from autointerp.engine.commands.report import batch_report
+    from autointerp.engine.commands.report.summary import batch_report
 
     db, latents, *_ = best_of_run
     with ActivationStore.open(db, readonly=True) as store:

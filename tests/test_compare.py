@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from autointerp.engine.commands.compare import CompareError, compare
+from autointerp.engine.commands.report.compare import CompareError, compare
 from autointerp.store.synthetic import SCORERS, make_synthetic_db
 
 SHIFT = 0.1

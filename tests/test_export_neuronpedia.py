@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from jsonschema import Draft202012Validator
 
-from autointerp.engine.commands.export import ExportError
-from autointerp.engine.commands.export_neuronpedia import export_neuronpedia
+from autointerp.engine.commands.export.common import ExportError
+from autointerp.engine.commands.export.neuronpedia import export_neuronpedia
 from autointerp.engine.config import resolve_config
 from autointerp.engine.interpretation.scorers import primary_metric
 from autointerp.store.db import ActivationStore
@@ -317,7 +317,7 @@ def test_top_activations_are_the_strongest_windows_as_text(db, exported):
 
 
 def test_a_failed_export_leaves_the_old_folder_and_nothing_else(db, tmp_path, monkeypatch):
-    from autointerp.engine.commands import export_neuronpedia as mod
+    from autointerp.engine.commands.export import neuronpedia as mod
 
     out = tmp_path / "np"
     out.mkdir()

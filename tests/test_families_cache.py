@@ -20,6 +20,7 @@ from autointerp.engine.activations.coders import load_coder
 from autointerp.engine.activations.model import SubjectModel
 from autointerp.engine.config import CacheConfig
 from autointerp.store.db import ActivationStore
+from autointerp.store.schema import SCHEMA_VERSION
 
 NUM_LATENTS = 96
 
@@ -166,7 +167,7 @@ def test_a_cache_made_from_the_wrong_site_is_named_by_upgrade_info_and_the_monit
     r = cli("upgrade", str(db))
     assert r.returncode == 0, r.stderr
     assert (
-        "schema v11" in r.stdout
+        f"schema v{SCHEMA_VERSION}" in r.stdout
         and "warning: the activations at blocks.1.hook_mlp_out come from the wrong site" in r.stdout
     )
     r = cli("info", str(db))

@@ -1,4 +1,4 @@
-"""`autointerp report --html/--png`: the figures (engine/commands/figures.py) and their files, on synthetic
+"""`autointerp report --html/--png`: the figures (engine/commands/report/figures.py) and their files, on synthetic
 databases written by the real store code. What a figure shows is checked against what the SQLite file holds,
 read here independently (plain SQL and json.loads, not the figures' own queries)."""
 
@@ -18,8 +18,9 @@ import pytest
 from click.testing import CliRunner
 from matplotlib.image import imread
 
-from autointerp.engine.commands import figures, report_html
 from autointerp.engine.commands.cli import main
+from autointerp.engine.commands.report import figures
+from autointerp.engine.commands.report import html as report_html
 from autointerp.store.db import ActivationStore
 from autointerp.store.synthetic import SCORERS, make_synthetic_db
 

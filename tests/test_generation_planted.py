@@ -145,7 +145,7 @@ def scored(cached, subject_model):
         try:
             tally = asyncio.run(interp.run_stage("score", sorted(WORDS)))
             rows = {(r["latent"], r["control"]): r for r in interp.results.scores()}
-            yield tally, rows, interp.probe
+            yield tally, rows, interp.resources.probe
         finally:
             interp.close()
             asyncio.run(backend.aclose())

@@ -171,10 +171,10 @@ def test_logit_lens_and_contrastive_explainers_show_their_extras(tmp_path, real_
         interp = share_subject(Interpreter(cfg, store, backend), subject_model)
         latent = interp.select("top:1")[0]
         prepared, _ = interp._prepare_explain(latent, redo=True)
-        request = prepared[0]
+        request = prepared.prompt.request
         user = request.messages[-1]["content"]
         if explainer == "logit_lens":
-            promoted = prepared[2]["promoted"]
+            promoted = prepared.prompt.extras["promoted"]
             assert len(promoted) == 10 and json.dumps(promoted[0]) in user
         else:
             assert "Not active:" in user

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from autointerp.engine.interpretation.examples import Example, activation_list, marked_positions, plain, with_marks
-from autointerp.engine.interpretation.explainers import EXPLAINERS, build_request, parse_explanation
+from autointerp.engine.interpretation.explainers import EXPLAINERS, parse_explanation
 from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob
 from autointerp.engine.interpretation.prompts import PromptError, PromptLibrary
 from autointerp.engine.interpretation.scorers.base import Item, label_requests, parse_labels
@@ -63,9 +63,7 @@ def test_bad_templates_fail_in_one_line_naming_the_file(tmp_path, text, message)
 
 
 def test_explainer_request_shows_activations_and_asks_for_schema_json():
-    spec = EXPLAINERS["activations"]
-    req = build_request(
-        spec,
+    req = EXPLAINERS["activations"].request(
         PromptLibrary(),
         [ex([" a", " cat"], [0, 2.0])],
         threshold=0.3,
@@ -78,9 +76,9 @@ def test_explainer_request_shows_activations_and_asks_for_schema_json():
     assert "Excerpt 1:  a<< cat>>" in user and "Activations: cat (5)" in user
     assert req.json_schema["required"] == ["explanation"] and req.seed == 3
     assert (
-        build_request(
-            EXPLAINERS["cot"], PromptLibrary(), [], threshold=0.3, scale=1, max_tokens=50, seed=0, json_output=False
-        ).max_tokens
+        EXPLAINERS["cot"]
+        .request(PromptLibrary(), [], threshold=0.3, scale=1, max_tokens=50, seed=0, json_output=False)
+        .max_tokens
         == 200
     )
 

@@ -242,7 +242,7 @@ def test_report_json_has_the_raters_section_with_rater_agreement_numbers(db):
 
 
 def test_export_keeps_one_row_per_latent_with_several_raters(db, tmp_path):
-    from autointerp.engine.commands.export import flat_rows
+    from autointerp.engine.commands.export.flat import flat_rows
 
     write_audit(db, 3, "default", "seen", rater="ana", rating="correct", note="fine")
     write_audit(db, 3, "default", "seen", rater="bo", rating="wrong", note="too broad", flagged=1)

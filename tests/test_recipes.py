@@ -12,10 +12,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,15 +136,25 @@ def test_the_readme_has_the_recipes_the_issue_asks_for():
 
 
 @pytest.mark.parametrize("name", list(EXPECTED))
-def test_recipe_runs_as_written(laid_out, tmp_path, name):
+def test_recipe_runs_as_written(laid_out, tmp_path, monkeypatch, name):
+    from click.testing import CliRunner
+    from huggingface_hub import constants
+
+    from autointerp.engine.commands.cli import main
+
     model_id, hook = EXPECTED[name]
     config = tmp_path / "recipe.toml"
     # The recipe as the README writes it, then only what makes it small: a few short sequences on the CPU.
     config.write_text(recipes()[name] + 'seq_len = 32\nbatch_size = 2\ndevice = "cpu"\n')
-    env = dict(os.environ, HF_HUB_CACHE=str(laid_out), HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "autointerp.engine.commands.cli", "check", str(config), "--json", "--n-tokens", "64"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
-    assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: random weights reconstruct nothing (the verdict says so)
+    # In this process, offline, reading the laid-out cache (huggingface_hub's constants are read at import, so they
+    # are set beside the environment, as conftest's hub_cache does).
+    monkeypatch.setenv("HF_HUB_CACHE", str(laid_out))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(laid_out))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["check", str(config), "--json", "--n-tokens", "64"], catch_exceptions=False)
+    assert r.exit_code in (0, 1), r.output[-3000:]  # 1: random weights reconstruct nothing (the verdict says so)
     got = json.loads(r.stdout)
     assert got["model"] == model_id and got["hook"] == hook, got
     assert got["d_in"] == D and got["num_latents"] == LATENTS

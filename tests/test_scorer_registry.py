@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.metrics import ExampleOutcome
 from autointerp.engine.interpretation.scorers import SCORERS, Needs, Scored, Scorer, needs_llm
 from autointerp.engine.interpretation.scorers.base import Item, ScoredRun
+from autointerp.store.browse import Browser
 from autointerp.store.db import ActivationStore
+from autointerp.store.scorer_meta import BEFORE_SCHEMA_12, read_scorers, scorer_meta
 
 
 def words(text: str) -> set[str]:
@@ -56,7 +59,7 @@ def toy(monkeypatch):
 
 def test_a_registered_scorer_runs_through_the_score_stage_and_the_report(toy, real_cache_db, tmp_path):
     from autointerp.engine.commands.estimate import plan
-    from autointerp.engine.commands.report import batch_report
+    from autointerp.engine.commands.report.summary import batch_report
 
     db = copy_db(real_cache_db, tmp_path / "toy.db")
     cfg = Config(db=str(db), sample=SampleConfig(**FAULT_SAMPLE_SIZES), score=ScoreConfig(scorers=[toy]))
@@ -102,7 +105,17 @@ def test_a_registered_scorer_runs_through_the_score_stage_and_the_report(toy, re
             interp.close()
 
         summary = batch_report(store, "default", latents)["scores"][toy]
+        # the stage recorded what the toy is; the readers (report, browser, TUI) take its metric from the file
+        assert read_scorers(store.db.conn)[toy] == WordOverlap().meta
     assert summary["primary_metric"] == "f1"
+    browser = Browser.open(db)
+    try:
+        assert browser.scorers()[toy] == "f1"
+        detail = browser.detail(latents[0])
+        (entry,) = [e for e in detail.scores if e["scorer"] == toy]
+        assert entry["meta"].primary_metric == "f1" and entry["meta"].evidence == "labels"
+    finally:
+        browser.close()
     assert summary["real"]["n_latents"] == summary["control"]["n_latents"] == 2
 
     # the dry run over this cache (as conftest's real_cache_db made it): both latents scored, and no LLM call
@@ -180,9 +193,19 @@ def test_each_scorer_names_a_metric_the_scores_table_has_and_what_it_needs():
     assert not needs_llm(["embedding", "surprisal"]) and needs_llm(["embedding", "detection"])
 
 
-def test_the_tui_sorts_each_scorer_by_the_registrys_primary_metric():
-    # store/ (and so the TUI) cannot import the engine: its own table must agree with the registry
-    from autointerp.store.browse import PRIMARY_METRIC
+def test_files_scored_before_schema_12_get_what_their_scorers_declared():
+    # BEFORE_SCHEMA_12 is frozen history (what the schema-12 migration writes into older files); it was taken from
+    # these scorers: a later change to a built-in scorer's metadata drops that scorer from this comparison.
+    assert {m.name: m for m in BEFORE_SCHEMA_12} == {name: s.meta for name, s in SCORERS.items()}
 
-    for name, scorer in SCORERS.items():
-        assert PRIMARY_METRIC.get(name, "balanced_accuracy") == scorer.primary_metric, name
+
+def test_readers_fall_back_to_balanced_accuracy_else_auroc_for_a_scorer_without_metadata(tmp_path):
+    from autointerp.store.synthetic import make_synthetic_db
+
+    db = make_synthetic_db(tmp_path / "s.db", 20, seed=1)
+    with sqlite3.connect(db) as conn:
+        conn.execute("delete from scorers")
+        recorded = read_scorers(conn)
+        assert scorer_meta(conn, "detection", recorded).primary_metric == "balanced_accuracy"
+        conn.execute("update scores set balanced_accuracy = null where scorer = 'detection'")
+        assert scorer_meta(conn, "detection", recorded).primary_metric == "auroc"

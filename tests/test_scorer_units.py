@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from autointerp.engine.interpretation.examples import Example
+from autointerp.engine.interpretation.explainers import steered
 from autointerp.engine.interpretation.llm import LLMResponse, TokenLogprob
 from autointerp.engine.interpretation.scorers import generation, intervention, intruder
 
@@ -92,8 +93,8 @@ def test_intervention_choice_parsing_and_probability_of_b():
 
 
 def test_the_explainer_sees_the_median_target_and_every_pair():
-    assert intervention.explain_target([4.0, 0.25, 1.0]) == 1.0
-    text = intervention.explain_examples(_effects()[0])
+    assert steered.explain_target([4.0, 0.25, 1.0]) == 1.0
+    text = steered.explain_examples(_effects()[0])
     assert text.count("Feature on:") == 5 and "Text 1: prompt 0\nNormal: the cat sat\nFeature on: milk milk 0" in text
 
 

@@ -102,7 +102,7 @@ def test_generation_counts_exactly_the_written_texts_that_fire_the_latent(scored
     for control in (0, 1):
         r = rows_by(interp, latent)["generation", control]
         texts = [t["text"] for t in r["details"]["texts"]]
-        fired = [a is not None and a.max() > 0 for a in interp.probe.activations(texts, latent)]
+        fired = [a is not None and a.max() > 0 for a in interp.resources.probe.activations(texts, latent)]
         assert [o["prediction"] for o in r["outcomes"] if not o["failed"]] == [int(f) for f in fired if f is not None]
         if r["n_scored"]:
             assert r["recall"] == pytest.approx(sum(fired) / r["n_scored"])
@@ -111,10 +111,11 @@ def test_generation_counts_exactly_the_written_texts_that_fire_the_latent(scored
 def test_intervention_strengths_reach_their_kl_targets_on_prompts_the_explainer_never_sees(scored):
     interp, store, _, (latent, _), _ = scored
     r = rows_by(interp, latent)["intervention", 0]
-    pool = interp.intervention_prompts(latent)
+    pool = interp.resources.intervention_prompts(latent)
     assert not set(pool["explain"][0]) & set(pool["score"][0]) and len(pool["score"][0]) == 4
     assert {o["window"] for o in r["outcomes"] if o["window"] >= 0} <= set(pool["score"][0])
-    steerer = Steerer(interp.subject, steering_site(interp.coder, store.provenance["hook"], latent))
+    res = interp.resources
+    steerer = Steerer(res.subject, steering_site(res.coder, store.provenance["hook"], latent))
     prompts = torch.from_numpy(pool["score"][1])
     per_target = r["details"]["per_target"]
     assert [t["target"] for t in per_target] == [0.5, 2.0]

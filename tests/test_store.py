@@ -146,7 +146,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
     db.conn.close()
     with ActivationStore.open(path) as store:
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
-        assert int(v) == SCHEMA_VERSION == 11
+        assert int(v) == SCHEMA_VERSION == 12
         assert {
             "segments",
             "staged",
@@ -214,3 +214,147 @@ def test_a_write_transaction_takes_the_lock_when_it_begins(tmp_path):
     ro = connect(f"file:{path}?mode=ro", uri=True)
     with ro:  # a read-only connection begins nothing (BEGIN IMMEDIATE would be refused)
         assert ro.execute("select count(*) from t").fetchone() == (1,)
+
+
+def test_schema_12_gives_a_scored_file_the_metadata_its_scorers_declared(tmp_path):
+    """A schema-11 file holds scores but no `scorers` table: the migration records what the scorers of that time
+    declared (store/scorer_meta.py BEFORE_SCHEMA_12), keeps every score row, and a file with no scores gets none."""
+    import sqlite3
+
+    from helpers.schema import to_schema_11
+
+    from autointerp.store.scorer_meta import BEFORE_SCHEMA_12, read_scorers
+    from autointerp.store.synthetic import make_synthetic_db
+
+    path = make_synthetic_db(tmp_path / "s.db", 40, explained=1.0, seed=3)
+    with sqlite3.connect(path) as c:
+        to_schema_11(c)
+        n_scores = c.execute("select count(*) from scores").fetchone()[0]
+    c.close()
+    with ActivationStore.open(path) as store:
+        assert read_scorers(store.db.conn) == {m.name: m for m in BEFORE_SCHEMA_12}
+        assert store.db.execute("select count(*) from scores").fetchone()[0] == n_scores > 0
+    empty = tmp_path / "empty.db"
+    with ActivationStore.open(empty, create=True) as store:
+        assert read_scorers(store.db.conn) == {}
+
+
+def _schema_1_file(path) -> None:
+    """An empty file exactly as autointerp with schema 1 created it (without the auto_vacuum pragma, which came later)."""
+    import sqlite_utils
+
+    from autointerp.store.schema import MIGRATIONS
+
+    db = sqlite_utils.Database(path)
+    MIGRATIONS[1](db)
+    db.execute("insert into meta (key, value) values ('schema_version', '1')")
+    db.conn.commit()
+    db.conn.close()
+
+
+def _schema_of(path) -> dict:
+    """What SQLite reports of a file's schema: per table its columns (name, declared type, not null, default, primary
+    key position, in order), its indexes with their columns, and the text of every trigger, virtual table and explicit
+    index with its layout flattened. Declared types compare without case (SQLite reads them so); a CREATE TABLE's own
+    text is not compared (the current schema lays it out with comments)."""
+    conn = sqlite3.connect(path)
+    try:
+        objects = conn.execute("select type, name, sql from sqlite_master").fetchall()
+        tables = sorted(name for kind, name, _ in objects if kind == "table")
+        columns = {
+            t: [(c[1], c[2].upper(), c[3], c[4], c[5]) for c in conn.execute(f"pragma table_info('{t}')")]
+            for t in tables
+        }
+        indexes = {
+            t: sorted(
+                (i[1], i[2], i[3], i[4], [c[2] for c in conn.execute(f"pragma index_info('{i[1]}')")])
+                for i in conn.execute(f"pragma index_list('{t}')")
+            )
+            for t in tables
+        }
+        texts = {
+            name: " ".join(sql.split())
+            for kind, name, sql in objects
+            if sql and (kind in ("trigger", "index") or sql.upper().startswith("CREATE VIRTUAL TABLE"))
+        }
+        meta = dict(conn.execute("select key, value from meta").fetchall())
+        rows = {t: conn.execute(f"select * from '{t}'").fetchall() for t in tables}
+        pragmas = {p: conn.execute(f"pragma {p}").fetchone()[0] for p in ("auto_vacuum", "journal_mode")}
+        return {
+            "columns": columns,
+            "indexes": indexes,
+            "texts": texts,
+            "meta": meta,
+            "rows": rows,
+            "pragmas": pragmas,
+        }
+    finally:
+        conn.close()
+
+
+def test_a_new_file_and_one_migrated_from_schema_1_hold_the_same_schema(tmp_path):
+    """A new file is made from the current schema written out (store/schema_current.py), an older one reaches it
+    through every migration: both hold the same tables and columns in the same order, keys, indexes, triggers, the
+    full-text table, meta rows and rows (none but meta's and the empty full-text index's). Only auto_vacuum differs:
+    SQLite fixes it when a file's first table is made, and files made before schema 7 were made without it."""
+    fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
+    ActivationStore.open(fresh, create=True).close()
+    _schema_1_file(old)
+    ActivationStore.open(old).close()
+    new, migrated = _schema_of(fresh), _schema_of(old)
+    assert new["pragmas"] == {"auto_vacuum": 2, "journal_mode": "wal"}  # 2: incremental
+    assert migrated["pragmas"] == {"auto_vacuum": 0, "journal_mode": "wal"}
+    for part in ("columns", "indexes", "texts", "meta", "rows"):
+        assert new[part] == migrated[part], part
+    assert new["meta"] == {"schema_version": str(SCHEMA_VERSION), "codec": "zstd1-planes-v2"}
+    assert {"scorers", "segments", "audits", "workers", "explanations_fts"} <= set(new["columns"])
+    assert set(new["texts"]) == {"explanations_fts", "explanations_ai", "explanations_ad", "explanations_au"} | {
+        "scores_by_scorer"
+    }
+
+
+def test_the_code_writes_and_reads_a_migrated_file_as_a_new_one(tmp_path):
+    """Every table and column the store's writers and readers use exists either way: the synthetic database (a
+    compacted cache, statistics, explanations with full-text search, scores, packed columns, stages, a run) built in a
+    new file and in one migrated from schema 1 holds the same rows, timestamps of the moment aside."""
+    from autointerp.store.synthetic import make_synthetic_db
+
+    fresh, old = tmp_path / "fresh.db", tmp_path / "old.db"
+    _schema_1_file(old)
+    for path in (fresh, old):
+        make_synthetic_db(path, 40, seed=5)
+    new, migrated = _schema_of(fresh), _schema_of(old)
+    assert new["columns"] == migrated["columns"]
+    for table, columns in new["columns"].items():
+        moment = [i for i, c in enumerate(columns) if c[0] in ("at", "committed_at") or c[0].endswith("_at")]
+        keep = [[v for i, v in enumerate(row) if i not in moment] for row in new["rows"][table]]
+        assert keep == [[v for i, v in enumerate(row) if i not in moment] for row in migrated["rows"][table]], table
+    assert new["rows"]["explanations"] and new["rows"]["scores"] and new["rows"]["columns"]
+    search = "select rowid from explanations_fts where explanations_fts match 'token' order by rowid"
+    with sqlite3.connect(fresh) as a, sqlite3.connect(old) as b:
+        assert a.execute(search).fetchall() == b.execute(search).fetchall() != []
+    a.close()
+    b.close()
+
+
+def test_every_table_of_a_new_file_takes_a_later_migrations_alter_table(tmp_path):
+    """The written-out schema's comments stay in its source: SQLite stores a CREATE statement as written, and DROP
+    COLUMN of a last column cuts it back to the previous comma, one inside a comment included. Every table of a new
+    file takes an added column and drops it again (and its last original column) as a migration would."""
+    path = tmp_path / "new.db"
+    ActivationStore.open(path, create=True).close()
+    conn = sqlite3.connect(path)
+    try:
+        stored = conn.execute("select name, sql from sqlite_master where type = 'table' and sql is not null").fetchall()
+        assert all("--" not in sql for _, sql in stored)
+        for table, sql in stored:
+            if sql.startswith("CREATE VIRTUAL") or table.startswith("explanations_fts_"):
+                continue
+            names = [c[1] for c in conn.execute(f"pragma table_info('{table}')")]
+            conn.execute(f"alter table {table} add column later_one TEXT")
+            conn.execute(f"alter table {table} drop column later_one")
+            last = [c[1] for c in conn.execute(f"pragma table_info('{table}')") if not c[5]][-1]  # not a key
+            conn.execute(f"alter table {table} drop column {last}")
+            assert [c[1] for c in conn.execute(f"pragma table_info('{table}')")] == [n for n in names if n != last]
+    finally:
+        conn.close()

@@ -10,13 +10,13 @@ from autointerp.engine.activations.model import SubjectModel
 from autointerp.engine.interpretation.llm.llamacpp import resolve_gguf
 from autointerp.engine.interpretation.metrics import classification_metrics
 from autointerp.engine.interpretation.scorers.base import Item
+from autointerp.engine.interpretation.scorers.surprisal import surprisal_run
 from autointerp.engine.interpretation.surprisal import (
     EMPTY_TEXT,
     GGUFLM,
     SubjectLM,
     SurprisalError,
     load_base_lm,
-    surprisal_run,
 )
 
 TEMPLATE = "The following text is an example of: {}\n\n"

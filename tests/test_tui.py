@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.tui import until
+from helpers.tui import Notifications, until
 
 from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.store.db import ActivationStore
@@ -54,11 +54,11 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def drive(app: AutointerpApp, steps) -> None:
-    """Run the app headless and hand its pilot to `steps` (an async function)."""
+def drive(app: AutointerpApp, steps, notes: Notifications | None = None) -> None:
+    """Run the app headless and hand its pilot to `steps` (an async function); `notes` records notifications."""
 
     async def go():
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=SIZE, message_hook=notes) as pilot:
             await steps(pilot)
 
     asyncio.run(go())
@@ -107,7 +107,7 @@ def test_sort_filter_and_search_match_sql(db):
     async def steps(pilot):
         await until(pilot, lambda: app.detail_count >= 1)
         lst = app.query_one(LatentList)
-        while app.sort != "detection":
+        while app.latents.sort != "detection":
             await pilot.press("s")
         await until(pilot, lambda: app.order_settled)  # orders are read on a worker thread
         want = [
@@ -149,9 +149,10 @@ def test_sort_filter_and_search_match_sql(db):
         await pilot.press("slash", *"nosuch>1", "enter")
         await until(pilot, lambda: app.order_settled)
         assert lst.ids.tolist() == before
-        assert any("unknown column 'nosuch'" in str(n.message) for n in app._notifications)
+        assert any("unknown column 'nosuch'" in m for m in notes.messages())
 
-    drive(app, steps)
+    notes = Notifications()
+    drive(app, steps, notes)
 
 
 def test_palette_jumps_to_a_latent_and_neighbours_jump(db):
@@ -318,7 +319,7 @@ def test_audit_ratings_are_stored_with_time_stamps(db):
         assert unrated[:5] == sorted(unrated, key=lambda x: scores.get(x, 9))[:5]
 
     drive(app, steps)
-    from autointerp.engine.commands.export import flat_rows
+    from autointerp.engine.commands.export.flat import flat_rows
 
     with ActivationStore.open(db, readonly=True) as store:
         exported = {r["latent"]: r for r in flat_rows(store, "default")}

@@ -28,7 +28,8 @@ from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.engine.interpretation.scorers.simulation import token_lines
 from autointerp.store.browse import CHECK_THREADS_ENV, Browser, LatentDetail, tokens_as_text
 from autointerp.store.db import ActivationStore
-from autointerp.store.evidence import NOT_WINDOWS, VERDICTS
+from autointerp.store.evidence import VERDICTS
+from autointerp.store.scorer_meta import read_scorers
 from autointerp.tui.detail import LatentDetailView, lens_table
 from autointerp.tui.evidence import ValuesScreen, evidence_text
 from autointerp.tui.heatmap import COLOUR_STYLES, visible
@@ -132,8 +133,10 @@ def score_row(db: Path, latent: int, scorer: str, control: int = 0) -> dict:
     return dict(r)
 
 
-def test_the_store_knows_which_scorers_outcomes_are_not_windows():
-    assert NOT_WINDOWS == {name for name, s in SCORERS.items() if not s.outcomes_are_windows}
+def test_the_evidence_reads_what_each_scorer_recorded(scored):
+    db = scored[0]
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        assert read_scorers(c) == {name: SCORERS[name].meta for name in read_scorers(c)} != {}
 
 
 def test_verdicts_windows_sources_and_activations_are_the_stored_ones(scored):
@@ -450,7 +453,7 @@ def test_generation_texts_their_peaks_and_whether_they_fired(scored, subject_mod
     with ActivationStore.open(db, readonly=True) as store:
         interp = share_subject(Interpreter(llm_stage_config(db, ["http://unused"]), store, None), subject_model)
         try:
-            acts = interp.probe.activations(TEXTS, latent)  # the texts run again through the subject model
+            acts = interp.resources.probe.activations(TEXTS, latent)  # the texts run again through the subject model
         finally:
             interp.close()
     for ex, a in zip(ev.real.examples, acts):
@@ -564,8 +567,8 @@ def test_open_evidence_is_read_again_when_its_score_rows_are_written(scored, tmp
                 await pilot.press("e")
             assert view.evidence.scorer == "detection" and view.evidence.control is None
             assert "\ncontrol: " not in view.plain_text()
-            drawn, polls = view._lines, app._polls
-            await until(lambda: app._polls >= polls + 3)
+            drawn, polls = view._lines, app.readers.polls
+            await until(lambda: app.readers.polls >= polls + 3)
             await pilot.pause()
             assert view._lines is drawn  # nothing written: not redrawn
 
@@ -598,6 +601,6 @@ def test_open_evidence_is_read_again_when_its_score_rows_are_written(scored, tmp
             await until(lambda: counts(real) in line(view, "scored", " control: "))
             assert view.evidence.real.examples[flip].prediction == o["prediction"]
             assert view.evidence.real.examples[flip].verdict == VERDICTS[(o["label"], o["prediction"])]
-            assert app._exception is None
+            assert app.return_code is None  # set (to 1) by an unhandled exception
 
     asyncio_run(go())

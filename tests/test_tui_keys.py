@@ -7,21 +7,22 @@ import asyncio
 import json
 import shutil
 import sqlite3
-import unicodedata
 from pathlib import Path
 
 import pytest
+from helpers.tui import Notifications
 from helpers.tui import until as wait_until
 from textual import events
 from textual.containers import VerticalScroll
-from textual.keys import _get_unicode_name_from_key
+from textual.keys import key_to_character
 from textual.widgets import Input
 
 from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.store.db import ActivationStore
 from autointerp.store.synthetic import make_synthetic_db
-from autointerp.tui.app import AutointerpApp, HelpScreen, help_rows
+from autointerp.tui.app import AutointerpApp
 from autointerp.tui.detail import LatentDetailView
+from autointerp.tui.help import HelpScreen, help_rows
 from autointerp.tui.latent_list import LatentList
 
 SIZE = (120, 40)
@@ -46,9 +47,9 @@ def until(pilot, condition, timeout: float = 60.0):  # generous: a loaded CI mac
     return wait_until(pilot, condition, timeout)
 
 
-def drive(app: AutointerpApp, steps, size=SIZE) -> None:
+def drive(app: AutointerpApp, steps, size=SIZE, notes: Notifications | None = None) -> None:
     async def go():
-        async with app.run_test(size=size) as pilot:
+        async with app.run_test(size=size, message_hook=notes) as pilot:
             await steps(pilot)
 
     asyncio.run(go())
@@ -72,38 +73,34 @@ def bound_keys(app: AutointerpApp, own=None) -> dict[str, str]:
 async def press(pilot, key: str) -> None:
     """A key event as the terminal driver sends it, then wait until the screen has handled it. Pilot.press also
     waits for the process to idle (a CPU measure): seconds per hundred keys that this test does not need."""
-    try:
-        char: str | None = unicodedata.lookup(_get_unicode_name_from_key(key))
-    except KeyError:
-        char = key if len(key) == 1 else None
-    event = events.Key(key, char)
+    event = events.Key(key, key_to_character(key))
     event.set_sender(pilot.app)
-    pilot.app._driver.send_message(event)
-    await pilot._wait_for_screen()
+    pilot.app.post_message(event)  # what the driver does with a key read from the terminal
+    await pilot.pause(0)
 
 
 async def settle(pilot, app: AutointerpApp, tab: str | None, focus, keep=None) -> None:
     """Back to a known state between keys, doing only what the last key changed (a tab switch re-reads the
     audit queue or the plots): no modal, no editor, the tab shown, its widget focused. `keep()`: the modal on top
     is the prepared one, as it was prepared (left open: closing and opening it again per key costs seconds)."""
-    await pilot._wait_for_screen()
+    await pilot.pause(0)
     if isinstance(app.focused, Input):
         await press(pilot, "escape")  # the audit editor or the query box
     # closed as a user does, once it has mounted; popped if escape does not
     while len(app.screen_stack) > 1 and not (keep is not None and keep()):
         screen = app.screen
-        await pilot._wait_for_screen()
+        await pilot.pause(0)
         await press(pilot, "escape")
-        await pilot._wait_for_screen()
+        await pilot.pause(0)
         if app.screen is screen:
             app.pop_screen()
-            await pilot._wait_for_screen()
+            await pilot.pause(0)
     if tab is not None and app.query_one("TabbedContent").active != tab:
         app.action_tab(tab)
-        await pilot._wait_for_screen()
+        await pilot.pause(0)
     if focus is not None and app.focused is not focus():
         focus().focus()
-        await pilot._wait_for_screen()
+        await pilot.pause(0)
 
 
 async def press_every_key(pilot, app: AutointerpApp, tab: str | None, focus=None, prepare=None, prepared=None) -> int:
@@ -119,13 +116,13 @@ async def press_every_key(pilot, app: AutointerpApp, tab: str | None, focus=None
         if prepare is not None:
             await prepare(pilot)
         await press(pilot, key)
-        assert app.is_running and app._exception is None, f"key {key!r} on {tab or app.screen}"
+        assert app.is_running and app.return_code is None, f"key {key!r} on {tab or app.screen}"  # no exception
     await settle(pilot, app, tab, focus)
     # What the last keys started ends before the next check: the workers (reads), then their messages. Waited for
     # as such, not as Pilot.pause's CPU-idle guess (up to a second per call on a loaded machine).
     await app.workers.wait_for_complete()
-    await pilot._wait_for_screen()
-    assert app._exception is None
+    await pilot.pause(0)
+    assert app.return_code is None  # set (to 1) by an unhandled exception
     return len(keys)
 
 
@@ -147,8 +144,8 @@ def run_every_key_everywhere(app: AutointerpApp, ready, tabs, help_screen: bool 
             return
         assert not isinstance(app.screen, HelpScreen)  # settle closed what a key changed
         app.action_help()
-        await pilot._wait_for_screen()
-        await pilot._wait_for_screen()  # the help screen has mounted
+        await pilot.pause(0)
+        await pilot.pause(0)  # the help screen has mounted
         assert isinstance(app.screen, HelpScreen)
         box = app.screen.query_one(VerticalScroll)
         opened.update(screen=app.screen, focus=app.focused, scroll=box.scroll_offset)
@@ -165,8 +162,8 @@ def run_every_key_everywhere(app: AutointerpApp, ready, tabs, help_screen: bool 
         await pilot.press("q")  # the end: quitting works from wherever the keys left the app
         await pilot.pause()
 
-    drive(app, steps)
-    assert app._exception is None and app.return_code == 0
+    drive(app, steps)  # run_test raises the first unhandled exception
+    assert app.return_code == 0
     return count["n"]
 
 
@@ -204,7 +201,7 @@ def test_error_screen_palette_offers_no_latent_commands(tmp_path):
         await pilot.pause(0.2)
         await pilot.press(*"12", "enter")  # "go to latent 12" would need a database
         await pilot.pause(0.2)
-        assert app.is_running and app._exception is None
+        assert app.is_running and app.return_code is None
         assert list(app.palette_commands()) == []
 
     drive(app, steps)
@@ -229,7 +226,7 @@ def test_back_and_forward_after_jumps(db):
         await pilot.pause(0.1)
         await pilot.press("enter")
         await until(pilot, lambda: app.shown_latent == neighbour)
-        assert app.history == [2, 40, neighbour]
+        assert app.latents.history.entries == [2, 40, neighbour]
         await pilot.press("left_square_bracket")
         await until(pilot, lambda: app.shown_latent == 40)
         await pilot.press("alt+left")
@@ -246,7 +243,7 @@ def test_back_and_forward_after_jumps(db):
         await until(pilot, lambda: app.shown_latent == 2)
         app.jump(7)
         await until(pilot, lambda: app.shown_latent == 7)
-        assert app.history == [2, 7] and app.history_at == 1
+        assert app.latents.history.entries == [2, 7] and app.latents.history.at == 1
 
     drive(app, steps)
 
@@ -258,9 +255,9 @@ def test_history_is_bounded(db):
         await until(pilot, lambda: app.detail_count >= 1)
         for latent in range(150):
             app.jump(latent)
-        from autointerp.tui.app import HISTORY_MAX
+        from autointerp.tui.history import HISTORY_MAX
 
-        assert len(app.history) <= HISTORY_MAX and app.history[-1] == 149
+        assert len(app.latents.history.entries) <= HISTORY_MAX and app.latents.history.entries[-1] == 149
 
     drive(app, steps)
 
@@ -313,8 +310,8 @@ def test_palette_commands_exist_and_run(db, tmp_path, monkeypatch):
         ):
             assert name in commands, name
         commands["Sort by detection − control"]()
-        await until(pilot, lambda: app.order_settled and app.sort == "detection-control")
-        assert app.descending and "detection − control" in str(app.query_one("#list-status").render())
+        await until(pilot, lambda: app.order_settled and app.latents.sort == "detection-control")
+        assert app.latents.descending and "detection − control" in str(app.query_one("#list-status").render())
         commands["Audit: rate explanations"]()
         await pilot.pause()
         assert app.query_one("TabbedContent").active == "audit"
@@ -330,7 +327,7 @@ def test_palette_commands_exist_and_run(db, tmp_path, monkeypatch):
         await pilot.press(*"sort by frequency")
         await pilot.pause(0.5)
         await pilot.press("enter")
-        await until(pilot, lambda: app.order_settled and app.sort == "frequency")
+        await until(pilot, lambda: app.order_settled and app.latents.sort == "frequency")
 
     drive(app, steps)
 
@@ -341,7 +338,7 @@ def test_escape_leaves_the_search_box_and_keeps_the_query(db):
     async def steps(pilot):
         await until(pilot, lambda: app.detail_count >= 1)
         await pilot.press("slash", *"detection>0.6", "enter")
-        await until(pilot, lambda: app.order_settled and app.query_text == "detection>0.6")
+        await until(pilot, lambda: app.order_settled and app.latents.query_text == "detection>0.6")
         lst = app.query_one(LatentList)
         assert app.focused is lst and "query: detection>0.6" in str(lst.border_title)
         # The focus ring: the focused pane's border is drawn in another colour than an unfocused one's.
@@ -363,13 +360,13 @@ def test_sort_puts_the_cursor_on_top_and_shift_s_keeps_the_latent(db):
         await pilot.press(*["down"] * 5)
         await until(pilot, lambda: app.shown_latent == 5)
         await pilot.press("s")  # frequency, highest first: the cursor on the top row
-        await until(pilot, lambda: app.order_settled and app.sort == "frequency")
+        await until(pilot, lambda: app.order_settled and app.latents.sort == "frequency")
         assert lst.cursor == 0 and lst.latent == int(lst.ids[0]) != 5
         await until(pilot, lambda: app.shown_latent == lst.latent)
         await pilot.press("down", "down")
         kept = lst.ids[2]
         await pilot.press("S")  # the next sort, the same latent under the cursor
-        await until(pilot, lambda: app.order_settled and app.sort == "max_act")
+        await until(pilot, lambda: app.order_settled and app.latents.sort == "max_act")
         assert lst.latent == kept and lst.cursor == int((lst.ids == kept).nonzero()[0][0])
 
     drive(app, steps)
@@ -384,7 +381,7 @@ def test_settings_round_trip(db, tui_settings_file):
     async def steps(pilot):
         await until(pilot, lambda: app.detail_count >= 1)
         app.theme = "textual-light"
-        app._sort_by("detection-control")
+        app.latents.sort_by("detection-control")
         await until(pilot, lambda: app.order_settled)
         await pilot.press("3")
         await pilot.pause()
@@ -399,7 +396,7 @@ def test_settings_round_trip(db, tui_settings_file):
 
     async def steps2(pilot):
         await until(pilot, lambda: again.shown_latent is not None)  # after on_mount, which applies the settings
-        assert again.theme == "textual-light" and again.sort == "detection-control" and again.descending
+        assert again.theme == "textual-light" and again.latents.sort == "detection-control" and again.latents.descending
         assert again.query_one("TabbedContent").active == "audit"
         await pilot.press("2")
         await until(pilot, lambda: again.shown_latent is not None)
@@ -420,12 +417,13 @@ def test_bad_settings_file_warns_once_uses_defaults_and_is_left_alone(db, tui_se
 
     async def steps(pilot):
         await until(pilot, lambda: app.detail_count >= 1)
-        warnings = [n.message for n in app._notifications]
+        warnings = notes.messages()
         assert len(warnings) == 1 and "not read" in warnings[0] and "using defaults" in warnings[0]
-        assert app.sort == "latent" and app.query_one("TabbedContent").active == "latents"
+        assert app.latents.sort == "latent" and app.query_one("TabbedContent").active == "latents"
         await pilot.press("q")
 
-    drive(app, steps)
+    notes = Notifications()
+    drive(app, steps, notes=notes)
     assert tui_settings_file.read_bytes() == before
 
 

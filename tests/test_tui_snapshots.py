@@ -94,8 +94,8 @@ def test_latents_tab_at_small_and_large_terminals(snap_compare, db, size):
     # 80 columns: the footer keeps `q quit`, the query in force shows on the list's border, nothing is clipped.
     async def filtered(pilot):
         await showing(2, "down", "down")(pilot)
-        pilot.app.query_text = "detection>0.3"
-        pilot.app.apply_order(keep=2)
+        pilot.app.latents.query_text = "detection>0.3"
+        pilot.app.latents.apply_order(keep=2)
         for _ in range(500):
             if pilot.app.order_settled:
                 break
@@ -146,9 +146,9 @@ def test_the_list_shows_six_rows_at_80x24_and_the_search_box_is_one_line(db):
             await pilot.press("slash")  # typing into the one-line box works as in the bordered one
             await pilot.press(*"w38", "enter")
             for _ in range(500):
-                if app.order_settled and app.query_text == "w38":
+                if app.order_settled and app.latents.query_text == "w38":
                     break
                 await pilot.pause(0.02)
-            assert app.query_text == "w38" and 0 < len(app.query_one("LatentList").ids) < 120
+            assert app.latents.query_text == "w38" and 0 < len(app.query_one("LatentList").ids) < 120
 
     asyncio.run(go())

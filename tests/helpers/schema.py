@@ -7,8 +7,16 @@ import numpy as np
 PROVENANCE_V11 = ("model_type", "forward_reason", "forward_sites", "start_rule", "forward_stale")
 
 
+def to_schema_11(conn) -> None:
+    """Undo schema 12's addition (each scorer's recorded metadata), as a schema-11 file had it."""
+    conn.execute("drop table scorers")
+    conn.execute("update meta set value = '11' where key = 'schema_version'")
+
+
 def to_schema_10(conn) -> None:
-    """Undo schema 11's additions (how the forward was chosen per model family), as a schema-10 file had them."""
+    """Undo schema 12's and 11's additions (how the forward was chosen per model family), as a schema-10 file had
+    them."""
+    to_schema_11(conn)
     for col in PROVENANCE_V11:
         conn.execute(f"alter table provenance drop column {col}")
     conn.execute("update meta set value = '10' where key = 'schema_version'")

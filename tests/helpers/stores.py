@@ -5,32 +5,23 @@ from __future__ import annotations
 import numpy as np
 
 from autointerp.store.db import ActivationStore, ChunkInfo
+from autointerp.store.synthetic import synthetic_provenance
 
 
 def base_provenance(**over) -> dict:
-    prov = {
-        "model": "test-model",
-        "model_hash": "m0",
-        "hook": "blocks.0.hook_resid_post",
-        "coder_kind": "sparsify",
-        "coder_path": "/x",
-        "coder_hash": "c0",
+    """A small synthetic cache's provenance (store/synthetic.py, the one builder): 8 latents of width 4, two chunks of
+    two 16-token sequences, start token 1, default cache config; `over` sets any field."""
+    sizes = {
         "num_latents": 8,
         "d_in": 4,
-        "corpus": "test",
-        "corpus_hash": "h0",
         "seq_len": 16,
         "n_tokens_target": 64,
         "chunk_seqs": 2,
-        "token_dtype": "uint16",
         "vocab_size": 100,
         "bos_token_id": 1,
-        "seed": 0,
-        "versions": {},
         "config": {},
     }
-    prov.update(over)
-    return prov
+    return synthetic_provenance(**{**sizes, **over})
 
 
 def fill_store(path, n_chunks=2, seed=0, **prov_over) -> tuple[ActivationStore, dict]:
