@@ -7,7 +7,8 @@ from pathlib import Path
 
 from autointerp.store.db import ActivationStore, StoreError
 
-from .setup import cache_site_problem
+from .model import site_may_have_moved
+from .setup import cache_site_problem, recorded_model_type
 
 
 def check_identity(db_path: str | Path, identity: dict) -> int:
@@ -34,3 +35,15 @@ def check_cache_site(db_path: str | Path) -> None:
     if Path(db_path).exists():
         with ActivationStore.open(db_path, readonly=True, allow_older=True) as store:
             refuse_wrong_site(store)
+
+
+def note_cache_site(store) -> str | None:
+    """For a cache made before schema 11 whose site may have moved (an attention or MLP output read plainly): record
+    its model family (read from the model's config, without weights) and, where the plain path read the hook from
+    the wrong site, the line every reader shows (the TUI included, which reads no model). Returns that line."""
+    prov = store.provenance
+    if prov is None or not site_may_have_moved(prov) or prov.get("model_type") is not None:
+        return cache_site_problem(prov)
+    problem = cache_site_problem(prov)
+    store.update_provenance(model_type=recorded_model_type(prov), forward_stale=problem)
+    return problem

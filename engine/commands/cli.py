@@ -2,95 +2,22 @@
 
 from __future__ import annotations
 
-import errno
-import functools
 import json
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
 from autointerp.engine.config import CHOICES, ConfigError, resolve_config
-from autointerp.store.db import preflight, why_not_creatable, write_failure
-from autointerp.store.errors import AutointerpError, CannotContinue, UserError, exit_with, say
+from autointerp.store.db import preflight, why_not_creatable
+from autointerp.store.errors import UserError, say
 from autointerp.store.stages import BATCH_STAGES, CACHE, EXPLAIN, SCORE
 from autointerp.store.text import printable
 
+from .bench.cli import bench
 from .export.formats import EXPORT_FORMATS
-from .logs import log_options
-
-# A full disk or a failing device is no fault of the input: a clean stop (3), not bad input (2).
-OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
-
-
-def as_error(e: Exception, db) -> AutointerpError | None:
-    """Any fault as one of ours: ours as they are; SQLite's and the OS's told apart (a locked or read-only database
-    or a full disk is a stop, a damaged file bad input); None for a bug, whose traceback is shown."""
-    if isinstance(e, AutointerpError):
-        return e
-    if isinstance(e, sqlite3.DatabaseError):
-        return write_failure(db or "the database", e)
-    if isinstance(e, OSError):  # a path the checks did not foresee: still one line, never a traceback
-        where = f": {e.filename}" if e.filename else ""
-        if e.errno in OUT_OF_SPACE:
-            return CannotContinue(f"{e.strerror or e}{where}; everything committed is kept, rerun once that is fixed")
-        return UserError(f"{e.strerror or e}{where}")
-    return None
-
-
-def user_errors(fn):
-    """What every command carries: the logging options (logs.py), and any fault it meets ending in one line and
-    an exit status (`exit_with`)."""
-    fn = log_options(fn)
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            error = as_error(e, kwargs.get("db"))
-            if error is None:
-                raise
-            exit_with(error)
-
-    return wrapper
-
-
-def check_output_folder(path: str | None, option: str) -> None:
-    """A folder a command will write into: refused in one line before any work when it cannot be."""
-    if path is None:
-        return
-    folder = Path(path).expanduser()
-    if folder.exists():
-        if not folder.is_dir():
-            raise ConfigError(f"{option} {folder} is a file, not a folder")
-        return
-    why = why_not_creatable(folder)
-    if why:
-        raise ConfigError(f"cannot create {option} {folder}: {why}")
-
-
-PIPE_WIDTH = 1000  # piped or redirected: tables at their natural width, never cut to 80 columns with ellipses
-
-
-def stdout_console():
-    """The console a command prints its result on: the terminal's width there; piped (to a file, `head`, `less`)
-    as wide as the tables need, so every header and number is whole."""
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console.width = PIPE_WIDTH
-    return console
-
-
-def status(message: str):
-    """A spinner on a terminal, nothing otherwise: a command that then fails prints only its error line."""
-    from rich.console import Console
-
-    return Console(stderr=True).status(message)
+from .wiring import check_output_folder, status, stdout_console, user_errors
 
 
 class OneLineErrors(click.Group):
@@ -550,69 +477,10 @@ def export(db, fmt, out, explainer) -> None:
 @user_errors
 def info(db, top, as_json) -> None:
     """Summarise a database: provenance, cache size, most frequent latents."""
-    from autointerp.store.db import ActivationStore
-    from autointerp.store.overview import dead_latents, explainer_counts, top_latents
+    from .info import print_info
 
     preflight(db, must_exist=True, writing=False)
-    with ActivationStore.open(db, readonly=True) as store:
-        prov = store.provenance
-        if prov is None:
-            if as_json:
-                click.echo(json.dumps({"db": str(db), "provenance": None}))
-            else:
-                click.echo(f"{db}: empty (no activation cache yet)")
-            return
-        from autointerp.engine.activations.setup import cache_site_problem
-
-        site_problem = cache_site_problem(prov)
-        size = os.path.getsize(db)
-        nnz = store.nnz()
-        conn = store.db.conn
-        summary = {
-            "db": str(db),
-            "provenance": dict(prov),
-            "site_problem": site_problem,
-            "chunks": len(store.chunks()),
-            "tokens": store.n_tokens(),
-            "activations": nnz,
-            "bytes": size,
-            "bytes_per_activation": size / max(nnz, 1),
-            "dead_latents": dead_latents(conn),
-            "top_latents": top_latents(conn, top),
-            "explainers": explainer_counts(conn),
-        }
-        if as_json:
-            click.echo(json.dumps(summary, indent=1))
-            return
-        p = {k: printable(v) for k, v in prov.items()}  # what a file says is shown, never obeyed
-        click.echo(f"model       {p['model']}  ({p['model_hash']})")
-        click.echo(f"hook        {p['hook']}")
-        forward = p.get("forward_reason") or {"plain": "plain HF forward", "bridge": "TransformerLens bridge"}.get(
-            str(p.get("forward")), str(p.get("forward"))
-        )
-        click.echo(f"forward     {forward}" + (f"; start token {p['start_rule']}" if p.get("start_rule") else ""))
-        if site_problem:
-            click.echo(f"warning     {printable(site_problem)}")
-        click.echo(
-            f"coder       {p['coder_kind']} {p['coder_path']}  ({p['coder_hash']}), "
-            f"{p['num_latents']} latents, d_in {p['d_in']}"
-        )
-        click.echo(f"corpus      {p['corpus']}  ({p['corpus_hash']}), seq_len {p['seq_len']}, seed {p['seed']}")
-        click.echo(
-            f"cached      {summary['chunks']} chunks, {summary['tokens']:,} tokens, {nnz:,} activations, "
-            f"{size / 1e6:.1f} MB ({summary['bytes_per_activation']:.2f} bytes/activation)"
-        )
-        click.echo(f"latents     {summary['dead_latents']} never fired")
-        for r in summary["top_latents"]:
-            click.echo(
-                f"  latent {r['latent']:6d}  count {r['count']:8d}  freq {r['frequency']:.4f}  max {r['max_act']:.2f}"
-            )
-        for e in summary["explainers"]:
-            click.echo(
-                f"explainer   {printable(e['explainer'])}: {e['explanations']} explanations ({e['failed']} failed),"
-                f" {e['scored']} latents scored"
-            )
-        _print_runs(store)
+    print_info(db, top, as_json)
 
 
 @main.command()
@@ -663,6 +531,7 @@ def filters(db, config_path, as_json) -> None:
 @user_errors
 def upgrade(db) -> None:
     """Migrate a database to this autointerp's schema (additive: every row is kept)."""
+    from autointerp.engine.activations.identity import note_cache_site
     from autointerp.store.db import ActivationStore
     from autointerp.store.schema import SCHEMA_VERSION
 
@@ -674,126 +543,6 @@ def upgrade(db) -> None:
     click.echo(f"{db}: schema v{SCHEMA_VERSION}")
     if problem:
         click.echo(f"warning: {printable(problem)}")
-
-
-def note_cache_site(store) -> str | None:
-    """For a cache made before schema 11 whose site may have moved (an attention or MLP output read plainly): record
-    its model family (read from the model's config, without weights) and, where the plain path read the hook from
-    the wrong site, the line every reader shows (the TUI included, which reads no model). Returns that line."""
-    from autointerp.engine.activations.model import site_may_have_moved
-    from autointerp.engine.activations.setup import cache_site_problem, recorded_model_type
-
-    prov = store.provenance
-    if prov is None or not site_may_have_moved(prov) or prov.get("model_type") is not None:
-        return cache_site_problem(prov)
-    problem = cache_site_problem(prov)
-    store.update_provenance(model_type=recorded_model_type(prov), forward_stale=problem)
-    return problem
-
-
-def _print_runs(store, limit: int = 5) -> None:
-    """The latest batch runs; a `running` one whose heartbeat stopped was most likely killed."""
-    from autointerp.store.runs import run_rows
-
-    for run in run_rows(store.db.conn, limit):
-        state = printable(run["status"])
-        if run["probably_killed"]:
-            state = f"running? (no heartbeat for {run['silent_s']:.0f}s: killed, or on a stalled machine)"
-        stages = ", ".join(f"{printable(p['stage'])} {p['done']:,}/{p['total']:,}" for p in run["stages"])
-        click.echo(
-            f"run {run['id']:<7d} {state}, started {printable(run['started_at'])} on {printable(run['host'])} "
-            f"(pid {run['pid']}), latents {printable(run['selection'])}" + (f"; {stages}" if stages else "")
-        )
-
-
-@main.group()
-def bench() -> None:
-    """Benchmarks that print figures (not tests)."""
-
-
-def print_figures(result: dict, as_json: bool) -> None:
-    """A benchmark's figures: one JSON object, or one aligned `name value` line each."""
-    if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
-    else:
-        for k, v in result.items():
-            click.echo(f"{k:24s} {v}")
-
-
-@bench.command("cache")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--n-tokens", default=32_768, help="N: tokens of the small run (the large run caches 10N).")
-@click.option("--fetch-tokens", default=1_000_000, help="Tokens in the cache used for the window-fetch timing.")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
-@click.option("--model", default="embedded", help="Model spec (a HF id[@REV], a folder, tiny:FAMILY, a .gguf).")
-@click.option("--hook", default="", help="Hook point (default: the coder's, or the middle block's MLP neurons).")
-@click.option("--coder", default="", help="Coder checkpoint (default: the embedded SAE, or the model's MLP neurons).")
-@user_errors
-def bench_cache(as_json, n_tokens, fetch_tokens, workdir, model, hook, coder) -> None:
-    """Cache throughput vs a bare forward, bytes per activation, peak RSS at N and 10N, fetch latency."""
-    from .bench.cache import bench_cache as run
-
-    check_output_folder(workdir, "--workdir")
-    result = run(n_tokens=n_tokens, fetch_tokens=fetch_tokens, workdir=workdir, model=model, hook=hook, coder=coder)
-    print_figures(result, as_json)
-
-
-@bench.command("scale")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--latents", default=131_072, show_default=True, help="SAE width of the synthetic cache.")
-@click.option("--tokens", default=10_000_000, show_default=True, help="Cached tokens.")
-@click.option("--k", default=64, show_default=True, help="Active latents per token (TopK).")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
-@user_errors
-def bench_scale(as_json, latents, tokens, k, workdir) -> None:
-    """Every stage after the forward pass on a synthetic wide-SAE cache, at this size and a quarter of it:
-    seconds, peak RSS, bytes per activation, TUI latencies, and each stage extrapolated to 1M latents x 100M
-    tokens."""
-    from .bench.scale import bench_scale as run
-    from .bench.scale import format_figures
-
-    check_output_folder(workdir, "--workdir")
-    if latents < 256 or tokens < 16_384 or not 1 <= k <= latents:
-        raise click.UsageError("--latents must be at least 256, --tokens at least 16,384, and 1 <= --k <= --latents")
-    result = run(latents=latents, tokens=tokens, k=k, workdir=workdir)
-    click.echo(json.dumps(result, sort_keys=True) if as_json else format_figures(result))
-
-
-@bench.command("cluster")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--ray", "ray_address", default="local", show_default=True, help="The Ray cluster to measure.")
-@click.option("--tokens", "n_tokens", default=32_768, show_default=True, help="Tokens to cache, each way.")
-@click.option("--latents", "n_latents", default=4, show_default=True, help="Latents to explain + score (0: none).")
-@click.option("--workdir", type=click.Path(file_okay=False), help="Where to put the benchmark databases.")
-@user_errors
-def bench_cluster(as_json, ray_address, n_tokens, n_latents, workdir) -> None:
-    """The same cache and explain + score in one process and on a Ray cluster: throughput of each, their ratio,
-    and whether the rows are identical."""
-    from .bench.cluster import bench_cluster as run
-
-    check_output_folder(workdir, "--workdir")
-    print_figures(run(ray_address, n_tokens, n_latents, workdir), as_json)
-
-
-@bench.command("llm")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (its [llm], profile...).")
-@click.option("--db", help="An existing cache to read (results go to a copy); default: a fresh 16k-token cache.")
-@click.option("--latents", "n_latents", default=4, help="How many of the most frequent latents.")
-@click.option("--examples-per-prompt", type=int, help="Excerpts per scorer prompt (default: the profile's).")
-@click.option(
-    "--scorers", default="detection,fuzzing", help="Comma-separated scorers, each timed as its own stage, or 'all'."
-)
-@user_errors
-def bench_llm(as_json, config_path, db, n_latents, examples_per_prompt, scorers) -> None:
-    """Explain + score throughput, prefix-cache hit ratio, overhead, and per scorer tokens and seconds per latent."""
-    from .bench.llm import bench_llm as run
-
-    names = list(CHOICES["score.scorers"]) if scorers == "all" else [s.strip() for s in scorers.split(",") if s.strip()]
-    # --db here is a cache to read, not the config's database: it goes to the benchmark as it is.
-    cfg = resolve_config(config_path, examples_per_prompt=examples_per_prompt or None, scorers=names)
-    result = run(cfg, db=db, n_latents=n_latents, scorers=names)
-    print_figures(result, as_json)
 
 
 @main.command("train-default-sae")
@@ -809,14 +558,6 @@ def train_default_sae(out, tokens) -> None:
     click.echo(json.dumps(report, indent=1))
 
 
-@bench.command("tui", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_tui(args) -> None:
-    """First paint and latent-switch latency of the TUI on 100k latents: [--latents N] [--db PATH] [--json]."""
-    # Its own program, like `autointerp tui`: the engine never imports Textual.
-    os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui.bench", *args])
-
-
 @main.command(context_settings={"ignore_unknown_options": True}, add_help_option=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def tui(args) -> None:
@@ -824,6 +565,8 @@ def tui(args) -> None:
     # Started as its own program: the engine never imports Textual.
     os.execvp(sys.executable, [sys.executable, "-m", "autointerp.tui", *args])
 
+
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()
