@@ -15,125 +15,31 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from . import audits
-from .columns import METRICS, read_rows, read_score_column, read_stat_column, score_rows_sql
+from .columns import read_rows, read_score_column, read_stat_column, score_rows_sql
 from .db import ActivationStore, StoreError
-from .errors import UserError
 from .evidence import ScorerEvidence, read_evidence, score_signature
-from .queries import LatentWindow, WindowQueries
+from .latent_query import CONTROL_SUFFIX, FILTER_OPS, STAT_COLUMNS, BrowseError, column_array, fts_query, parse_query
+from .queries import WindowQueries
 from .runs import latest_heartbeat, run_rows, worker_rows
-from .scorer_meta import ScorerMeta, read_scorers, scorer_meta
+from .scorer_meta import METRICS, ScorerMeta, read_scorers, scorer_meta
 from .similarity import similar_of
 from .stages import CACHE_STATS
+from .views import ExampleGroup, LatentDetail, LatentRow, MonitorSnapshot, ScoreHistogram, tokens_as_text
 
-STAT_COLUMNS = ("latent", "frequency", "max_act", "mean_act", "n_windows", "count")
-# `detection-control`, `detection.auroc-control`: the real score minus the control's (another latent's
-# explanation scored on this latent's examples) for the same latent, explainer and scorer: the margin that matters.
-CONTROL_SUFFIX = "-control"
 CHECK_THREADS_ENV = "AUTOINTERP_CHECK_THREADS"
-
-
-class BrowseError(UserError):
-    """The file cannot be browsed; the message is one line for the user."""
 
 
 class ThreadMisuse(RuntimeError):
     """A Browser was used by two threads at once, or by both the main thread and worker threads (a bug)."""
-
-
-@dataclass(frozen=True)
-class ScoreFilter:
-    """`column op value`, e.g. detection < 0.6 or frequency >= 0.001."""
-
-    column: str
-    op: str
-    value: float
-
-
-@dataclass
-class LatentRow:
-    latent: int
-    frequency: float | None
-    max_act: float | None
-    n_windows: int | None
-    explanation: str | None
-    metrics: dict[str, float | None]
-
-
-@dataclass
-class ExampleGroup:
-    decile: int  # 10 = strongest tenth of the activating windows
-    low: float
-    high: float
-    windows: list[LatentWindow]
-    roles: list[str]  # per window: "explain" / "activating" / "non_activating" (its role in the sample set) or ""
-
-
-@dataclass
-class LatentDetail:
-    latent: int
-    stats: dict | None
-    explanations: list[dict]
-    scores: list[dict]  # one per (explainer, scorer): real and control metrics side by side
-    promoted: list[tuple[str, float]]
-    suppressed: list[tuple[str, float]]
-    neighbours: list[tuple[int, float, str | None]]  # latent, decoder cosine, its explanation
-    groups: list[ExampleGroup]
-    audits: list[dict]  # every rater's audit row of the latent (all explainers), by explainer then rater
-    has_vocab: bool
-    load_ms: float = 0.0
-    # The vocabulary the windows were read with (shared, not copied): the detail renders its tokens without
-    # going back to the database, so a view on the UI thread never touches the worker's connection.
-    vocab: list[str] = field(default_factory=list, repr=False)
-    # Its best and matched latent in another database (the newest `autointerp similarity` run), or None.
-    similar: dict | None = None
-    # Its latent_filters row (positional MI, unigram tokens and verification) or None where never computed.
-    filters: dict | None = None
-    # Best-of-N: every candidate explanation drawn, per explainer, in draw order (empty for single draws).
-    candidates: list[dict] = field(default_factory=list)
-
-    def token_text(self, ids) -> list[str]:
-        return tokens_as_text(self.vocab, ids)
-
-    def audit_of(self, rater: str, explainer: str) -> dict | None:
-        """One rater's audit row of this latent's explanation by `explainer` (None: they have not touched it)."""
-        return next((a for a in self.audits if a["rater"] == rater and a["explainer"] == explainer), None)
-
-
-@dataclass
-class ScoreHistogram:
-    """One scorer's primary metric over latents: real explanations and the random control on the same edges."""
-
-    scorer: str
-    metric: str
-    edges: np.ndarray  # bins + 1 ascending values
-    real: np.ndarray  # latents per bin
-    control: np.ndarray
-
-
-@dataclass
-class MonitorSnapshot:
-    runs: list[dict]
-    events: list[dict]
-    cache: dict  # chunks committed, tokens cached, latents with statistics
-    counts: dict  # explanations, failed explanations, scored latents
-    now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
-    workers: list[dict] = field(default_factory=list)  # the newest run's workers (store/runs.py worker_rows)
-
-
-def tokens_as_text(vocab: list[str], ids) -> list[str]:
-    """Token ids as their vocabulary strings; `<id>` for ids the vocabulary lacks (or with no vocabulary)."""
-    return [vocab[i] if 0 <= i < len(vocab) else f"<{i}>" for i in (int(t) for t in ids)]
 
 
 def _read(method):
@@ -155,40 +61,6 @@ def _read(method):
                 self._user = None
 
     return call
-
-
-FILTER_OPS = {"<": np.less, "<=": np.less_equal, ">": np.greater, ">=": np.greater_equal, "=": np.equal}
-
-
-def column_array(cursor, dtype) -> np.ndarray:
-    """One-column rows as an array, without a Python list in between."""
-    return np.fromiter((r[0] for r in cursor), dtype=dtype)
-
-
-def parse_query(text: str, columns: set[str]) -> tuple[list[ScoreFilter], str]:
-    """Split the browser's query box into filters (`name<op>number`) and full-text search words.
-
-    Raises BrowseError naming an unknown column, so a typo never silently filters nothing.
-    """
-    filters, words = [], []
-    for term in text.split():
-        m = re.fullmatch(r"([A-Za-z_][\w.]*(?:-control)?)(<=|>=|<|>|=)(-?[\d.]+(?:e-?\d+)?)", term)
-        if m is None:
-            words.append(term)
-            continue
-        name, op, value = m.groups()
-        if name not in columns:
-            raise BrowseError(f"unknown column {name!r} in filter {term!r}; known: {', '.join(sorted(columns))}")
-        filters.append(ScoreFilter(name, op, float(value)))
-    return filters, " ".join(words)
-
-
-def fts_query(words: str) -> str:
-    """User words as an FTS5 query: each word quoted (no syntax errors from text), the last one a prefix."""
-    terms = ['"' + w.replace('"', '""') + '"' for w in words.split()]
-    if terms:
-        terms[-1] += "*"
-    return " ".join(terms)
 
 
 class Browser:

@@ -4,7 +4,8 @@ import sqlite3
 
 import pytest
 
-from autointerp.store.browse import BrowseError, Browser
+from autointerp.store.browse import Browser
+from autointerp.store.latent_query import BrowseError
 from autointerp.store.synthetic import make_synthetic_db
 
 

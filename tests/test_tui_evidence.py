@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import share_subject
 from helpers.databases import copy_db
 from helpers.fake_llm import completion, fake_server, reply
-from helpers.llm_stage import llm_stage_config, run_llm_stage
+from helpers.llm_stage import llm_stage_config, run_llm_stage, share_subject
 from helpers.tui import until as wait_until
 from textual.app import App, ComposeResult
 
@@ -26,10 +25,11 @@ from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
 from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.engine.interpretation.scorers.simulation import token_lines
-from autointerp.store.browse import CHECK_THREADS_ENV, Browser, LatentDetail, tokens_as_text
+from autointerp.store.browse import CHECK_THREADS_ENV, Browser
 from autointerp.store.db import ActivationStore
 from autointerp.store.evidence import VERDICTS
 from autointerp.store.scorer_meta import read_scorers
+from autointerp.store.views import LatentDetail, tokens_as_text
 from autointerp.tui.detail import LatentDetailView, lens_table
 from autointerp.tui.evidence import ValuesScreen, evidence_text
 from autointerp.tui.heatmap import COLOUR_STYLES, visible

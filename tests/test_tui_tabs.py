@@ -14,9 +14,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static, TabbedContent
 
-from autointerp.store.browse import CHECK_THREADS_ENV, MonitorSnapshot
+from autointerp.store.browse import CHECK_THREADS_ENV
 from autointerp.store.evidence import ScorerEvidence
 from autointerp.store.synthetic import make_synthetic_db
+from autointerp.store.views import MonitorSnapshot
 from autointerp.tui.app import AutointerpApp
 from autointerp.tui.tab import AppTab
 from autointerp.tui.tabs import TABS, tab_bindings, tab_class

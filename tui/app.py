@@ -19,7 +19,8 @@ from textual.binding import Binding
 from textual.widgets import Static, TabbedContent
 
 from autointerp.store.audits import default_rater
-from autointerp.store.browse import BrowseError, Browser
+from autointerp.store.browse import Browser
+from autointerp.store.latent_query import BrowseError
 
 from .detail import LatentDetailView
 from .footer import QuitFirstFooter

@@ -19,10 +19,10 @@ from textual.strip import Strip
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from autointerp.store.browse import METRICS, LatentDetail
 from autointerp.store.evidence import ScorerEvidence
-from autointerp.store.scorer_meta import shown_metric
+from autointerp.store.scorer_meta import METRICS, shown_metric
 from autointerp.store.text import printable
+from autointerp.store.views import LatentDetail
 
 from .evidence import ValuesScreen, ValuesWindow, evidence_text
 from .heatmap import heat_text, legend, visible

@@ -14,8 +14,8 @@ from typing import cast
 from textual.app import ComposeResult
 from textual.containers import Vertical
 
-from autointerp.store.browse import LatentDetail, MonitorSnapshot
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.views import LatentDetail, MonitorSnapshot
 
 from .detail import LatentDetailView
 from .export import export_detail

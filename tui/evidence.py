@@ -15,9 +15,9 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from autointerp.store.browse import tokens_as_text
 from autointerp.store.evidence import VERDICT_ORDER, EvidenceExample, EvidenceSide, ScorerEvidence
 from autointerp.store.text import printable
+from autointerp.store.views import tokens_as_text
 
 from .heatmap import heat_text, visible
 

@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from autointerp.store.browse import LatentDetail
+from autointerp.store.views import LatentDetail
 
 
 def export_detail(detail: LatentDetail) -> Path:

@@ -20,7 +20,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from autointerp.store.browse import Browser, LatentRow
+from autointerp.store.browse import Browser
+from autointerp.store.views import LatentRow
 
 from .heatmap import visible
 

@@ -11,8 +11,9 @@ from textual.containers import Horizontal, Vertical
 from textual.geometry import Size
 from textual.widgets import Input, Static, TabbedContent
 
-from autointerp.store.browse import CONTROL_SUFFIX, MonitorSnapshot
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.latent_query import CONTROL_SUFFIX
+from autointerp.store.views import MonitorSnapshot
 
 from .detail import LatentDetailView
 from .detail_column import DetailColumn

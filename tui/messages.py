@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from textual.message import Message
 
-from autointerp.store.browse import LatentDetail, MonitorSnapshot
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.views import LatentDetail, MonitorSnapshot
 
 
 class OrderRead(Message, bubble=False):

@@ -15,9 +15,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import ProgressBar, Sparkline, Static
 
-from autointerp.store.browse import MonitorSnapshot
 from autointerp.store.runs import STALE_HEARTBEAT_S, WORKER_STATES
 from autointerp.store.text import printable
+from autointerp.store.views import MonitorSnapshot
 
 STAGES = ("cache", "explain", "score")
 STATUS_STYLE = {"running": "bold green", "done": "bold", "stopped": "bold yellow", "failed": "bold red"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 
-from autointerp.store.browse import MonitorSnapshot
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.views import MonitorSnapshot
 
 from .monitor import MonitorPane
 from .tab import AppTab, later

@@ -15,8 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from autointerp.store.browse import ScoreHistogram
 from autointerp.store.text import printable
+from autointerp.store.views import ScoreHistogram
 
 if TYPE_CHECKING:
     from textual_plotext import PlotextPlot

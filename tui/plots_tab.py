@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 
-from autointerp.store.browse import MonitorSnapshot
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.views import MonitorSnapshot
 
 from .messages import PlotsRead
 from .plots import PlotsPane

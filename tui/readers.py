@@ -17,8 +17,9 @@ from textual.dom import DOMNode
 from textual.message import Message
 from textual.worker import get_current_worker
 
-from autointerp.store.browse import BrowseError, Browser
+from autointerp.store.browse import Browser
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.latent_query import BrowseError
 
 from .messages import DetailLoaded, MonitorRead, OrderRead, PlotsRead
 

@@ -13,8 +13,8 @@ from textual.lazy import Lazy
 from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane
 
-from autointerp.store.browse import MonitorSnapshot
 from autointerp.store.evidence import ScorerEvidence
+from autointerp.store.views import MonitorSnapshot
 
 from .host import Host
 
