@@ -118,15 +118,6 @@ def real_cache_db(shared_dir, subject_model):
     return build_once(shared_dir, "realcache", build) / "cache.db"
 
 
-def share_subject(interp, subject_model):
-    """An Interpreter using the session's subject model instead of loading its own."""
-    interp.resources.use_subject(subject_model)
-    return interp
-
-
-# ---- explain / score against a scripted OpenAI-compatible server (test_llm_faults.fake_server) ----------------------
-
-
 # ---- the batch on a small slice of the embedded default, shared by the batch, resume and fault tests ----------
 
 

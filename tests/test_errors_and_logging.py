@@ -21,7 +21,8 @@ import pytest
 from click.testing import CliRunner
 from helpers.databases import assert_same_database, copy_db
 
-from autointerp.engine.commands.cli import main, user_errors
+from autointerp.engine.commands.cli import main
+from autointerp.engine.commands.wiring import user_errors
 from autointerp.store.errors import CannotContinue, UserError
 
 TINY = ["--seq-len", "32", "--n-tokens", "64", "--batch-size", "2"]

@@ -16,8 +16,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import share_subject
-from helpers.llm_stage import write_stand_in_explanation
+from helpers.llm_stage import share_subject, write_stand_in_explanation
 from safetensors.torch import save_file
 
 from autointerp.engine.activations.cache import run_cache

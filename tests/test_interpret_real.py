@@ -5,9 +5,9 @@ import json
 import subprocess
 
 import pytest
-from conftest import share_subject
 from helpers.cli import batch_cmd, run_cli
 from helpers.databases import copy_db, rows
+from helpers.llm_stage import share_subject
 from helpers.metrics import assert_metrics_match_outcomes
 
 from autointerp.engine.config import Config, SampleConfig, ScoreConfig

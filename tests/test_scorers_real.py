@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import share_subject
 from helpers.databases import copy_db
+from helpers.llm_stage import share_subject
 from helpers.metrics import assert_metrics_match_outcomes
 
 from autointerp.engine.activations.steering import Steerer, steering_site

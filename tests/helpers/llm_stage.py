@@ -7,6 +7,12 @@ import asyncio
 from autointerp.store.db import ActivationStore
 
 
+def share_subject(interp, subject_model):
+    """An Interpreter using the session's subject model instead of loading its own."""
+    interp.resources.use_subject(subject_model)
+    return interp
+
+
 def write_stand_in_explanation(results, latent: int, text: str) -> None:
     """An explanation written directly (no LLM call): for tests about scoring, not explaining."""
     results.write_explanation(
