@@ -4,6 +4,7 @@ reads them one row at a time through `Results.iter_scores`)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from .audits import AUDITS_BY_LATENT
@@ -46,32 +47,25 @@ def explanation_texts(conn: sqlite3.Connection, explainer: str):
     return conn.execute("select latent, text from explanations where explainer = ? order by latent", [explainer])
 
 
-# ---- Neuronpedia: every latent that fired and every explained one ---------------------------------------------
-
-# The latents exported: every one that fired, and every explained one (union: each once, in latent order).
-_IDS_SQL = "select latent from latents where count > 0 union select latent from explanations where explainer = ?"
-_FEATURES_SQL = f"""
-select ids.latent, l.frequency, l.max_act, l.count, l.hist_edges, l.hist_counts,
-       d.promoted, d.suppressed, d.neighbours, e.text, e.model, e.created_at
-from ({_IDS_SQL}) ids
-left join latents l on l.latent = ids.latent
-left join directions d on d.latent = ids.latent
-left join explanations e on e.latent = ids.latent and e.explainer = ?
-order by ids.latent
-"""
+# ---- delphi: what its reader reads beside the score files -------------------------------------------------------
 
 
-def feature_count(conn: sqlite3.Connection, explainer: str) -> int:
-    """Latents that fired or have an explanation of this explainer."""
-    return conn.execute(f"select count(*) from ({_IDS_SQL})", [explainer]).fetchone()[0]
+def firing_counts(conn: sqlite3.Connection):
+    """A cursor of (latent, tokens it fired on) per latent that fired, from the statistics."""
+    return conn.execute("select latent, count from latents where count > 0")
 
 
-def feature_rows(conn: sqlite3.Connection, explainer: str):
-    """A cursor of (latent, frequency, max_act, count, hist_edges, hist_counts, promoted, suppressed, neighbours,
-    text, model, created_at) per latent that fired or was explained, in latent order."""
-    return conn.execute(_FEATURES_SQL, [explainer, explainer])
+def latest_run_config(conn: sqlite3.Connection) -> dict:
+    """The config the latest batch run recorded (its sample, score and llm sections); {} when none did."""
+    found = conn.execute(
+        "select config from runs where config is not null and config != '{}' order by id desc limit 1"
+    ).fetchone()
+    return json.loads(found[0]) if found else {}
 
 
-def vocab_size(conn: sqlite3.Connection) -> int:
-    """Tokens in the stored vocabulary (0: never annotated)."""
-    return conn.execute("select count(*) from vocab").fetchone()[0]
+def explainer_model(conn: sqlite3.Connection, explainer: str) -> str | None:
+    """The model that wrote this explainer's first explanation (None: no explanation names one)."""
+    row = conn.execute(
+        "select model from explanations where explainer = ? and model is not null order by latent limit 1", [explainer]
+    ).fetchone()
+    return row[0] if row else None

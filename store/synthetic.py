@@ -5,11 +5,17 @@ writes a file of any size with the real schema: planted activations (each latent
 "home" token), statistics, explanations that name the home token, scores with controls, directions, a vocab
 with markup-like and whitespace tokens, and a finished batch run with progress and events. Every value comes
 from the seed, and time stamps are fixed, so the same call makes the same file.
+
+Score rows hold outcomes as the score stage stores them: cached windows of the latent (one activating window per
+decile, weakest decile first, and random windows where it never fires), each with its label, the scorer's answer
+and probability (none failed: tests plant their own failures), and every metric computed from those outcomes as
+engine/interpretation/metrics.py computes them (tests/test_export_delphi.py checks the two agree).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -19,12 +25,16 @@ import sqlite_utils
 from .columns import pack_score_columns, pack_stat_columns
 from .compact import compact
 from .db import ActivationStore, ChunkInfo
+from .queries import WindowQueries
 from .scorer_meta import primary_metrics
 from .stages import CACHE, CACHE_STATS
 
 STAMP = "2026-01-02T03:04:05+00:00"
 SPECIAL = ["\n", "  ", "\t", "[bold red]", "[/]", "[link=x]", " the", " of", "\\", "[", "]"]
 SCORERS = ("detection", "fuzzing", "embedding")
+N_DECILES = 10  # the sample config's default: one scored activating window per decile
+N_NON_ACTIVATING = 10  # windows where the latent never fires, per detection / embedding row
+FUZZ_INCORRECT = 2 / 7  # fuzzing's share of activating windows shown with wrong marks (engine's default)
 
 
 def _vocab(size: int) -> list[str]:
@@ -164,10 +174,17 @@ def make_synthetic_db(
 
 
 def insert_results(db: sqlite_utils.Database, rng: np.random.Generator, latents, vocab: list[str]) -> None:
-    """Explanations naming each latent's home token, and every SCORERS score with its control, for `latents`; in
-    the caller's transaction."""
+    """Explanations naming each latent's home token, and every SCORERS score with its control, for `latents`, their
+    outcomes on the file's own cached windows (so it must hold a finished cache); in the caller's transaction."""
     db["explanations"].insert_all(explanation_rows(rng, latents, vocab, len(vocab)), batch_size=2000)
-    db["scores"].insert_all(score_rows(rng, latents), batch_size=2000)
+    db["scores"].insert_all(score_rows(rng, latents, _window_queries(db)), batch_size=2000)
+
+
+def _window_queries(db: sqlite_utils.Database) -> WindowQueries:
+    """The file's windows as the engine reads them (store/queries.py), at the cache's window length."""
+    store = ActivationStore(db, Path(""), readonly=True)  # on the caller's connection: its transaction's rows
+    config = json.loads(store.provenance["config"] or "{}")
+    return WindowQueries(store, int(config.get("window_len", 32)))
 
 
 def pack_results(conn: sqlite3.Connection, explainer: str = "default") -> None:
@@ -244,13 +261,22 @@ def explanation_rows(rng, ids, vocab, vocab_size):
         }
 
 
-def score_rows(rng, ids):
+def score_rows(rng: np.random.Generator, ids, queries: WindowQueries):
     for latent in ids:
+        activating, non_activating = _scored_windows(rng, queries, int(latent))
+        # The items each scorer scores, as (window, label, decile): detection and embedding the same excerpts,
+        # fuzzing the activating ones, some shown with wrong marks (label 0, decile kept, as the engine stores it).
+        wrong = set(rng.permutation(len(activating))[: int(round(FUZZ_INCORRECT * len(activating)))].tolist())
+        items = {
+            "detection": [(w, 1, d) for w, d in activating] + [(w, 0, 0) for w in non_activating],
+            "fuzzing": [(w, int(i not in wrong), d) for i, (w, d) in enumerate(activating)],
+        }
+        items["embedding"] = items["detection"]
         for scorer in SCORERS:
             for control in (0, 1):
-                centre = 0.5 if control else rng.uniform(0.45, 0.95)
-                bal = None if scorer == "embedding" else float(np.clip(rng.normal(centre, 0.05), 0, 1))
-                recall = [round(float(x), 3) for x in np.clip(rng.normal(centre, 0.2, 10), 0, 1)]
+                centre = 0.5 if control else rng.uniform(0.45, 0.95)  # the share of right answers
+                outcomes = _outcomes(rng, items[scorer], centre, similarity=scorer == "embedding")
+                m = _metrics(outcomes)
                 yield {
                     "latent": int(latent),
                     "explainer": "default",
@@ -258,14 +284,8 @@ def score_rows(rng, ids):
                     "control": control,
                     "explanation_latent": int(latent),
                     "explanation": "",
-                    "n": 20,
-                    "n_scored": 20,
-                    "n_failed": 0,
-                    "balanced_accuracy": bal,
-                    "accuracy": bal,
-                    "auroc": float(np.clip(rng.normal(centre, 0.05), 0, 1)),
-                    "recall_per_decile": json.dumps(None if scorer == "embedding" else recall),
-                    "outcomes": "[]",
+                    **m,
+                    "outcomes": json.dumps(outcomes),
                     "errors": "{}",
                     "n_calls": 2,
                     "n_failed_calls": 0,
@@ -280,6 +300,75 @@ def score_rows(rng, ids):
                     "settings": "{}",
                     "created_at": STAMP,
                 }
+
+
+def _scored_windows(rng, queries: WindowQueries, latent: int) -> tuple[list[tuple[int, int]], list[int]]:
+    """One random activating window per decile bin (store/queries.py's bins, weakest first) as (window, decile),
+    and N_NON_ACTIVATING windows where the latent never fires."""
+    aw = queries.activating(latent)
+    activating = [(int(rng.choice(ids)), d + 1) for d, ids in enumerate(queries.decile_bins(aw, N_DECILES)) if len(ids)]
+    non = queries.non_activating(aw, N_NON_ACTIVATING, rng)
+    return activating, [int(w) for w in non]
+
+
+def _outcomes(rng, items, right: float, *, similarity: bool) -> list[dict]:
+    """The outcome of each (window, label, decile): an answer right with probability `right` and a probability
+    leaning the answer's way; or (`similarity`: the embedding scorer) no answer, only a similarity that is higher on
+    label 1 the better the explanation."""
+    out = []
+    for window, label, decile in items:
+        o = {"label": label, "decile": decile, "prediction": None, "probability": None, "failed": False}
+        if similarity:
+            o["probability"] = round(float(rng.normal(0.2 + 0.6 * (right - 0.5) * label, 0.1)), 4)
+        else:
+            o["prediction"] = label if rng.random() < right else 1 - label
+            o["probability"] = round(float(rng.uniform(0.5, 1.0) if o["prediction"] else rng.uniform(0.0, 0.5)), 3)
+        out.append({**o, "window": window})
+    return out
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _metrics(outcomes: list[dict]) -> dict:
+    """A score row's metric columns from its outcomes, as engine/interpretation/metrics.py
+    `classification_metrics` computes them (the store cannot import the engine)."""
+    scored = [o for o in outcomes if not o["failed"] and o["prediction"] is not None]
+    count = {(y, p): sum(o["label"] == y and o["prediction"] == p for o in scored) for y in (0, 1) for p in (0, 1)}
+    tp, fp, tn, fn = count[1, 1], count[0, 1], count[0, 0], count[1, 0]
+    precision, recall, specificity = _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    f1 = None
+    if precision is not None and recall is not None:
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    ranked = [
+        o for o in outcomes if not o["failed"] and o["probability"] is not None and math.isfinite(o["probability"])
+    ]
+    pos = [o["probability"] for o in ranked if o["label"] == 1]
+    neg = [o["probability"] for o in ranked if o["label"] == 0]
+    # AUROC as the Mann-Whitney statistic (ties count half): what sklearn's roc_auc_score gives, without its import.
+    auroc = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg) / (len(pos) * len(neg)) if pos and neg else None
+    per_decile = []
+    for d in range(1, N_DECILES + 1):
+        hits = [o["prediction"] for o in scored if o["label"] == 1 and o["decile"] == d]
+        per_decile.append(sum(hits) / len(hits) if hits else None)
+    return {
+        "n": len(outcomes),
+        "n_scored": len(scored),
+        "n_failed": sum(o["failed"] for o in outcomes),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "accuracy": _ratio(tp + tn, len(scored)),
+        "balanced_accuracy": (recall + specificity) / 2 if recall is not None and specificity is not None else None,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "auroc": float(auroc) if auroc is not None else None,
+        "n_auroc": len(ranked),
+        "recall_per_decile": json.dumps(per_decile),
+    }
 
 
 def _run(db: sqlite_utils.Database, n_latents: int, n_explained: int) -> None:

@@ -173,10 +173,11 @@ def test_report_and_exports(reference, tmp_path):
     assert r.returncode == 0, r.stderr
     for latent, text_ in rows(db, "select latent, text from explanations where text is not null"):
         assert json.loads((tmp_path / "delphi" / "explanations" / f"{hook}_latent{latent}.txt").read_text()) == text_
-    for latent, scorer, control, n, n_failed in rows(db, "select latent, scorer, control, n, n_failed from scores"):
+    for latent, scorer, control, n, n_scored in rows(db, "select latent, scorer, control, n, n_scored from scores"):
         folder = scorer + ("_control" if control else "")
         records = json.loads((tmp_path / "delphi" / "scores" / folder / f"{hook}_latent{latent}.txt").read_text())
-        assert len(records) == n and sum(rec["prediction"] is None for rec in records) == n_failed
+        # No answer (a failed one, or embedding's: a similarity, no yes/no) is written as none, never as "no".
+        assert len(records) == n and sum(rec["prediction"] is None for rec in records) == n - n_scored
         assert all(len(rec["str_tokens"]) == len(rec["activations"]) for rec in records)
         assert all(rec["activating"] == (max(rec["activations"]) > 0) for rec in records if scorer == "detection")
     r = invoke_cli("export", str(db), "--format", "json", "--out", str(tmp_path / "all.json"))

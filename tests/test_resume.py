@@ -98,7 +98,7 @@ def test_kill_9_inside_an_export_leaves_no_partial_output_and_the_rerun_writes_i
     assert again.returncode == 0, again.stderr
 
     def tree(folder):
-        return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
     assert tree(out) == tree(whole) and len(tree(out)) > 4
     # Exporting again over it replaces it whole: same content, no leftovers beside it.
