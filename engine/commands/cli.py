@@ -461,12 +461,18 @@ def similarity(
 @click.option(
     "--explainer", type=click.Choice(list(CHOICES["explain.explainer"])), default="default", show_default=True
 )
+@click.option("--np-model-id", help="neuronpedia: the model id (default: the cache's model name, e.g. gpt2).")
+@click.option(
+    "--np-source-set",
+    help="neuronpedia: the source set (default: autointerp-<res|mlp|att>-<width>, e.g. autointerp-res-16k).",
+)
 @user_errors
-def export(db, fmt, out, explainer) -> None:
+def export(db, fmt, out, explainer, np_model_id, np_source_set) -> None:
     """Export explanations and scores: delphi's results layout, or one flat JSON / CSV file."""
     from .export.formats import export as run
 
-    result = run(resolve_config(None, db=db, explainer=explainer), fmt, out)
+    cfg = resolve_config(None, db=db, explainer=explainer)
+    result = run(cfg, fmt, out, model_id=np_model_id, source_set=np_source_set)  # each format takes its own
     click.echo(f"exported {result['latents']} latents to {result['path']} ({result['files']} files)")
 
 

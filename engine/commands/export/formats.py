@@ -5,9 +5,12 @@ an `export_<name>(cfg, out) -> {"files", "latents", "path", ...}` function and o
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 
 from autointerp.engine.config import Config
+
+from .common import ExportError
 
 # name -> (module, function), in the order `--format` lists them.
 EXPORT_FORMATS: dict[str, tuple[str, str]] = {
@@ -20,10 +23,15 @@ EXPORT_FORMATS: dict[str, tuple[str, str]] = {
 }
 
 
-def export(cfg: Config, fmt: str, out: str | Path) -> dict:
+def export(cfg: Config, fmt: str, out: str | Path, **options) -> dict:
     """Write the export in format `fmt`; returns {"files": n, "latents": n, "path": ...}. Paths and the database are
     checked before anything is written, and files appear whole or not at all."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(EXPORT_FORMATS)}")
     module, function = EXPORT_FORMATS[fmt]
-    return getattr(importlib.import_module(module), function)(cfg, out)
+    write = getattr(importlib.import_module(module), function)
+    given = {k: v for k, v in options.items() if v is not None}  # a format's own options (--np-model-id, ...)
+    unknown = sorted(set(given) - set(inspect.signature(write).parameters))
+    if unknown:
+        raise ExportError(f"--format {fmt} takes no {' or '.join(unknown)} (those options are another format's)")
+    return write(cfg, out, **given)

@@ -4,8 +4,8 @@ The layout is the one Neuronpedia's admin importer reads (apps/webapp/app/api/ad
 apps/webapp/lib/db/import.ts in github.com/hijohnnylin/neuronpedia at commit NEURONPEDIA_COMMIT below), the same
 that its `utils/neuronpedia-utils/.../convert-saedashboard-to-neuronpedia-export.py` and `export-data.py` write:
 
-    OUT/config/explanation_type.jsonl, explanation_model_type.jsonl, explanation_score_type.jsonl,
-               explanation_score_model.jsonl          (rows of those tables: the names our rows refer to)
+    OUT/config/explanation_model_type.jsonl, explanation_type.jsonl, explanation_score_model.jsonl,
+               explanation_score_type.jsonl, eval_type.jsonl  (rows of those tables: the names our rows refer to)
     OUT/<modelId>/<sourceId>/release.jsonl, model.jsonl, sourceset.jsonl, source.jsonl
     OUT/<modelId>/<sourceId>/features/batch-K.jsonl.gz            table Neuron: one row per live latent
     OUT/<modelId>/<sourceId>/activations/batch-K.jsonl.gz         table Activation: each latent's top windows
@@ -13,21 +13,40 @@ that its `utils/neuronpedia-utils/.../convert-saedashboard-to-neuronpedia-export
     OUT/<modelId>/<sourceId>/explanation_scores/batch-K.jsonl.gz  table ExplanationScore (see below)
 
 OUT stands for the `v1/` prefix of Neuronpedia's dataset bucket. Every JSONL line is one row of the Postgres table
-named above, keyed by its column names (prisma/schema.prisma). The importer takes the first line's keys as the
-column list of a whole file, so every line of a file carries the same keys, and no file is empty.
+named above, keyed by its column names (prisma/schema.prisma). What the importer asks of these files, read from
+its code (line numbers at NEURONPEDIA_COMMIT; tests/test_export_neuronpedia.py checks each):
+
+- Before anything else it upserts the rows of all five `config/` files through Prisma (import/route.ts:66,
+  lib/db/import.ts:33-84); a missing file stops the import (lib/utils/s3.ts:116-127), an empty one is no rows.
+  autointerp has no Eval rows, so `eval_type.jsonl` is empty.
+- The metadata rows go through Prisma's `create` (import/route.ts:72-141): every key a column, every required
+  column given. The source folder is `<modelId>/<sourceId>` (route.ts:48), and the source set and source are
+  looked up under that model id (route.ts:104-132).
+- Features, activations and explanations go through `importJsonlString` (lib/db/import.ts:86-171), which takes the
+  first line's keys as the column list of a whole insert (import.ts:121-151): every line of a folder carries the
+  same keys, no file is empty, and a key given as null overrides the column's default. Explanations from all
+  files are inserted in batches together (route.ts:211-256), so their keys agree across files too.
+- Each folder is listed with one ListObjectsV2 call (lib/utils/s3.ts:83-107), which returns at most 1,000 keys:
+  wide exports put more latents in a batch file rather than write a 1,001st file the importer would not see.
 
 Neuronpedia's stock importer loads features, activations and explanations; it has no step for ExplanationScore,
-whose files load through its `/api/admin/import-file` route with tableName "ExplanationScore". Each score row holds
-a scorer's primary metric as `value` and, in `jsonDetails`, every metric of the real explanation and of the
-random-explanation control beside it.
+whose files load through its `/api/admin/import-file` route with tableName "ExplanationScore"
+(app/api/admin/import-file/route.ts:10-24). Each score row holds a scorer's primary metric as `value` and, in
+`jsonDetails`, every metric of the real explanation and of the random-explanation control beside it.
 
-Latents are streamed in latent order, `batch_size` features per batch file: memory holds one latent's windows and
-one batch's open gzip streams at any width. The folder is written under a temporary name beside --out and renamed
-into place when whole, so a failed export leaves nothing.
+Names: the model id and source set come from the cache (or `--np-model-id` / `--np-source-set`), the source id is
+`<layer>-<source set>`, and the release is `<model id>--<source set>`: a release name is global (SourceRelease.name
+is unique, schema.prisma:663) while a source set is per model, so the model is part of it; source set names hold no
+`--` (source-set/new/route.tsx:13-18), so no two (model, source set) pairs share a release name.
+
+Latents are streamed in latent order, `batch_size` features per batch file: memory holds one latent's windows,
+one batch's open gzip streams and one byte per latent (which latents are exported) at any width. The folder is
+written under a temporary name beside --out and renamed into place when whole, so a failed export leaves nothing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -36,7 +55,6 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +62,7 @@ import numpy as np
 from autointerp.engine.config import CacheConfig, Config
 from autointerp.engine.interpretation.metrics import METRIC_NAMES
 from autointerp.store import export_reads as reads
+from autointerp.store import neuronpedia_reads
 from autointerp.store.clock import now
 from autointerp.store.db import ActivationStore
 from autointerp.store.directions import read_vocab
@@ -59,13 +78,22 @@ NEURONPEDIA_COMMIT = "ebb8426fc550ad5d1f76d52c271a624af3c08a57"
 # The bot user every Neuronpedia instance seeds (apps/webapp/prisma/seed.ts) and its default creator of uploads.
 NEURONPEDIA_BOT_USER = "clkht01d40000jv08hvalcvly"
 BATCH_FEATURES = 1024  # features per batch file, as Neuronpedia's own exports (export-data.py)
+# Keys one ListObjectsV2 call returns, and the importer makes one per folder (lib/utils/s3.ts:83-107): a folder of
+# more files loses the rest silently.
+MAX_LISTED_FILES = 1000
 TOP_WINDOWS = 20  # top activating windows written per latent
 CREATOR_NAME = "autointerp"
 
+# Neuronpedia's rules for the names (its own create routes check them; the importer takes what it is given):
+# a model id (schema.prisma:362, ModelSchema: letters, digits, `_`, `-`, 1-128, lowercased) and a source set name
+# (app/api/source-set/new/route.tsx:10-18: lowercase letters, digits and single hyphens, not "neurons").
+MODEL_ID_RULE = re.compile(r"[a-z0-9_-]{1,128}")
+SOURCE_SET_RULE = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]|[a-z0-9]")
 
-@dataclass(frozen=True)
+
+@dataclasses.dataclass(frozen=True)
 class NeuronpediaNames:
-    """Where the rows go in Neuronpedia: model id, source set and source id (`<layer>-<source set>`)."""
+    """Where the rows go in Neuronpedia: model id, source set, source id (`<layer>-<source set>`) and release."""
 
     model_id: str
     source_set: str
@@ -75,6 +103,12 @@ class NeuronpediaNames:
     @property
     def source_id(self) -> str:
         return f"{self.layer}-{self.source_set}"
+
+    @property
+    def release_name(self) -> str:
+        """Global in Neuronpedia (SourceRelease.name is unique) where a source set is per model: the model id and
+        the source set, split at the `--` a source set name never holds, so two models never share a release."""
+        return f"{self.model_id}--{self.source_set}"
 
 
 def _slug(text: str) -> str:
@@ -92,6 +126,27 @@ def default_names(prov: dict) -> NeuronpediaNames:
     width = int(prov["num_latents"])
     size = f"{width // 1024}k" if width >= 1024 and width % 1024 == 0 else str(width)
     return NeuronpediaNames(_slug(model)[:128] or "model", f"autointerp-{kind}-{size}", int(m.group(1)) if m else 0)
+
+
+def check_names(model_id: str | None, source_set: str | None) -> None:
+    """Names given on the command line, refused in one line unless Neuronpedia's rules take them."""
+    if model_id is not None and not MODEL_ID_RULE.fullmatch(model_id):
+        raise ExportError(
+            f"--np-model-id {model_id!r}: Neuronpedia model ids are 1-128 lowercase letters, digits, `_` and `-`"
+        )
+    if source_set is not None and (
+        not SOURCE_SET_RULE.fullmatch(source_set) or "--" in source_set or source_set == "neurons"
+    ):
+        raise ExportError(
+            f"--np-source-set {source_set!r}: Neuronpedia source set names are lowercase letters, digits and single"
+            " hyphens, starting with a letter or digit and not ending with a hyphen (and not `neurons`)"
+        )
+
+
+def names_for(prov: dict, model_id: str | None = None, source_set: str | None = None) -> NeuronpediaNames:
+    """The cache's names (`default_names`) with the given ones in their place."""
+    names = default_names(prov)
+    return dataclasses.replace(names, model_id=model_id or names.model_id, source_set=source_set or names.source_set)
 
 
 def _cuid(*parts) -> str:
@@ -131,7 +186,7 @@ class _Batch:
         return len(self.files)
 
 
-@dataclass
+@dataclasses.dataclass
 class _Writer:
     store: ActivationStore
     names: NeuronpediaNames
@@ -150,6 +205,12 @@ class _Writer:
         self.scorers: set[str] = set()
         self.stamp = now()
         self.counts = {"features": 0, "activations": 0, "explanations": 0, "scores": 0, "scores_undefined": 0}
+        self.counts["scores_no_model"] = 0
+        # Which latents get a Neuron row: a neighbour link to any other would lead nowhere in Neuronpedia.
+        features = neuronpedia_reads.feature_latents(self.store.db.conn, self.explainer)
+        width = max(int(prov["num_latents"]), int(features[-1]) + 1 if len(features) else 0)
+        self.is_feature = np.zeros(width, dtype=bool)
+        self.is_feature[features] = True
         self.recorded = read_scorers(self.store.db.conn)
         self.primary: dict[str, str] = {}
 
@@ -171,10 +232,13 @@ class _Writer:
             return [self._token(int(t)) for t in ids]
         return self.vocab_array[ids].tolist()
 
+    def exported(self, latent: int) -> bool:
+        return 0 <= latent < len(self.is_feature) and bool(self.is_feature[latent])
+
     def feature(self, latent, freq, max_act, hist_edges, hist_counts, promoted, suppressed, neighbours) -> dict:
         pos = sorted(json.loads(promoted or "[]"), key=lambda p: -p[1])  # strongest first, as Neuronpedia lists them
         neg = sorted(json.loads(suppressed or "[]"), key=lambda p: p[1])
-        near = json.loads(neighbours or "[]")
+        near = [(int(i), c) for i, c in json.loads(neighbours or "[]") if self.exported(int(i))]
         edges, heights = json.loads(hist_edges or "[]"), json.loads(hist_counts or "[]")
         return {
             **self._base(latent),
@@ -186,7 +250,7 @@ class _Writer:
             "pos_values": [float(v) for _, v in pos],
             "neg_str": [self._token(int(t)) for t, _ in neg],
             "neg_values": [float(v) for _, v in neg],
-            "topkCosSimIndices": [int(i) for i, _ in near],  # decoder-cosine neighbours (the cossim pane)
+            "topkCosSimIndices": [i for i, _ in near],  # decoder-cosine neighbours that are features too
             "topkCosSimValues": [float(c) for _, c in near],
             # The activation-density plot: bars at bin centres, heights = activating tokens in the bin.
             "freq_hist_data_bar_values": [(a + b) / 2 for a, b in zip(edges, edges[1:])],
@@ -227,13 +291,17 @@ class _Writer:
 
     def score(self, latent: int, explanation_id: str, scorer: str, real: dict, control: dict | None) -> dict | None:
         """One ExplanationScore row: the primary metric as `value`, every metric and the control in jsonDetails.
-        None where the metric is undefined (the column takes no null)."""
+        None where the metric is undefined or no scorer model was recorded: neither column takes a null, and a
+        made-up model name would become a row of Neuronpedia's ExplanationScoreModel table."""
         metric = self.primary_metric(scorer)
         value = real["metrics"].get(metric)
         if value is None:
             self.counts["scores_undefined"] += 1
             return None
-        model = real["model"] or "unknown"
+        model = real["model"]
+        if not model:
+            self.counts["scores_no_model"] += 1
+            return None
         self.scorers.add(scorer)
         self.score_models.add(model)
         details = {
@@ -294,7 +362,7 @@ def _write_rows(w: _Writer, root: Path, batch_size: int, progress) -> int:
     scores = _score_sides(w.store, w.explainer)
     pending = next(scores, None)
     batch: _Batch | None = None
-    for n, row in enumerate(reads.feature_rows(w.store.db.conn, w.explainer)):
+    for n, row in enumerate(neuronpedia_reads.feature_rows(w.store.db.conn, w.explainer)):
         latent, freq, max_act, count, edges, heights, promoted, suppressed, neighbours, text, model, created = row
         if n % batch_size == 0:
             files += batch.close() if batch else 0
@@ -330,114 +398,109 @@ def _write_jsonl(path: Path, rows: list[dict]) -> int:
     return 1
 
 
-def _write_metadata(w: _Writer, out: Path, source_dir: Path) -> int:
-    """The release, model, source set and source rows, and the config rows our rows' names refer to."""
+def _write_metadata(w: _Writer, source_dir: Path) -> int:
+    """The release, model, source set and source rows (created by the importer where absent, import/route.ts:70-141;
+    an existing model, source set or source is kept as it is)."""
     prov, names = w.store.provenance, w.names
     creator = {"creatorId": names.creator_id}
     described = f"autointerp explanations of {prov['coder_kind']} latents at {prov['hook']} of {prov['model']}"
     org = str(prov["model"]).split("/")[0] if "/" in str(prov["model"]) else ""
-    files = _write_jsonl(
-        source_dir / "release.jsonl",
-        [
-            {
-                "name": names.source_set,
-                "description": described,
-                "descriptionShort": described,
-                "creatorName": CREATOR_NAME,
-                "creatorNameShort": CREATOR_NAME,
-                "urls": [],
-                "visibility": "PUBLIC",
-                **creator,
-            }
-        ],
-    )
-    files += _write_jsonl(
-        source_dir / "model.jsonl",
-        [
-            {
-                "id": names.model_id,
-                "displayName": names.model_id,
-                "displayNameShort": names.model_id,
-                "instruct": "instruct" in names.model_id or names.model_id.endswith("-it"),
-                "layers": names.layer + 1,  # at least; the cache records no model depth (an existing model is kept)
-                "neuronsPerLayer": int(prov["d_in"]),
-                "owner": org,
-                "visibility": "PUBLIC",
-                **creator,
-            }
-        ],
-    )
-    files += _write_jsonl(
-        source_dir / "sourceset.jsonl",
-        [
-            {
-                "modelId": names.model_id,
-                "name": names.source_set,
-                "description": f"{prov['hook']} - {int(prov['num_latents']):,} latents",
-                "creatorName": CREATOR_NAME,
-                "releaseName": names.source_set,
-                "urls": [],
-                "visibility": "PUBLIC",
-                **creator,
-            }
-        ],
-    )
-    files += _write_jsonl(
-        source_dir / "source.jsonl",
-        [
-            {
-                "id": names.source_id,
-                "modelId": names.model_id,
-                "setName": names.source_set,
-                "hasDashboards": True,
-                "inferenceEnabled": False,
-                "dataset": str(prov["corpus"]),
-                "num_prompts": w.store.n_sequences(),
-                "num_tokens_in_prompt": int(prov["seq_len"]),
-                "visibility": "PUBLIC",
-                **creator,
-            }
-        ],
-    )
-    config = out / "config"
+    release = {
+        "name": names.release_name,
+        "description": described,
+        "descriptionShort": described,
+        "creatorName": CREATOR_NAME,
+        "creatorNameShort": CREATOR_NAME,
+        "urls": [],
+        "visibility": "PUBLIC",
+        **creator,
+    }
+    model = {
+        "id": names.model_id,
+        "displayName": names.model_id,
+        "displayNameShort": names.model_id,
+        "instruct": "instruct" in names.model_id or names.model_id.endswith("-it"),
+        "layers": names.layer + 1,  # at least; the cache records no model depth (an existing model is kept)
+        # A Neuronpedia "neuron" is a row of table Neuron, here one per latent (schema.prisma:734): the coder's
+        # latents, not the hook's width. No page of Neuronpedia reads the column; its own create paths write 0
+        # (app/api/model/new/route.tsx:140, lib/db/model.ts:124).
+        "neuronsPerLayer": int(prov["num_latents"]),
+        "owner": org,
+        "visibility": "PUBLIC",
+        **creator,
+    }
+    sourceset = {
+        "modelId": names.model_id,
+        "name": names.source_set,
+        "description": f"{prov['hook']} - {int(prov['num_latents']):,} latents",
+        "creatorName": CREATOR_NAME,
+        "releaseName": names.release_name,
+        "urls": [],
+        "visibility": "PUBLIC",
+        **creator,
+    }
+    source = {
+        "id": names.source_id,
+        "modelId": names.model_id,
+        "setName": names.source_set,
+        "hasDashboards": True,
+        "inferenceEnabled": False,
+        "dataset": str(prov["corpus"]),
+        # Each Activation row is one window, so the windows are the dashboard's prompts (shown beside a feature,
+        # app/[modelId]/[layer]/[index]/feature-dashboard.tsx:264-270): how many and how long.
+        "num_prompts": w.queries.n_windows(),
+        "num_tokens_in_prompt": w.queries.window_len,
+        "visibility": "PUBLIC",
+        **creator,
+    }
+    rows: dict[str, dict] = {"release": release, "model": model, "sourceset": sourceset, "source": source}
+    return sum(_write_jsonl(source_dir / f"{name}.jsonl", [row]) for name, row in rows.items())
+
+
+def _config_rows(w: _Writer) -> dict[str, list[dict]]:
+    """Every file of `config/` the importer reads, in its order (lib/db/import.ts:33-84), with the rows our rows name
+    (each upserted by name); no file may be missing (lib/utils/s3.ts:116-127), one may be empty."""
     by = {"creatorName": CREATOR_NAME}
-    files += _write_jsonl(
-        config / "explanation_type.jsonl",
-        [
-            {
-                "name": explanation_type(w.explainer),
-                "displayName": f"autointerp {w.explainer}",
-                "description": f"autointerp's {w.explainer!r} explainer: an LLM explains a latent from its cached "
-                "activating windows (held-out windows score it)",
-                **by,
-                **creator,
-            }
-        ],
-    )
-    files += _write_jsonl(
-        config / "explanation_model_type.jsonl",
-        [{"name": m, "displayName": m, "description": f"explainer LLM {m}", **by} for m in sorted(w.explainer_models)],
-    )
-    files += _write_jsonl(
-        config / "explanation_score_type.jsonl",
-        [
-            {
-                "name": score_type(s),
-                "displayName": f"autointerp {s}",
-                "description": f"autointerp's {s} scorer; jsonDetails holds every metric and the random-explanation "
-                "control's",
-                "scoreDescription": w.primary_metric(s),
-                **by,
-                **creator,
-            }
-            for s in sorted(w.scorers)
-        ],
-    )
-    files += _write_jsonl(
-        config / "explanation_score_model.jsonl",
-        [{"name": m, "displayName": m, "description": f"scorer model {m}", **by} for m in sorted(w.score_models)],
-    )
-    return files
+    creator = {"creatorId": w.names.creator_id}
+    explainer_models = [
+        {"name": m, "displayName": m, "description": f"explainer LLM {m}", **by} for m in sorted(w.explainer_models)
+    ]
+    explanation_types = [
+        {
+            "name": explanation_type(w.explainer),
+            "displayName": f"autointerp {w.explainer}",
+            "description": f"autointerp's {w.explainer!r} explainer: an LLM explains a latent from its cached "
+            "activating windows (held-out windows score it)",
+            **by,
+            **creator,
+        }
+    ]
+    score_models = [
+        {"name": m, "displayName": m, "description": f"scorer model {m}", **by} for m in sorted(w.score_models)
+    ]
+    score_types = [
+        {
+            "name": score_type(s),
+            "displayName": f"autointerp {s}",
+            "description": f"autointerp's {s} scorer; jsonDetails holds every metric and the random-explanation "
+            "control's",
+            "scoreDescription": w.primary_metric(s),
+            **by,
+            **creator,
+        }
+        for s in sorted(w.scorers)
+    ]
+    return {
+        "explanation_model_type": explainer_models,
+        "explanation_type": explanation_types,
+        "explanation_score_model": score_models,
+        "explanation_score_type": score_types,
+        "eval_type": [],  # SAEBench-style evaluations of a source: autointerp makes none
+    }
+
+
+def _write_config(w: _Writer, out: Path) -> int:
+    return sum(_write_jsonl(out / "config" / f"{name}.jsonl", rows) for name, rows in _config_rows(w).items())
 
 
 def _progress_bar(total: int, show: bool | None):
@@ -465,28 +528,34 @@ def _progress_bar(total: int, show: bool | None):
 def export_neuronpedia(
     cfg: Config,
     out: str | Path,
-    names: NeuronpediaNames | None = None,
     *,
+    model_id: str | None = None,
+    source_set: str | None = None,
     batch_size: int = BATCH_FEATURES,
     n_top: int = TOP_WINDOWS,
     show_progress: bool | None = None,
 ) -> dict:
-    """Write the folder; returns {"files", "latents" (features written), "path", and row counts}. The database and
-    the path are checked before anything is written."""
+    """Write the folder; returns {"files", "latents" (features written), "path", and row counts}. `model_id` and
+    `source_set` replace the names taken from the cache. The names, the database and the path are checked before
+    anything is written."""
+    check_names(model_id, source_set)
     check_database(cfg)
     target = folder_output(out, "Neuronpedia's")
     with open_results(cfg) as store:
         prov = store.provenance
         if not store.stats_done(CacheConfig(**json.loads(prov["config"])).window_len):
             raise ExportError(f"{cfg.db}: the cache is not finished (no complete latent statistics): finish it first")
-        if reads.vocab_size(store.db.conn) == 0:
+        if neuronpedia_reads.vocab_size(store.db.conn) == 0:
             raise ExportError(
                 f"{cfg.db} stores no vocabulary, and Neuronpedia shows tokens as text: run `autointerp annotate` first"
             )
-        names = names or default_names(prov)
-        salt = "/".join(str(prov[k]) for k in ("model_hash", "coder_hash", "corpus_hash", "hook"))
+        names = names_for(prov, model_id, source_set)
+        # Row ids from what the rows are and where they go: one cache exported under two names gives two sets.
+        identity = [prov[k] for k in ("model_hash", "coder_hash", "corpus_hash", "hook")]
+        salt = "/".join(map(str, [*identity, names.model_id, names.source_id]))
         writer = _Writer(store, names, cfg.explain.explainer, n_top, salt)
-        total = reads.feature_count(store.db.conn, cfg.explain.explainer)
+        total = neuronpedia_reads.feature_count(store.db.conn, cfg.explain.explainer)
+        batch_size = max(batch_size, -(-total // MAX_LISTED_FILES))  # at most MAX_LISTED_FILES files a folder
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
@@ -497,7 +566,7 @@ def export_neuronpedia(
             source_dir = tmp / names.model_id / names.source_id
             source_dir.mkdir(parents=True)
             files = _write_rows(writer, source_dir, batch_size, advance)
-            files += _write_metadata(writer, tmp, source_dir)
+            files += _write_metadata(writer, source_dir) + _write_config(writer, tmp)
             swap_into_place(tmp, target)
         except OSError as e:
             raise cannot_write(target, e) from None
