@@ -8,15 +8,11 @@ sqlite3 for its exception types; what it may not do is name SQL or run it."""
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
+from helpers.sql import SQL_TEXT
+
 ENGINE = Path(__file__).parents[1] / "engine"
-SQL = re.compile(
-    r"\bselect\b.+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b"
-    r"|\bpragma\b|\bcreate\s+(table|index|view)\b|\bcount\(\*\)",
-    re.I | re.S,
-)
 RUNS_SQL = {"execute", "executemany", "executescript", "query", "rows_where"}  # sqlite3's and sqlite-utils' calls
 # Files allowed to hold SQL, with why. Empty: keep it so.
 ALLOWED: dict[str, str] = {}
@@ -27,7 +23,7 @@ def offences(source: str, name: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source, name)):
         where = f"{name}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.search(node.value):
             found.append(f"{where}: SQL text {node.value[:60]!r}")
         elif isinstance(node, ast.Attribute) and node.attr in RUNS_SQL:
             found.append(f"{where}: .{node.attr}(")

@@ -4,15 +4,11 @@ exists once, next to the schema it depends on, and the Browser's thread checks s
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
+from helpers.sql import SQL_TEXT
+
 TUI = Path(__file__).parents[1] / "tui"
-SQL = re.compile(
-    r"\bselect\b.+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b"
-    r"|\bpragma\b|\bcreate\s+(table|index|view)\b|\bmax\(\w+\)|\bcount\(\*\)",
-    re.I | re.S,
-)
 EXECUTE = {"execute", "executemany", "executescript"}
 DB_MODULES = {"sqlite3", "sqlite_utils", "apsw"}
 
@@ -22,7 +18,7 @@ def offences(source: str, name: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source, name)):
         where = f"{name}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.search(node.value):
             found.append(f"{where}: SQL text {node.value[:60]!r}")
         elif isinstance(node, ast.Attribute) and node.attr in EXECUTE:
             found.append(f"{where}: .{node.attr}(")

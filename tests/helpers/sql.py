@@ -1,0 +1,12 @@
+"""What counts as SQL text in a module's source, for the tests that keep SQL inside store/ (test_tui_no_sql.py,
+test_engine_no_sql.py): a statement's shape, not a word SQL also uses ("select a latent" is not SQL)."""
+
+from __future__ import annotations
+
+import re
+
+SQL_TEXT = re.compile(
+    r"\bselect\b.+\bfrom\b|\binsert\s+(or\s+\w+\s+)?into\b|\bupdate\s+\w+\s+set\b|\bdelete\s+from\b"
+    r"|\bpragma\b|\bcreate\s+(table|index|view)\b|\bmax\(\w+\)|\bcount\(\*\)",
+    re.I | re.S,
+)
