@@ -5,7 +5,6 @@ embedding, simulation, intruder), and on the synthetic database."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import math
@@ -28,13 +27,12 @@ from delphi.log.result_analysis import (  # pip install --no-deps eai-delphi==0.
 from helpers.cli import invoke_cli
 from helpers.databases import copy_db, rows
 from helpers.fake_llm import completion, fake_server, reply
-from helpers.llm_stage import llm_stage_config, run_llm_stage, share_subject
+from helpers.llm_stage import llm_stage_config, run_llm_stage, score_by_generation
 
 from autointerp.engine.commands.export.delphi import DELPHI_SCORER_NAMES, left_out_because
 from autointerp.engine.commands.export.formats import export
 from autointerp.engine.config import Config
 from autointerp.engine.interpretation.interpret import Interpreter
-from autointerp.engine.interpretation.llm import make_backend
 from autointerp.engine.interpretation.metrics import ExampleOutcome, classification_metrics
 from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.store.db import ActivationStore
@@ -107,16 +105,7 @@ def scored(tmp_path_factory, real_cache_db, subject_model):
             interp.close()
         run_llm_stage(cfg, "explain", latents)
         run_llm_stage(cfg, "score", latents)
-        generation = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, scorers=["generation"]))
-        generation.score.generation_texts = len(TEXTS)
-        backend = make_backend(generation.llm)
-        with ActivationStore.open(db) as store:
-            interp = share_subject(Interpreter(generation, store, backend), subject_model)
-            try:
-                asyncio.run(interp.run_stage("score", latents[:1]))
-            finally:
-                interp.close()
-                asyncio.run(backend.aclose())
+        score_by_generation(cfg, db, latents[:1], subject_model, len(TEXTS))
     run = RunLog(db, argv=["batch"], selection="top:4", config=dataclasses.asdict(cfg))
     run.finish("done", "done")
     return db, cfg

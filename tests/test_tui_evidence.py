@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 from helpers.databases import copy_db
 from helpers.fake_llm import completion, fake_server, reply
-from helpers.llm_stage import llm_stage_config, run_llm_stage, share_subject
+from helpers.llm_stage import llm_stage_config, run_llm_stage, score_by_generation, share_subject
 from helpers.tui import until as wait_until
 from textual.app import App, ComposeResult
 
 from autointerp.engine.interpretation.examples import with_marks
 from autointerp.engine.interpretation.interpret import Interpreter
-from autointerp.engine.interpretation.llm import make_backend
 from autointerp.engine.interpretation.scorers import SCORERS
 from autointerp.engine.interpretation.scorers.simulation import token_lines
 from autointerp.store.browse import CHECK_THREADS_ENV, Browser
@@ -93,16 +92,7 @@ def scored(tmp_path_factory, real_cache_db, subject_model):
             interp.close()
         run_llm_stage(cfg, "explain", latents)
         run_llm_stage(cfg, "score", latents)
-        cfg.score.scorers = ["generation"]
-        cfg.score.generation_texts = len(TEXTS)
-        backend = make_backend(cfg.llm)
-        with ActivationStore.open(db) as store:
-            interp = share_subject(Interpreter(cfg, store, backend), subject_model)
-            try:
-                asyncio.run(interp.run_stage("score", latents[:1]))
-            finally:
-                interp.close()
-                asyncio.run(backend.aclose())
+        score_by_generation(cfg, db, latents[:1], subject_model, len(TEXTS))
     return db, latents, script
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from autointerp.store.db import ActivationStore
 
@@ -11,6 +12,24 @@ def share_subject(interp, subject_model):
     """An Interpreter using the session's subject model instead of loading its own."""
     interp.resources.use_subject(subject_model)
     return interp
+
+
+def score_by_generation(cfg, db, latents, subject_model, n_texts: int) -> None:
+    """Score `latents` with generation alone through the real backend of `cfg` (its texts run through the
+    session's subject model): the scorer the scripted server cannot answer."""
+    from autointerp.engine.interpretation.interpret import Interpreter
+    from autointerp.engine.interpretation.llm import make_backend
+
+    generation = dataclasses.replace(cfg, score=dataclasses.replace(cfg.score, scorers=["generation"]))
+    generation.score.generation_texts = n_texts
+    backend = make_backend(generation.llm)
+    with ActivationStore.open(db) as store:
+        interp = share_subject(Interpreter(generation, store, backend), subject_model)
+        try:
+            asyncio.run(interp.run_stage("score", list(latents)))
+        finally:
+            interp.close()
+            asyncio.run(backend.aclose())
 
 
 def write_stand_in_explanation(results, latent: int, text: str) -> None:
