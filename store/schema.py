@@ -17,7 +17,7 @@ from .schema_current import NEW_FILE_PRAGMAS, SCHEMA, statements
 from .scorer_meta import backfill_before_schema_12
 from .stages import CACHE_STATS
 
-SCHEMA_VERSION = 12
+SCHEMA_VERSION = 13
 
 
 class SchemaError(UserError):
@@ -599,6 +599,124 @@ def _create_v12(db: sqlite_utils.Database) -> None:
     backfill_before_schema_12(db.conn)
 
 
+def _create_v13(db: sqlite_utils.Database) -> None:
+    """Error bars on every score (scores.ci), retests beside the originals (retest_*), probed sentences kept as audit
+    evidence (audit_probes). Rows scored before this step get their intervals from `autointerp upgrade`."""
+    db["scores"].add_column("ci", str)
+    for statement in SCHEMA_13_TABLES:
+        db.execute(statement)
+
+
+# Frozen copies of the tables schema 13 added (their commented text is in store/schema_current.py).
+SCHEMA_13_TABLES = (
+    """
+CREATE TABLE audit_probes (
+    latent INTEGER,
+    explainer TEXT,
+    rater TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tokens TEXT,
+    activations TEXT,
+    max_activation REAL,
+    created_at TEXT,
+    PRIMARY KEY (latent, explainer, rater, text)
+);
+""",
+    """
+CREATE TABLE retest_draws (
+    draw INTEGER PRIMARY KEY,
+    seed INTEGER,
+    explainer TEXT,
+    scorers TEXT,
+    config TEXT,
+    created_at TEXT,
+    done_at TEXT
+);
+""",
+    """
+CREATE TABLE retest_samples (
+    draw INTEGER,
+    latent INTEGER,
+    window INTEGER,
+    role TEXT,
+    decile INTEGER,
+    source TEXT,
+    idx INTEGER,
+    PRIMARY KEY (draw, latent, window)
+);
+""",
+    """
+CREATE TABLE retest_explanations (
+    draw INTEGER,
+    latent INTEGER,
+    explainer TEXT,
+    text TEXT,
+    error TEXT,
+    raw TEXT,
+    model TEXT,
+    backend TEXT,
+    prompt_sha TEXT,
+    seed INTEGER,
+    settings TEXT,
+    n_examples INTEGER,
+    extras TEXT,
+    n_calls INTEGER,
+    n_failed_calls INTEGER,
+    prompt_tokens INTEGER,
+    cached_tokens INTEGER,
+    output_tokens INTEGER,
+    llm_seconds REAL,
+    created_at TEXT,
+    PRIMARY KEY (draw, latent, explainer)
+);
+""",
+    """
+CREATE TABLE retest_scores (
+    draw INTEGER,
+    latent INTEGER,
+    explainer TEXT,
+    scorer TEXT,
+    control INTEGER,
+    explanation_latent INTEGER,
+    explanation TEXT,
+    n INTEGER,
+    n_scored INTEGER,
+    n_failed INTEGER,
+    tp INTEGER,
+    fp INTEGER,
+    tn INTEGER,
+    fn INTEGER,
+    accuracy REAL,
+    balanced_accuracy REAL,
+    precision REAL,
+    recall REAL,
+    f1 REAL,
+    auroc REAL,
+    n_auroc INTEGER,
+    recall_per_decile TEXT,
+    outcomes TEXT,
+    errors TEXT,
+    n_calls INTEGER,
+    n_failed_calls INTEGER,
+    prompt_tokens INTEGER,
+    cached_tokens INTEGER,
+    output_tokens INTEGER,
+    llm_seconds REAL,
+    model TEXT,
+    backend TEXT,
+    prompt_sha TEXT,
+    seed INTEGER,
+    settings TEXT,
+    created_at TEXT,
+    correlation REAL,
+    details TEXT,
+    n_retry INTEGER,
+    ci TEXT,
+    PRIMARY KEY (draw, latent, explainer, scorer, control)
+);
+""",
+)
+
 # MIGRATIONS[v] brings a database at version v-1 to version v. Only older files take these steps; a new one is made
 # from store/schema_current.py.
 MIGRATIONS = {
@@ -614,6 +732,7 @@ MIGRATIONS = {
     10: _create_v10,
     11: _create_v11,
     12: _create_v12,
+    13: _create_v13,
 }
 
 

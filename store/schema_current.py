@@ -304,6 +304,9 @@ CREATE TABLE scores (
     correlation REAL,  -- Pearson correlation of simulated and true activations over all tokens (simulation)
     details TEXT,  -- JSON, scorer-specific (intervention's KL targets, generation's texts, ...)
     n_retry INTEGER,  -- failed examples a rerun may fix (a call error, an unparseable answer); > 0: scored again
+    -- JSON {metric: [low, high]}: the 95% interval of each defined metric (engine/interpretation/intervals.py); null
+    -- for rows scored before schema 13 until `autointerp upgrade` computes it from outcomes
+    ci TEXT,
     PRIMARY KEY (latent, explainer, scorer, control)
 );
 
@@ -404,6 +407,19 @@ CREATE TABLE audits (
     PRIMARY KEY (latent, explainer, rater)
 );
 
+-- A sentence a rater probed (`autointerp probe`, the TUI's probe pane) and kept as evidence on an audit.
+CREATE TABLE audit_probes (
+    latent INTEGER,
+    explainer TEXT,
+    rater TEXT NOT NULL,
+    text TEXT NOT NULL,
+    tokens TEXT,  -- JSON list of the token strings, as the subject model read them
+    activations TEXT,  -- JSON list: the latent's activation at each token
+    max_activation REAL,
+    created_at TEXT,
+    PRIMARY KEY (latent, explainer, rater, text)
+);
+
 -- `autointerp similarity A.db B.db`: one row per comparison of this database's latents with another's.
 CREATE TABLE similarity_runs (
     id INTEGER PRIMARY KEY,
@@ -426,6 +442,101 @@ CREATE TABLE similarity (
     match_similarity REAL,
     decoder_cosine REAL,  -- cosine of the matched pair's decoder directions (null: not the same space)
     PRIMARY KEY (run, latent)
+);
+
+---- Retests: the same latents explained and scored again from other draws (`autointerp retest`) -------------------
+
+-- One row per repeat draw; the original results (draw 0) stay in samples, explanations and scores, never replaced.
+CREATE TABLE retest_draws (
+    draw INTEGER PRIMARY KEY,  -- 1, 2, ...
+    seed INTEGER,  -- the sampling seed of this draw (the LLM seed is derived from it too)
+    explainer TEXT,
+    scorers TEXT,  -- JSON list of the scorers run
+    config TEXT,  -- JSON: the sampling and LLM settings used
+    created_at TEXT,
+    done_at TEXT  -- null while it runs; a killed retest resumes the draws not done
+);
+
+-- Shaped as samples, per draw: the disjointness of explainer and scorer examples holds within each draw.
+CREATE TABLE retest_samples (
+    draw INTEGER,
+    latent INTEGER,
+    window INTEGER,
+    role TEXT,
+    decile INTEGER,
+    source TEXT,
+    idx INTEGER,
+    PRIMARY KEY (draw, latent, window)
+);
+
+-- Shaped as explanations, per draw.
+CREATE TABLE retest_explanations (
+    draw INTEGER,
+    latent INTEGER,
+    explainer TEXT,
+    text TEXT,
+    error TEXT,
+    raw TEXT,
+    model TEXT,
+    backend TEXT,
+    prompt_sha TEXT,
+    seed INTEGER,
+    settings TEXT,
+    n_examples INTEGER,
+    extras TEXT,
+    n_calls INTEGER,
+    n_failed_calls INTEGER,
+    prompt_tokens INTEGER,
+    cached_tokens INTEGER,
+    output_tokens INTEGER,
+    llm_seconds REAL,
+    created_at TEXT,
+    PRIMARY KEY (draw, latent, explainer)
+);
+
+-- Shaped as scores (same columns, same meaning), per draw.
+CREATE TABLE retest_scores (
+    draw INTEGER,
+    latent INTEGER,
+    explainer TEXT,
+    scorer TEXT,
+    control INTEGER,
+    explanation_latent INTEGER,
+    explanation TEXT,
+    n INTEGER,
+    n_scored INTEGER,
+    n_failed INTEGER,
+    tp INTEGER,
+    fp INTEGER,
+    tn INTEGER,
+    fn INTEGER,
+    accuracy REAL,
+    balanced_accuracy REAL,
+    precision REAL,
+    recall REAL,
+    f1 REAL,
+    auroc REAL,
+    n_auroc INTEGER,
+    recall_per_decile TEXT,
+    outcomes TEXT,
+    errors TEXT,
+    n_calls INTEGER,
+    n_failed_calls INTEGER,
+    prompt_tokens INTEGER,
+    cached_tokens INTEGER,
+    output_tokens INTEGER,
+    llm_seconds REAL,
+    model TEXT,
+    backend TEXT,
+    prompt_sha TEXT,
+    seed INTEGER,
+    settings TEXT,
+    created_at TEXT,
+    correlation REAL,
+    details TEXT,
+    n_retry INTEGER,
+    ci TEXT,
+    PRIMARY KEY (draw, latent, explainer, scorer, control)
 );
 
 ---- What a new file holds -----------------------------------------------------------------------------------------

@@ -7,8 +7,17 @@ import numpy as np
 PROVENANCE_V11 = ("model_type", "forward_reason", "forward_sites", "start_rule", "forward_stale")
 
 
+def to_schema_12(conn) -> None:
+    """Undo schema 13's additions (intervals, retests, probed sentences), as a schema-12 file had them."""
+    for table in ("retest_draws", "retest_samples", "retest_explanations", "retest_scores", "audit_probes"):
+        conn.execute(f"drop table {table}")
+    conn.execute("alter table scores drop column ci")
+    conn.execute("update meta set value = '12' where key = 'schema_version'")
+
+
 def to_schema_11(conn) -> None:
-    """Undo schema 12's addition (each scorer's recorded metadata), as a schema-11 file had it."""
+    """Undo schema 13's and 12's additions (each scorer's recorded metadata), as a schema-11 file had it."""
+    to_schema_12(conn)
     conn.execute("drop table scorers")
     conn.execute("update meta set value = '11' where key = 'schema_version'")
 
