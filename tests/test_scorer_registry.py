@@ -161,6 +161,7 @@ PINNED_STREAMS = {
     "intruder": 4,
     "generation": 5,
     "intervention": 6,
+    "saebench": 7,
 }
 SAME_EXCERPTS = {"detection", "embedding", "surprisal"}  # share a stream on purpose: the same plain excerpts
 
@@ -196,7 +197,8 @@ def test_each_scorer_names_a_metric_the_scores_table_has_and_what_it_needs():
 def test_files_scored_before_schema_12_get_what_their_scorers_declared():
     # BEFORE_SCHEMA_12 is frozen history (what the schema-12 migration writes into older files); it was taken from
     # these scorers: a later change to a built-in scorer's metadata drops that scorer from this comparison.
-    assert {m.name: m for m in BEFORE_SCHEMA_12} == {name: s.meta for name, s in SCORERS.items()}
+    assert {m.name: m for m in BEFORE_SCHEMA_12} == {m.name: SCORERS[m.name].meta for m in BEFORE_SCHEMA_12}
+    assert "saebench" not in {m.name for m in BEFORE_SCHEMA_12}  # added after schema 12: no older file holds it
 
 
 def test_readers_fall_back_to_balanced_accuracy_else_auroc_for_a_scorer_without_metadata(tmp_path):

@@ -106,7 +106,7 @@ def test_the_dry_run_plans_each_scorers_llm_calls(tmp_path):
     stages = plan(cfg)["llm_stages"]
     calls = {name: st["calls"] for name, st in stages.items()}
     # the cpu profile, 8 latents, real + control: 20 + 20 excerpts one per prompt, 4 simulated excerpts,
-    # 20 // 4 intruder groups, one generation call, 3 KL targets x 8 prompts
+    # 20 // 4 intruder groups, one generation call, 3 KL targets x 8 prompts, one saebench prompt
     assert calls == {
         "explain": 8,
         "score/detection": 8 * 2 * 40,
@@ -117,6 +117,7 @@ def test_the_dry_run_plans_each_scorers_llm_calls(tmp_path):
         "score/intruder": 8 * 2 * 5,
         "score/generation": 8 * 2,
         "score/intervention": 8 * 2 * 24,
+        "score/saebench": 8 * 2,  # one prompt of 14 sequences per explanation
     }
     assert stages["score/surprisal"]["basis"] == "no LLM" and stages["score/intervention"]["prompt_tokens"] > 0
 

@@ -1,6 +1,7 @@
 """Scorers: each tests an explanation a different way (see the module of each name).
 
-detection, fuzzing, simulation, intruder, generation and intervention ask the explainer/scorer LLM;
+detection, fuzzing, simulation, intruder, generation, intervention and saebench (SAEBench's autointerp protocol)
+ask the explainer/scorer LLM;
 embedding (a sentence-embedding model) and surprisal (a base language model's loss) make no LLM call.
 
 `SCORERS` is the one registry: the stage, the config's check of scorer names, the dry run, the report and the
@@ -9,7 +10,7 @@ export read it. A new scorer is one module with a `Scorer` subclass (protocol.py
 
 from __future__ import annotations
 
-from . import detection, embedding, fuzzing, generation, intervention, intruder, simulation, surprisal
+from . import detection, embedding, fuzzing, generation, intervention, intruder, saebench, simulation, surprisal
 from .protocol import Needs, Scored, Scorer, ScorerContext
 
 SCORERS: dict[str, Scorer] = {
@@ -23,6 +24,7 @@ SCORERS: dict[str, Scorer] = {
         intruder.Intruder(),
         generation.Generation(),
         intervention.Intervention(),
+        saebench.SAEBench(),
     )
 }
 
