@@ -37,7 +37,9 @@ N_TOP, N_WEIGHTED, N_RANDOM = 2, 2, 10
 KINDS = ("top", "weighted", "random")
 
 
-def saebench_items(activating: list[Example], non_activating: list[Example], rng: np.random.Generator) -> list[Item]:
+def saebench_items(
+    activating: list[Example], non_activating: list[Example], rng: np.random.Generator
+) -> list[tuple[Item, str]]:
     """The sequences one prompt shows, shuffled, and each one's kind (top / weighted / random), aligned.
 
     `activating` / `non_activating`: the latent's held-out windows (roles "activating" / "non_activating")."""
