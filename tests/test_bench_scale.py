@@ -42,6 +42,11 @@ def test_bench_scale_runs_every_stage_and_extrapolates_from_two_sizes(tmp_path):
     assert out["stages"]["compaction"]["activations"] == nnz == rows(db, "select sum(n) from segments")[0][0]
     lens, near = out["stages"]["annotate"]["parts"]["logit_lens"], out["stages"]["annotate"]["parts"]["neighbours"]
     assert 0 < lens and 0 < near and lens + near <= out["stages"]["annotate"]["s"]
+    # The neighbours run through the HNSW index at both sizes: recall@k against exact ones on a sample, and the
+    # index's own growth between the sizes (milliseconds at this size, so noisy: only finite and bounded here).
+    assert out["stages"]["annotate"]["neighbours"]["exact"] is False
+    assert 0.95 <= out["neighbours_recall_at_k"] <= 1.0
+    assert math.isfinite(out["neighbours_growth_exponent"]) and out["neighbours_growth_exponent"] < 4
     assert out["bytes_per_activation"] == round(db.stat().st_size / nnz, 3)  # closed: no write-ahead log left
     assert out["write_activations_per_s"] == round(nnz / out["write_s"])
     for key in ("tui_first_paint_ms", "tui_p95_switch_ms", "tui_sort_ms", "tui_search_ms", "peak_rss_mb"):

@@ -20,7 +20,7 @@ from autointerp.store.filters import FilterSettings, filters_done
 from autointerp.store.killpoints import kill_point
 
 from .lens import LogitLens
-from .neighbours import DecoderNeighbours
+from .neighbours import ANN_ABOVE, DecoderNeighbours
 
 # Coder kinds whose decoder_directions() is None: their directions never fill, so a database made with
 # one is not "missing" them (the batch would otherwise reload the model on every run to find that out).
@@ -32,13 +32,15 @@ class AnnotateResult:
     vocab_written: int  # token rows written (0: the vocabulary was already complete)
     latents_written: int  # directions rows written (0: every latent already had one)
     seconds: float
+    neighbours: dict | None = None  # how the decoder neighbours were found (DecoderNeighbours.describe())
 
     def describe(self) -> str:
         if not (self.vocab_written or self.latents_written):
             return "nothing to annotate: already done"
         vocab = f", vocabulary of {self.vocab_written:,} tokens" if self.vocab_written else ""
+        how = "" if self.neighbours is None or self.neighbours["exact"] else ", approximate: HNSW"
         return (
-            f"annotated {self.latents_written:,} latents (logit lens, decoder neighbours){vocab} "
+            f"annotated {self.latents_written:,} latents (logit lens, decoder neighbours{how}){vocab} "
             f"in {self.seconds:.1f} s"
         )
 
@@ -101,15 +103,17 @@ def annotate(
         if on_event is not None:
             on_event("warning", f"no logit lens or decoder neighbours: a {coder.kind} coder has no decoder directions")
         return AnnotateResult(vocab_written, 0, time.perf_counter() - t0)
-    written = 0
+    written, how = 0, None
     missing = missing_directions(store.db, int(prov["num_latents"]))
     if missing:  # the lens and the neighbours copy the decoder: only when a row is to be written
         device = decoder.device
-        near = DecoderNeighbours(decoder, n_neighbours, device)
+        # Exact at or below ANN_ABOVE latents and on a GPU; above it on a CPU, an HNSW index (latents^2 otherwise).
+        near = DecoderNeighbours(decoder, n_neighbours, device, approximate_above=ANN_ABOVE)
+        how = near.describe()
         # The same float32 decoder (one copy at most), except for attn.hook_z, whose lens goes through W_O.
         lens = LogitLens.of_model(model, near.w, device, hook=str(prov["hook"]))
         written = annotate_directions(store, lens, near, k, batch, progress, missing)
-    return AnnotateResult(vocab_written, written, time.perf_counter() - t0)
+    return AnnotateResult(vocab_written, written, time.perf_counter() - t0, how)
 
 
 def annotate_directions(

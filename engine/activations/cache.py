@@ -485,7 +485,11 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
     annotated = annotate(
         store, parts.model, parts.coder, on_event=event, progress=finalise_ticker(event, "annotation", num_latents)
     )
-    event("annotate", annotated.describe(), {"seconds": annotated.seconds, "latents": annotated.latents_written})
+    event(
+        "annotate",
+        annotated.describe(),
+        {"seconds": annotated.seconds, "latents": annotated.latents_written, "neighbours": annotated.neighbours},
+    )
     log.info("cache: annotation in %.1fs", annotated.seconds)
     # The store's part of the filters only (positional MI, unigram candidates): verifying the candidates through
     # the model costs ~40 short sentences per candidate token (150 s for a cache that took 8 s on a CPU), so it
