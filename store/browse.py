@@ -357,7 +357,7 @@ class Browser:
         scores: dict[tuple[str, str], dict] = {}
         for r in self._dict_rows(
             f"select explainer, scorer, control, n, n_scored, n_auroc, n_failed, recall_per_decile, explanation_latent,"
-            f" details, {', '.join(METRICS)} from scores where latent = ? order by explainer, scorer, control",
+            f" details, ci, {', '.join(METRICS)} from scores where latent = ? order by explainer, scorer, control",
             [latent],
         ):
             entry = scores.setdefault(
@@ -365,6 +365,7 @@ class Browser:
             )
             r["recall_per_decile"] = json.loads(r["recall_per_decile"]) if r["recall_per_decile"] else None
             r["details"] = json.loads(r["details"]) if r["details"] else {}
+            r["ci"] = json.loads(r["ci"]) if r["ci"] else None  # {metric: [low, high]}; None: scored before schema 13
             entry["control" if r["control"] else "real"] = r
         metas = self.scorer_metas()
         for entry in scores.values():  # what the scorer is: which metric the line shows, how its details read

@@ -18,10 +18,11 @@ def score_sides(conn: sqlite3.Connection, explainer: str) -> list[tuple[str, int
     return conn.execute("select distinct scorer, control from scores where explainer = ?", [explainer]).fetchall()
 
 
-def score_metric_rows(conn: sqlite3.Connection, explainer: str, *, provenance: bool = False):
-    """A cursor of (latent, scorer, control, *METRICS, n, n_failed, explanation_latent), and with `provenance` the
-    row's model and created_at after them, in (latent, scorer, control) order."""
-    extra = ", model, created_at" if provenance else ""
+def score_metric_rows(conn: sqlite3.Connection, explainer: str, *, provenance: bool = False, ci: bool = False):
+    """A cursor of (latent, scorer, control, *METRICS, n, n_failed, explanation_latent), with `ci` the row's intervals
+    (JSON text or null) and with `provenance` its model and created_at after them, in (latent, scorer, control)
+    order."""
+    extra = (", ci" if ci else "") + (", model, created_at" if provenance else "")
     return conn.execute(
         f"select latent, scorer, control, {_METRIC_COLUMNS}, n, n_failed, explanation_latent{extra} from scores"
         " where explainer = ? order by latent, scorer, control",

@@ -14,10 +14,10 @@ from .scorer_meta import METRICS
 ACCOUNTING = ("latents", "calls", "failed_calls", "prompt_tokens", "cached_tokens", "output_tokens", "backend_s")
 
 
-def _in(latents: list[int] | None) -> tuple[str, list]:
+def _in(latents: list[int] | None, column: str = "latent") -> tuple[str, list]:
     if latents is None:
         return "1", []
-    return "latent in (select value from json_each(?))", [json.dumps(list(latents))]
+    return f"{column} in (select value from json_each(?))", [json.dumps(list(latents))]
 
 
 def scorer_names(conn: sqlite3.Connection, explainer: str, latents: list[int] | None = None) -> list[str]:
@@ -164,3 +164,44 @@ def first_draws(conn: sqlite3.Connection, explainer: str, scorer: str, metric: s
         " where c.explainer = ? and c.idx = 0",
         [scorer, explainer],
     )
+
+
+# ---- error bars (scores.ci) -----------------------------------------------------------------------------------
+
+
+def _bounds(table: str, metric: str) -> tuple[str, str]:
+    """SQL of one metric's interval low and high in a score row's ci (null where the row has none)."""
+    if metric not in METRICS:  # a JSON path formatted into the SQL
+        raise ValueError(f"unknown metric {metric!r}")
+    return f"json_extract({table}.ci, '$.{metric}[0]')", f"json_extract({table}.ci, '$.{metric}[1]')"
+
+
+def interval_widths(
+    conn: sqlite3.Connection, explainer: str, scorer: str, control: int, metric: str, latents: list[int] | None = None
+) -> tuple[float | None, float | None, int]:
+    """(mean of `metric`, mean half-width of its 95% interval, rows) over one side's rows that have an interval."""
+    low, high = _bounds("s", metric)
+    sel, sel_args = _in(latents, "s.latent")
+    mean, half, n = conn.execute(
+        f"select avg(s.{metric}), avg(({high} - {low}) / 2.0), count(*) from scores s"
+        f" where s.explainer = ? and s.scorer = ? and s.control = ? and {sel} and {low} is not null",
+        [explainer, scorer, control, *sel_args],
+    ).fetchone()
+    return mean, half, n
+
+
+def interval_overlaps(
+    conn: sqlite3.Connection, explainer: str, scorer: str, metric: str, latents: list[int] | None = None
+) -> tuple[int, int]:
+    """(latents whose real and control rows both have an interval of `metric`, those whose two intervals overlap)."""
+    rl, rh = _bounds("r", metric)
+    cl, ch = _bounds("c", metric)
+    sel, sel_args = _in(latents, "r.latent")
+    pairs, overlap = conn.execute(
+        f"select count(*), coalesce(sum(rl <= ch and cl <= rh), 0) from (select {rl} rl, {rh} rh, {cl} cl, {ch} ch"
+        " from scores r join scores c on c.latent = r.latent and c.explainer = r.explainer and c.scorer = r.scorer"
+        f" and c.control = 1 where r.explainer = ? and r.scorer = ? and r.control = 0 and {sel})"
+        " where rl is not null and cl is not null",
+        [explainer, scorer, *sel_args],
+    ).fetchone()
+    return pairs, overlap

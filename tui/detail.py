@@ -93,10 +93,18 @@ def scores_table(detail: LatentDetail) -> Text:
                 f" {str(real.get('n_failed', '-')) if first else '':>4}  {bars(rec, 1.0) if rec else ''}\n"
             )
             first = False
+            if _ci(real, m) or _ci(control, m):  # the 95% intervals under the values (none: scored before schema 13)
+                text.append(f"{'':<22} {'95% ci':<7.7} {_ci(real, m):<13} {_ci(control, m)}\n", "dim")
         for line in details_lines(entry["meta"].evidence, real.get("details") or {}):
             text.append(f"{'':<10} {lit(line)}\n", "dim")
     text.append(SCORES_LEGEND + "\n", "dim")
     return text
+
+
+def _ci(row: dict, metric: str) -> str:
+    """A row's 95% interval of one metric, "[0.71, 0.90]" ("" where it has none)."""
+    iv = (row.get("ci") or {}).get(metric)
+    return f"[{iv[0]:.2f}, {iv[1]:.2f}]" if iv else ""
 
 
 def details_lines(evidence: str, d: dict) -> list[str]:

@@ -28,6 +28,7 @@ JSON_COLUMNS = {
     "errors",
     "settings",
     "details",
+    "ci",
     "recall_per_decile",
     "extras",
     "config",

@@ -32,16 +32,18 @@ def flat_rows(store: ActivationStore, explainer: str) -> Iterator[dict]:
     every scorer's metrics (and control's), in latent order. Streamed: the explanations (joined with statistics and audits) and the scores' metric columns
     (never their outcomes) are read by two cursors in the same order and merged, so one latent is held at a time
     at any number of latents."""
-    scores = reads.score_metric_rows(store.db.conn, explainer)
+    scores = reads.score_metric_rows(store.db.conn, explainer, ci=True)
     pending = next(scores, None)
     for row in reads.explanation_rows(store.db.conn, explainer):
         latent, text, error, model, n_examples, pt, ot, freq, max_act, n_windows, audits = row
         sides: dict[str, dict] = {}
         while pending is not None and pending[0] <= latent:
             if pending[0] == latent:
-                _, scorer, control, *values = pending
+                _, scorer, control, *values, ci = pending
                 entry = dict(zip(METRIC_NAMES, values))
                 entry.update(n=values[-3], n_failed=values[-2], explanation_latent=values[-1])
+                # {metric: [low, high]}, the 95% intervals (null: scored before schema 13 and not upgraded)
+                entry["ci"] = json.loads(ci) if ci else None
                 sides[_side(scorer, control)] = entry
             pending = next(scores, None)
         yield {
@@ -96,14 +98,19 @@ CSV_BASE = (
 
 def _write_csv(f, rows: Iterator[dict], sides: list[str]) -> int:
     metric_cols = [f"{side}.{m}" for side in sides for m in (*METRIC_NAMES, "n", "n_failed")]
+    # Each metric's 95% interval after every metric column (`<side>.<metric>_low`, `_high`; empty where none).
+    ci_cols = [(side, m, end) for side in sides for m in METRIC_NAMES for end in (0, 1)]
     w = csv.writer(f)
-    w.writerow([*CSV_BASE, *metric_cols])
+    w.writerow([*CSV_BASE, *metric_cols, *(f"{side}.{m}_{('low', 'high')[end]}" for side, m, end in ci_cols)])
     n = 0
     for r in rows:
         cells = [json.dumps(r[k], sort_keys=True) if isinstance(r[k], dict) else r[k] for k in CSV_BASE]
         for col in metric_cols:
             side, metric = col.split(".")
             cells.append(r["scores"].get(side, {}).get(metric))
+        for side, metric, end in ci_cols:
+            bounds = (r["scores"].get(side, {}).get("ci") or {}).get(metric)
+            cells.append(bounds[end] if bounds else None)
         w.writerow(cells)
         n += 1
     return n

@@ -311,6 +311,7 @@ class _Writer:
             "value": value,
             "control_value": control["metrics"].get(metric) if control else None,
             "metrics": real["metrics"],
+            "ci": real["ci"],  # {metric: [low, high]}: 95% intervals (our own score type's details; null if none)
             "n": real["n"],
             "n_failed": real["n_failed"],
             "control": control,  # the random-explanation control: another latent's explanation, same examples
@@ -338,7 +339,7 @@ def score_type(scorer: str) -> str:
 
 def _score_sides(store: ActivationStore, explainer: str):
     """(latent, {scorer: {"real": side, "control": side}}) in latent order, metrics only (never the outcomes)."""
-    cur = reads.score_metric_rows(store.db.conn, explainer, provenance=True)
+    cur = reads.score_metric_rows(store.db.conn, explainer, provenance=True, ci=True)
     latent: int | None = None
     sides: dict[str, dict] = {}
     for row in cur:
@@ -348,8 +349,9 @@ def _score_sides(store: ActivationStore, explainer: str):
             latent, sides = row[0], {}
         _, scorer, control, *rest = row
         metrics = {k: _finite(v) for k, v in zip(METRIC_NAMES, rest)}
-        n, n_failed, expl_latent, model, created_at = rest[len(METRIC_NAMES) :]
+        n, n_failed, expl_latent, ci, model, created_at = rest[len(METRIC_NAMES) :]
         side = {"metrics": metrics, "n": n, "n_failed": n_failed, "explanation_latent": expl_latent}
+        side["ci"] = json.loads(ci) if ci else None  # each metric's 95% interval (None: not computed)
         side.update(model=model, created_at=created_at)
         sides.setdefault(scorer, {})["control" if control else "real"] = side
     if latent is not None:

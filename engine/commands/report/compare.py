@@ -19,6 +19,8 @@ from autointerp.store.errors import UserError
 from autointerp.store.scorer_meta import primary_metrics
 from autointerp.store.text import printable
 
+from .summary import interval_summary
+
 CONFIDENCE = 0.95
 # Values resampled per vectorised bootstrap step (resamples x latents): ~16 MB of indices per side, however
 # many latents there are.
@@ -68,6 +70,11 @@ def compare(
                 "b": {kind: describe(values["b", kind]) for kind in ("real", "control")},
                 "difference": difference(values["a", "real"], values["b", "real"], n_boot, rng),
                 "control_difference": _mean_difference(values["a", "control"], values["b", "control"]),
+                # each run's error bars of this metric (scores.ci): None for a run whose rows have none
+                "intervals": {
+                    side: interval_summary(store.db.conn, explainer, scorer, metric)
+                    for side, store in (("a", a), ("b", b))
+                },
             }
     return result
 
@@ -192,6 +199,21 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _intervals_line(intervals: dict) -> str | None:
+    """Each run's mean 95% half-width (real, control) and how many latents' intervals overlap their control's."""
+    said = []
+    for side in ("a", "b"):
+        iv = intervals.get(side)
+        if iv is None:
+            continue
+        real, control = iv["real"], iv["control"]
+        said.append(
+            f"{side.upper()} ± {_num(real['half_width'])} (control ± {_num(control['half_width'])}),"
+            f" {iv['overlap_control']} of {iv['latents']} overlap the control"
+        )
+    return "95% intervals, mean half-width: " + "; ".join(said) if said else None
+
+
 def format_comparison(result: dict):
     """A rich renderable for the terminal: who A and B are, then one table per scorer and B - A under it."""
     from rich.console import Group
@@ -232,6 +254,9 @@ def format_comparison(result: dict):
             line += f", Mann-Whitney p = {_num(diff['p_value'], '.3g')}"
         line += f"; control B - A: {_num(s['control_difference'], '+.3f')}"
         parts += [table, Text(line)]
+        bars = _intervals_line(s.get("intervals") or {})
+        if bars:
+            parts.append(Text(bars))
     for side in ("a", "b"):
         if result[f"only_in_{side}"]:
             parts.append(Text(printable(f"only in {side.upper()}: {', '.join(result[f'only_in_{side}'])}")))

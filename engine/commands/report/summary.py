@@ -30,9 +30,54 @@ def score_summary(results: Results, explainer: str, latents: list[int] | None = 
             out[scorer][side] = summarise_columns(columns, n)
             del columns
         out[scorer]["primary_metric"] = metrics[scorer]
+        out[scorer]["intervals"] = interval_summary(conn, explainer, scorer, metrics[scorer], latents)
         if scorer == "intervention":  # the same metrics per KL target, from each row's details
             out[scorer]["per_target"] = per_target_summary(reads.score_details(conn, explainer, scorer, latents))
     return out
+
+
+def interval_summary(conn, explainer: str, scorer: str, metric: str, latents: list[int] | None = None) -> dict | None:
+    """Error bars of the scorer's primary metric (scores.ci, engine/interpretation/intervals.py): per side the mean
+    metric and mean 95% half-width over the rows that have an interval, and how many latents' intervals overlap their
+    random-explanation control's (an explanation its control cannot be told from). None where no row has one."""
+    if metric not in METRICS:
+        return None
+    out: dict = {"metric": metric}
+    for side, c in (("real", 0), ("control", 1)):
+        mean, half, n = reads.interval_widths(conn, explainer, scorer, c, metric, latents)
+        out[side] = {"mean": mean, "half_width": half, "n": n}
+    if not out["real"]["n"] and not out["control"]["n"]:
+        return None
+    out["latents"], out["overlap_control"] = reads.interval_overlaps(conn, explainer, scorer, metric, latents)
+    return out
+
+
+def interval_table(summary: dict):
+    """A rich Table of each scorer's error bars (None when no scorer has intervals: rows scored before schema 13 and
+    not upgraded)."""
+    from rich.table import Table
+
+    rows = {scorer: s["intervals"] for scorer, s in summary.items() if s.get("intervals")}
+    if not rows:
+        return None
+    table = Table(title="95% intervals of each latent's primary metric (mean ± mean half-width)")
+    for col in ("scorer", "metric", "explanation", "random control", "overlap the control"):
+        table.add_column(col)
+    for scorer, iv in rows.items():
+        table.add_row(
+            Text(printable(scorer)),
+            iv["metric"],
+            _interval_cell(iv["real"]),
+            _interval_cell(iv["control"]),
+            f"{iv['overlap_control']} of {iv['latents']}" if iv["latents"] else "-",
+        )
+    return table
+
+
+def _interval_cell(side: dict) -> str:
+    if not side["n"] or side["mean"] is None:
+        return "-"
+    return f"{side['mean']:.3f} ± {side['half_width']:.3f} (n={side['n']})"
 
 
 def per_target_summary(rows: list[dict]) -> dict:
@@ -182,6 +227,9 @@ def print_report(report: dict, console) -> None:
         )
     if report["scores"]:
         console.print(summary_table(report["scores"]))
+        intervals = interval_table(report["scores"])
+        if intervals is not None:
+            console.print(intervals)
     for scorer, errs in report["score_failures"].items():
         for why, n in sorted(errs.items(), key=lambda kv: -kv[1]):
             console.print(

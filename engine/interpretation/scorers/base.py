@@ -62,6 +62,9 @@ class ScoredRun:
     # Failed examples no rerun can change (a steering target out of reach); the others (a call error, an
     # unparseable answer) are worth another try, and a rerun scores the explanation again.
     permanent_failures: int = 0
+    # Simulation: each outcome's true per-token activations, for its correlation's interval (intervals.py); not stored
+    # (the cache holds them).
+    truth: list | None = None
 
 
 def labels_schema(n: int) -> dict:

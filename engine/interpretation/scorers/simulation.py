@@ -292,6 +292,7 @@ class Simulation(Scorer):
             label = int(ex.decile > 0)
             run.outcomes.append(ExampleOutcome(label, ex.decile, int(values.max() > 0), float(sim.max()) / 10))
         run.details = simulation_correlations([ex.acts for ex in examples], predicted)
+        run.truth = [ex.acts for ex in examples]
         # Every excerpt's per-token prediction (0-10, null for a failed one), in outcome order: the evidence the
         # TUI shows beside the true activations (a few excerpts of a window's tokens: small).
         run.details["predicted"] = [None if p is None else [round(float(v), 3) for v in p] for p in predicted]
