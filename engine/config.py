@@ -404,6 +404,11 @@ def load_config(path: str | Path | None) -> Config:
         raise ConfigError(f"config file {path} does not exist") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} is not valid TOML ({e})") from None
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> Config:
+    """A config from its TOML-shaped dict (a file's, or one a run recorded), checked as a file's is."""
     return check_choices(_build(Config, data, ""))
 
 

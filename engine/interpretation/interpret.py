@@ -29,12 +29,13 @@ from autointerp.store.db import ActivationStore
 from autointerp.store.killpoints import kill_point
 from autointerp.store.latent_reads import live_latents
 from autointerp.store.queries import WindowQueries
-from autointerp.store.results import SampleSet
+from autointerp.store.results import Results, SampleSet
 
 from . import best_of
 from .errors import BackendUnavailable, InterpretError, StageFailed  # noqa: F401
 from .examples import Example
 from .explainers import EXPLAINERS, ExplainPrompt
+from .intervals import score_intervals
 from .llm import LLMBackend, LLMRequest
 from .llm_calls import LLMCalls
 from .metrics import classification_metrics
@@ -74,7 +75,9 @@ def select_latents(cfg: Config, selection: Selection) -> list[int]:
 
 
 class Interpreter:
-    def __init__(self, cfg: Config, store: ActivationStore, backend: LLMBackend | None):
+    def __init__(self, cfg: Config, store: ActivationStore, backend: LLMBackend | None, results: Results | None = None):
+        """`results`: where the stage reads and writes (default the store's originals; a retest's repeat: that
+        draw's `Results(db, draw)`)."""
         prov = store.provenance
         if prov is None:
             raise InterpretError(f"{store.path} holds no activation cache yet: run `autointerp cache` first")
@@ -86,7 +89,7 @@ class Interpreter:
                 "rerun the cache stage (`autointerp batch` or `autointerp cache`) to finish it"
             )
         self.queries = WindowQueries(store, self.cache_cfg.window_len)
-        self.results = store.results
+        self.results = results if results is not None else store.results
         self.explainer = EXPLAINERS[cfg.explain.explainer]
         cpu_embedded = backend is not None and backend.on_cpu and cfg.llm.model == "embedded"
         self.cfg = cfg = resolve_profile(cfg, cpu_embedded)
@@ -422,6 +425,13 @@ class Interpreter:
             "prompt_sha": sha,
             "seed": seed,
             "settings": settings,
+            # each defined metric's 95% interval, from the stored outcomes (and, for simulation, stored predictions)
+            "ci": score_intervals(
+                run.outcomes,
+                {**m, "correlation": run.details.get("correlation")},
+                run.truth,
+                run.details.get("predicted"),
+            ),
         }
 
     # ---- stages over many latents -------------------------------------------------------------
