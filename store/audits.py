@@ -8,6 +8,7 @@ that long).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sqlite3
 from pathlib import Path
@@ -351,3 +352,81 @@ def export_columns(by_rater: dict[str, dict]) -> dict:
         "audit_flagged": int(any(by_rater[n]["flagged"] for n in names)),
         "audit_at": max((by_rater[n]["at"] or "") for n in names) or None,
     }
+
+
+# ---- probes kept as evidence (`autointerp probe`, the TUI's probe tab) --------------------------------------------
+
+
+def write_probe(
+    path: str | Path,
+    latent: int,
+    explainer: str,
+    text: str,
+    tokens: list[str],
+    activations: list[float],
+    *,
+    rater: str | None = None,
+) -> dict:
+    """Keep a sentence a rater probed as evidence on the latent's audit: its tokens and the latent's activation at
+    each (max_activation their max). The same rater keeping the same text again replaces it; returns the row."""
+    rater = (rater or "").strip() or default_rater()
+    if not text.strip():
+        raise ValueError("a kept probe needs its text")
+    if len(tokens) != len(activations):
+        raise ValueError(f"{len(tokens)} tokens but {len(activations)} activations")
+    values = [float(v) for v in activations]
+    row = {
+        "latent": int(latent),
+        "explainer": explainer,
+        "rater": rater,
+        "text": text,
+        "tokens": json.dumps(list(tokens)),
+        "activations": json.dumps(values),
+        "max_activation": max(values, default=0.0),
+        "created_at": now(),
+    }
+    conn = connect(str(path))
+    try:
+        with conn:
+            conn.execute(
+                "insert into audit_probes (latent, explainer, rater, text, tokens, activations, max_activation,"
+                " created_at) values (:latent, :explainer, :rater, :text, :tokens, :activations, :max_activation,"
+                " :created_at) on conflict (latent, explainer, rater, text) do update set tokens = excluded.tokens,"
+                " activations = excluded.activations, max_activation = excluded.max_activation,"
+                " created_at = excluded.created_at",
+                row,
+            )
+    finally:
+        conn.close()
+    return {**row, "tokens": list(tokens), "activations": values}
+
+
+def kept_probes(conn: sqlite3.Connection, latent: int) -> list[dict]:
+    """Every probe kept on one latent (all explainers and raters), newest first; tokens and activations as lists."""
+    cur = conn.execute(
+        "select latent, explainer, rater, text, tokens, activations, max_activation, created_at from audit_probes"
+        " where latent = ? order by created_at desc, rater, text",
+        [int(latent)],
+    )
+    names = [d[0] for d in cur.description]
+    out = []
+    for r in cur.fetchall():
+        row = dict(zip(names, r))
+        row["tokens"] = json.loads(row["tokens"] or "[]")
+        row["activations"] = json.loads(row["activations"] or "[]")
+        out.append(row)
+    return out
+
+
+def read_kept_probes(path: str | Path, latent: int) -> list[dict]:
+    """`kept_probes` of a database file, through a short-lived read-only connection (a file from before schema 13,
+    without the table, has none)."""
+    conn = connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return kept_probes(conn, latent)
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return []
+        raise
+    finally:
+        conn.close()

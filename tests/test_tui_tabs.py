@@ -67,8 +67,8 @@ def test_a_registered_tab_is_composed_labelled_reached_and_polled(toy, tmp_path)
         async with app.run_test(size=(150, 45)) as pilot:
             await until(pilot, lambda: app.detail_count >= 1)
             tabs = app.query_one(TabbedContent)
-            assert [app.tabs[name].id for name in app.tabs] == ["monitor", "latents", "audit", "plots", "toy"]
-            assert tabs.get_tab("toy").label_text == "Toy [5]"  # its key: its place in the table
+            assert [app.tabs[name].id for name in app.tabs] == ["monitor", "latents", "audit", "plots", "probe", "toy"]
+            assert tabs.get_tab("toy").label_text == "Toy [6]"  # its key: its place in the table
             dict(app.palette_commands())["Toy: a tab from the tests"]()
             pane = app.query_one(ToyPane)
             await until(pilot, lambda: tabs.active == "toy" and app.focused is pane)
@@ -87,7 +87,8 @@ def test_the_tab_keys_come_from_the_table(toy):
         ("2", "tab('latents')", "latents", "latents"),
         ("3", "tab('audit')", "audit", "audit"),
         ("4", "tab('plots')", "plots", "plots"),
-        ("5", "tab('toy')", "toy", "toy"),
+        ("5", "tab('probe')", "probe", "probe"),
+        ("6", "tab('toy')", "toy", "toy"),
     ]
 
 

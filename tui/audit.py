@@ -13,11 +13,12 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Input, Static
 
-from autointerp.store.audits import default_rater, write_audit
+from autointerp.store.audits import default_rater, read_kept_probes, write_audit
 from autointerp.store.browse import Browser
 from autointerp.store.text import printable
 
 from .detail import LatentDetailView
+from .heatmap import heat_text
 
 MODES = ("random", "lowest", "filtered")
 
@@ -72,6 +73,18 @@ def rater_table(result: dict) -> Table | Text:
     return table
 
 
+def probes_text(probes: list[dict], mono: bool) -> Text:
+    """The sentences raters kept on this latent from the probe tab, each heat-mapped by the latent's activation."""
+    if not probes:
+        return Text("")
+    text = Text(f"kept probes ({len(probes)}):\n", "bold")
+    for p in probes:
+        text.append(f"{printable(p['rater'])} · max {p['max_activation'] or 0:.3f} · ", "dim")
+        text.append_text(heat_text(p["tokens"], p["activations"], p["max_activation"] or 0.0, mono))
+        text.append("\n")
+    return text
+
+
 class AuditPane(Vertical, can_focus=True):
     BINDINGS = [
         Binding("c", "rate('correct')", "correct"),
@@ -88,6 +101,7 @@ class AuditPane(Vertical, can_focus=True):
     AuditPane { padding: 0 1; }
     AuditPane .a-head { height: auto; }
     AuditPane .a-agree { height: auto; margin-bottom: 1; }
+    AuditPane .a-probes { height: auto; max-height: 8; }
     AuditPane Input { display: none; }
     AuditPane Input.editing { display: block; }
     AuditPane LatentDetailView { height: 1fr; }
@@ -110,6 +124,7 @@ class AuditPane(Vertical, can_focus=True):
         yield Static("", classes="a-head")
         yield Static("", classes="a-agree")
         yield Input(placeholder="", classes="a-input")
+        yield Static("", classes="a-probes")
         yield LatentDetailView(self.mono, classes="a-detail")
 
     def reload(self, explainer: str) -> None:
@@ -152,6 +167,8 @@ class AuditPane(Vertical, can_focus=True):
             rater_table(self.browser.rater_agreement(self.explainer)),
         )
         self.query_one(".a-agree", Static).update(grid)
+        kept = read_kept_probes(self.db_path, self.latent) if self.latent is not None else []
+        self.query_one(".a-probes", Static).update(probes_text(kept, self.mono))
         if self.latent is None:
             view.show_message(
                 "nothing to audit: no latent has an explanation yet"

@@ -20,6 +20,7 @@ TABS: dict[str, tuple[str, str]] = {
     "latents": ("autointerp.tui.latents_tab", "LatentsTab"),
     "audit": ("autointerp.tui.audit_tab", "AuditTab"),
     "plots": ("autointerp.tui.plots_tab", "PlotsTab"),
+    "probe": ("autointerp.tui.probe_tab", "ProbeTab"),
 }
 
 

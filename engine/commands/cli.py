@@ -17,6 +17,8 @@ from autointerp.store.text import printable
 
 from .bench.cli import bench
 from .export.formats import EXPORT_FORMATS
+from .probe import probe
+from .retest import retest
 from .wiring import check_output_folder, status, stdout_console, user_errors
 
 
@@ -538,6 +540,7 @@ def filters(db, config_path, as_json) -> None:
 def upgrade(db) -> None:
     """Migrate a database to this autointerp's schema (additive: every row is kept)."""
     from autointerp.engine.activations.identity import note_cache_site
+    from autointerp.engine.interpretation.interval_fill import fill_intervals
     from autointerp.store.db import ActivationStore
     from autointerp.store.schema import SCHEMA_VERSION
 
@@ -546,7 +549,10 @@ def upgrade(db) -> None:
         raise UserError(f"{db}: not an autointerp database (an empty file): nothing to upgrade")
     with ActivationStore.open(db) as store:  # read-write: opening migrates
         problem = note_cache_site(store)
-    click.echo(f"{db}: schema v{SCHEMA_VERSION}")
+        filled = fill_intervals(store)  # score rows made before schema 13: their intervals, from the outcomes
+    click.echo(
+        f"{db}: schema v{SCHEMA_VERSION}" + (f"; 95% intervals computed for {filled:,} score rows" if filled else "")
+    )
     if problem:
         click.echo(f"warning: {printable(problem)}")
 
@@ -573,6 +579,8 @@ def tui(args) -> None:
 
 
 main.add_command(bench)
+main.add_command(probe)
+main.add_command(retest)
 
 if __name__ == "__main__":
     main()
