@@ -80,7 +80,16 @@ def subject_model():
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory, request) -> Path:
     """A folder every pytest-xdist worker of this session sees: the workers' common parent (each worker has its
-    own base folder under it), or the session's own base folder when the run is not distributed."""
+    own base folder under it), or the session's own base folder when the run is not distributed.
+
+    `AUTOINTERP_TEST_SHARED` names a folder that outlives the session instead: `.ci/run` points both of its pytest
+    runs (the fast suite, then the slow one) at one fresh folder, so the slow run reuses the batches the fast run
+    built (the same code on the same clone) rather than building them again. Leave it unset elsewhere: nothing
+    checks that a folder from an earlier session was built by today's code."""
+    if os.environ.get("AUTOINTERP_TEST_SHARED"):
+        folder = Path(os.environ["AUTOINTERP_TEST_SHARED"])
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
     base = tmp_path_factory.getbasetemp()
     return base.parent if hasattr(request.config, "workerinput") else base
 
