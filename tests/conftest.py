@@ -12,16 +12,26 @@ from helpers.batch_config import write_config
 from helpers.cli import batch_cmd, invoke_cli
 from helpers.stores import fill_store
 
-# Test files that build minutes of shared fixtures (whole batches, LLM scoring), started first so that the two
-# workers do not end on them one after the other (pytest-xdist hands out whole files in collection order).
+# Test files that build minutes of shared fixtures (whole batches, LLM scoring), started first and longest first so
+# that the two workers do not end on them one after the other (pytest-xdist hands out whole files in this order:
+# pyproject's addopts turn off its own reordering by test count). test_batch.py builds the reference batch that
+# test_intervals.py and test_retest.py read, while the other worker runs the embedded default.
 HEAVY_FIRST = (
     "test_interpret_real.py",
     "test_batch.py",
+    "test_batch_faults.py",  # the slow run's longest file (three fault chains)
     "test_scorers_real.py",
+    "test_ray_cluster.py",  # slow: the Ray chain
+    "test_resume.py",  # slow: kill -9 after every commit
+    "test_intervals.py",
     "test_model_hooks.py",
+    "test_retest.py",
+    "test_tui_keys.py",
+    "test_bad_input.py",
+    "test_families_cache.py",
+    "test_steering.py",
+    "test_tui.py",
     "test_generation_planted.py",
-    "test_resume.py",
-    "test_batch_faults.py",
 )
 
 
