@@ -27,7 +27,7 @@ from delphi.log.result_analysis import (  # pip install --no-deps eai-delphi==0.
 from helpers.cli import invoke_cli
 from helpers.databases import copy_db, rows
 from helpers.fake_llm import completion, fake_server, reply
-from helpers.llm_stage import llm_stage_config, run_llm_stage, score_by_generation
+from helpers.llm_stage import explain_and_score, llm_stage_config, score_by_generation
 
 from autointerp.engine.commands.export.delphi import DELPHI_SCORER_NAMES, left_out_because
 from autointerp.engine.commands.export.formats import export
@@ -99,12 +99,7 @@ def scored(tmp_path_factory, real_cache_db, subject_model):
         cfg = llm_stage_config(db, [fake.url], scorers=SCORED, max_concurrency=8, top_logprobs=5)
         cfg.score.simulation_examples = 4
         cfg.score.intruder_group = 2
-        with ActivationStore.open(db) as store:
-            interp = Interpreter(cfg, store, None)
-            latents = interp.select("top:4")
-            interp.close()
-        run_llm_stage(cfg, "explain", latents)
-        run_llm_stage(cfg, "score", latents)
+        latents = explain_and_score(cfg, "top:4")
         score_by_generation(cfg, db, latents[:1], subject_model, len(TEXTS))
     run = RunLog(db, argv=["batch"], selection="top:4", config=dataclasses.asdict(cfg))
     run.finish("done", "done")

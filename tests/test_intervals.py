@@ -16,11 +16,10 @@ import pytest
 from helpers.cli import invoke_cli
 from helpers.databases import copy_db
 from helpers.fake_llm import completion, fake_server, reply
-from helpers.llm_stage import llm_stage_config, run_llm_stage
+from helpers.llm_stage import explain_and_score, llm_stage_config
 from helpers.schema import to_schema_12
 from scipy.stats import norm
 
-from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.intervals import (
     N_RESAMPLES,
     outcomes_from_stored,
@@ -243,12 +242,7 @@ def simulated(tmp_path_factory, real_cache_db):
     with fake_server(scripted) as fake:
         cfg = llm_stage_config(db, [fake.url], scorers=("simulation",), max_concurrency=8)
         cfg.score.simulation_examples = 8
-        with ActivationStore.open(db) as store:
-            interp = Interpreter(cfg, store, None)
-            latents = interp.select("top:2")
-            interp.close()
-        run_llm_stage(cfg, "explain", latents)
-        run_llm_stage(cfg, "score", latents)
+        explain_and_score(cfg, "top:2")
     return db
 
 

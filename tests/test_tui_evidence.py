@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from helpers.databases import copy_db
 from helpers.fake_llm import completion, fake_server, reply
-from helpers.llm_stage import llm_stage_config, run_llm_stage, score_by_generation, share_subject
+from helpers.llm_stage import explain_and_score, llm_stage_config, score_by_generation, share_subject
 from helpers.tui import until as wait_until
 from textual.app import App, ComposeResult
 
@@ -86,12 +86,7 @@ def scored(tmp_path_factory, real_cache_db, subject_model):
         cfg = llm_stage_config(db, [fake.url], scorers=SCORED, max_concurrency=8)
         cfg.score.simulation_examples = 4
         cfg.score.intruder_group = 2
-        with ActivationStore.open(db) as store:
-            interp = Interpreter(cfg, store, None)
-            latents = interp.select("top:2")
-            interp.close()
-        run_llm_stage(cfg, "explain", latents)
-        run_llm_stage(cfg, "score", latents)
+        latents = explain_and_score(cfg, "top:2")
         score_by_generation(cfg, db, latents[:1], subject_model, len(TEXTS))
     return db, latents, script
 

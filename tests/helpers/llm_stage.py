@@ -97,6 +97,20 @@ def run_llm_stage(cfg, stage: str, latents: list[int], redo: bool = False):
         store.close()
 
 
+def explain_and_score(cfg, selection: str) -> list[int]:
+    """The latents `selection` picks in cfg.db, explained and then scored by cfg's scorers (each stage as
+    `run_llm_stage` runs it) -> those latents."""
+    from autointerp.engine.interpretation.interpret import Interpreter
+
+    with ActivationStore.open(cfg.db) as store:
+        interp = Interpreter(cfg, store, None)
+        latents = interp.select(selection)
+        interp.close()
+    run_llm_stage(cfg, "explain", latents)
+    run_llm_stage(cfg, "score", latents)
+    return latents
+
+
 def complete_and_close(backend, requests):
     """One `complete_many` on a fresh event loop, closing the backend after."""
 
