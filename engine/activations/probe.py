@@ -59,6 +59,11 @@ class LatentProbe:
     hook: str
     via_bridge: bool = False  # the forward the cache was made with (provenance "forward")
 
+    @classmethod
+    def for_cache(cls, model: SubjectModel, coder: SparseCoder, provenance) -> LatentProbe:
+        """The probe that reads texts as a cache with this provenance read its corpus: its hook, its forward."""
+        return cls(model, coder, provenance["hook"], via_bridge=provenance.get("forward") == "bridge")
+
     def token_ids(self, text: str) -> list[int]:
         return list(self.model.tokenizer(text, add_special_tokens=False)["input_ids"])[:MAX_PROBE_TOKENS]
 

@@ -93,7 +93,7 @@ class ProbeSession:
         except Exception:
             self.store.close()
             raise
-        self.probe = LatentProbe(model, coder, prov["hook"], via_bridge=prov.get("forward") == "bridge")
+        self.probe = LatentProbe.for_cache(model, coder, prov)
 
     def close(self) -> None:
         self.store.close()

@@ -46,10 +46,6 @@ MEANING = {
     "sd_between": "SD over latents of each latent's mean metric across draws",
 }
 
-# Loaded models a draw's Interpreter takes from the previous draw's instead of loading again: none depends on the
-# sampling seed (the sampler does, and is never shared).
-SHARED_RESOURCES = ("token_text", "coder", "decoder", "probe", "base_lm", "embedder", "logit_lens")
-
 
 @dataclass
 class Draw:
@@ -202,7 +198,8 @@ def _runner_class():
                     )
                     if todo:
                         interp = Interpreter(d.cfg, store, backend, Results(store.db, d.draw))
-                        share_loaded(before, interp)
+                        if before is not None:  # the models the previous draw loaded, not loaded again
+                            interp.resources.share_loaded(before.resources)
                         self.latents, self.draw = todo, d.draw
                         try:
                             await self._stages(interp, None, stages)  # the backend is closed once, after every draw
@@ -217,17 +214,6 @@ def _runner_class():
                     await backend.aclose()
 
     return RetestRunner
-
-
-def share_loaded(before, interp) -> None:
-    """Give `interp` the models `before` (the previous draw's Interpreter) loaded, so a draw loads none again."""
-    if before is None:
-        return
-    if before.resources._subject is not None:
-        interp.resources.use_subject(before.resources._subject)
-    for name in SHARED_RESOURCES:
-        if name in vars(before.resources):
-            vars(interp.resources)[name] = vars(before.resources)[name]
 
 
 def run_retest(plan: Plan, argv: list[str] | None = None) -> None:

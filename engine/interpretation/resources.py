@@ -51,6 +51,19 @@ class Resources:
         assert "coder" not in self.__dict__, "the coder was loaded on another subject model"
         self._subject = model
 
+    # The loaded models another stage over the same cache may reuse as they are; the sampler is not among them (it
+    # holds the stage's own sampling settings and seed).
+    SHAREABLE = ("token_text", "coder", "decoder", "probe", "base_lm", "embedder", "logit_lens")
+
+    def share_loaded(self, other: Resources) -> None:
+        """Take over what `other` (another stage's Resources over the same cache) has already loaded, so nothing is
+        loaded twice; before any use."""
+        if other._subject is not None:
+            self.use_subject(other._subject)
+        for name in self.SHAREABLE:
+            if name in vars(other):  # a cached_property that has been read
+                vars(self)[name] = vars(other)[name]
+
     @property
     def subject(self):
         if self._subject is None:
@@ -86,8 +99,7 @@ class Resources:
     def probe(self):
         from autointerp.engine.activations.probe import LatentProbe
 
-        prov = self.store.provenance
-        return LatentProbe(self.subject, self.coder, prov["hook"], via_bridge=prov.get("forward") == "bridge")
+        return LatentProbe.for_cache(self.subject, self.coder, self.store.provenance)
 
     @cached_property
     def base_lm(self):
