@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from helpers.sql import SQL_TEXT
+from helpers.sql import sql_offence
 
 ENGINE = Path(__file__).parents[1] / "engine"
 RUNS_SQL = {"execute", "executemany", "executescript", "query", "rows_where"}  # sqlite3's and sqlite-utils' calls
@@ -23,10 +23,8 @@ def offences(source: str, name: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source, name)):
         where = f"{name}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.search(node.value):
-            found.append(f"{where}: SQL text {node.value[:60]!r}")
-        elif isinstance(node, ast.Attribute) and node.attr in RUNS_SQL:
-            found.append(f"{where}: .{node.attr}(")
+        if offence := sql_offence(node, where, RUNS_SQL):
+            found.append(offence)
         elif isinstance(node, ast.Attribute) and node.attr == "connect" and getattr(node.value, "id", "") == "sqlite3":
             found.append(f"{where}: sqlite3.connect(")
     return found

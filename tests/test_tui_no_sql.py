@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from helpers.sql import SQL_TEXT
+from helpers.sql import sql_offence
 
 TUI = Path(__file__).parents[1] / "tui"
 EXECUTE = {"execute", "executemany", "executescript"}
@@ -18,10 +18,8 @@ def offences(source: str, name: str) -> list[str]:
     found = []
     for node in ast.walk(ast.parse(source, name)):
         where = f"{name}:{getattr(node, 'lineno', '?')}"
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_TEXT.search(node.value):
-            found.append(f"{where}: SQL text {node.value[:60]!r}")
-        elif isinstance(node, ast.Attribute) and node.attr in EXECUTE:
-            found.append(f"{where}: .{node.attr}(")
+        if offence := sql_offence(node, where, EXECUTE):
+            found.append(offence)
         elif isinstance(node, ast.Attribute) and node.attr.lstrip("_") == "conn":
             found.append(f"{where}: .{node.attr}")
         elif isinstance(node, ast.Import | ast.ImportFrom):
