@@ -4,6 +4,7 @@ a real SQLite file, llama.cpp in-process. Kill -9 during each stage then resume 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -82,7 +83,16 @@ STAGES = ("cache", "explain", "score")
 
 
 def kill_once_committed(cfg, db, stage: str) -> None:
-    """Start the batch and SIGKILL it from outside as soon as `stage` has committed its first unit of work."""
+    """Start the batch and SIGKILL it from outside as soon as `stage` has committed its first unit of work.
+
+    The score stage is the exception: with the stand-in LLM its two latents (in flight together, their calls
+    interleaved) commit ~20 ms apart, closer than a watcher can land a kill between, so that run kills itself
+    right after its first latent's commit (AUTOINTERP_KILL_AT, as tests/test_resume.py does everywhere)."""
+    if stage == "score":
+        env = dict(os.environ, AUTOINTERP_KILL_AT="score:1")
+        run = subprocess.run(batch_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+        return
     proc = subprocess.Popen(batch_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 600
     while True:
@@ -93,7 +103,7 @@ def kill_once_committed(cfg, db, stage: str) -> None:
         except sqlite3.Error:
             pass  # not created yet
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.01)  # the two explanations commit ~0.3-0.8 s apart with the stand-in
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 

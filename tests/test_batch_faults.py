@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from helpers.cli import batch_cmd
 from helpers.databases import copy_db, results, rows
 from helpers.servers import free_port, start_llama_server, stop_process
+from helpers.stand_in_llm import stand_in_gguf, with_stand_in
 
 from autointerp.engine.commands.cli import main
 from autointerp.store.db import ActivationStore
@@ -46,7 +47,7 @@ examples_per_prompt = 5
 
 def cached_config(tmp_path: Path, db: Path, latents, wait=600.0, extra="", name="c.toml") -> Path:
     path = tmp_path / name
-    path.write_text(CACHED.format(db=db, latents=json.dumps(latents), wait=wait) + extra)
+    path.write_text(CACHED.format(db=db, latents=json.dumps(latents), wait=wait) + with_stand_in(extra))
     return path
 
 
@@ -169,7 +170,7 @@ def test_backend_outage_mid_run_pauses_and_resumes_with_nothing_lost(tmp_path, r
         'structured_output = "json_object"\nmax_retries = 1\ntimeout_s = 60\nmax_concurrency = 2\ntop_logprobs = 5\n'
     )
     cfg = cached_config(tmp_path, db, top_latents(db, 2), wait=120, extra=llm)
-    server = start_llama_server(port, tmp_path / "server.log")
+    server = start_llama_server(port, tmp_path / "server.log", model=stand_in_gguf())
     proc = subprocess.Popen(batch_cmd(cfg), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -178,7 +179,9 @@ def test_backend_outage_mid_run_pauses_and_resumes_with_nothing_lost(tmp_path, r
             time.sleep(0.05)
         stop_process(server)  # the backend goes away mid-run ...
         time.sleep(3)
-        server = start_llama_server(port, tmp_path / "server.log")  # ... and comes back on the same address
+        server = start_llama_server(
+            port, tmp_path / "server.log", model=stand_in_gguf()
+        )  # ... and comes back on the same address
         _, err = proc.communicate(timeout=600)
     finally:
         stop_process(server)

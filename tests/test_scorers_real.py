@@ -1,5 +1,6 @@
-"""The five newer scorers and the output-side explainer end to end: the real embedded LLM (llama.cpp), the
-real subject model and SAE, a real cache. What each stores is checked against independent recomputation."""
+"""The five newer scorers and the output-side explainer end to end: a real LLM through llama.cpp (the stand-in: what
+each scorer stores, not what it concludes), the real subject model and SAE, a real cache. What each stores is checked
+against independent recomputation."""
 
 import asyncio
 import dataclasses
@@ -9,9 +10,10 @@ import torch
 from helpers.databases import copy_db
 from helpers.llm_stage import share_subject
 from helpers.metrics import assert_metrics_match_outcomes
+from helpers.stand_in_llm import stand_in_gguf
 
 from autointerp.engine.activations.steering import Steerer, steering_site
-from autointerp.engine.config import Config, ExplainConfig, SampleConfig, ScoreConfig
+from autointerp.engine.config import Config, ExplainConfig, LLMConfig, SampleConfig, ScoreConfig
 from autointerp.engine.interpretation.interpret import Interpreter
 from autointerp.engine.interpretation.llm import make_backend
 from autointerp.store.browse import Browser
@@ -33,7 +35,8 @@ SAMPLE = SampleConfig(n_explain=8, activating_per_decile=1, n_non_activating=10,
 
 @pytest.fixture(scope="module")
 def backend():
-    b = make_backend(Config().llm)
+    """The stand-in LLM (helpers/stand_in_llm.py): these tests are about what each scorer stores and counts."""
+    b = make_backend(LLMConfig(model=str(stand_in_gguf())))
     yield b
     asyncio.run(b.aclose())
 

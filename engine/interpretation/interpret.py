@@ -239,9 +239,15 @@ class Interpreter:
             "settings": self.llm.settings(threshold=self.cfg.explain.threshold, **self._best_of_settings()),
             **acc.as_row(),
         }
-        await self.off_loop(self.results.write_explanation, row, candidates)
-        kill_point("explain")
+        await self.off_loop(self._committed, "explain", self.results.write_explanation, row, candidates)
         return row, None
+
+    @staticmethod
+    def _committed(stage: str, write, *args) -> None:
+        """`write(*args)`, then the stage's kill point, both on the store's thread: a crash test's kill lands
+        right after this latent's commit, before the next latent's write (queued behind it) can commit too."""
+        write(*args)
+        kill_point(stage)
 
     def _best_of_settings(self) -> dict:
         ex = self.cfg.explain
@@ -387,8 +393,8 @@ class Interpreter:
             }
             # Returned beside the score rows so the stage counts their calls and tokens; never stored as scores.
             rows += [dict(r, first_candidate=1) for r in extra]
-        await self.off_loop(self.results.write_scores, [r for r in rows if "first_candidate" not in r], heldout)
-        kill_point("score")
+        stored = [r for r in rows if "first_candidate" not in r]
+        await self.off_loop(self._committed, "score", self.results.write_scores, stored, heldout)
         return rows, ("no other explained latent for a control" if no_control and self.cfg.score.control else None)
 
     def _score_row(

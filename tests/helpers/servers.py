@@ -17,7 +17,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess.Popen:
+def start_llama_server(port: int, log_path, timeout: float = 60.0, model=None) -> subprocess.Popen:
     """A real llama.cpp OpenAI-compatible server (llama_cpp.server, through autointerp.engine.interpretation.llm.serve for its AMX
     guard) with the embedded SmolLM2 on 127.0.0.1,
     returned once it answers. One thread for generation and for prompts (whose default is every core): on
@@ -33,7 +33,7 @@ def start_llama_server(port: int, log_path, timeout: float = 60.0) -> subprocess
                 "-m",
                 "autointerp.engine.interpretation.llm.serve",
                 "--model",
-                str(smollm2_gguf()),
+                str(model or smollm2_gguf()),
                 "--host",
                 "127.0.0.1",
                 "--port",
