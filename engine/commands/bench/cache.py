@@ -9,7 +9,9 @@
 - writer_activations_per_s: the write path alone (packing + commit, on its own thread): what a GPU forward
   producing activations faster than this would wait on
 - rss_mb_small / rss_mb_large: peak RSS of a fresh process caching N and 10N tokens
-- bytes_per_activation: database bytes / stored activations (the 10N database)
+- bytes_per_activation: database bytes / stored activations (the 10N database); bytes_per_activation_by_table:
+  the same file's pages per table (indexes with their table), `free` pages, and `segments.data` (the packed
+  activations' own bytes: `segments` less this is row and page overhead), for every part over 0.01
 - p95_window_fetch_ms: one latent's 40 strongest windows (tokens + per-token activations),
   over 200 random live latents of a 1M-token store
 - tokens_per_s_hooked_forward / ratio_hooked_vs_hf_forward: the forward the cache takes to its hook (plain or
@@ -41,6 +43,7 @@ from autointerp.store.bench_reads import database_bytes, stored_latents
 from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo
 from autointerp.store.queries import WindowQueries
+from autointerp.store.space import space_by_table
 
 
 def bench_config(n_tokens: int, model: str = "embedded", hook: str = "", coder: str = "") -> CacheConfig:
@@ -160,6 +163,12 @@ def synthetic_store(path: Path, template: ActivationStore, n_tokens: int, seed: 
     store.close()
 
 
+def bytes_by_table(db: Path, nnz: int) -> dict[str, float]:
+    """Bytes per activation of each part of the file over 0.01 (store/space.py), largest first."""
+    parts = sorted(space_by_table(db).items(), key=lambda kv: -kv[1])
+    return {name: round(size / nnz, 3) for name, size in parts if size / nnz >= 0.01}
+
+
 def fetch_p95_ms(db: Path, n_latents: int = 200, per_latent: int = 40, seed: int = 0) -> float:
     store = ActivationStore.open(db, readonly=True)
     q = WindowQueries(store, 32)
@@ -218,6 +227,7 @@ def bench_cache(
             "ratio_vs_bridge_forward": round(tps_cache / tps_bridge, 3),
             "writer_activations_per_s": round((small["written"] + large["written"]) / max(write_s, 1e-9)),
             "bytes_per_activation": round(large_bytes / large["nnz"], 3),
+            "bytes_per_activation_by_table": bytes_by_table(root / "large.db", large["nnz"]),
             "rss_mb_small": round(small["rss_mb"], 1),
             "rss_mb_large": round(large["rss_mb"], 1),
             "rss_growth_mb": round(large["rss_mb"] - small["rss_mb"], 1),
