@@ -27,7 +27,16 @@ from . import audits
 from .columns import read_rows, read_score_column, read_stat_column, score_rows_sql
 from .db import ActivationStore, StoreError
 from .evidence import ScorerEvidence, read_evidence, score_signature
-from .latent_query import CONTROL_SUFFIX, FILTER_OPS, STAT_COLUMNS, BrowseError, column_array, fts_query, parse_query
+from .latent_query import (
+    CONTROL_SUFFIX,
+    FILTER_OPS,
+    STAT_COLUMNS,
+    BrowseError,
+    column_array,
+    parse_query,
+    search_latents,
+    stable_argsort,
+)
 from .queries import WindowQueries
 from .runs import latest_heartbeat, run_rows, worker_rows
 from .scorer_meta import METRICS, ScorerMeta, read_scorers, scorer_meta
@@ -198,7 +207,7 @@ class Browser:
             hit = FILTER_OPS[f.op](self._values(f.column, explainer), f.value)
             keep = hit if keep is None else keep & hit
         if words:
-            hit = np.isin(ids, self._search(words, explainer), assume_unique=True)
+            hit = self._search(words, explainer)
             keep = hit if keep is None else keep & hit
         chosen = ids if keep is None else ids[keep]
         if sort == "latent":
@@ -206,7 +215,7 @@ class Browser:
         values = self._values(sort, explainer)
         values = values if keep is None else values[keep]
         # `chosen` ascends, so a stable sort breaks ties by latent id; NaN (no value) sorts last either way.
-        return chosen[np.argsort(-values if descending else values, kind="stable")]
+        return chosen[stable_argsort(-values if descending else values)]
 
     def _ids(self) -> np.ndarray:
         """Every latent with a statistics row, ascending (an arange, unread, when they are 0..n-1)."""
@@ -246,6 +255,9 @@ class Browser:
                 packed = read_score_column(self._conn, explainer, scorer, metric)
                 sql, args = score_rows_sql(metric), [explainer, scorer]
             latents, values = packed if packed is not None else read_rows(self._conn, sql, args)
+            if len(latents) == len(ids) and np.array_equal(latents, ids):  # every latent has a value, in order
+                self._columns[key] = values  # as read (a packed column's view of its blob: read-only)
+                return values
             out = np.full(len(ids), np.nan)
             if len(ids) and ids[-1] == len(ids) - 1:  # ids are 0..n-1: a latent is its own index
                 known = latents < len(ids)
@@ -282,15 +294,17 @@ class Browser:
         return self._columns[key]
 
     def _search(self, words: str, explainer: str) -> np.ndarray:
-        """Latents whose explanation (by `explainer`) matches the full-text query."""
-        sql = (
-            "select e.latent from explanations_fts f join explanations e on e.rowid = f.rowid"
-            " where explanations_fts match ? and e.explainer = ?"
-        )
+        """Which of `_ids` have an explanation (by `explainer`) that matches the full-text query: a mask."""
         try:
-            return np.unique(column_array(self._conn.execute(sql, [fts_query(words), explainer]), np.int64))
+            latents = search_latents(self._conn, words, explainer)
         except sqlite3.OperationalError as e:
             raise BrowseError(f"query failed: {e}") from None
+        ids = self._ids()
+        if len(ids) and ids[-1] == len(ids) - 1:  # ids are 0..n-1: a latent is its own index
+            hit = np.zeros(len(ids), bool)
+            hit[latents[(latents >= 0) & (latents < len(ids))]] = True
+            return hit
+        return np.isin(ids, latents)
 
     @_read
     def rows(self, latents, explainer: str = "default") -> dict[int, LatentRow]:

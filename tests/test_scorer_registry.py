@@ -211,3 +211,11 @@ def test_readers_fall_back_to_balanced_accuracy_else_auroc_for_a_scorer_without_
         assert scorer_meta(conn, "detection", recorded).primary_metric == "balanced_accuracy"
         conn.execute("update scores set balanced_accuracy = null where scorer = 'detection'")
         assert scorer_meta(conn, "detection", recorded).primary_metric == "auroc"
+
+
+def test_the_synthetic_files_record_what_the_engines_scorers_declare():
+    """store/synthetic.py writes scores without the engine; the metadata it records must be the scorers' own."""
+    from autointerp.engine.interpretation.scorers import SCORERS
+    from autointerp.store.synthetic import SCORER_METAS
+
+    assert [SCORERS[m.name].meta for m in SCORER_METAS] == list(SCORER_METAS)
