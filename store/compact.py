@@ -5,9 +5,14 @@ Its segments are inserted and its staged rows deleted in one transaction, so a k
 the unit staged or the unit compacted, never both or neither; the rerun takes the staged rows that are left, in
 the same order and the same units (the split is greedy from the first staged chunk of the band), and ends with
 the same segments an uninterrupted run writes. Freed pages of deleted staged rows are reused by later segments.
+
+A `hook` (store/onepass.py) sees each unit's activations as compaction holds them, and writes what it derived
+from a band (statistics, filter rows, co-activation sketches) in the transaction of the band's last unit.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import numpy as np
 
@@ -31,26 +36,65 @@ def units(rows: list[tuple[int, int]], budget: int) -> list[list[int]]:
     return out
 
 
-def compact(store: ActivationStore, progress=None, budget: int = COMPACT_BUDGET) -> int:
-    """Compact every staged row; returns the activations moved. `progress(latents)` hears each finished band."""
+class UnitHook(Protocol):
+    """What compaction computes on the way from the activations it holds (store/onepass.py: statistics, filters,
+    co-activation sketches), band by band, written in the transaction of each band's last unit."""
+
+    def bands(self) -> list[int]:
+        """The bands it needs, staged or not (a band with nothing staged is visited for its rows alone)."""
+        ...
+
+    def begin_band(self, band: int) -> None:
+        """Start a band: accumulate whatever of it is already compacted (a resumed or extended cache)."""
+        ...
+
+    def add(self, local: np.ndarray, positions: np.ndarray, values: np.ndarray, starts, ends) -> None:
+        """A unit's activations sorted by latent (positions ascending), [starts, ends) its segments."""
+        ...
+
+    def finish_band(self, band: int) -> None:
+        """Every activation of the band was added: compute its rows (before the last transaction opens)."""
+        ...
+
+    def write_band(self, band: int) -> None:
+        """Write the band's rows, inside the transaction of its last unit (no transaction of its own)."""
+        ...
+
+
+def compact(store: ActivationStore, progress=None, budget: int = COMPACT_BUDGET, hook: UnitHook | None = None) -> int:
+    """Compact every staged row; returns the activations moved. `progress(latents)` hears each finished band;
+    `hook` sees every unit's activations (and, for the bands it needs, those already compacted)."""
     bands = [r[0] for r in store.db.execute("select distinct band from staged order by band")]
+    wanted = set(hook.bands()) if hook is not None else set()
     moved = 0
     num_latents = int(store.provenance["num_latents"]) if store.provenance else 0
-    for band in bands:
+    for band in sorted(set(bands) | wanted):
         rows = store.db.execute("select chunk, n from staged where band = ? order by chunk", [band]).fetchall()
-        for unit in units(rows, budget):
-            moved += compact_unit(store, band, unit)
+        todo = units(rows, budget)
+        mine = hook if band in wanted else None
+        if mine is not None:
+            mine.begin_band(band)
+            if not todo:  # nothing staged: the band's rows only
+                mine.finish_band(band)
+                with store.db.conn:
+                    mine.write_band(band)
+                kill_point("cache.compact")
+        for i, unit in enumerate(todo):
+            moved += compact_unit(store, band, unit, mine, last=i == len(todo) - 1)
             kill_point("cache.compact")
         if progress is not None:
             progress(min(BAND, num_latents - band * BAND))
     if moved:
         # Segments took the place of staged rows, page by page, as units committed; what stays free at the end
-        # goes back to the file system (a file made before schema 7 has no auto-vacuum: a no-op there).
-        store.db.execute("pragma incremental_vacuum")
+        # goes back to the file system (a file made before schema 7 has no auto-vacuum: a no-op there). Through
+        # executescript: the pragma frees one page per step, and `execute` steps once (it left every page free).
+        store.db.conn.executescript("pragma incremental_vacuum")
     return moved
 
 
-def compact_unit(store: ActivationStore, band: int, chunk_ids: list[int]) -> int:
+def compact_unit(
+    store: ActivationStore, band: int, chunk_ids: list[int], hook: UnitHook | None = None, last: bool = False
+) -> int:
     seq_len = int(store.provenance["seq_len"])
     chunks = store.chunks()
     lo, hi = chunk_ids[0], chunk_ids[-1]
@@ -80,6 +124,10 @@ def compact_unit(store: ActivationStore, band: int, chunk_ids: list[int]) -> int
         ).fetchall()
     )
     starts, ends = segment_bounds(local)
+    if hook is not None:
+        hook.add(local, positions, values, starts, ends)
+        if last:
+            hook.finish_band(band)
     records = []
     for s, e in zip(starts.tolist(), ends.tolist()):
         latent = first + int(local[s])
@@ -90,4 +138,6 @@ def compact_unit(store: ActivationStore, band: int, chunk_ids: list[int]) -> int
     with conn:
         conn.executemany(INSERT_SEGMENT, records)
         conn.execute("delete from staged where band = ? and chunk >= ? and chunk <= ?", [band, lo, hi])
+        if hook is not None and last:
+            hook.write_band(band)
     return len(local)

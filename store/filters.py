@@ -30,7 +30,8 @@ values, the second reads tokens at or above each latent's quantile), one segment
 position histogram (seq_len) and a value histogram (65,536 float16 keys), never a latents x positions matrix.
 The cache's token ids are held once (2 bytes a token for vocabularies under 65,536). Each batch of rows commits
 with the stage's resume point (stage "cache.filters"), so a killed pass resumes, and a changed setting or a changed
-cache recomputes.
+cache recomputes. The cache stage computes the same rows, for its own settings, inside compaction
+(store/onepass.py); this pass is for a file compacted before that and for settings changed later.
 """
 
 from __future__ import annotations
@@ -178,29 +179,59 @@ def batch_filters(
             continue
         for t, c in zip(ids.tolist(), counts.tolist()):
             seen[t] = seen.get(t, 0) + c
-    rows = []
-    for latent in range(lo, hi):
-        mi = positional_mi(pos_counts[latent], n_sequences) if latent in pos_counts else 0.0
-        seen = found.get(latent, {})
-        candidate = (
-            0 < len(seen) <= settings.unigram_max_tokens
-            and top_counts.get(latent, 0) >= settings.unigram_min_activations
+    return [
+        filter_row(
+            latent,
+            positional_mi(pos_counts[latent], n_sequences) if latent in pos_counts else 0.0,
+            found.get(latent, {}),
+            top_counts.get(latent, 0),
+            settings,
         )
-        top = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0])) if candidate else []
-        rows.append(
-            {
-                "latent": latent,
-                "positional_mi": round(mi, 6),
-                "positional": int(mi >= settings.positional_mi_threshold),
-                # distinct tokens among the top activations; max_tokens + 1 stands for "more than max_tokens"
-                "top_tokens": min(len(seen), settings.unigram_max_tokens + 1),
-                "unigram_candidate": int(candidate),
-                "unigram_tokens": json.dumps([[t, c] for t, c in top]) if candidate else None,
-                "unigram_fire": None,
-                "unigram": None if candidate else 0,
-            }
-        )
-    return rows
+        for latent in range(lo, hi)
+    ]
+
+
+def filter_row(latent: int, mi: float, seen: dict[int, int], top_count: int, settings: FilterSettings) -> dict:
+    """A latent's filter row from its positional MI, the distinct tokens among its top activations with their
+    counts (`seen`: more than max_tokens entries stands for "more than max_tokens"; empty when it has fewer than
+    min_activations top activations) and how many top activations it has."""
+    candidate = 0 < len(seen) <= settings.unigram_max_tokens and top_count >= settings.unigram_min_activations
+    top = sorted(seen.items(), key=lambda kv: (-kv[1], kv[0])) if candidate else []
+    return {
+        "latent": latent,
+        "positional_mi": round(mi, 6),
+        "positional": int(mi >= settings.positional_mi_threshold),
+        # distinct tokens among the top activations; max_tokens + 1 stands for "more than max_tokens"
+        "top_tokens": min(len(seen), settings.unigram_max_tokens + 1),
+        "unigram_candidate": int(candidate),
+        "unigram_tokens": json.dumps([[t, c] for t, c in top]) if candidate else None,
+        "unigram_fire": None,
+        "unigram": None if candidate else 0,
+    }
+
+
+FILTER_COLUMNS = (
+    "latent",
+    "positional_mi",
+    "positional",
+    "top_tokens",
+    "unigram_candidate",
+    "unigram_tokens",
+    "unigram_fire",
+    "unigram",
+)
+INSERT_FILTERS = (
+    f"insert or replace into latent_filters ({', '.join(FILTER_COLUMNS)})"
+    f" values ({', '.join('?' * len(FILTER_COLUMNS))})"
+)
+
+
+def write_filter_rows(store: ActivationStore, rows: list[dict], next_latent: int, fingerprint: str) -> None:
+    """Filter rows and the stage's resume point, with no transaction of its own (compaction writes them in the
+    transaction of a band's last unit: store/onepass.py)."""
+    store.db.conn.executemany(INSERT_FILTERS, [tuple(r[c] for c in FILTER_COLUMNS) for r in rows])
+    done = next_latent >= int(store.provenance["num_latents"])
+    store.set_stage(FILTERS_STAGE, fingerprint, {"next_latent": next_latent}, done)
 
 
 def compute_filters(store: ActivationStore, settings: FilterSettings, progress=None, batch: int = 1000) -> int:

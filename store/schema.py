@@ -17,7 +17,7 @@ from .schema_current import NEW_FILE_PRAGMAS, SCHEMA, statements
 from .scorer_meta import backfill_before_schema_12
 from .stages import CACHE_STATS
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 
 class SchemaError(UserError):
@@ -717,6 +717,26 @@ CREATE TABLE retest_scores (
 """,
 )
 
+
+def _create_v14(db: sqlite_utils.Database) -> None:
+    """The co-activation sketches, stored once per band of latents (store/sketches.py). A file compacted before
+    this step has none: its first reader builds and stores them."""
+    for statement in SCHEMA_14_TABLES:
+        db.execute(statement)
+
+
+# Frozen copy of the table schema 14 added (its commented text is in store/schema_current.py).
+SCHEMA_14_TABLES = (
+    """
+CREATE TABLE coactivation_sketches (
+    band INTEGER PRIMARY KEY,
+    fingerprint TEXT,
+    latents INTEGER,
+    data BLOB
+)
+""",
+)
+
 # MIGRATIONS[v] brings a database at version v-1 to version v. Only older files take these steps; a new one is made
 # from store/schema_current.py.
 MIGRATIONS = {
@@ -733,6 +753,7 @@ MIGRATIONS = {
     11: _create_v11,
     12: _create_v12,
     13: _create_v13,
+    14: _create_v14,
 }
 
 

@@ -171,6 +171,16 @@ CREATE TABLE stages (
     done_at TEXT
 );
 
+-- Per band of 4,096 latents: the co-activation sketch of each latent (store/sketches.py), a one-permutation MinHash
+-- of its activating windows, built by compaction (or by the first reader of a file compacted before schema 14) and
+-- read by every process that samples co-activating examples.
+CREATE TABLE coactivation_sketches (
+    band INTEGER PRIMARY KEY,  -- latents band * 4096 .. band * 4096 + latents - 1
+    fingerprint TEXT,  -- what they were built from: the committed chunks, the window length, buckets and hash
+    latents INTEGER,  -- rows in data (the last band may be short)
+    data BLOB  -- uint32 little-endian [latents, buckets]; 0xFFFFFFFF: an empty bucket
+);
+
 ---- Explain and score ---------------------------------------------------------------------------------------------
 
 -- One row per latent whose examples were drawn: the seed and settings that reproduce the draw.

@@ -2,6 +2,9 @@
 
 One ordered scan of the segments per batch of latents, one segment held at a time: memory does not grow with
 tokens. Deciles come from the fine histogram: exact to within max_act / FINE_BINS.
+
+The cache stage computes the same rows inside compaction (store/onepass.py); this pass runs for a file compacted
+before that, or one whose statistics are stale (other chunks, another window length).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 
 import numpy as np
 
+from .columns import pack_stat_columns
 from .compact import compact
 from .db import ActivationStore
 from .killpoints import kill_point
@@ -52,7 +56,7 @@ def batch_stats(store: ActivationStore, lo: int, hi: int, window_len: int, n_tok
         nonlocal current, total, n_windows, last_window, fine
         while current < latent:
             count, vmax = sizes.get(current, (0, 0.0))
-            out.append(_row(current, count, total, vmax, n_windows, fine, n_tokens))
+            out.append(stats_row(current, count, total, vmax, n_windows, fine, n_tokens))
             current, total, n_windows, last_window = current + 1, 0.0, 0, -1
             fine = np.zeros(FINE_BINS, np.int64)
 
@@ -72,7 +76,9 @@ def batch_stats(store: ActivationStore, lo: int, hi: int, window_len: int, n_tok
     return out
 
 
-def _row(latent: int, count: int, total: float, vmax: float, n_windows: int, fine: np.ndarray, n_tokens: int) -> dict:
+def stats_row(
+    latent: int, count: int, total: float, vmax: float, n_windows: int, fine: np.ndarray, n_tokens: int
+) -> dict:
     row = {
         "latent": latent,
         "count": count,
@@ -94,6 +100,33 @@ def _row(latent: int, count: int, total: float, vmax: float, n_windows: int, fin
         hist_edges=_round(np.linspace(0.0, top, HIST_BINS + 1)),
         hist_counts=json.dumps(coarse.tolist()),
     )
+
+
+STATS_COLUMNS = (
+    "latent",
+    "count",
+    "frequency",
+    "max_act",
+    "mean_act",
+    "n_windows",
+    "deciles",
+    "hist_edges",
+    "hist_counts",
+)
+INSERT_STATS = (
+    f"insert or replace into latents ({', '.join(STATS_COLUMNS)}) values ({', '.join('?' * len(STATS_COLUMNS))})"
+)
+
+
+def write_stats_rows(store: ActivationStore, rows: list[dict], next_latent: int, fingerprint: str) -> None:
+    """Statistics rows and the stage's resume point (done once `next_latent` is the last latent), with no
+    transaction of its own: compaction writes them in the transaction of a band's last unit (store/onepass.py)."""
+    conn = store.db.conn
+    conn.executemany(INSERT_STATS, [tuple(r[c] for c in STATS_COLUMNS) for r in rows])
+    done = next_latent >= int(store.provenance["num_latents"])
+    store.set_stage(CACHE_STATS, fingerprint, {"next_latent": next_latent}, done)
+    if done:  # as write_latent_stats does on the last batch
+        pack_stat_columns(conn, fingerprint)
 
 
 def compute_latent_stats(store: ActivationStore, window_len: int, progress=None, batch: int = 1000) -> int:

@@ -2,8 +2,9 @@
 
 The processes are real `autointerp batch` / `export` runs. AUTOINTERP_KILL_AT makes a process SIGKILL itself right
 after a chosen commit (store/killpoints.py), so every stage is interrupted at an exact place: cache chunks, the
-statistics pass, the vocabulary, the decoder directions, the cache's completion mark, explanations, scores and an
-export. The external-kill tests in test_batch.py kill at whatever moment the polling sees, as a user would.
+compaction (which writes the statistics, filters and sketches), the vocabulary, the decoder directions, the cache's
+completion mark, explanations, scores and an export. The external-kill tests in test_batch.py kill at whatever
+moment the polling sees, as a user would.
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ from helpers.schema import to_schema_6_layout
 from helpers.stores import fill_store
 
 from autointerp.engine.activations.cache import cache_is_complete
-from autointerp.engine.config import CacheConfig, Config
-from autointerp.engine.interpretation.interpret import Interpreter, InterpretError
+from autointerp.engine.config import CacheConfig
 from autointerp.store.db import ActivationStore, ChunkInfo
+from autointerp.store.filters import FilterSettings, filters_done
 from autointerp.store.stats import compute_latent_stats, latent_stats
 
 # One run, killed in turn at each place below, each resumed run going on from where the last died. The comment
 # says what the resumed run finds committed when it starts.
 KILLS = [
     ("cache.chunk:2", "select count(*) from chunks", 2),  # 2 of 4 chunks
-    ("cache.compact:1", "select count(*) from staged", 0),  # every chunk compacted (one band: one unit), no statistics
-    ("cache.stats:2", "select count(*) from latents", 2000),  # 2 of 4 batches of statistics (1,000 latents each)
+    # Every chunk compacted (one band: one unit) with the band's statistics, filters and sketches (one pass).
+    ("cache.compact:1", "select count(*) from latents", 3072),
     ("cache.vocab:1", "select count(*) from vocab", 49152),  # the vocabulary, no directions yet
     ("cache.directions:3", "select count(*) from directions", 1536),  # 3 of 6 batches of 512
     ("cache.mark:1", "select count(*) from directions", 3072),  # everything but the cache's completion mark
@@ -55,13 +56,13 @@ def test_kill_9_after_any_commit_of_any_stage_resumes_to_the_uninterrupted_datab
         r = run_killed_at(cfg, where)
         assert r.returncode == -signal.SIGKILL, (where, r.returncode, r.stderr[-2000:])
         assert rows(db, count_sql)[0][0] == expected, where
-        if where.startswith("cache.stats"):  # a partial statistics table is never taken for a finished one
+        if where.startswith("cache.compact"):  # one pass: the band's statistics, filters and sketches came with it
+            assert rows(db, "select count(*) from staged")[0][0] == 0
+            assert rows(db, "select count(*) from coactivation_sketches")[0][0] == 1
+            cfg_cache = CacheConfig(n_tokens=8192, chunk_tokens=2048, batch_size=8)
             with ActivationStore.open(db, readonly=True) as store:
-                assert not store.stats_done(32) and not cache_is_complete(
-                    store, CacheConfig(n_tokens=8192, chunk_tokens=2048, batch_size=8)
-                )
-                with pytest.raises(InterpretError, match="not finished"):
-                    Interpreter(Config(db=str(db)), store, None)
+                assert store.stats_done(32) and filters_done(store, FilterSettings.of(cfg_cache), "positional")
+                assert not cache_is_complete(store, cfg_cache)  # the vocabulary and directions are still to come
     done = subprocess.run(batch_cmd(cfg), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_database(db, reference[0])

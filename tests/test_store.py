@@ -146,7 +146,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_cache(tmp_path):
     db.conn.close()
     with ActivationStore.open(path) as store:
         v = store.db.execute("select value from meta where key='schema_version'").fetchone()[0]
-        assert int(v) == SCHEMA_VERSION == 13
+        assert int(v) == SCHEMA_VERSION == 14
         assert {
             "segments",
             "staged",

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from autointerp.engine.config import CacheConfig
-from autointerp.store.compact import compact
 from autointerp.store.db import ActivationStore, ChunkInfo, StoreError
 from autointerp.store.filters import FilterSettings, compute_filters, filters_done
 from autointerp.store.killpoints import kill_point
+from autointerp.store.onepass import compact_in_one_pass
 from autointerp.store.stages import CACHE
 from autointerp.store.stats import compute_latent_stats
 
@@ -475,9 +475,23 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
     )
     t = time.perf_counter()
     num_latents = int(store.provenance["num_latents"])
-    if store.n_staged():
-        moved = compact(store, progress=finalise_ticker(event, "compaction", num_latents))
-        log.info("cache: %d activations compacted into latent-major segments in %.1fs", moved, time.perf_counter() - t)
+    settings = FilterSettings.of(cfg)
+    in_pass = 0  # latents whose filter rows the compaction pass wrote
+    if store.n_staged() or not (store.stats_done(cfg.window_len) and filters_done(store, settings, "positional")):
+        # One pass: compaction computes the statistics, the filters' store part and the co-activation sketches
+        # from the activations it holds (store/onepass.py); the passes below then find them done.
+        one = compact_in_one_pass(
+            store, cfg.window_len, settings, progress=finalise_ticker(event, "compaction and statistics", num_latents)
+        )
+        log.info(
+            "cache: %d activations compacted, statistics of %d latents, filters of %d, sketches of %d, in %.1fs",
+            one.moved,
+            one.stats,
+            one.filters,
+            one.sketches,
+            time.perf_counter() - t,
+        )
+        in_pass = one.filters
         t = time.perf_counter()
     compute_latent_stats(store, cfg.window_len, progress=finalise_ticker(event, "statistics", num_latents))
     log.info("cache: latent statistics in %.1fs", time.perf_counter() - t)
@@ -495,8 +509,8 @@ def _fill(cfg, inputs: CacheInputs, store: ActivationStore, on_progress, on_even
     # the model costs ~40 short sentences per candidate token (150 s for a cache that took 8 s on a CPU), so it
     # runs when asked for, by `autointerp filters DB`.
     t = time.perf_counter()
-    computed = compute_filters(store, FilterSettings.of(cfg), progress=finalise_ticker(event, "filters", num_latents))
-    filtered = FiltersResult(computed, 0)
+    computed = compute_filters(store, settings, progress=finalise_ticker(event, "filters", num_latents))
+    filtered = FiltersResult(computed + in_pass, 0)
     event("filters", filtered.describe(), {"computed": filtered.computed, "verified": filtered.verified})
     log.info("cache: %s in %.1fs", filtered.describe(), time.perf_counter() - t)
     kill_point("cache.mark")

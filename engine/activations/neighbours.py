@@ -9,10 +9,13 @@ import numpy as np
 import torch
 
 from autointerp.store.queries import WindowQueries
+from autointerp.store.sketches import EMPTY, load_sketches
 
 # At or below this many latents, and on a GPU, the neighbours are exact (all pairs, in blocks): at 32,768 x 576
 # that is ~15 s on 2 CPU cores, and the index no faster. Above it, on a CPU, a graph index finds them (README
-# "Scale": 92 s instead of 208 s at 131,072 x 576, growing as latents^~1.3 instead of latents^1.9).
+# "Scale": 92 s instead of 208 s at 131,072 x 576, growing as latents^~1.2-1.5 instead of latents^1.9). IVF lists
+# (fixed list size, HNSW or flat coarse quantizer) and NN-descent grow less but lose recall as latents grow on a
+# decoder of many near-orthogonal families (0.91 and 0.85 at 131k; README "Scale"): the graph stays.
 ANN_ABOVE = 32_768
 
 
@@ -23,8 +26,9 @@ class IndexSettings:
 
     The graph is built on one thread (faiss inserts in parallel under locks, whose order nothing fixes; one
     thread gives the same graph, and so the same rows, every time: faiss draws the levels from its own fixed
-    seed), then searched on torch's threads (each search alone is deterministic). Each latent asks the graph for `candidates` rows (itself
-    included), whose exact cosines are computed from the float32 decoder; the best k of them are kept."""
+    seed; two threads gave no shorter build on 2 busy cores), then searched on torch's threads (each search alone
+    is deterministic). Each latent asks the graph for `candidates` rows (itself included), whose exact cosines are
+    computed from the float32 decoder; the best k of them are kept."""
 
     m: int = 24
     ef_construction: int = 60
@@ -171,24 +175,12 @@ class DecoderNeighbours:
         return [i for i, _ in self.similar(latent)]
 
 
-SKETCH_BUCKETS = 64
-_EMPTY = np.uint32(0xFFFFFFFF)
-
-
-def _mix(w: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a fixed, well-mixed 64-bit hash of each window id (numpy wraps uint64 products)."""
-    x = w.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 class CoactivationIndex:
     """Latents that fire in the same windows, ranked by Jaccard similarity of their window sets.
 
-    Memory is bounded at any width and length. One streaming pass over the stored segments makes a one-permutation
-    MinHash sketch of each latent's window set (SKETCH_BUCKETS uint32 per latent: 33 MB at 131k latents, 256 MB at
-    1M, the same at any token count). A query ranks every latent by its sketch estimate of the Jaccard similarity,
+    Memory is bounded at any width and length. Each latent has a one-permutation MinHash sketch of its window set
+    (store/sketches.py: 64 uint32 per latent, 33 MB at 131k latents, 256 MB at 1M, the same at any token count),
+    made by compaction and stored once, so the index reads them instead of decoding every segment. A query ranks every latent by its sketch estimate of the Jaccard similarity,
     then computes the exact similarity of the best `candidates` from their stored windows; the answer is those
     exact values, in the order an exhaustive search gives whenever the true top k are among the candidates (always
     when the store has no more latents than candidates). The old index held a latents x windows matrix: 1.6 GB at
@@ -201,16 +193,8 @@ class CoactivationIndex:
         self._sig: np.ndarray | None = None
 
     def _sketches(self) -> np.ndarray:
-        if self._sig is None:
-            sig = np.full((self.num_latents, SKETCH_BUCKETS), _EMPTY, np.uint32)
-            shift = np.uint64(64 - int(np.log2(SKETCH_BUCKETS)))
-            for latent, positions, _ in self.q.store.scan_segments(0, self.num_latents):
-                w = self.q.window_of(positions)
-                w = w[np.r_[True, w[1:] != w[:-1]]]  # positions ascend: drop repeats without a sort
-                h = _mix(w)
-                low = np.minimum(h & np.uint64(0xFFFFFFFF), np.uint64(0xFFFFFFFE)).astype(np.uint32)
-                np.minimum.at(sig[latent], (h >> shift).astype(np.intp), low)
-            self._sig = sig
+        if self._sig is None:  # stored by compaction (or built once and stored: store/sketches.py)
+            self._sig = load_sketches(self.q.store, self.q.window_len)
         return self._sig
 
     def _windows(self, latent: int) -> np.ndarray:
@@ -225,9 +209,9 @@ class CoactivationIndex:
         else:
             sig = self._sketches()
             s = sig[latent]
-            filled = s != _EMPTY
+            filled = s != EMPTY
             match = ((sig == s) & filled).sum(axis=1)
-            either = (filled | (sig != _EMPTY)).sum(axis=1)
+            either = (filled | (sig != EMPTY)).sum(axis=1)
             est = match / np.maximum(either, 1)
             est[latent] = -1.0
             pool = np.argpartition(-est, self.candidates)[: self.candidates]

@@ -7,8 +7,15 @@ import numpy as np
 PROVENANCE_V11 = ("model_type", "forward_reason", "forward_sites", "start_rule", "forward_stale")
 
 
+def to_schema_13(conn) -> None:
+    """Undo schema 14's addition (the stored co-activation sketches), as a schema-13 file had it."""
+    conn.execute("drop table coactivation_sketches")
+    conn.execute("update meta set value = '13' where key = 'schema_version'")
+
+
 def to_schema_12(conn) -> None:
-    """Undo schema 13's additions (intervals, retests, probed sentences), as a schema-12 file had them."""
+    """Undo schema 14's and 13's additions (intervals, retests, probed sentences), as a schema-12 file had them."""
+    to_schema_13(conn)
     for table in ("retest_draws", "retest_samples", "retest_explanations", "retest_scores", "audit_probes"):
         conn.execute(f"drop table {table}")
     conn.execute("alter table scores drop column ci")

@@ -5,9 +5,11 @@ from 1e-6 to 1e-1, plus a few dense latents; float16 values), and it is written 
 (`ActivationStore.write_chunk`), so what is timed is the store and the stages, not a model. Each stage reports its
 seconds and peak RSS (sampled, this process's or the child's); the file's bytes per activation come at the end.
 
-It runs two sizes (the asked one and a quarter of it in both latents and tokens) and fits each stage's growth
-exponent p from the pair, then extrapolates to 1,048,576 latents x 100M tokens with the geometric-mean scale
-factor of the two axes: t_target = t_asked * F**p. A stage that grows faster than its data shows p > 1.
+It runs three sizes: small (a quarter of the asked latents and tokens), wide (the asked latents, a quarter of the
+tokens) and the asked one. Each stage gets a growth exponent per axis, p_latents from small -> wide and p_tokens
+from wide -> asked, and is extrapolated to 1,048,576 latents x 100M tokens as
+t_asked * (1M / latents)**p_latents * (100M / tokens)**p_tokens. A stage that grows faster than its data shows
+p > 1 on that axis; one that does not depend on an axis shows p ~ 0 there.
 """
 
 from __future__ import annotations
@@ -177,12 +179,14 @@ def finalise(store: ActivationStore, shape: Shape, stages: Stages) -> None:
     from autointerp.engine.activations.annotate import annotate_directions
     from autointerp.engine.activations.lens import LogitLens
     from autointerp.engine.activations.neighbours import DecoderNeighbours
-    from autointerp.store.compact import compact
     from autointerp.store.filters import FilterSettings, compute_filters
+    from autointerp.store.onepass import compact_in_one_pass
     from autointerp.store.stats import compute_latent_stats
 
+    # One pass, as the cache stage runs it: compaction computes the statistics, the filters' store part and the
+    # co-activation sketches on the way; the two passes after it find them done (kept: they time what is left).
     with stages.stage("compaction") as fig:
-        fig["activations"] = compact(store)
+        fig["activations"] = compact_in_one_pass(store, shape.window_len, FilterSettings()).moved
     with stages.stage("statistics"):
         compute_latent_stats(store, shape.window_len)
     with stages.stage("filters"):  # the cache stage's part: positional MI and unigram candidates (no model)
@@ -264,7 +268,7 @@ def sampling_and_controls(store: ActivationStore, shape: Shape, stages: Stages, 
         for latent in latents:
             sampler.draw(latent)
         fig["latents"] = len(latents)
-    with stages.stage("coactivation") as fig:  # the index, then its top latents for the same latents
+    with stages.stage("coactivation") as fig:  # the index (its stored sketches), then its top latents
         index = CoactivationIndex(queries, shape.latents)
         for latent in latents[:100]:
             index.similar(latent)
@@ -348,36 +352,65 @@ def bench_scale(
     tmp = tempfile.TemporaryDirectory() if workdir is None else None
     root = Path(workdir or tmp.name)
     root.mkdir(parents=True, exist_ok=True)
-    try:
-        small = run_size(Shape(max(latents // 4, 64), max(tokens // 4, 4096), k, seed=seed), root)
+    quarter_l, quarter_t = max(latents // 4, 64), max(tokens // 4, 4096)
+    try:  # the two smaller sizes first: the asked one, the longest, last
+        small = run_size(Shape(quarter_l, quarter_t, k, seed=seed), root)
+        wide = run_size(Shape(latents, quarter_t, k, seed=seed), root)
         big = run_size(Shape(latents, tokens, k, seed=seed), root)
     finally:
         if tmp is not None:
             tmp.cleanup()
-    return summarise(small, big)
+    return summarise(small, wide, big)
 
 
-def summarise(small: dict, big: dict) -> dict:
-    factor = math.sqrt((TARGET_LATENTS / big["latents"]) * (TARGET_TOKENS / big["tokens"]))
-    step = math.sqrt((big["latents"] / small["latents"]) * (big["tokens"] / small["tokens"]))
+def exponents(small: dict, wide: dict, big: dict) -> tuple[float, float]:
+    """(p_latents, p_tokens) of one stage from its seconds at the three sizes: latents from small -> wide (the
+    tokens the same), tokens from wide -> big (the latents the same)."""
+
+    def p(t_to: float, t_from: float, ratio: float) -> float:
+        return math.log(max(t_to, 1e-3) / max(t_from, 1e-3)) / math.log(ratio) if ratio > 1 else 0.0
+
+    return (
+        p(wide["t"], small["t"], wide["latents"] / small["latents"]),
+        p(big["t"], wide["t"], big["tokens"] / wide["tokens"]),
+    )
+
+
+def summarise(small: dict, wide: dict, big: dict) -> dict:
+    """Each stage's growth exponents, one per axis, and its time extrapolated to 1M latents x 100M tokens:
+    t_big * (1M / latents) ** p_latents * (100M / tokens) ** p_tokens. A stage with timed parts (annotate) is
+    extrapolated part by part (and its rest apart): a part that grows faster is not averaged away. The exponents
+    are reported as fitted; the extrapolation reads one below 0 as 0 (no stage gets faster with more data: a
+    negative exponent is the machine's load changing between sizes, and x100 in tokens would amplify it)."""
+    sizes = {"small": small, "wide": wide, "asked": big}
+    f_latents, f_tokens = TARGET_LATENTS / big["latents"], TARGET_TOKENS / big["tokens"]
+
+    def grown(times: tuple[float, float, float]) -> dict:
+        at = [{"t": t, "latents": r["latents"], "tokens": r["tokens"]} for t, r in zip(times, sizes.values())]
+        p_l, p_t = exponents(*at)
+        p_l, p_t = round(p_l, 3), round(p_t, 3)
+        target = times[2] * f_latents ** max(p_l, 0.0) * f_tokens ** max(p_t, 0.0)
+        return {"p_latents": p_l, "p_tokens": p_t, "extrapolated_s_1m_100m": round(target, 1)}
+
     stages, extrapolated = {}, 0.0
-
-    def grown(t_big: float, t_small: float) -> tuple[float, float]:  # (growth exponent, extrapolated seconds)
-        p = math.log(max(t_big, 1e-3) / max(t_small, 1e-3)) / math.log(step)
-        return p, t_big * factor**p
-
     for name, fig in big["stages"].items():
-        p, target_s = grown(fig["s"], small["stages"][name]["s"])
-        if "parts" in fig:  # each part at its own growth: a quadratic part is not averaged away by a linear one
-            small_parts = small["stages"][name]["parts"]
-            rest = (fig["s"] - sum(fig["parts"].values()), small["stages"][name]["s"] - sum(small_parts.values()))
-            target_s = grown(*rest)[1] + sum(grown(t, small_parts[part])[1] for part, t in fig["parts"].items())
-            p = math.log(target_s / max(fig["s"], 1e-3)) / math.log(factor) if factor > 1 else p
-        stages[name] = fig | {"growth_exponent": round(p, 3), "extrapolated_s_1m_100m": round(target_s, 1)}
+        s_small, s_wide = small["stages"][name]["s"], wide["stages"][name]["s"]
+        out = fig | {"s_small": s_small, "s_wide": s_wide} | grown((s_small, s_wide, fig["s"]))
+        if "parts" in fig:
+            parts_at = [r["stages"][name]["parts"] for r in sizes.values()]
+            rest = grown(tuple(r["stages"][name]["s"] - sum(p.values()) for r, p in zip(sizes.values(), parts_at)))
+            out["parts_growth"] = {part: grown(tuple(p[part] for p in parts_at)) for part in fig["parts"]}
+            out["parts_growth"]["rest"] = rest
+            for part, g in out["parts_growth"].items():  # each part's own seconds at the three sizes
+                at = [p.get(part, r["stages"][name]["s"] - sum(p.values())) for r, p in zip(sizes.values(), parts_at)]
+                g.update(s_small=round(at[0], 3), s_wide=round(at[1], 3), s=round(at[2], 3))
+            out["extrapolated_s_1m_100m"] = round(
+                sum(g["extrapolated_s_1m_100m"] for g in out["parts_growth"].values()), 1
+            )
+        stages[name] = out
         if name not in ("write", "tui"):
-            extrapolated += target_s
-    annotate_big, annotate_small = big["stages"]["annotate"], small["stages"]["annotate"]
-    near_p = grown(annotate_big["parts"]["neighbours"], annotate_small["parts"]["neighbours"])[0]
+            extrapolated += out["extrapolated_s_1m_100m"]
+    neighbours = stages["annotate"]["parts_growth"]["neighbours"]
     write = big["stages"]["write"]
     post = sum(f["s"] for n, f in big["stages"].items() if n not in ("write", "tui"))
     tui = big["stages"]["tui"]
@@ -395,23 +428,38 @@ def summarise(small: dict, big: dict) -> dict:
         "tui_sort_ms": tui["sort_ms"],
         "tui_search_ms": tui["search_ms"],
         "extrapolated_hours_1m_100m": round(extrapolated / 3600, 2),
-        # The decoder neighbours alone: recall@k against exact neighbours on a sample (target >= 0.95), and the
-        # growth exponent of their time between the two sizes (target <= 1.2; all pairs grow as latents^2).
-        "neighbours_recall_at_k": annotate_big["neighbours_recall"],
-        "neighbours_growth_exponent": round(near_p, 3),
-        "small_size": {"latents": small["latents"], "tokens": small["tokens"]},
+        # The decoder neighbours alone: recall@k against exact neighbours on a sample (target >= 0.95), and their
+        # time's growth exponent in latents, between the small and the wide size (target <= 1.2; all pairs: 2).
+        "neighbours_recall_at_k": big["stages"]["annotate"]["neighbours_recall"],
+        "neighbours_growth_exponent": neighbours["p_latents"],
+        "sizes": {name: {"latents": r["latents"], "tokens": r["tokens"]} for name, r in sizes.items()},
         "stages": stages,
     }
 
 
 def format_figures(result: dict) -> str:
-    """The figures as text: one `name value` line each, then a table of the stages."""
-    lines = [f"{k:28s} {v}" for k, v in result.items() if k != "stages"]
+    """The figures as text: one `name value` line each, then a table of the stages (a stage's timed parts
+    indented under it)."""
+    lines = [f"{k:28s} {v}" for k, v in result.items() if k not in ("stages", "sizes")]
+    lines += [
+        f"{'size ' + name:28s} {r['latents']:,} latents x {r['tokens']:,} tokens" for name, r in result["sizes"].items()
+    ]
     lines.append("")
-    lines.append(f"{'stage':18s} {'seconds':>9s} {'peak RSS MB':>12s} {'growth p':>9s} {'at 1M x 100M':>14s}")
-    for name, fig in result["stages"].items():
-        lines.append(
-            f"{name:18s} {fig['s']:9.2f} {fig['peak_rss_mb']:12.1f} {fig['growth_exponent']:9.2f}"
-            f" {fig['extrapolated_s_1m_100m'] / 3600:12.2f} h"
+    head = (
+        f"{'stage':18s} {'seconds':>9s} {'peak RSS MB':>12s} {'p_latents':>10s} {'p_tokens':>9s} {'at 1M x 100M':>14s}"
+    )
+    lines.append(head)
+
+    def row(name: str, s: float | None, rss: float | None, g: dict) -> str:
+        seconds = f"{s:9.2f}" if s is not None else " " * 9
+        mb = f"{rss:12.1f}" if rss is not None else " " * 12
+        return (
+            f"{name:18s} {seconds} {mb} {g['p_latents']:10.2f} {g['p_tokens']:9.2f}"
+            f" {g['extrapolated_s_1m_100m'] / 3600:12.2f} h"
         )
+
+    for name, fig in result["stages"].items():
+        lines.append(row(name, fig["s"], fig["peak_rss_mb"], fig))
+        for part, g in fig.get("parts_growth", {}).items():
+            lines.append(row(f"  {part}", g["s"], None, g))
     return "\n".join(lines)
