@@ -98,7 +98,8 @@ class Counts:
     """Sparse counts of int64 codes, held as parts and reduced when they grow past `hold`."""
 
     def __init__(self, hold: int):
-        self.hold, self.parts, self.held = hold, [], 0
+        self.hold, self.held = hold, 0
+        self.parts: list[tuple[np.ndarray, np.ndarray | None]] = []
         self.reduced = True  # parts is one reduced part (or none)
 
     def add(self, codes: np.ndarray, counts: np.ndarray | None = None) -> None:
@@ -112,7 +113,9 @@ class Counts:
 
     def reduce(self) -> tuple[np.ndarray, np.ndarray]:
         if self.reduced and self.parts:
-            return self.parts[0]
+            codes, counts = self.parts[0]
+            assert counts is not None  # a reduced part carries its counts
+            return codes, counts
         if not self.parts:
             codes, counts = np.zeros(0, np.int64), np.zeros(0, np.int64)
         elif all(c is None for _, c in self.parts):
@@ -184,6 +187,7 @@ class Band:
                 if self.token_held > HOLD:
                     self._reduce_token_max()
         if self.filters:
+            assert self.pos is not None  # made with the filters' accumulators
             self.pos += np.bincount(
                 local.astype(np.int64) * op.seq_len + positions % op.seq_len, minlength=n * op.seq_len
             ).reshape(n, op.seq_len)
@@ -242,6 +246,7 @@ class Band:
 
     def _filter_rows(self, keys, key_counts, bounds, count) -> list[dict]:
         op, n, st = self.op, self.n, self.op.settings
+        assert st is not None  # a band computes filters only with settings
         threshold = np.zeros(n, np.int64)
         top_count = np.zeros(n, np.int64)
         for i in np.flatnonzero(count).tolist():
@@ -300,7 +305,8 @@ class TopTokens:
         last unit (not committed yet). `sparse`: read only those latents' segments, one latent at a time."""
         op = band.op
         first = band.first
-        parts, held = [], 0
+        parts: list = []
+        held = 0
         if sparse and eligible.sum() * 4 < band.n:
             ranges = [(first + i, first + i + 1) for i in np.flatnonzero(eligible).tolist()]
         else:
@@ -379,7 +385,8 @@ class OnePass:
     def begin_band(self, band: int) -> None:
         self.current = acc = Band(self, band, *self._needs(band))
         first = band << BAND_BITS
-        parts, held = [], 0
+        parts: list = []
+        held = 0
 
         def flush() -> None:
             nonlocal parts, held
@@ -417,6 +424,7 @@ class OnePass:
         if acc.filters:
             write_filter_rows(self.store, acc.filter_rows, end, self.filters_fp)
         if acc.sketch:
+            assert acc.sig is not None
             write_band_sketch(self.store.db.conn, band, self.sketch_fp, acc.sig)
         self.written = [w + acc.n * flag for w, flag in zip(self.written, (acc.stats, acc.filters, acc.sketch))]
         self.current = None

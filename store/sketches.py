@@ -74,7 +74,9 @@ def band_sketch_from_segments(store: ActivationStore, band: int, window_len: int
     first = band << BAND_BITS
     n = min(BAND, num_latents - first)
     sk = BandSketch(n, int(store.provenance["seq_len"]), window_len)
-    local_parts, pos_parts, held = [], [], 0
+    local_parts: list[np.ndarray] = []
+    pos_parts: list[np.ndarray] = []
+    held = 0
 
     def flush() -> None:
         nonlocal local_parts, pos_parts, held
