@@ -54,3 +54,10 @@ def segment_record(latent: int, seg: int, s: Segment) -> tuple:
 
 SEGMENT_COLUMNS = "latent, seg, n, max_act, first_pos, width, packed, data"
 INSERT_SEGMENT = f"insert into segments ({SEGMENT_COLUMNS}) values (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def window_ids(positions: np.ndarray, seq_len: int, window_len: int) -> np.ndarray:
+    """The global window id of each global token position: windows of `window_len` tokens tile each sequence of
+    `seq_len` (the last one of a sequence may be short), numbered sequence by sequence."""
+    seq, pos = np.divmod(positions, seq_len)
+    return seq * -(-seq_len // window_len) + pos // window_len

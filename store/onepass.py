@@ -36,7 +36,7 @@ import numpy as np
 from .compact import compact
 from .db import ActivationStore
 from .filters import FILTERS_STAGE, FilterSettings, _keys, filter_row, positional_mi, token_array, write_filter_rows
-from .layout import BAND, BAND_BITS, COMPACT_BUDGET
+from .layout import BAND, BAND_BITS, COMPACT_BUDGET, window_ids
 from .sketches import BandSketch, sketch_fingerprint, stored_bands, write_band_sketch
 from .stages import CACHE_STATS
 from .stats import FINE_BINS, stats_row, write_stats_rows
@@ -167,8 +167,7 @@ class Band:
     def _add_slice(self, local, positions, values) -> None:
         op, n = self.op, self.n
         if self.stats:
-            seq, pos = np.divmod(positions, op.seq_len)
-            w = seq * op.stats_windows_per_seq + pos // op.window_len
+            w = window_ids(positions, op.seq_len, op.window_len)
             new = np.ones(len(w), bool)
             new[1:] = (w[1:] != w[:-1]) | (local[1:] != local[:-1])
             runs = np.flatnonzero(np.r_[True, local[1:] != local[:-1]])
@@ -356,7 +355,6 @@ class OnePass:
         self.store = store
         self.num_latents, self.seq_len = int(prov["num_latents"]), int(prov["seq_len"])
         self.window_len = int(window_len)
-        self.stats_windows_per_seq = -(-self.seq_len // self.window_len)
         self.n_tokens, self.n_sequences = store.n_tokens(), store.n_sequences()
         self.stats_fp = store.stats_fingerprint(window_len)
         self.stats_from = _start_of(store.stage(CACHE_STATS), self.stats_fp)

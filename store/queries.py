@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .db import ActivationStore
+from .layout import window_ids
 
 
 @dataclass
@@ -54,8 +55,7 @@ class WindowQueries:
     # ---- window arithmetic ----------------------------------------------------------------
 
     def window_of(self, positions: np.ndarray) -> np.ndarray:
-        seq, pos = np.divmod(positions, self.seq_len)
-        return seq * self.windows_per_seq + pos // self.window_len
+        return window_ids(positions, self.seq_len, self.window_len)
 
     def n_windows(self) -> int:
         return self.store.n_sequences() * self.windows_per_seq

@@ -18,7 +18,7 @@ import sqlite3
 import numpy as np
 
 from .db import ActivationStore
-from .layout import BAND, BAND_BITS, COMPACT_BUDGET
+from .layout import BAND, BAND_BITS, COMPACT_BUDGET, window_ids
 
 SKETCH_BUCKETS = 64
 EMPTY = np.uint32(0xFFFFFFFF)
@@ -53,13 +53,11 @@ class BandSketch:
     def __init__(self, n_latents: int, seq_len: int, window_len: int):
         self.sig = np.full((n_latents, SKETCH_BUCKETS), EMPTY, np.uint32)
         self.seq_len, self.window_len = seq_len, min(window_len, seq_len)
-        self.windows_per_seq = -(-seq_len // self.window_len)
 
     def add(self, local: np.ndarray, positions: np.ndarray) -> None:
         if not len(local):
             return
-        seq, pos = np.divmod(positions, self.seq_len)
-        w = seq * self.windows_per_seq + pos // self.window_len
+        w = window_ids(positions, self.seq_len, self.window_len)
         keep = np.ones(len(w), bool)  # a window once per run of equal windows (repeats change no minimum)
         keep[1:] = (w[1:] != w[:-1]) | (local[1:] != local[:-1])
         h = mix(w[keep])

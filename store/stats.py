@@ -17,6 +17,7 @@ from .columns import pack_stat_columns
 from .compact import compact
 from .db import ActivationStore
 from .killpoints import kill_point
+from .layout import window_ids
 from .stages import CACHE_STATS
 
 HIST_BINS = 20
@@ -40,7 +41,6 @@ def batch_stats(store: ActivationStore, lo: int, hi: int, window_len: int, n_tok
     numbers are those of a pass over all of a latent's values at once: float16 values summed in float64 are exact
     in any order, and each value's histogram bin does not depend on the others."""
     seq_len = int(store.provenance["seq_len"])
-    windows_per_seq = -(-seq_len // window_len)
     sizes = {
         latent: (int(n), float(vmax))
         for latent, n, vmax in store.db.execute(
@@ -68,8 +68,7 @@ def batch_stats(store: ActivationStore, lo: int, hi: int, window_len: int, n_tok
         fine += np.histogram(acts, bins=FINE_BINS, range=(0.0, vmax if vmax > 0 else 1.0))[0]
         # Positions ascend, so windows come in order: count the changes, and do not count again a window that
         # the previous segment of this latent ended in.
-        seq, pos = np.divmod(positions, seq_len)
-        windows = seq * windows_per_seq + pos // window_len
+        windows = window_ids(positions, seq_len, window_len)
         n_windows += 1 + int(np.count_nonzero(windows[1:] != windows[:-1])) - int(windows[0] == last_window)
         last_window = int(windows[-1])
     close_until(hi)
