@@ -121,10 +121,17 @@ def positional_mi(position_counts: np.ndarray, n_sequences: int) -> float:
 # ---- unigram candidates -------------------------------------------------------------------------------------
 
 
-def _keys(values: np.ndarray) -> np.ndarray:
+def order_keys(values: np.ndarray) -> np.ndarray:
     """float16 values as uint16 keys in the same order (sign-magnitude to two's-order), for an exact histogram."""
     bits = np.ascontiguousarray(values, np.float16).view(np.uint16).astype(np.int64)
     return np.where(bits & 0x8000, 0xFFFF - bits, bits | 0x8000)
+
+
+def key_values(keys: np.ndarray) -> np.ndarray:
+    """The float32 values of `order_keys`' keys (its inverse)."""
+    keys = np.asarray(keys, np.int64)
+    bits = np.where(keys & 0x8000, keys & 0x7FFF, 0xFFFF - keys).astype(np.uint16)
+    return bits.view(np.float16).astype(np.float32)
 
 
 def _threshold_key(hist: np.ndarray, fraction: float) -> int:
@@ -165,7 +172,7 @@ def batch_filters(
             close()
             current, pos, hist = latent, np.zeros(seq_len, np.int64), np.zeros(1 << 16, np.int64)
         pos += np.bincount(positions % seq_len, minlength=seq_len)
-        hist += np.bincount(_keys(values), minlength=1 << 16)
+        hist += np.bincount(order_keys(values), minlength=1 << 16)
     close()
     # Second pass: distinct tokens at the top activations, given up on as soon as there are too many.
     found: dict[int, dict[int, int]] = {}
@@ -173,7 +180,7 @@ def batch_filters(
         seen = found.setdefault(latent, {})
         if len(seen) > settings.unigram_max_tokens or top_counts[latent] < settings.unigram_min_activations:
             continue
-        ids, counts = np.unique(tokens[positions[_keys(values) >= thresholds[latent]]], return_counts=True)
+        ids, counts = np.unique(tokens[positions[order_keys(values) >= thresholds[latent]]], return_counts=True)
         if len(ids) > settings.unigram_max_tokens:  # too many already: no need to count them one by one
             found[latent] = dict.fromkeys(range(settings.unigram_max_tokens + 1), 0)
             continue

@@ -35,7 +35,16 @@ import numpy as np
 
 from .compact import compact
 from .db import ActivationStore
-from .filters import FILTERS_STAGE, FilterSettings, _keys, filter_row, positional_mi, token_array, write_filter_rows
+from .filters import (
+    FILTERS_STAGE,
+    FilterSettings,
+    filter_row,
+    key_values,
+    order_keys,
+    positional_mi,
+    token_array,
+    write_filter_rows,
+)
 from .layout import BAND, BAND_BITS, COMPACT_BUDGET, window_ids
 from .sketches import BandSketch, sketch_fingerprint, stored_bands, write_band_sketch
 from .stages import CACHE_STATS
@@ -44,13 +53,6 @@ from .stats import FINE_BINS, stats_row, write_stats_rows
 HIST_BLOCK = 256
 SLICE = 1 << 20  # activations of a unit folded in at a time
 HOLD = COMPACT_BUDGET // 2  # (latent, value, token) counts a band holds at most before it reads its tokens back instead
-
-
-def _values_of(keys: np.ndarray) -> np.ndarray:
-    """float32 values of order keys (store/filters.py `_keys`, inverted)."""
-    keys = np.asarray(keys, np.int64)
-    bits = np.where(keys & 0x8000, keys & 0x7FFF, 0xFFFF - keys).astype(np.uint16)
-    return bits.view(np.float16).astype(np.float32)
 
 
 def fine_histograms(lat: np.ndarray, values: np.ndarray, weights: np.ndarray, tops: np.ndarray, n: int) -> np.ndarray:
@@ -176,7 +178,7 @@ class Band:
             self.n_windows += np.bincount(local, weights=new, minlength=n).astype(np.int64)
             self.last_window[local[run_ends]] = w[run_ends]
         if self.stats or self.filters:
-            keys = _keys(values)
+            keys = order_keys(values)
             self.counts.add((local.astype(np.int64) << 16) | keys)
             if self.filters:
                 codes = np.sort((local.astype(np.int64) << 48) | (op.tokens[positions].astype(np.int64) << 16) | keys)
@@ -230,7 +232,7 @@ class Band:
         for b0 in range(0, self.n, HIST_BLOCK):  # the fine histograms of HIST_BLOCK latents at a time (8 MB)
             b1 = min(b0 + HIST_BLOCK, self.n)
             lo, hi = bounds[b0], bounds[b1]
-            values = _values_of(keys[lo:hi])
+            values = key_values(keys[lo:hi])
             lat = np.repeat(np.arange(b1 - b0), np.diff(bounds[b0 : b1 + 1]))
             vmax = np.zeros(b1 - b0)
             fired = bounds[b0 + 1 : b1 + 1] > bounds[b0:b1]
@@ -332,7 +334,7 @@ class TopTokens:
             self._add_arrays(np.asarray(local, np.int64), positions, values, threshold, eligible, op)
 
     def _add_arrays(self, local, positions, values, threshold, eligible, op) -> None:
-        codes = (((local << 16) | _keys(values)) << op.token_bits) | op.tokens[positions].astype(np.int64)
+        codes = (((local << 16) | order_keys(values)) << op.token_bits) | op.tokens[positions].astype(np.int64)
         self.add(codes, None, threshold, eligible, op.token_bits)
 
     def seen(self, i: int) -> dict[int, int]:
