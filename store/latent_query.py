@@ -87,17 +87,17 @@ def parse_query(text: str, columns: set[str]) -> tuple[list[ScoreFilter], str]:
     return filters, " ".join(words)
 
 
+# The explanations by one explainer that match a full-text query: (fts query, explainer).
+_HITS = "from explanations_fts f join explanations e on e.rowid = f.rowid where explanations_fts match ? and e.explainer = ?"
+
+
 def search_latents(conn, words: str, explainer: str) -> np.ndarray:
     """Latents whose explanation by `explainer` matches the full-text query `words` (`fts_query`), each once (the
     key is (latent, explainer)), in no particular order.
 
     The hits come back as one comma-joined text aggregated inside SQLite and parsed by numpy: the same join and
     match as one row per hit through sqlite3 (`search_latents_by_row`, the reference), ~2.5x faster at 1M hits."""
-    text = conn.execute(
-        "select group_concat(e.latent) from explanations_fts f join explanations e on e.rowid = f.rowid"
-        " where explanations_fts match ? and e.explainer = ?",
-        [fts_query(words), explainer],
-    ).fetchone()[0]
+    text = conn.execute(f"select group_concat(e.latent) {_HITS}", [fts_query(words), explainer]).fetchone()[0]
     if not text:
         return np.zeros(0, np.int64)
     return np.fromstring(text, dtype=np.int64, sep=",")
@@ -105,11 +105,7 @@ def search_latents(conn, words: str, explainer: str) -> np.ndarray:
 
 def search_latents_by_row(conn, words: str, explainer: str) -> np.ndarray:
     """`search_latents` one row per hit: the reference its tests compare with."""
-    cur = conn.execute(
-        "select e.latent from explanations_fts f join explanations e on e.rowid = f.rowid"
-        " where explanations_fts match ? and e.explainer = ?",
-        [fts_query(words), explainer],
-    )
+    cur = conn.execute(f"select e.latent {_HITS}", [fts_query(words), explainer])
     return np.unique(column_array(cur, np.int64))
 
 
